@@ -1,0 +1,69 @@
+"""Reads and state changes of alerts. Keyword-only arguments, session first."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, select
+
+from alert_server.alerts.models import Alert, AlertEvent
+
+
+def insert_alert(session: Session, *, values: dict[str, Any]) -> bool:
+    """Insert an alert unless its ``alert_id`` exists. True when this call created it.
+
+    ``INSERT … ON CONFLICT DO NOTHING``: correct even when two servers receive the same
+    alert at the same instant (only one insert wins, the other sees a repeat).
+    """
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert(Alert)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["alert_id"])
+        .returning(Alert.__table__.c.id)  # type: ignore[attr-defined]
+    )
+    # RETURNING yields a row only when this statement inserted one (rowcount is not
+    # reliable for ON CONFLICT DO NOTHING across drivers).
+    return session.connection().execute(stmt).first() is not None
+
+
+def get_alert(session: Session, *, alert_id: str) -> Alert | None:
+    return session.exec(select(Alert).where(Alert.alert_id == alert_id)).first()
+
+
+def add_event(
+    session: Session,
+    *,
+    alert_id: str,
+    at: datetime,
+    type_: str,
+    actor: str | None = None,
+    **detail: Any,
+) -> None:
+    session.add(AlertEvent(alert_id=alert_id, at=at, type=type_, actor=actor, detail=detail))
+
+
+def events(session: Session, *, alert_id: str) -> list[AlertEvent]:
+    stmt = (
+        select(AlertEvent)
+        .where(AlertEvent.alert_id == alert_id)
+        .order_by(AlertEvent.at, AlertEvent.id)  # type: ignore[arg-type]
+    )
+    return list(session.exec(stmt))
+
+
+def undispatched(session: Session, *, older_than: datetime, limit: int = 100) -> list[str]:
+    """Open alerts never handed to dispatch (e.g. the server died right after storing them)."""
+    stmt = (
+        select(Alert.alert_id)
+        .where(Alert.dispatched_at.is_(None))  # type: ignore[union-attr]
+        .where(Alert.state == "open")
+        .where(Alert.created_at <= older_than)
+        .order_by(Alert.created_at)  # type: ignore[arg-type]
+        .limit(limit)
+    )
+    return list(session.exec(stmt))

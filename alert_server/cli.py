@@ -1,0 +1,217 @@
+"""The ``vigie`` command (operations.md). Bad input: one line naming what is wrong, exit 2."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+
+from alert_server.db import make_engine, migrate, session_scope
+from alert_server.devices import broker_files, service
+from alert_server.devices.revocation import cut_off
+from alert_server.settings import Settings, load_settings
+from alert_server.timeutil import utcnow
+
+app = typer.Typer(
+    help="Vigie : alerte travailleur isolé pour les professionnels de santé.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+devices_app = typer.Typer(help="Boîtiers d'alerte et travailleurs.", no_args_is_help=True)
+app.add_typer(devices_app, name="devices")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="Fichier TOML de réglages (sinon VIGIE_*).")
+]
+
+
+def fail(message: str) -> NoReturn:
+    typer.echo(f"vigie: erreur: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except Exception as exc:
+        fail(f"réglages: {str(exc).splitlines()[0]}")
+
+
+def _logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def server(
+    host: Annotated[str, typer.Option(help="Adresse d'écoute HTTP.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port HTTP.")] = 8000,
+    config: ConfigOpt = None,
+) -> None:
+    """API HTTP + console, ingestion MQTT et moteur d'escalade, dans un seul processus."""
+    import uvicorn
+
+    from alert_server.main import create_app
+
+    _logging()
+    settings = _settings(config)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@devices_app.command("add")
+def devices_add(
+    device_id: Annotated[str, typer.Argument(metavar="DEVICE_ID")],
+    worker: Annotated[str, typer.Option("--worker", help="Nom du travailleur.")],
+    role: Annotated[str, typer.Option("--role", help="nurse | pharmacist | other")],
+    phone: Annotated[str, typer.Option("--phone", help="Numéro de rappel, E.164.")],
+    pin: Annotated[str, typer.Option("--pin", help="Code d'annulation.")],
+    duress_pin: Annotated[str, typer.Option("--duress-pin", help="Code de contrainte.")],
+    site_lat: Annotated[float | None, typer.Option("--site-lat")] = None,
+    site_lon: Annotated[float | None, typer.Option("--site-lon")] = None,
+    site_label: Annotated[str | None, typer.Option("--site-label")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Sortie JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Enregistre un boîtier et son travailleur ; affiche une fois son mot de passe MQTT."""
+    settings = _settings(config)
+    new = service.NewDevice(
+        device_id, worker, role, phone, pin, duress_pin, site_lat, site_lon, site_label
+    )
+    try:
+        new = new.validate()
+    except service.DeviceInputError as exc:
+        fail(str(exc))
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    password = broker_files.generate_password()
+    passwd, acl = settings.broker_passwd_file, settings.broker_acl_file
+    wrote_passwd = False
+    try:
+        with session_scope(engine) as session:
+            service.add_device(session, new=new, now=utcnow())
+            # Broker files are written inside the transaction: if they cannot be written the
+            # device is not registered, and if the commit fails they are rolled back below.
+            if passwd is not None:
+                broker_files.set_password(passwd, new.device_id, password)
+                wrote_passwd = True
+            if acl is not None:
+                revoked = [d for d in broker_files.read_revoked(acl) if d != new.device_id]
+                broker_files.write_acl(acl, revoked)
+    except service.DeviceInputError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        if wrote_passwd and passwd is not None:
+            broker_files.remove_user(passwd, new.device_id)
+        fail(f"fichiers du broker: {exc}")
+    except Exception:
+        if wrote_passwd and passwd is not None:
+            broker_files.remove_user(passwd, new.device_id)
+        raise
+    finally:
+        engine.dispose()
+    reloaded = broker_files.reload_broker(settings.broker_pid_file)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "device_id": new.device_id,
+                    "mqtt_username": new.device_id,
+                    "mqtt_password": password,
+                }
+            )
+        )
+        return
+    typer.echo(f"Boîtier {new.device_id} enregistré pour {new.worker} ({new.role}).")
+    typer.echo(f"Identifiant MQTT : {new.device_id}")
+    typer.echo(f"Mot de passe MQTT (affiché une seule fois) : {password}")
+    if passwd is None:
+        typer.echo("Note : VIGIE_BROKER_PASSWD_FILE n'est pas réglé ; ajoutez ce compte au broker.")
+    elif not reloaded:
+        typer.echo(
+            "Note : rechargez le broker (systemctl reload mosquitto) pour activer le compte."
+        )
+
+
+@devices_app.command("list")
+def devices_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Sortie JSON.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Liste les boîtiers, leur travailleur et leur présence."""
+    settings = _settings(config)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    with session_scope(engine) as session:
+        rows = service.list_devices(session)
+        out = [
+            {
+                "device_id": d.device_id,
+                "worker": w.name,
+                "role": w.role,
+                "phone": w.phone,
+                "state": "revoked" if d.revoked_at else ("online" if d.online else "offline"),
+                "last_seen_at": d.last_seen_at.isoformat() if d.last_seen_at else None,
+                "batt": d.batt,
+                "site_label": d.site_label,
+            }
+            for d, w in rows
+        ]
+    engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(out, ensure_ascii=False))
+        return
+    states = {"revoked": "révoqué", "online": "en ligne", "offline": "hors ligne"}
+    for r in out:
+        batt = f"{r['batt']} %" if r["batt"] is not None else "-"
+        typer.echo(
+            f"{r['device_id']:<24} {r['worker']:<24} {r['role']:<10} "
+            f"{states[str(r['state'])]:<10} batterie {batt:<6} vu {r['last_seen_at'] or 'jamais'}"
+        )
+    if not out:
+        typer.echo("Aucun boîtier enregistré.")
+
+
+@devices_app.command("revoke")
+def devices_revoke(
+    device_id: Annotated[str, typer.Argument(metavar="DEVICE_ID")],
+    config: ConfigOpt = None,
+) -> None:
+    """Révoque un boîtier : il perd aussitôt l'accès au broker."""
+    settings = _settings(config)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    try:
+        with session_scope(engine) as session:
+            service.revoke_device(session, device_id=device_id, now=utcnow())
+    except service.DeviceInputError as exc:
+        fail(str(exc))
+    finally:
+        engine.dispose()
+    kicked = False
+    if settings.broker_passwd_file is not None and settings.broker_acl_file is not None:
+        kicked = cut_off(
+            device_id=device_id,
+            passwd_file=settings.broker_passwd_file,
+            acl_file=settings.broker_acl_file,
+            pid_file=settings.broker_pid_file,
+            broker_url=settings.mqtt_url,
+        )
+    typer.echo(
+        f"Boîtier {device_id} révoqué"
+        + (" ; sa connexion en cours a été fermée." if kicked else ".")
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Workers and devices: registration, listing, revocation, PIN checks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+
+import phonenumbers
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlmodel import Session, select
+
+from alert_server.devices.models import Device, Worker
+from alert_server.ingest.topics import SERVER_USERNAME, valid_device_id
+
+_hasher = PasswordHasher()
+ROLES = ("nurse", "pharmacist", "other")
+PIN_RE = re.compile(r"^[0-9]{4,8}$")
+
+
+class DeviceInputError(ValueError):
+    """Bad input for a device registration; the message names the field."""
+
+
+def hash_pin(pin: str) -> str:
+    return _hasher.hash(pin)
+
+
+def pin_matches(pin: str, encoded: str) -> bool:
+    try:
+        return _hasher.verify(encoded, pin)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def normalise_phone(phone: str, field: str = "--phone") -> str:
+    try:
+        parsed = phonenumbers.parse(phone, None)
+    except phonenumbers.NumberParseException as exc:
+        raise DeviceInputError(f"{field}: {phone!r} n'est pas un numéro E.164 ({exc})") from exc
+    if not phonenumbers.is_valid_number(parsed):
+        raise DeviceInputError(f"{field}: {phone!r} n'est pas un numéro valide")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+@dataclass(frozen=True)
+class NewDevice:
+    device_id: str
+    worker: str
+    role: str
+    phone: str
+    pin: str
+    duress_pin: str
+    site_lat: float | None = None
+    site_lon: float | None = None
+    site_label: str | None = None
+
+    def validate(self) -> NewDevice:
+        if not valid_device_id(self.device_id):
+            raise DeviceInputError(
+                f"DEVICE_ID: {self.device_id!r} doit correspondre à ^[A-Za-z0-9_-]{{3,64}}$"
+                + (
+                    f" et ne pas être {SERVER_USERNAME!r}"
+                    if self.device_id == SERVER_USERNAME
+                    else ""
+                )
+            )
+        if not self.worker.strip():
+            raise DeviceInputError("--worker: le nom ne peut pas être vide")
+        if self.role not in ROLES:
+            raise DeviceInputError(f"--role: {self.role!r} n'est pas l'un de {', '.join(ROLES)}")
+        for name, pin in (("--pin", self.pin), ("--duress-pin", self.duress_pin)):
+            if not PIN_RE.match(pin):
+                raise DeviceInputError(f"{name}: le code doit faire 4 à 8 chiffres")
+        if self.pin == self.duress_pin:
+            raise DeviceInputError("--duress-pin: doit être différent de --pin")
+        site = (self.site_lat, self.site_lon)
+        if (site[0] is None) != (site[1] is None):
+            raise DeviceInputError("--site-lat/--site-lon: donner les deux ou aucun")
+        if self.site_lat is not None and not -90 <= self.site_lat <= 90:
+            raise DeviceInputError(f"--site-lat: {self.site_lat} hors de [-90, 90]")
+        if self.site_lon is not None and not -180 <= self.site_lon <= 180:
+            raise DeviceInputError(f"--site-lon: {self.site_lon} hors de [-180, 180]")
+        phone = normalise_phone(self.phone)
+        return NewDevice(
+            self.device_id,
+            self.worker.strip(),
+            self.role,
+            phone,
+            self.pin,
+            self.duress_pin,
+            self.site_lat,
+            self.site_lon,
+            self.site_label,
+        )
+
+
+def add_device(session: Session, *, new: NewDevice, now: datetime) -> Device:
+    """Register a device and its worker. Raises DeviceInputError if the id is taken."""
+    new = new.validate()
+    existing = session.get(Device, new.device_id)
+    if existing is not None:
+        state = "révoqué" if existing.revoked_at else "actif"
+        raise DeviceInputError(f"DEVICE_ID: {new.device_id!r} existe déjà ({state})")
+    worker = Worker(
+        name=new.worker,
+        role=new.role,
+        phone=new.phone,
+        pin_hash=hash_pin(new.pin),
+        duress_pin_hash=hash_pin(new.duress_pin),
+        created_at=now,
+    )
+    session.add(worker)
+    session.flush()
+    assert worker.id is not None
+    device = Device(
+        device_id=new.device_id,
+        worker_id=worker.id,
+        mqtt_username=new.device_id,
+        site_lat=new.site_lat,
+        site_lon=new.site_lon,
+        site_label=new.site_label,
+        created_at=now,
+    )
+    session.add(device)
+    session.flush()
+    return device
+
+
+def list_devices(session: Session) -> list[tuple[Device, Worker]]:
+    stmt = select(Device, Worker).join(Worker).order_by(Device.device_id)
+    return [(d, w) for d, w in session.exec(stmt)]
+
+
+def revoke_device(session: Session, *, device_id: str, now: datetime) -> Device:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise DeviceInputError(f"DEVICE_ID: {device_id!r} inconnu")
+    if device.revoked_at is None:
+        device.revoked_at = now
+        device.online = False
+        session.add(device)
+    return device
+
+
+def device_and_worker(session: Session, device_id: str) -> tuple[Device, Worker] | None:
+    device = session.get(Device, device_id)
+    if device is None:
+        return None
+    worker = session.get(Worker, device.worker_id)
+    assert worker is not None
+    return device, worker

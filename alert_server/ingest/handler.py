@@ -1,0 +1,513 @@
+"""From an MQTT message to a committed row, then ``alert.received``, then the PUBACK.
+
+The paho thread only decodes and hands off (``Ingestor.handle``). Alerts, cancels and
+sessions go to one writer thread that commits them in batches; heartbeats, positions and
+status go to the in-memory presence tracker. Every QoS 1 message is acknowledged to the
+broker only once its effect is durable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from alert_server.alerts import service as alerts
+from alert_server.db import session_scope
+from alert_server.devices.models import Device
+from alert_server.devices.presence import LastPosition, PresenceTracker
+from alert_server.ingest import payloads, topics
+from alert_server.ingest.mqtt import AckToken
+from alert_server.metrics import Metrics
+from alert_server.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+# Device clocks may drift; beyond this an alert is flagged (but always kept, and always timed
+# by the server's clock for escalation).
+CLOCK_SKEW_FUTURE = timedelta(minutes=2)
+# An alert the device kept in its offline queue arrives late; it is flagged, not refused.
+DELAYED_AFTER = timedelta(minutes=2)
+RAW_MAX_CHARS = 16_384
+
+
+@dataclass
+class Inbound:
+    device_id: str
+    suffix: str
+    payload: bytes
+    token: AckToken
+    received_at: datetime
+
+
+@dataclass
+class AlertDraft:
+    """What the server knows of an alert message, valid or not."""
+
+    alert_id: str
+    device_id: str
+    kind: str
+    original_kind: str | None
+    flags: list[str]
+    device_ts: datetime | None
+    batt: int | None
+    pos: payloads.Position | None
+    raw: str
+    errors: list[str] = field(default_factory=list)
+
+    def values(self, created_at: datetime) -> dict[str, Any]:
+        pos = self.pos
+        return {
+            "alert_id": self.alert_id,
+            "device_id": self.device_id,
+            "kind": self.kind,
+            "original_kind": self.original_kind,
+            "state": "open",
+            "duress": False,
+            "flags": sorted(set(self.flags)),
+            "created_at": created_at,
+            "device_ts": self.device_ts,
+            "batt": self.batt,
+            "pos_lat": pos.lat if pos else None,
+            "pos_lon": pos.lon if pos else None,
+            "pos_acc_m": pos.acc_m if pos else None,
+            "pos_at": (pos.ts or self.device_ts) if pos else None,
+            "pos_src": pos.src if pos else None,
+            "raw": self.raw,
+        }
+
+
+def _readable_alert_id(value: object) -> str | None:
+    if isinstance(value, str) and 1 <= len(value) <= 64 and value.isprintable():
+        return value
+    return None
+
+
+_ALERT_ID_RE = re.compile(rb'"alert_id"\s*:\s*"([\x21\x23-\x5b\x5d-\x7e]{1,64})"')
+
+
+def _lenient_decode(payload: bytes) -> dict[str, Any] | None:
+    """Best effort on a payload the strict decoder refused (oversized, NaN, broken JSON):
+    anything readable in it helps to identify and place the alert."""
+    try:
+        data = json.loads(payload.decode("utf-8", errors="replace"))
+        if isinstance(data, dict):
+            return data
+    except ValueError:
+        pass
+    m = _ALERT_ID_RE.search(payload)
+    return {"alert_id": m.group(1).decode()} if m else None
+
+
+def interpret_alert(device_id: str, payload: bytes, now: datetime) -> AlertDraft:
+    """Read an alert message, salvaging every readable part of a malformed one.
+
+    An alert is never dropped for being incomplete: unreadable parts become flags.
+    """
+    raw = payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace")
+    flags: list[str] = []
+    errors: list[str] = []
+    if not topics.valid_device_id(device_id):
+        flags.append("bad_device_id")
+    data: dict[str, Any] | None = None
+    msg: payloads.AlertMsg | None = None
+    try:
+        data = payloads.decode_json(payload)
+        msg = payloads.AlertMsg.model_validate(data)
+    except payloads.PayloadError as exc:
+        flags.append("malformed")
+        if exc.reason == "oversized":
+            flags.append("oversized")
+        errors.append(str(exc))
+    except ValueError as exc:  # pydantic.ValidationError
+        flags.append("malformed")
+        errors.append(str(exc).splitlines()[0] + ": " + "; ".join(str(exc).splitlines()[1:3]))
+
+    if data is None:
+        data = _lenient_decode(payload)
+    if data is not None and "device_id" in data and data["device_id"] != device_id:
+        # The topic is what the broker's ACL vouches for; a payload naming another device
+        # is suspicious but the alert is still escalated, as the topic's device's.
+        flags.append("device_mismatch")
+        errors.append(f"payload device_id {str(data['device_id'])[:64]!r} != topic {device_id!r}")
+
+    if msg is not None:
+        alert_id, kind_in, device_ts, batt, pos = msg.alert_id, msg.kind, msg.ts, msg.batt, msg.pos
+        if msg.unknown_fields():
+            flags.append("unknown_fields")
+        if pos is not None and pos.ts is not None and pos.ts > now + CLOCK_SKEW_FUTURE:
+            flags.append("clock_skew")
+    else:
+        alert_id, kind_in, device_ts, batt, pos = None, None, None, None, None
+        if data is not None:
+            alert_id = _readable_alert_id(data.get("alert_id"))
+            k = data.get("kind")
+            kind_in = k if isinstance(k, str) and 0 < len(k) <= 64 else None
+            try:
+                pos = payloads.Position.model_validate(data.get("pos"))
+            except ValueError:
+                pos = None
+            b = data.get("batt")
+            batt = b if isinstance(b, int) and not isinstance(b, bool) and 0 <= b <= 100 else None
+            try:
+                ts = data.get("ts")
+                device_ts = payloads._parse_ts(ts) if ts is not None else None
+            except ValueError:
+                device_ts = None
+        if alert_id is None:
+            # Nothing identifies it: derive a stable id from the bytes, so that the broker's
+            # redeliveries of this same message are still recognised as one alert.
+            digest = hashlib.sha256(device_id.encode() + b"\0" + payload).hexdigest()
+            alert_id = f"unreadable-{digest[:40]}"
+            flags.append("no_alert_id")
+
+    if kind_in in payloads.KNOWN_KINDS:
+        kind, original = kind_in, None
+    else:
+        # Unknown (or unreadable) kinds are escalated as an SOS, the original kept.
+        kind, original = "sos", kind_in
+        flags.append("unknown_kind")
+    if device_ts is not None:
+        if device_ts > now + CLOCK_SKEW_FUTURE:
+            flags.append("clock_skew")
+        elif device_ts < now - DELAYED_AFTER:
+            flags.append("delayed")
+    if pos is None:
+        flags.append("no_position")
+    assert alert_id is not None
+    return AlertDraft(
+        alert_id=alert_id,
+        device_id=device_id[:64],
+        kind=kind,
+        original_kind=original,
+        flags=flags,
+        device_ts=device_ts,
+        batt=batt,
+        pos=pos,
+        raw=raw,
+        errors=errors,
+    )
+
+
+class PipelinePort(Protocol):
+    """What ingest needs from the rest of the server (implemented by ``pipeline.Pipeline``)."""
+
+    def alert_stored(self, alert_id: str) -> None: ...
+
+    def on_cancel(
+        self, session: Session, *, device_id: str, msg: payloads.CancelMsg, now: datetime
+    ) -> list[Callable[[], None]]: ...
+
+    def on_session(
+        self, session: Session, *, device_id: str, msg: payloads.SessionMsg, now: datetime
+    ) -> list[Callable[[], None]]: ...
+
+    def on_position(self, device_id: str, position: LastPosition) -> None: ...
+
+
+Publish = Callable[[str, bytes], None]
+
+
+class Ingestor:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        presence: PresenceTracker,
+        pipeline: PipelinePort,
+        metrics: Metrics,
+        batch_max: int = 200,
+    ) -> None:
+        self.engine = engine
+        self.presence = presence
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.batch_max = batch_max
+        self._publish: Publish = lambda topic, payload: None
+        self._ack: Callable[[AckToken], None] = lambda token: None
+        self._queue: queue.Queue[Inbound | None] = queue.Queue()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def bind(self, *, publish: Publish, ack: Callable[[AckToken], None]) -> None:
+        self._publish = publish
+        self._ack = ack
+
+    # -- paho thread ---------------------------------------------------------------------
+    def handle(self, topic: str, payload: bytes, retain: bool, token: AckToken) -> None:
+        if self._closing.is_set():
+            # Shutting down: leave it unacknowledged; the broker keeps it for the next start.
+            return
+        parsed = topics.parse(topic)
+        if parsed is None:
+            self._reject("unknown", "bad_topic", topic, "not a Vigie uplink topic")
+            self._ack(token)
+            return
+        device_id, suffix = parsed
+        self.metrics.messages.labels(suffix).inc()
+        if suffix in ("alert", "cancel", "session"):
+            self._queue.put(Inbound(device_id, suffix, payload, token, utcnow()))
+            self.metrics.ingest_queue.set(self._queue.qsize())
+            return
+        try:
+            if not topics.valid_device_id(device_id):
+                raise payloads.PayloadError("bad_device_id", f"invalid device id {device_id!r}")
+            msg = payloads.parse_uplink(suffix, payload)
+            claimed = (msg.model_extra or {}).get("device_id")
+            if claimed is not None and claimed != device_id:
+                raise payloads.PayloadError(
+                    "device_mismatch", f"payload device_id {str(claimed)[:64]!r} != topic"
+                )
+            self._count_unknown_fields(suffix, msg)
+            self._presence(device_id, msg, retain)
+        except payloads.PayloadError as exc:
+            self._reject(suffix, exc.reason, topic, str(exc))
+        self._ack(token)
+
+    def _presence(self, device_id: str, msg: Any, retain: bool) -> None:
+        now = utcnow()
+        if isinstance(msg, payloads.StatusMsg):
+            # A retained status is old news, replayed by the broker on subscribe: it sets the
+            # online flag but is not a sign of life.
+            online = msg.state == "online"
+            self.presence.seen(device_id, now, online=online)
+            return
+        position = None
+        pos = getattr(msg, "pos", None)
+        if pos is not None:
+            position = LastPosition(pos.lat, pos.lon, pos.acc_m, pos.ts or msg.ts, pos.src)
+        if isinstance(msg, payloads.HeartbeatMsg):
+            self.presence.seen(
+                device_id, now, batt=msg.batt, charging=msg.charging, position=position
+            )
+        elif isinstance(msg, payloads.PosMsg) and position is not None:
+            self.presence.seen(device_id, now, position=position)
+            self.pipeline.on_position(device_id, position)
+
+    def _count_unknown_fields(self, suffix: str, msg: Any) -> None:
+        if msg.unknown_fields():
+            self.metrics.unknown_fields.labels(suffix).inc()
+
+    def _reject(self, type_: str, reason: str, topic: str, detail: str) -> None:
+        self.metrics.rejected.labels(type_, reason).inc()
+        log.warning("rejected %s message on %s (%s): %s", type_, topic, reason, detail)
+
+    # -- writer thread -------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="vigie-ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop taking messages, commit and acknowledge everything already taken."""
+        self._closing.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                stopping = True
+                batch: list[Inbound] = []
+            else:
+                batch = [first]
+            while len(batch) < self.batch_max:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    continue
+                batch.append(item)
+            self.metrics.ingest_queue.set(self._queue.qsize())
+            if batch:
+                self._commit_with_retry(batch)
+
+    def _commit_with_retry(self, batch: list[Inbound]) -> None:
+        try:
+            self._commit(batch)
+            return
+        except Exception:
+            self.metrics.db_errors.inc()
+            log.exception("ingest commit failed for %d message(s); retrying", len(batch))
+        # Isolate a message that fails on its own from the rest of the batch.
+        for item in batch:
+            self._commit_one(item)
+
+    def _commit_one(self, item: Inbound) -> None:
+        delay, attempt = 0.05, 0
+        while True:
+            attempt += 1
+            try:
+                if attempt <= 3:
+                    self._commit([item])
+                elif item.suffix == "alert":
+                    # The full path keeps failing on this alert: store it with its raw bytes
+                    # only, flagged, rather than lose it. Only a database outage gets past this,
+                    # and then retrying forever is right: nothing is acknowledged meanwhile.
+                    self._commit_minimal_alert(item)
+                else:
+                    log.error(
+                        "giving up on %s message from device_id=%s after %d attempts",
+                        item.suffix,
+                        item.device_id,
+                        attempt - 1,
+                    )
+                    self._ack(item.token)
+                return
+            except Exception:
+                self.metrics.db_errors.inc()
+                log.exception(
+                    "ingest commit failed (attempt %d) device_id=%s", attempt, item.device_id
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    def _commit_minimal_alert(self, item: Inbound) -> None:
+        now = utcnow()
+        digest = hashlib.sha256(item.device_id.encode() + b"\0" + item.payload).hexdigest()
+        try:
+            data = payloads.decode_json(item.payload)
+            alert_id = _readable_alert_id(data.get("alert_id")) or f"unreadable-{digest[:40]}"
+        except payloads.PayloadError:
+            alert_id = f"unreadable-{digest[:40]}"
+        values = {
+            "alert_id": alert_id,
+            "device_id": item.device_id[:64],
+            "kind": "sos",
+            "state": "open",
+            "duress": False,
+            "flags": ["ingest_error", "malformed"],
+            "created_at": now,
+            "raw": item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace"),
+        }
+        with session_scope(self.engine) as session:
+            created = alerts.insert_alert(session, values=values)
+        self._received_sender(item.device_id, alert_id)()
+        self._ack(item.token)
+        if created:
+            self.metrics.alerts_stored.inc()
+            self.pipeline.alert_stored(alert_id)
+
+    def _commit(self, batch: list[Inbound]) -> None:
+        now = utcnow()
+        after: list[Callable[[], None]] = []
+        new_alerts: list[str] = []
+        with self.metrics.ingest_batch_seconds.time(), session_scope(self.engine) as session:
+            for item in batch:
+                if item.suffix == "alert":
+                    created, draft = self._store_alert(session, item, now)
+                    if created:
+                        new_alerts.append(draft.alert_id)
+                    after.append(self._received_sender(item.device_id, draft.alert_id))
+                elif item.suffix == "cancel":
+                    after.extend(self._cancel(session, item, now))
+                else:
+                    after.extend(self._session(session, item, now))
+        # Committed: tell each device, then release the PUBACKs, then start the escalations.
+        for action in after:
+            try:
+                action()
+            except Exception:
+                log.exception("post-commit action failed")
+        for item in batch:
+            self._ack(item.token)
+        for alert_id in new_alerts:
+            self.pipeline.alert_stored(alert_id)
+
+    def _received_sender(self, device_id: str, alert_id: str) -> Callable[[], None]:
+        def send() -> None:
+            self._publish(
+                topics.cmd(device_id),
+                payloads.command("alert.received", utcnow(), alert_id=alert_id),
+            )
+
+        return send
+
+    def _store_alert(
+        self, session: Session, item: Inbound, now: datetime
+    ) -> tuple[bool, AlertDraft]:
+        draft = interpret_alert(item.device_id, item.payload, now)
+        device = (
+            session.get(Device, draft.device_id) if "bad_device_id" not in draft.flags else None
+        )
+        if device is None:
+            draft.flags.append("unknown_device")
+        elif device.revoked_at is not None:
+            draft.flags.append("revoked_device")
+        created = alerts.insert_alert(session, values=draft.values(now))
+        if created:
+            self.metrics.alerts_stored.inc()
+            for flag in set(draft.flags):
+                self.metrics.alerts_flagged.labels(flag).inc()
+            if "malformed" in draft.flags:
+                self.metrics.rejected.labels("alert", "kept_as_alert").inc()
+                log.warning(
+                    "malformed alert kept alert_id=%s device_id=%s: %s",
+                    draft.alert_id,
+                    draft.device_id,
+                    "; ".join(draft.errors),
+                )
+            alerts.add_event(
+                session,
+                alert_id=draft.alert_id,
+                at=now,
+                type_="received",
+                actor=draft.device_id,
+                flags=sorted(set(draft.flags)),
+                errors=draft.errors,
+            )
+            log.info(
+                "alert stored alert_id=%s device_id=%s kind=%s flags=%s",
+                draft.alert_id,
+                draft.device_id,
+                draft.kind,
+                ",".join(sorted(set(draft.flags))),
+            )
+        else:
+            self.metrics.alert_repeats.inc()
+            alerts.add_event(
+                session, alert_id=draft.alert_id, at=now, type_="repeat", actor=draft.device_id
+            )
+        return created, draft
+
+    def _cancel(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
+        try:
+            msg = payloads.parse_uplink("cancel", item.payload)
+        except payloads.PayloadError as exc:
+            self._reject("cancel", exc.reason, topics.uplink(item.device_id, "cancel"), str(exc))
+            return []
+        assert isinstance(msg, payloads.CancelMsg)
+        self._count_unknown_fields("cancel", msg)
+        return self.pipeline.on_cancel(session, device_id=item.device_id, msg=msg, now=now)
+
+    def _session(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
+        try:
+            msg = payloads.parse_uplink("session", item.payload)
+        except payloads.PayloadError as exc:
+            self._reject("session", exc.reason, topics.uplink(item.device_id, "session"), str(exc))
+            return []
+        assert isinstance(msg, payloads.SessionMsg)
+        self._count_unknown_fields("session", msg)
+        if msg.pos is not None:
+            p = msg.pos
+            self.presence.seen(
+                item.device_id,
+                now,
+                position=LastPosition(p.lat, p.lon, p.acc_m, p.ts or msg.ts, p.src),
+            )
+        return self.pipeline.on_session(session, device_id=item.device_id, msg=msg, now=now)

@@ -1,0 +1,245 @@
+"""The only paho-mqtt user of the server: connect, (re)subscribe, hand off, ack in order.
+
+Safety decisions:
+- ``manual_ack``: the broker gets the PUBACK of a message only once the ingest writer has
+  committed it. PUBACKs leave in arrival order (MQTT-4.6.0-2), through ``AckSequencer``.
+- Persistent session: MQTT 5 ``clean_start=False`` with a Session Expiry Interval (3.1.1:
+  ``clean_session=False``), so alerts published while the server is down wait in the broker.
+- Subscriptions are (re)made in ``on_connect``; a refused connection is not "connected".
+- ``TCP_NODELAY`` on the socket: without it a round trip costs ~40 ms of Nagle delay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from alert_server.ingest import topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"VIGIE_MQTT_URL: scheme must be mqtt:// or mqtts://, got {url!r}")
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+
+@dataclass(frozen=True)
+class AckToken:
+    generation: int
+    mid: int
+    qos: int
+
+
+class AckSequencer:
+    """Sends PUBACKs in arrival order once each message is done.
+
+    Message ids are only meaningful on the connection they arrived on: after a reconnect the
+    broker re-sends every unacknowledged message, so pending acks of an older connection are
+    dropped rather than sent on the new one.
+    """
+
+    def __init__(self, send_ack: Callable[[int, int], None]) -> None:
+        self._send_ack = send_ack
+        self._lock = threading.Lock()
+        self._pending: deque[list[Any]] = deque()  # [token, done]
+        self._generation = 0
+
+    def new_connection(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._pending.clear()
+
+    def register(self, mid: int, qos: int) -> AckToken:
+        with self._lock:
+            token = AckToken(self._generation, mid, qos)
+            if qos > 0:
+                self._pending.append([token, False])
+            return token
+
+    def done(self, token: AckToken) -> None:
+        if token.qos == 0:
+            return
+        to_send: list[AckToken] = []
+        with self._lock:
+            if token.generation != self._generation:
+                return
+            for entry in self._pending:
+                if entry[0] == token:
+                    entry[1] = True
+                    break
+            while self._pending and self._pending[0][1]:
+                to_send.append(self._pending.popleft()[0])
+            # Sent under the lock so that two threads cannot reorder acks.
+            for t in to_send:
+                self._send_ack(t.mid, t.qos)
+
+    def outstanding(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+
+MessageHandler = Callable[[str, bytes, bool, AckToken], None]
+
+
+class MqttLink:
+    """The server's connection to the broker."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str,
+        protocol: str = "5",
+        session_expiry_s: int = 86_400,
+        shared_group: str = "",
+        on_message: MessageHandler,
+        on_connected: Callable[[bool], None] | None = None,
+        receive_maximum: int = 100,
+    ) -> None:
+        self.address = BrokerAddress.parse(url)
+        self.v5 = protocol in ("5", "5.0", "v5")
+        if not self.v5 and protocol not in ("3.1.1", "311", "v311"):
+            raise ValueError(f"VIGIE_MQTT_PROTOCOL must be 5 or 3.1.1, got {protocol!r}")
+        self.shared_group = shared_group
+        self.session_expiry_s = session_expiry_s
+        self.receive_maximum = receive_maximum
+        self._handler = on_message
+        self._on_connected = on_connected
+        self.connected = threading.Event()
+        if self.v5:
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            client = mqtt.Client(
+                mqtt.CallbackAPIVersion.VERSION2,
+                client_id=client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+                manual_ack=True,
+            )
+        if self.address.username:
+            client.username_pw_set(self.address.username, self.address.password)
+        if self.address.tls:
+            client.tls_set()
+        client.max_inflight_messages_set(100)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_socket_open = self._on_socket_open
+        self.client = client
+        def send_ack(mid: int, qos: int) -> None:
+            self.client.ack(mid, qos)
+
+        self.acks = AckSequencer(send_ack)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        props = None
+        clean_start: Any = mqtt.MQTT_CLEAN_START_FIRST_ONLY
+        if self.v5:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = self.session_expiry_s
+            props.ReceiveMaximum = self.receive_maximum
+            # Never throw away the session (and the alerts queued in it) on start.
+            clean_start = False
+        self.client.connect_async(
+            self.address.host,
+            self.address.port,
+            keepalive=30,
+            clean_start=clean_start,
+            properties=props,
+        )
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout_s: float) -> bool:
+        return self.connected.wait(timeout_s)
+
+    # -- outgoing ------------------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            log.warning("publish on %s failed: rc=%s", topic, info.rc)
+
+    # -- paho callbacks (paho's thread; they never block on slow work) --------------------
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        # TLS wrappers and unix sockets may refuse it; latency is then all that suffers.
+        with contextlib.suppress(OSError, AttributeError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _on_connect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        if reason_code.is_failure:
+            log.error("broker refused the connection: %s", reason_code)
+            self.connected.clear()
+            return
+        self.acks.new_connection()
+        client.subscribe(topics.subscriptions(self.shared_group))
+        log.info(
+            "connected to broker %s:%s (session present: %s)",
+            self.address.host,
+            self.address.port,
+            flags.session_present,
+        )
+        self.connected.set()
+        if self._on_connected is not None:
+            self._on_connected(True)
+
+    def _on_disconnect(
+        self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
+    ) -> None:
+        self.connected.clear()
+        log.warning("disconnected from broker: %s", reason_code)
+        if self._on_connected is not None:
+            self._on_connected(False)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        token = self.acks.register(msg.mid, msg.qos)
+        try:
+            self._handler(msg.topic, bytes(msg.payload), msg.retain, token)
+        except Exception:
+            # Never let one message stop the loop. The handler only decodes and hands off, so
+            # this is a bug; the message is acked anyway because an unacked message would hold
+            # back the PUBACK of every later one (they leave in order) and stall ingest.
+            log.exception("ingest handler failed for %s", msg.topic)
+            self.acks.done(token)

@@ -1,0 +1,199 @@
+"""Wire models of protocol.md: strict pydantic models for every uplink and downlink message.
+
+Unknown fields are accepted (the protocol may grow optional fields) and reported by
+``unknown_fields`` so that they can be counted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
+
+from alert_server.timeutil import rfc3339
+
+MAX_PAYLOAD_BYTES = 4096
+KNOWN_KINDS = frozenset({"sos", "sos_silent", "fall", "no_motion"})
+POS_SOURCES = frozenset({"gps", "wifi", "cell", "fixed", "manual"})
+
+
+class PayloadError(ValueError):
+    """A message that cannot be read as what its topic says; ``reason`` is a metric label."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def _parse_ts(value: object) -> datetime:
+    if not isinstance(value, str) or not value.endswith("Z"):
+        raise ValueError("timestamp must be an RFC 3339 UTC string with a 'Z' suffix")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"timestamp is not RFC 3339: {value!r}") from exc
+
+
+# An RFC 3339 string with a Z suffix on the wire, an aware UTC datetime in Python.
+Timestamp = Annotated[datetime, BeforeValidator(_parse_ts)]
+
+Number = StrictInt | StrictFloat
+
+
+def _finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
+Finite = Annotated[Number, AfterValidator(_finite)]
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    def unknown_fields(self) -> list[str]:
+        return sorted((self.model_extra or {}).keys())
+
+
+class Position(_Msg):
+    lat: Annotated[Finite, Field(ge=-90, le=90)]
+    lon: Annotated[Finite, Field(ge=-180, le=180)]
+    acc_m: Annotated[Finite, Field(ge=0, le=1_000_000)] | None = None
+    ts: Timestamp | None = None
+    src: Literal["gps", "wifi", "cell", "fixed", "manual"] | None = None
+
+
+class Cell(_Msg):
+    mcc: Annotated[StrictInt, Field(ge=0, le=999)]
+    mnc: Annotated[StrictInt, Field(ge=0, le=999)]
+    lac: Annotated[StrictInt, Field(ge=0)]
+    cid: Annotated[StrictInt, Field(ge=0)]
+    rssi: Annotated[StrictInt, Field(ge=-200, le=0)] | None = None
+
+
+class Wifi(_Msg):
+    bssid: Annotated[StrictStr, Field(pattern=r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")]
+    rssi: Annotated[StrictInt, Field(ge=-200, le=0)] | None = None
+
+
+class AlertMsg(_Msg):
+    v: Literal[1]
+    alert_id: Annotated[StrictStr, Field(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+    kind: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    ts: Timestamp
+    pos: Position | None = None
+    cells: list[Cell] | None = None
+    wifi: list[Wifi] | None = None
+    batt: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
+
+
+class CancelMsg(_Msg):
+    v: Literal[1]
+    alert_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    ts: Timestamp
+    pin: Annotated[StrictStr, Field(min_length=1, max_length=32)]
+
+
+class SessionMsg(_Msg):
+    v: Literal[1]
+    session_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    action: Literal["start", "extend", "checkin", "end"]
+    ts: Timestamp
+    expected_end: Timestamp | None = None
+    memo: Annotated[StrictStr, Field(max_length=500)] | None = None
+    pos: Position | None = None
+
+
+class HeartbeatMsg(_Msg):
+    v: Literal[1]
+    ts: Timestamp
+    batt: Annotated[StrictInt, Field(ge=0, le=100)] | None = None
+    charging: StrictBool | None = None
+    pos: Position | None = None
+
+
+class PosMsg(_Msg):
+    v: Literal[1]
+    ts: Timestamp
+    pos: Position
+
+
+class StatusMsg(_Msg):
+    v: Literal[1]
+    state: Literal["online", "offline"]
+
+
+UPLINK_MODELS: dict[str, type[_Msg]] = {
+    "alert": AlertMsg,
+    "cancel": CancelMsg,
+    "session": SessionMsg,
+    "hb": HeartbeatMsg,
+    "pos": PosMsg,
+    "status": StatusMsg,
+}
+
+CommandType = Literal[
+    "alert.received",
+    "alert.acknowledged",
+    "alert.cancelled",
+    "alert.resolved",
+    "session.warning",
+    "locate",
+]
+
+
+def command(
+    type_: CommandType, at: datetime, *, alert_id: str | None = None, **extra: Any
+) -> bytes:
+    """A downlink ``cmd`` payload."""
+    body: dict[str, Any] = {"v": 1, "type": type_}
+    if alert_id is not None:
+        body["alert_id"] = alert_id
+    body["ts"] = rfc3339(at)
+    body.update(extra)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_json(payload: bytes) -> dict[str, Any]:
+    """Parse a payload as a JSON object, refusing NaN/Infinity and oversized input."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise PayloadError("oversized", f"payload of {len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
+    try:
+        text = payload.decode("utf-8")
+        data = json.loads(text, parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise PayloadError("bad_json", f"not UTF-8 JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PayloadError("bad_json", "payload is not a JSON object")
+    return data
+
+
+def parse_uplink(suffix: str, payload: bytes) -> _Msg:
+    """Decode and validate one uplink message; raises PayloadError with a readable reason."""
+    data = decode_json(payload)
+    model = UPLINK_MODELS[suffix]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise PayloadError("invalid", f"{where}: {first['msg']}") from exc

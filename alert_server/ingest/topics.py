@@ -1,0 +1,55 @@
+"""Topic names of protocol.md: the single source of truth for the whole code base."""
+
+from __future__ import annotations
+
+import re
+from typing import Final, Literal
+
+PREFIX: Final = "vigie/v1/dev"
+DEVICE_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
+# Reserved: the server's own broker account. No device may take this name.
+SERVER_USERNAME: Final = "vigie-server"
+
+Uplink = Literal["alert", "cancel", "session", "hb", "pos", "status"]
+UPLINKS: Final[tuple[Uplink, ...]] = ("alert", "cancel", "session", "hb", "pos", "status")
+# QoS of the server's subscriptions: everything that matters is QoS 1 end to end.
+SUBSCRIPTION_QOS: Final[dict[Uplink, int]] = {
+    "alert": 1,
+    "cancel": 1,
+    "session": 1,
+    "hb": 1,
+    "pos": 1,
+    "status": 1,
+}
+
+
+def uplink(device_id: str, suffix: Uplink) -> str:
+    return f"{PREFIX}/{device_id}/{suffix}"
+
+
+def cmd(device_id: str) -> str:
+    return f"{PREFIX}/{device_id}/cmd"
+
+
+def subscriptions(shared_group: str = "") -> list[tuple[str, int]]:
+    """Topic filters the server subscribes to (with ``$share/<group>/`` when configured)."""
+    share = f"$share/{shared_group}/" if shared_group else ""
+    return [(f"{share}{PREFIX}/+/{s}", SUBSCRIPTION_QOS[s]) for s in UPLINKS]
+
+
+def parse(topic: str) -> tuple[str, str] | None:
+    """``(device_id, suffix)`` for an uplink topic; None when the topic is not one of ours.
+
+    The device id is returned even when it does not match DEVICE_ID_RE: the caller decides
+    (an alert on a badly named topic is still kept).
+    """
+    if not topic.startswith(PREFIX + "/"):
+        return None
+    rest = topic[len(PREFIX) + 1 :].split("/")
+    if len(rest) != 2 or not rest[0] or rest[1] not in UPLINKS:
+        return None
+    return rest[0], rest[1]
+
+
+def valid_device_id(device_id: str) -> bool:
+    return bool(DEVICE_ID_RE.match(device_id)) and device_id != SERVER_USERNAME

@@ -1,0 +1,138 @@
+"""A local Mosquitto started from ``broker_config/`` (tests, development, ``vigie demo``)."""
+
+from __future__ import annotations
+
+import getpass
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alert_server.devices import broker_files
+from alert_server.ingest.topics import SERVER_USERNAME
+
+BROKER_CONFIG_DIR = Path(__file__).resolve().parent.parent / "broker_config"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
+@dataclass
+class LocalMosquitto:
+    """Mosquitto on two free loopback ports: one for devices, one for servers."""
+
+    data_dir: Path
+    port: int = 0
+    server_port: int = 0
+    server_password: str = field(default_factory=broker_files.generate_password)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def passwd_file(self) -> Path:
+        return self.data_dir / "passwd"
+
+    @property
+    def acl_file(self) -> Path:
+        return self.data_dir / "acl"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "mosquitto.pid"
+
+    @property
+    def conf_file(self) -> Path:
+        return self.data_dir / "mosquitto.conf"
+
+    def server_url(self) -> str:
+        return f"mqtt://{SERVER_USERNAME}:{self.server_password}@127.0.0.1:{self.server_port}"
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("mosquitto") is not None
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.port = self.port or free_port()
+        self.server_port = self.server_port or free_port()
+        if not self.passwd_file.exists():
+            broker_files.write_passwd(self.passwd_file, {})
+        broker_files.set_password(self.passwd_file, SERVER_USERNAME, self.server_password)
+        if not self.acl_file.exists():
+            broker_files.write_acl(self.acl_file, [])
+        template = (BROKER_CONFIG_DIR / "mosquitto.local.conf").read_text(encoding="utf-8")
+        self.conf_file.write_text(
+            template.format(
+                port=self.port,
+                server_port=self.server_port,
+                data_dir=self.data_dir,
+                passwd_file=self.passwd_file,
+                acl_file=self.acl_file,
+                pid_file=self.pid_file,
+                user=getpass.getuser(),
+            ),
+            encoding="utf-8",
+        )
+
+    def start(self) -> LocalMosquitto:
+        if self.conf_file.exists() is False or not self.port:
+            self.prepare()
+        exe = shutil.which("mosquitto")
+        if exe is None:
+            raise RuntimeError("mosquitto is not installed")
+        self.process = subprocess.Popen(
+            [exe, "-c", str(self.conf_file)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for_port(self.port)
+            wait_for_port(self.server_port)
+        except OSError as exc:
+            err = b""
+            if self.process.poll() is not None and self.process.stderr is not None:
+                err = self.process.stderr.read()
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start: {err.decode(errors='replace')}") from exc
+        return self
+
+    def reload(self) -> None:
+        broker_files.reload_broker(self.pid_file)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.terminate()
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            if self.process.stderr is not None:
+                self.process.stderr.close()
+            self.process = None
+
+    def kill(self) -> None:
+        """Crash the broker (SIGKILL): for outage tests."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            if self.process.stderr is not None:
+                self.process.stderr.close()
+            self.process = None

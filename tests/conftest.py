@@ -1,0 +1,63 @@
+"""Shared fixtures: databases (SQLite and a throw-away PostgreSQL database) and paths."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from alert_server.db import make_engine, migrate
+
+REPO = Path(__file__).resolve().parent.parent
+GEO_DIR = Path(os.environ.get("VIGIE_GEO_DIR", REPO.parent / "shared" / "geo")).resolve()
+PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def geo_dir() -> Path:
+    if not (GEO_DIR / "departements-avec-outre-mer.geojson").is_file():
+        pytest.fail(f"boundary data not found in {GEO_DIR}: set VIGIE_GEO_DIR")
+    return GEO_DIR
+
+
+def _pg_url(dbname: str) -> str:
+    base = PG_ADMIN_DSN.rsplit("/", 1)[0]
+    return f"{base}/{dbname}".replace("postgresql://", "postgresql+psycopg://", 1)
+
+
+@pytest.fixture
+def pg_database() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards; yields its SQLAlchemy URL."""
+    name = f"vigie_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield _pg_url(name)
+    finally:
+        with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database, once on SQLite and once on PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'vigie.db'}"
+    else:
+        yield request.getfixturevalue("pg_database")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    """A migrated database (every Alembic head applied)."""
+    eng = make_engine(db_url)
+    migrate(eng)
+    try:
+        yield eng
+    finally:
+        eng.dispose()

@@ -1,0 +1,231 @@
+"""Test helpers: a device speaking protocol.md over a real broker, and a server process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from alert_server.localbroker import LocalMosquitto, free_port
+from alert_server.timeutil import rfc3339, utcnow
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def alert_payload(alert_id: str | None = None, kind: str = "sos", **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "v": 1,
+        "alert_id": alert_id or str(uuid.uuid4()),
+        "kind": kind,
+        "ts": rfc3339(utcnow()),
+    }
+    body.update(extra)
+    return body
+
+
+@dataclass
+class Device:
+    """A device connected as itself (username = client id = device_id)."""
+
+    device_id: str
+    password: str
+    port: int
+    commands: list[dict[str, Any]] = field(default_factory=list)
+    connect_rc: Any = None
+    client: mqtt.Client | None = None
+    _connected: threading.Event = field(default_factory=threading.Event)
+    _subscribed: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    disconnected: threading.Event = field(default_factory=threading.Event)
+
+    def connect(self, timeout_s: float = 5.0, clean: bool = True) -> bool:
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=self.device_id, protocol=mqtt.MQTTv5
+        )
+        c.username_pw_set(self.device_id, self.password)
+        c.will_set(
+            f"vigie/v1/dev/{self.device_id}/status",
+            json.dumps({"v": 1, "state": "offline"}),
+            qos=1,
+            retain=True,
+        )
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_subscribe = lambda *a: self._subscribed.set()
+        c.on_disconnect = lambda *a: self.disconnected.set()
+        c.reconnect_delay_set(1, 2)
+        self.client = c
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 0 if clean else 3600
+        c.connect("127.0.0.1", self.port, keepalive=30, clean_start=clean, properties=props)
+        c.loop_start()
+        self._connected.wait(timeout_s)
+        if self.connect_rc is None or self.connect_rc.is_failure:
+            return False
+        self._subscribed.wait(timeout_s)
+        return True
+
+    def _on_connect(self, client: mqtt.Client, u: Any, flags: Any, rc: Any, p: Any) -> None:
+        self.connect_rc = rc
+        if not rc.is_failure:
+            self.disconnected.clear()
+            client.subscribe(f"vigie/v1/dev/{self.device_id}/cmd", qos=1)
+        self._connected.set()
+
+    def _on_message(self, client: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.commands.append(json.loads(msg.payload))
+
+    def publish(self, suffix: str, body: dict[str, Any] | bytes | str, qos: int = 1) -> None:
+        assert self.client is not None
+        payload = body if isinstance(body, bytes | str) else json.dumps(body)
+        info = self.client.publish(f"vigie/v1/dev/{self.device_id}/{suffix}", payload, qos=qos)
+        info.wait_for_publish(5)
+
+    def publish_raw_topic(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
+        assert self.client is not None
+        self.client.publish(topic, payload, qos=qos).wait_for_publish(5)
+
+    def received(self, type_: str, alert_id: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                c
+                for c in self.commands
+                if c.get("type") == type_ and (alert_id is None or c.get("alert_id") == alert_id)
+            ]
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+@dataclass
+class ServerProcess:
+    """``vigie server`` in a subprocess, so that it can be killed like a real one."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait_healthy: bool = True) -> ServerProcess:
+        self.port = free_port()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        log.close()
+        if wait_healthy:
+            wait_until(lambda: self.health()[0] == 200, 30, "server /healthz 200")
+        return self
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        try:
+            r = httpx.get(self.url + "/healthz", timeout=2)
+            return r.status_code, r.json()
+        except httpx.HTTPError:
+            return 0, {}
+
+    def get(self, path: str) -> str:
+        r = httpx.get(self.url + path, timeout=5)
+        r.raise_for_status()
+        return r.text
+
+    def metric(self, name: str, labels: str = "") -> float:
+        total = 0.0
+        for line in self.get("/metrics").splitlines():
+            if line.startswith(name + ("{" if labels else "")) and labels in line:
+                if line.startswith("#"):
+                    continue
+                total += float(line.rsplit(" ", 1)[1])
+            elif not labels and line.split(" ")[0] == name:
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.terminate()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def server_env(broker: LocalMosquitto, db_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
+    env.update(
+        VIGIE_DATABASE_URL=db_url,
+        VIGIE_MQTT_URL=broker.server_url(),
+        VIGIE_BROKER_PASSWD_FILE=str(broker.passwd_file),
+        VIGIE_BROKER_ACL_FILE=str(broker.acl_file),
+        VIGIE_BROKER_PID_FILE=str(broker.pid_file),
+        VIGIE_PRESENCE_FLUSH_S="0.2",
+    )
+    env.update(extra)
+    return env
+
+
+def vigie(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "alert_server.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+
+
+def add_device(env: dict[str, str], device_id: str, **opts: str) -> str:
+    args = [
+        "devices", "add", device_id,
+        "--worker", opts.get("worker", f"Worker {device_id}"),
+        "--role", opts.get("role", "nurse"),
+        "--phone", opts.get("phone", "+33612345678"),
+        "--pin", opts.get("pin", "1234"),
+        "--duress-pin", opts.get("duress_pin", "9999"),
+        "--json",
+    ]  # fmt: skip
+    out = vigie(env, *args)
+    assert out.returncode == 0, out.stderr
+    return str(json.loads(out.stdout)["mqtt_password"])

@@ -1,0 +1,131 @@
+"""Pure pieces of ingest: payload reading, salvage of malformed alerts, PUBACK ordering."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+
+from alert_server.ingest import payloads, topics
+from alert_server.ingest.handler import interpret_alert
+from alert_server.ingest.mqtt import AckSequencer, BrokerAddress
+
+NOW = datetime(2026, 11, 22, 18, 4, 10, tzinfo=UTC)
+
+
+def _alert(**kw: object) -> bytes:
+    body = {"v": 1, "alert_id": "a-1", "kind": "sos", "ts": "2026-11-22T18:04:05.123Z"}
+    body.update(kw)
+    return json.dumps(body).encode()
+
+
+def test_valid_alert() -> None:
+    d = interpret_alert(
+        "nurse-1", _alert(pos={"lat": 43.3, "lon": 5.4, "acc_m": 12, "src": "gps"}), NOW
+    )
+    assert (d.alert_id, d.kind, d.original_kind) == ("a-1", "sos", None)
+    assert d.flags == [] and d.pos is not None and d.pos.acc_m == 12
+    assert d.device_ts == datetime(2026, 11, 22, 18, 4, 5, 123000, tzinfo=UTC)
+
+
+def test_silent_fall_and_no_motion_are_known_kinds() -> None:
+    for kind in ("sos_silent", "fall", "no_motion"):
+        assert interpret_alert("nurse-1", _alert(kind=kind), NOW).kind == kind
+
+
+def test_late_alert_from_offline_queue_is_flagged_delayed_not_refused() -> None:
+    old = (NOW - timedelta(minutes=20)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    d = interpret_alert("nurse-1", _alert(ts=old), NOW)
+    assert "delayed" in d.flags and "malformed" not in d.flags
+
+
+def test_unreadable_alert_gets_a_stable_id() -> None:
+    a = interpret_alert("nurse-1", b"\x00garbage", NOW)
+    b = interpret_alert("nurse-1", b"\x00garbage", NOW)
+    c = interpret_alert("nurse-2", b"\x00garbage", NOW)
+    assert a.alert_id == b.alert_id != c.alert_id
+    assert {"malformed", "no_alert_id", "unknown_kind", "no_position"} <= set(a.flags)
+
+
+def test_naive_and_offset_timestamps_are_refused() -> None:
+    for ts in ("2026-11-22T18:04:05", "2026-11-22T19:04:05+01:00", 1763834645):
+        d = interpret_alert("nurse-1", _alert(ts=ts), NOW)
+        assert "malformed" in d.flags and d.alert_id == "a-1"
+
+
+def test_booleans_are_not_numbers() -> None:
+    d = interpret_alert("nurse-1", _alert(pos={"lat": True, "lon": 5.4}), NOW)
+    assert "malformed" in d.flags and d.pos is None
+
+
+def test_topics() -> None:
+    assert topics.parse("vigie/v1/dev/nurse-1/alert") == ("nurse-1", "alert")
+    assert topics.parse("vigie/v1/dev/nurse-1/cmd") is None
+    assert topics.parse("vigie/v1/dev/a/b/alert") is None
+    assert topics.parse("other/x") is None
+    assert ("$share/g/vigie/v1/dev/+/alert", 1) in topics.subscriptions("g")
+    assert not topics.valid_device_id("vigie-server")
+    assert not topics.valid_device_id("ab")
+
+
+def test_command_payload() -> None:
+    body = json.loads(payloads.command("alert.received", NOW, alert_id="a-1"))
+    assert body == {
+        "v": 1,
+        "type": "alert.received",
+        "alert_id": "a-1",
+        "ts": "2026-11-22T18:04:10.000Z",
+    }
+
+
+def test_acks_leave_in_arrival_order() -> None:
+    sent: list[int] = []
+    seq = AckSequencer(lambda mid, qos: sent.append(mid))
+    seq.new_connection()
+    t1, t2, t3 = (seq.register(m, 1) for m in (1, 2, 3))
+    t0 = seq.register(9, 0)  # QoS 0: no ack, never blocks
+    seq.done(t3)
+    seq.done(t2)
+    assert sent == []  # 1 is still being committed
+    seq.done(t1)
+    seq.done(t0)
+    assert sent == [1, 2, 3]
+
+
+def test_acks_of_an_old_connection_are_dropped() -> None:
+    sent: list[int] = []
+    seq = AckSequencer(lambda mid, qos: sent.append(mid))
+    old = seq.register(1, 1)
+    seq.new_connection()
+    new = seq.register(1, 1)
+    seq.done(old)
+    assert sent == []
+    seq.done(new)
+    assert sent == [1]
+
+
+def test_acks_from_many_threads_stay_ordered() -> None:
+    sent: list[int] = []
+    seq = AckSequencer(lambda mid, qos: sent.append(mid))
+    tokens = [seq.register(m, 1) for m in range(1, 2001)]
+    threads = [
+        threading.Thread(target=lambda ts=tokens[i::4]: [seq.done(t) for t in reversed(ts)])
+        for i in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sent == list(range(1, 2001))
+
+
+def test_broker_address() -> None:
+    a = BrokerAddress.parse("mqtts://vigie-server:p%40ss@broker.example:8884")
+    assert (a.host, a.port, a.username, a.password, a.tls) == (
+        "broker.example",
+        8884,
+        "vigie-server",
+        "p@ss",
+        True,
+    )
+    assert BrokerAddress.parse("mqtt://127.0.0.1").port == 1883
