@@ -42,6 +42,12 @@ class AlertStage(Protocol):
 
     def duress(self, session: Session, alert: Alert, now: datetime) -> None: ...
 
+    def acknowledged(
+        self, session: Session, alert: Alert, actor: str, via: str, now: datetime
+    ) -> None: ...
+
+    def close(self, session: Session, alert: Alert, now: datetime) -> None: ...
+
 
 class Pipeline:
     def __init__(
@@ -108,6 +114,47 @@ class Pipeline:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=False)
+
+    # -- responders ------------------------------------------------------------------------
+    def acknowledge(self, alert_id: str, *, actor: str, via: str, now: datetime) -> bool:
+        """Take the alert in charge. True for the first acknowledgement, False otherwise.
+
+        Atomic: a conditional UPDATE on the open alert, so an SMS reply, a key press and a
+        dashboard click arriving at the same instant make exactly one acknowledgement.
+        """
+        with session_scope(self.engine) as session:
+            won = alerts.mark_acknowledged(
+                session, alert_id=alert_id, actor=actor, via=via, now=now
+            )
+            alert = alerts.get_alert(session, alert_id=alert_id) if won else None
+            if alert is not None:
+                for stage in self.stages:
+                    stage.acknowledged(session, alert, actor, via, now)
+        if alert is not None:
+            self._reply(alert.device_id, "alert.acknowledged", alert_id)()
+        return won
+
+    def resolve(
+        self, alert_id: str, *, actor: str, outcome: str, note: str | None, now: datetime
+    ) -> bool:
+        """Close the alert (any state but resolved). True when this call closed it."""
+        with session_scope(self.engine) as session:
+            alert = alerts.get_alert(session, alert_id=alert_id)
+            if alert is None or alert.state == "resolved":
+                return False
+            alert.state = "resolved"
+            alert.resolved_at = now
+            alert.outcome = outcome
+            alert.note = note
+            session.add(alert)
+            alerts.add_event(
+                session, alert_id=alert_id, at=now, type_="resolved", actor=actor, outcome=outcome
+            )
+            for stage in self.stages:
+                stage.close(session, alert, now)
+            device_id = alert.device_id
+        self._reply(device_id, "alert.resolved", alert_id)()
+        return True
 
     # -- device messages (ingest writer thread, inside its transaction) ---------------------
     def on_cancel(

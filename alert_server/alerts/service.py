@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
@@ -29,6 +30,22 @@ def insert_alert(session: Session, *, values: dict[str, Any]) -> bool:
     # RETURNING yields a row only when this statement inserted one (rowcount is not
     # reliable for ON CONFLICT DO NOTHING across drivers).
     return session.connection().execute(stmt).first() is not None
+
+
+def mark_acknowledged(
+    session: Session, *, alert_id: str, actor: str, via: str, now: datetime
+) -> bool:
+    """Compare-and-set open → acknowledged; True only for the one caller that wins."""
+    result = session.connection().execute(
+        update(Alert)
+        .where(Alert.alert_id == alert_id)  # type: ignore[arg-type]
+        .where(Alert.state == "open")  # type: ignore[arg-type]
+        .values(state="acknowledged", acknowledged_at=now, acknowledged_by=actor)
+    )
+    won = result.rowcount == 1
+    if won:
+        add_event(session, alert_id=alert_id, at=now, type_="acknowledged", actor=actor, via=via)
+    return won
 
 
 def get_alert(session: Session, *, alert_id: str) -> Alert | None:
