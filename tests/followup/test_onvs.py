@@ -48,7 +48,7 @@ def test_pharmacy_armed_robbery_and_duress_levels() -> None:
             session_memo=None,
             outcome="armed_robbery",
             duress=True,
-        )  # fmt: skip
+        )
     )
     assert row["job"] == "Pharmacien" and row["location"] == "Officine"
     assert row["factGoods"] == ["Vol à main armée"] and row["factGoodsLevel"] == 3
