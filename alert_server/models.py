@@ -1,4 +1,6 @@
 """Imports every table so that ``SQLModel.metadata`` is complete (migrations, checks)."""
 
 import alert_server.alerts.models
-import alert_server.devices.models  # noqa: F401
+import alert_server.devices.models
+import alert_server.geo.models
+import alert_server.referents.models  # noqa: F401
