@@ -1,0 +1,125 @@
+"""Simulated telephony for the demo and for running without Twilio.
+
+Records what would be sent (a log line; the notification row itself, with a ``SIM…`` SID, is
+what the dashboard timeline shows), reports it delivered, and can acknowledge an alert after
+N seconds as if the contact had replied, so the demo shows a full escalation.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from dispatch.channels.base import SendResult
+
+if TYPE_CHECKING:
+    from dispatch.engine import Dispatcher
+
+log = logging.getLogger("dispatch.simulated")
+_CODE = re.compile(r"OK (\d{3})")
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedMessage:
+    sid: str
+    channel: str  # sms, voice
+    to: str
+    body: str | None
+    alert_id: str
+    notification_id: int
+    at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
+class SimulatedNotifier:
+    name = "simulated"
+
+    def __init__(
+        self,
+        *,
+        auto_ack_after_s: float | None = None,
+        report_delivery: bool = True,
+    ) -> None:
+        self.auto_ack_after_s = auto_ack_after_s
+        self.report_delivery = report_delivery
+        self.sent: list[SimulatedMessage] = []
+        self._lock = threading.Lock()
+        self._auto_acked: set[str] = set()
+        self._timers: list[threading.Timer] = []
+        self._dispatcher: Dispatcher | None = None
+
+    def attach(self, dispatcher: Dispatcher) -> None:
+        self._dispatcher = dispatcher
+
+    def close(self) -> None:
+        for timer in self._timers:
+            timer.cancel()
+
+    def _later(self, delay_s: float, fn: Any, *args: Any) -> None:
+        timer = threading.Timer(delay_s, fn, args)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    def _record(self, msg: SimulatedMessage) -> None:
+        with self._lock:
+            self.sent.append(msg)
+        if self.report_delivery:
+            self._later(0.2, self._deliver, msg)
+
+    def send_sms(self, *, to: str, body: str, notification_id: int, alert_id: str) -> SendResult:
+        sid = "SMSIM" + uuid.uuid4().hex[:28]
+        log.warning("SMS simulé alert_id=%s to=%s sid=%s body=%r", alert_id, to, sid, body)
+        self._record(SimulatedMessage(sid, "sms", to, body, alert_id, notification_id))
+        match = _CODE.search(body)
+        if match and self.auto_ack_after_s is not None:
+            self._schedule_ack(alert_id, lambda: self._reply(to, f"OK {match.group(1)}"))
+        return SendResult(sid=sid, status="queued")
+
+    def place_call(self, *, to: str, notification_id: int, alert_id: str) -> SendResult:
+        sid = "CASIM" + uuid.uuid4().hex[:28]
+        log.warning("Appel simulé alert_id=%s to=%s sid=%s", alert_id, to, sid)
+        self._record(SimulatedMessage(sid, "voice", to, None, alert_id, notification_id))
+        if self.auto_ack_after_s is not None:
+            self._schedule_ack(alert_id, lambda: self._press(notification_id))
+        return SendResult(sid=sid, status="queued")
+
+    def _schedule_ack(self, alert_id: str, action: Any) -> None:
+        with self._lock:
+            if alert_id in self._auto_acked:
+                return
+            self._auto_acked.add(alert_id)
+        assert self.auto_ack_after_s is not None
+        self._later(self.auto_ack_after_s, action)
+
+    def _deliver(self, msg: SimulatedMessage) -> None:
+        if self._dispatcher is None:
+            return
+        status = "delivered" if msg.channel == "sms" else "in-progress"
+        self._dispatcher.handle_status(
+            sid=msg.sid,
+            status=status,
+            error_code=None,
+            error_message=None,
+            now=self._dispatcher.clock(),
+        )
+
+    def _reply(self, phone: str, body: str) -> None:
+        if self._dispatcher is None:
+            return
+        log.warning("Réponse simulée from=%s body=%r", phone, body)
+        self._dispatcher.handle_inbound_sms(
+            from_phone=phone, to_phone=None, body=body, sid=None, now=self._dispatcher.clock()
+        )
+
+    def _press(self, notification_id: int) -> None:
+        if self._dispatcher is None:
+            return
+        log.warning("Touche 1 simulée notification=%s", notification_id)
+        self._dispatcher.handle_digits(
+            notification_id=notification_id, digits="1", now=self._dispatcher.clock()
+        )

@@ -1,0 +1,185 @@
+"""Twilio through the official client: the only module of Vigie that imports ``twilio``.
+
+The REST base is configurable (``VIGIE_TWILIO_API_BASE``): regional edges and test doubles.
+twilio-python builds every URL as ``Domain.base_url + path``; the ``api`` domain's
+``base_url`` is a plain attribute (``twilio/base/domain.py``), so we set it on the client's
+``api`` domain. The client's own edge/region rewriting is disabled for a non-default base,
+otherwise ``TWILIO_EDGE``/``TWILIO_REGION`` in the environment would rewrite its host.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import requests
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+from dispatch.channels.base import PermanentSendError, SendResult, TransientSendError
+
+DEFAULT_API_BASE = "https://api.twilio.com"
+log = logging.getLogger("dispatch.twilio")
+
+
+class TwilioNotifier:
+    name = "twilio"
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        from_number: str,
+        api_base: str = DEFAULT_API_BASE,
+        public_url: str,
+        sms_validity_s: int = 300,
+        ring_timeout_s: int = 25,
+        http_timeout_s: float = 10.0,
+    ) -> None:
+        self.account_sid = account_sid
+        self._auth_token = auth_token
+        self.from_number = from_number
+        self.api_base = api_base.rstrip("/")
+        self.public_url = public_url.rstrip("/")
+        # Twilio drops an SMS still queued after this long: a stale alert SMS is never
+        # delivered hours late (the escalation has moved on by then anyway).
+        self.sms_validity_s = sms_validity_s
+        # Hang up before most voicemails pick up: a voicemail never acknowledges anyway.
+        self.ring_timeout_s = ring_timeout_s
+        # Bounded so a hung provider cannot hold an engine worker longer than the lease.
+        self.http_timeout_s = http_timeout_s
+        # requests.Session is not documented as thread-safe: one client per sending thread.
+        self._local = threading.local()
+        # twilio-python imports its REST resources lazily (~250 ms on first use): pay it now,
+        # not on the first alert.
+        _ = self.client.messages, self.client.calls
+
+    @property
+    def client(self) -> Client:
+        client: Client | None = getattr(self._local, "client", None)
+        if client is None:
+            # No retries inside the HTTP client: a retry is a database row with its own time,
+            # so it never delays the next step (and survives a crash).
+            http = TwilioHttpClient(
+                timeout=self.http_timeout_s, logger=logging.getLogger("dispatch.twilio.http")
+            )
+            client = Client(self.account_sid, self._auth_token, http_client=http)
+            if self.api_base != DEFAULT_API_BASE:
+                client.edge = None
+                client.region = None
+            client.api.base_url = self.api_base
+            self._local.client = client
+        return client
+
+    def send_sms(self, *, to: str, body: str, notification_id: int, alert_id: str) -> SendResult:
+        def create() -> SendResult:
+            msg = self.client.messages.create(
+                to=to,
+                from_=self.from_number,
+                body=body,
+                status_callback=f"{self.public_url}/twilio/status",
+                validity_period=self.sms_validity_s,
+            )
+            return SendResult(sid=str(msg.sid), status=str(msg.status or "queued"))
+
+        return self._call(create, alert_id=alert_id, notification_id=notification_id)
+
+    def place_call(self, *, to: str, notification_id: int, alert_id: str) -> SendResult:
+        def create() -> SendResult:
+            call = self.client.calls.create(
+                to=to,
+                from_=self.from_number,
+                url=f"{self.public_url}/twilio/voice/{notification_id}",
+                method="POST",
+                status_callback=f"{self.public_url}/twilio/status",
+                status_callback_method="POST",
+                status_callback_event=["initiated", "ringing", "answered", "completed"],
+                timeout=self.ring_timeout_s,
+            )
+            return SendResult(sid=str(call.sid), status=str(call.status or "queued"))
+
+        return self._call(create, alert_id=alert_id, notification_id=notification_id)
+
+    def _call(self, create: object, *, alert_id: str, notification_id: int) -> SendResult:
+        assert callable(create)
+        try:
+            result: SendResult = create()
+            return result
+        except TwilioRestException as exc:
+            code = str(exc.code) if exc.code is not None else None
+            # 429 (and Twilio's 20429), 5xx: the provider or the network is the problem.
+            if exc.status == 429 or exc.status >= 500 or code == "20429":
+                raise TransientSendError(
+                    exc.msg or "twilio error", code=code or str(exc.status), status=exc.status
+                ) from exc
+            # Any other 4xx (21211 invalid number, 21614 not a mobile, 21610 STOP…) will not
+            # succeed by retrying: move on at once.
+            raise PermanentSendError(
+                exc.msg or "twilio error", code=code or str(exc.status), status=exc.status
+            ) from exc
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise TransientSendError(f"{type(exc).__name__}: {exc}", code="timeout") from exc
+
+
+# --- webhooks: signature and TwiML (here so that this module stays the only twilio user) ---
+
+_SAY_LANG = {"fr": "fr-FR", "en": "en-GB"}
+
+
+def signature_valid(auth_token: str, url: str, params: dict[str, str], signature: str) -> bool:
+    """``X-Twilio-Signature`` check (HMAC-SHA1 of the URL and the sorted form fields)."""
+    from twilio.request_validator import RequestValidator
+
+    if not signature:
+        return False
+    return bool(RequestValidator(auth_token).validate(url, params, signature))
+
+
+def compute_signature(auth_token: str, url: str, params: dict[str, str]) -> str:
+    from twilio.request_validator import RequestValidator
+
+    return str(RequestValidator(auth_token).compute_signature(url, params))
+
+
+def gather_twiml(*, text: str, action_url: str, no_input: str, lang: str = "fr") -> str:
+    """The alert read twice inside a one-digit Gather, then a goodbye if no key is pressed."""
+    from twilio.twiml.voice_response import VoiceResponse
+
+    say_lang = _SAY_LANG.get(lang, "fr-FR")
+    response = VoiceResponse()
+    gather = response.gather(num_digits=1, action=action_url, method="POST", timeout=8)
+    gather.say(text, language=say_lang)
+    gather.pause(length=1)
+    gather.say(text, language=say_lang)
+    response.say(no_input, language=say_lang)
+    response.hangup()
+    return str(response)
+
+
+def say_twiml(text: str, *, lang: str = "fr") -> str:
+    from twilio.twiml.voice_response import VoiceResponse
+
+    response = VoiceResponse()
+    response.say(text, language=_SAY_LANG.get(lang, "fr-FR"))
+    response.hangup()
+    return str(response)
+
+
+def redirect_twiml(url: str) -> str:
+    from twilio.twiml.voice_response import VoiceResponse
+
+    response = VoiceResponse()
+    response.redirect(url, method="POST")
+    return str(response)
+
+
+def message_twiml(text: str | None) -> str:
+    """Answer to an inbound SMS: empty ``<Response/>`` or one short message."""
+    from twilio.twiml.messaging_response import MessagingResponse
+
+    response = MessagingResponse()
+    if text:
+        response.message(text)
+    return str(response)

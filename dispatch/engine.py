@@ -1,0 +1,718 @@
+"""The escalation engine: ``tick(now)`` claims due notification rows exactly once and sends them.
+
+Timers are rows (``dispatch_notification.next_action_at``). A tick:
+1. declares exhausted the escalations whose last pass is over;
+2. claims due rows with ONE conditional UPDATE (compare-and-set on the status; on PostgreSQL
+   the batch is picked with ``FOR UPDATE SKIP LOCKED`` so several servers split the work),
+   giving each claim a token and a lease; a row whose lease expired (its server died) is
+   claimable again;
+3. for each claimed row, in a worker thread: re-checks the claim with a second compare-and-set
+   (claimed → sending) and commits BEFORE calling the provider, calls it, then stores the SID.
+
+Safety decisions:
+- A row is never handed to the provider unless this server holds its claim token and its
+  status is still ``claimed``: an acknowledgement cancels claimed rows in its own transaction,
+  so nothing is sent after the acknowledgement committed.
+- A retry is a row update with a later ``next_action_at``, never a sleep: a failing provider
+  cannot delay the next step (a separate row with its own time).
+- The one duplicate window left is a server dying after the provider accepted the message and
+  before the SID is stored: after the lease expires another server sends again. For a life
+  safety alert a duplicate SMS is the right failure, a lost one is not (at-least-once).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, and_, case, or_, select, update
+from sqlmodel import Session
+
+from dispatch import messages, service
+from dispatch.channels.base import Notifier, PermanentSendError, SendResult, TransientSendError
+from dispatch.hooks import DispatchHooks, NoopHooks
+from dispatch.messages import Lang, MessageContext
+from dispatch.models import (
+    CANCELLED,
+    CLAIMED,
+    FAILED,
+    KIND_ACK_INFO,
+    KIND_ALERT,
+    KIND_DURESS,
+    KIND_STAND_DOWN,
+    OPEN_STATUSES,
+    PLANNED,
+    SENDING,
+    SENT,
+    Escalation,
+    Notification,
+)
+from dispatch.policy import EscalationPolicy
+from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
+from dispatch.service import NOTIF, alog
+
+log = logging.getLogger("dispatch")
+
+TAKEOVER_MARK = "lease expired while sending: possible duplicate"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _default_server_id() -> str:
+    return f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    public_url: str = "http://127.0.0.1:8000"
+    lang: Lang = "fr"
+    # A claim not finished within the lease is taken over by another server. Longer than the
+    # provider time-out (10 s) so a slow but alive server is never overtaken.
+    lease_s: float = 60.0
+    batch_size: int = 200
+    send_workers: int = 8
+    # Transient failures (5xx, 429, time-out): retried after these delays, then given up
+    # (and the next step pulled forward).
+    retry_backoff_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
+    # Rate limits. The first pass of an alert's notifications and duress notices are never
+    # limited (GoAlert #2778: a throttle must never hold back a life-safety page); follow-ups
+    # (repeat passes, "taken by", "cancelled") wait when a number or the server is too busy.
+    per_number_max: int = 10
+    per_number_window_s: float = 60.0
+    global_max: int = 30
+    global_window_s: float = 1.0
+    server_id: str = field(default_factory=_default_server_id)
+
+
+@dataclass
+class TickReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    exhausted: list[str] = field(default_factory=list)
+
+    def add(self, outcome: str) -> None:
+        setattr(self, outcome, getattr(self, outcome) + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Claim:
+    id: int
+    alert_id: str
+    token: str
+    takeover: bool
+
+
+class Dispatcher:
+    """Everything the alert server calls. Thread-safe; one per process.
+
+    ``engine`` is the SQLAlchemy engine of the shared database; ``notifier`` the channel
+    (``TwilioNotifier`` or ``SimulatedNotifier``); ``hooks`` the alert server's callbacks.
+    ``clock`` is only used by the drivers that have no ``now`` of their own (the after-commit
+    kick, webhooks); every decision takes ``now`` as a parameter.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        notifier: Notifier,
+        *,
+        hooks: DispatchHooks | None = None,
+        config: DispatchConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.engine = engine
+        self.notifier = notifier
+        self.hooks: DispatchHooks = hooks or NoopHooks()
+        self.config = config or DispatchConfig()
+        self.clock = clock
+        self._pool = ThreadPoolExecutor(
+            max_workers=self.config.send_workers, thread_name_prefix="dispatch-send"
+        )
+        self._in_flight = 0
+        self._in_flight_lock = threading.Lock()
+        self._global_sends: collections.deque[datetime] = collections.deque()
+        self._global_lock = threading.Lock()
+        # Called when new work may be due sooner than planned (the clock re-arms its wake-up).
+        self.on_new_work: Callable[[str | None], None] | None = None
+        self._closed = False
+        attach = getattr(notifier, "attach", None)
+        if callable(attach):
+            attach(self)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def _kick(self, alert_id: str | None) -> None:
+        cb = self.on_new_work
+        if cb is not None:
+            try:
+                cb(alert_id)
+            except Exception:
+                log.exception("wake-up failed alert_id=%s", alert_id)
+
+    # --- the public API, in the caller's transaction --------------------------------------
+
+    def start(
+        self,
+        session: Session,
+        brief: AlertBrief,
+        chains: Sequence[Chain],
+        policy: EscalationPolicy,
+        now: datetime,
+    ) -> bool:
+        """Start the escalation (idempotent per alert_id). Several chains = ambiguous border:
+        all are worked in parallel and the first acknowledgement wins. Once the caller commits,
+        the first notification is sent at once when a clock is running (``run_due`` otherwise).
+        """
+        created = service.start(session, brief=brief, chains=chains, policy=policy, now=now)
+        if created:
+            service.after_commit(session, lambda: self._kick(brief.alert_id))
+        return created
+
+    def add_chain(self, session: Session, alert_id: str, chain: Chain, now: datetime) -> bool:
+        added = service.add_chain(session, alert_id=alert_id, chain=chain, now=now)
+        if added:
+            service.after_commit(session, lambda: self._kick(alert_id))
+        return added
+
+    def update_brief(self, session: Session, brief: AlertBrief, now: datetime) -> bool:
+        return service.update_brief(session, brief=brief, now=now)
+
+    def acknowledge(
+        self,
+        session: Session,
+        alert_id: str,
+        by: str,
+        via: str,
+        now: datetime,
+        *,
+        by_phone: str | None = None,
+    ) -> AckResult:
+        return service.acknowledge(
+            session,
+            alert_id=alert_id,
+            by_name=by,
+            by_phone=by_phone,
+            via=via,
+            now=now,
+            hooks=self.hooks,
+            on_committed=lambda: self._kick(alert_id),
+        )
+
+    def stand_down(self, session: Session, alert_id: str, now: datetime, reason: str) -> bool:
+        return service.stand_down(
+            session,
+            alert_id=alert_id,
+            now=now,
+            reason=reason,
+            hooks=self.hooks,
+            on_committed=lambda: self._kick(alert_id),
+        )
+
+    def mark_duress(self, session: Session, alert_id: str, now: datetime) -> bool:
+        return service.mark_duress(
+            session,
+            alert_id=alert_id,
+            now=now,
+            hooks=self.hooks,
+            on_committed=lambda: self._kick(alert_id),
+        )
+
+    def close(self, session: Session, alert_id: str, now: datetime) -> bool:
+        return service.close(session, alert_id=alert_id, now=now, hooks=self.hooks)
+
+    def timeline(self, session: Session, alert_id: str) -> list[TimelineEntry]:
+        return service.timeline(session, alert_id=alert_id)
+
+    def view(self, session: Session, alert_id: str) -> EscalationView | None:
+        return service.view(session, alert_id=alert_id)
+
+    def exhausted(self, session: Session) -> list[str]:
+        return service.list_escalations(session)
+
+    # --- the engine -------------------------------------------------------------------------
+
+    def tick(self, now: datetime, *, wait: bool = True) -> TickReport:
+        """Advance every due escalation once. ``wait=False`` (the clock) returns as soon as the
+        sends are handed to the worker threads."""
+        report = TickReport()
+        with self.session() as s:
+            service.lock_for_write(s)
+            report.exhausted = service.exhaust_due(s, now=now, hooks=self.hooks)
+            s.commit()
+        self._claim_and_send(now, None, wait, report)
+        return report
+
+    def run_due(self, alert_id: str, now: datetime, *, wait: bool = True) -> TickReport:
+        """Run the due work of ONE alert right away (the first SMS as soon as it is stored)."""
+        report = TickReport()
+        self._claim_and_send(now, alert_id, wait, report)
+        return report
+
+    def _claim_and_send(
+        self, now: datetime, alert_id: str | None, wait: bool, report: TickReport
+    ) -> None:
+        if self._closed:
+            return
+        limit = self.config.batch_size
+        if not wait:
+            # Never claim more than the workers can start at once: a claimed row waiting in a
+            # queue would eat its lease.
+            with self._in_flight_lock:
+                limit = min(limit, max(0, 2 * self.config.send_workers - self._in_flight))
+            if limit == 0:
+                return
+        claims = self._claim(now, alert_id, limit)
+        report.claimed += len(claims)
+        if not claims:
+            return
+        t0 = time.monotonic()
+        with self._in_flight_lock:
+            self._in_flight += len(claims)
+        futures: list[Future[str]] = []
+        for claim in claims:
+            try:
+                futures.append(self._pool.submit(self._send_guarded, claim, now, t0))
+            except RuntimeError:  # pool shut down: the lease expires and another takes over
+                with self._in_flight_lock:
+                    self._in_flight -= 1
+        if wait:
+            wait_futures(futures)
+            for f in futures:
+                report.add(f.result())
+        else:
+            for f in futures:
+                f.add_done_callback(lambda fut: self._after_async_send(fut))
+
+    def _after_async_send(self, fut: Future[str]) -> None:
+        if (
+            not fut.cancelled()
+            and fut.exception() is None
+            and fut.result() in {"retried", "failed"}
+        ):
+            self._kick(None)  # a retry or a pulled-forward step is due sooner than planned
+
+    def _claim(self, now: datetime, alert_id: str | None, limit: int) -> list[_Claim]:
+        token = uuid.uuid4().hex
+        due = or_(
+            and_(NOTIF.c.status == PLANNED, NOTIF.c.next_action_at <= now),
+            # A server died (or hangs) holding this row: take it over.
+            and_(NOTIF.c.status.in_([CLAIMED, SENDING]), NOTIF.c.lease_until < now),
+        )
+        pick = select(NOTIF.c.id).where(due)
+        if alert_id is not None:
+            pick = pick.where(NOTIF.c.alert_id == alert_id)
+        pick = pick.order_by(NOTIF.c.next_action_at).limit(limit)
+        with self.session() as s:
+            if s.get_bind().dialect.name == "postgresql":
+                # Several servers: each picks rows nobody else is claiming right now.
+                pick = pick.with_for_update(skip_locked=True)
+            stmt = (
+                update(NOTIF)
+                # `due` again: the compare-and-set that makes the claim exclusive.
+                .where(NOTIF.c.id.in_(pick.scalar_subquery()), due)
+                .values(
+                    status=CLAIMED,
+                    claim_token=token,
+                    claimed_by=self.config.server_id[:100],
+                    lease_until=now + timedelta(seconds=self.config.lease_s),
+                    updated_at=now,
+                    error_message=case(
+                        (NOTIF.c.status == SENDING, TAKEOVER_MARK), else_=NOTIF.c.error_message
+                    ),
+                )
+                .returning(NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.error_message)
+            )
+            rows = s.execute(stmt).all()
+            s.commit()
+        claims = [_Claim(r[0], r[1], token, r[2] == TAKEOVER_MARK) for r in rows]
+        claims.sort(key=lambda c: c.id)
+        return claims
+
+    # --- one send -------------------------------------------------------------------------
+
+    def _send_guarded(self, claim: _Claim, tick_now: datetime, t0: float) -> str:
+        try:
+            return self._send(claim, tick_now, t0)
+        except Exception:
+            # The lease will expire and the row be retried: never lost.
+            alog(logging.ERROR, "send crashed", claim.alert_id, notification=claim.id)
+            log.exception("send crashed")
+            return "skipped"
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+
+    def _is_deferrable(self, n: Notification) -> bool:
+        if n.kind == KIND_DURESS:
+            return False
+        return not (n.kind == KIND_ALERT and n.round_no == 0)
+
+    def _rate_limited(self, s: Session, n: Notification, now: datetime) -> float | None:
+        """Seconds to wait, or None. Only asked for deferrable messages."""
+        cfg = self.config
+        since = now - timedelta(seconds=cfg.per_number_window_s)
+        if service.recent_sends(s, phone=n.phone, since=since) >= cfg.per_number_max:
+            return max(1.0, cfg.per_number_window_s / max(1, cfg.per_number_max))
+        with self._global_lock:
+            horizon = now - timedelta(seconds=cfg.global_window_s)
+            while self._global_sends and self._global_sends[0] < horizon:
+                self._global_sends.popleft()
+            if len(self._global_sends) >= cfg.global_max:
+                return cfg.global_window_s
+        return None
+
+    def _count_global(self, now: datetime) -> None:
+        with self._global_lock:
+            self._global_sends.append(now)
+
+    def _body(self, n: Notification, esc: Escalation, now: datetime) -> str:
+        brief = service.brief_from_json(esc.brief)
+        ctx = MessageContext(
+            brief=brief,
+            code=n.ack_code or esc.ack_code,
+            public_url=self.config.public_url,
+            duress=esc.duress,
+            lang=self.config.lang,
+        )
+        if n.kind == KIND_ACK_INFO:
+            return messages.ack_info_sms(
+                ctx,
+                by_name=esc.acked_by_name or "?",
+                by_phone=esc.acked_by_phone,
+                at=esc.acked_at or now,
+                to_acker=esc.acked_by_phone is not None and esc.acked_by_phone == n.phone,
+            )
+        if n.kind == KIND_STAND_DOWN:
+            return messages.stand_down_sms(ctx, at=esc.ended_at or now)
+        if n.kind == KIND_DURESS:
+            return messages.duress_sms(ctx, now)
+        return messages.alert_sms(ctx, now)
+
+    def _cas(self, s: Session, claim: _Claim, expect: str, **values: Any) -> bool:
+        res = s.execute(
+            update(NOTIF)
+            .where(
+                NOTIF.c.id == claim.id,
+                NOTIF.c.claim_token == claim.token,
+                NOTIF.c.status == expect,
+            )
+            .values(**values)
+        )
+        return bool(res.rowcount == 1)  # type: ignore[attr-defined]
+
+    def _send(self, claim: _Claim, tick_now: datetime, t0: float) -> str:
+        now = tick_now
+        with self.session() as s:
+            n = s.get(Notification, claim.id)
+            esc = s.get(Escalation, claim.alert_id) if n is not None else None
+            # End the read transaction: on SQLite a later write in it could fail at once.
+            # Detach first, or the rollback would expire them and the next attribute read
+            # would silently open a new read transaction.
+            s.expunge_all()
+            s.rollback()
+            if n is None or esc is None or n.claim_token != claim.token or n.status != CLAIMED:
+                return "skipped"
+            service.lock_for_write(s)
+            if n.kind == KIND_ALERT and esc.status not in OPEN_STATUSES:
+                self._cas(s, claim, CLAIMED, status=CANCELLED, finished_at=now, updated_at=now)
+                s.commit()
+                return "skipped"
+            if self._is_deferrable(n):
+                delay = self._rate_limited(s, n, now)
+                if delay is not None:
+                    self._cas(
+                        s,
+                        claim,
+                        CLAIMED,
+                        status=PLANNED,
+                        claim_token=None,
+                        lease_until=None,
+                        next_action_at=now + timedelta(seconds=delay),
+                        updated_at=now,
+                    )
+                    s.commit()
+                    alog(logging.INFO, "rate limited, deferred", n.alert_id, notification=n.id)
+                    return "deferred"
+            body = self._body(n, esc, now) if n.channel == "sms" else None
+            # The real clock only extends the lease by the time this tick already took.
+            lease_from = now + timedelta(seconds=time.monotonic() - t0)
+            if not self._cas(
+                s,
+                claim,
+                CLAIMED,
+                status=SENDING,
+                lease_until=lease_from + timedelta(seconds=self.config.lease_s),
+                segments=messages.sms_segments(body) if body else None,
+                updated_at=now,
+            ):
+                s.rollback()
+                return "skipped"  # cancelled by an acknowledgement, or taken over
+            if claim.takeover:
+                service._event(
+                    s,
+                    alert_id=n.alert_id,
+                    at=now,
+                    kind="takeover",
+                    notification_id=n.id,
+                    phone=n.phone,
+                    channel=n.channel,
+                    detail=TAKEOVER_MARK,
+                )
+            # Committed BEFORE the provider is called: the row is the proof of intent.
+            s.commit()
+
+        self._count_global(now)
+        error: Exception | None = None
+        result: SendResult | None = None
+        try:
+            if n.channel == "sms":
+                assert body is not None
+                result = self.notifier.send_sms(
+                    to=n.phone, body=body, notification_id=n.id or 0, alert_id=n.alert_id
+                )
+            else:
+                result = self.notifier.place_call(
+                    to=n.phone, notification_id=n.id or 0, alert_id=n.alert_id
+                )
+        except Exception as exc:
+            error = exc
+        return self._record_result(claim, n, now, result, error)
+
+    def _record_result(
+        self,
+        claim: _Claim,
+        n: Notification,
+        now: datetime,
+        result: SendResult | None,
+        error: Exception | None,
+    ) -> str:
+        pulled = False
+        with self.session() as s:
+            service.lock_for_write(s)
+            if result is not None:
+                rank_map = service.SMS_RANK if n.channel == "sms" else service.CALL_RANK
+                stored = self._cas(
+                    s,
+                    claim,
+                    SENDING,
+                    status=SENT,
+                    provider_sid=result.sid[:64],
+                    provider_status=result.status[:20],
+                    provider_rank=rank_map.get(result.status, 1),
+                    sent_at=now,
+                    lease_until=None,
+                    updated_at=now,
+                )
+                if not stored:
+                    alog(logging.WARNING, "sent but claim lost", n.alert_id, sid=result.sid)
+                    s.rollback()
+                    return "skipped"
+                pulled = service.replay_unmatched(s, sid=result.sid, now=now)
+                s.commit()
+                outcome = "sent"
+                alog(
+                    logging.INFO,
+                    f"{n.kind} {n.channel} sent",
+                    n.alert_id,
+                    notification=n.id,
+                    to=n.phone,
+                    sid=result.sid,
+                    step=n.step_no,
+                    round=n.round_no,
+                )
+            else:
+                assert error is not None
+                code = getattr(error, "code", None)
+                message = str(getattr(error, "message", None) or error)[:500]
+                permanent = isinstance(error, PermanentSendError)
+                attempt = n.attempts + 1
+                backoff = self.config.retry_backoff_s
+                if not permanent and attempt <= len(backoff):
+                    retry_at = now + timedelta(seconds=backoff[attempt - 1])
+                    ok = self._cas(
+                        s,
+                        claim,
+                        SENDING,
+                        status=PLANNED,
+                        attempts=attempt,
+                        next_action_at=retry_at,
+                        claim_token=None,
+                        lease_until=None,
+                        error_code=str(code)[:16] if code else "error",
+                        error_message=message,
+                        updated_at=now,
+                    )
+                    outcome = "retried"
+                    kind = "retry"
+                else:
+                    ok = self._cas(
+                        s,
+                        claim,
+                        SENDING,
+                        status=FAILED,
+                        attempts=attempt,
+                        lease_until=None,
+                        finished_at=now,
+                        error_code=str(code)[:16] if code else "error",
+                        error_message=message,
+                        updated_at=now,
+                    )
+                    outcome = "failed"
+                    kind = "send_failed"
+                if not ok:
+                    s.rollback()
+                    return "skipped"
+                service._event(
+                    s,
+                    alert_id=n.alert_id,
+                    at=now,
+                    kind=kind,
+                    notification_id=n.id,
+                    channel=n.channel,
+                    phone=n.phone,
+                    status=str(code) if code else None,
+                    detail=message,
+                )
+                if outcome == "failed":
+                    # Invalid number, not a mobile, or the provider down for too long: the next
+                    # channel or contact is called now rather than at its planned time.
+                    pulled = service.pull_forward(s, notification=n, now=now)
+                s.commit()
+                alog(
+                    logging.WARNING if not permanent else logging.ERROR,
+                    f"{n.kind} {n.channel} {outcome}",
+                    n.alert_id,
+                    notification=n.id,
+                    to=n.phone,
+                    code=code,
+                    transient=isinstance(error, TransientSendError),
+                )
+        try:
+            self.hooks.after_change(n.alert_id)
+        except Exception:
+            log.exception("after_change hook failed alert_id=%s", n.alert_id)
+        if pulled:
+            self._kick(n.alert_id)
+        return outcome
+
+    # --- webhook entry points (own transaction each) ---------------------------------------
+
+    def handle_status(
+        self,
+        *,
+        sid: str,
+        status: str,
+        error_code: str | None,
+        error_message: str | None,
+        now: datetime,
+    ) -> service.StatusOutcome:
+        with self.session() as s:
+            service.lock_for_write(s)
+            out = service.record_status(
+                s,
+                sid=sid,
+                status=status,
+                error_code=error_code,
+                error_message=error_message,
+                now=now,
+            )
+            s.commit()
+        if out.alert_id:
+            self.hooks.after_change(out.alert_id)
+        if out.pulled_forward:
+            self._kick(out.alert_id)
+        return out
+
+    def handle_inbound_sms(
+        self, *, from_phone: str, to_phone: str | None, body: str, sid: str | None, now: datetime
+    ) -> tuple[service.InboundOutcome, str | None]:
+        """Returns the outcome and the text to answer with (None: answer nothing)."""
+        with self.session() as s:
+            out = service.handle_inbound_sms(
+                s,
+                from_phone=from_phone,
+                to_phone=to_phone,
+                body=body,
+                sid=sid,
+                now=now,
+                hooks=self.hooks,
+                on_committed=lambda: self._kick(None),
+            )
+            reply: str | None = None
+            if out.reply is not None:
+                what, alert_id = out.reply
+                if what == "already" and alert_id is not None:
+                    esc = s.get(Escalation, alert_id)
+                    if esc is not None:
+                        ctx = MessageContext(
+                            brief=service.brief_from_json(esc.brief),
+                            code=esc.ack_code,
+                            public_url=self.config.public_url,
+                            lang=self.config.lang,
+                        )
+                        reply = messages.already_taken_sms(
+                            ctx, by_name=esc.acked_by_name, status=esc.status
+                        )
+                else:
+                    reply = messages.unknown_code_sms(self.config.lang)
+            s.commit()
+        return out, reply
+
+    def handle_digits(
+        self, *, notification_id: int, digits: str, now: datetime
+    ) -> tuple[AckResult | None, Notification | None, Escalation | None]:
+        with self.session() as s:
+            result = service.record_digits(
+                s,
+                notification_id=notification_id,
+                digits=digits,
+                now=now,
+                hooks=self.hooks,
+                on_committed=lambda: self._kick(None),
+            )
+            loaded = service.load_for_send(s, notification_id)
+            s.commit()
+        if loaded is None:
+            return result, None, None
+        return result, loaded[0], loaded[1]
+
+    def load_call(self, notification_id: int) -> tuple[Notification, Escalation] | None:
+        with self.session() as s:
+            return service.load_for_send(s, notification_id)
+
+    def message_context(self, esc: Escalation, code: str | None = None) -> MessageContext:
+        return MessageContext(
+            brief=service.brief_from_json(esc.brief),
+            code=code or esc.ack_code,
+            public_url=self.config.public_url,
+            duress=esc.duress,
+            lang=self.config.lang,
+        )
+
+    def next_due_at(self, now: datetime) -> datetime | None:
+        with self.session() as s:
+            return service.next_due_at(s, now=now)

@@ -1,0 +1,211 @@
+"""Dispatch tables (prefix ``dispatch_``). Timers are rows: nothing lives only in memory.
+
+No foreign key points at an ``alert_server`` table: ``alert_id`` is a plain string, so dispatch
+can be migrated, tested and run on its own. The hand-written migration in
+``dispatch/migrations/`` must match these models exactly (``tests/dispatch/test_models.py``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
+from sqlmodel import Field, SQLModel
+
+# Escalation statuses. ``active`` and ``exhausted`` are "open": an exhausted escalation has run
+# out of steps but can (and must) still be acknowledged.
+ACTIVE = "active"
+EXHAUSTED = "exhausted"
+ACKNOWLEDGED = "acknowledged"
+STOOD_DOWN = "stood_down"
+CLOSED = "closed"
+OPEN_STATUSES = (ACTIVE, EXHAUSTED)
+
+# Notification lifecycle (our side). Provider statuses are kept apart in ``provider_status``.
+PLANNED = "planned"  # waiting for next_action_at (first try or a retry)
+CLAIMED = "claimed"  # leased by one engine, provider not called yet: safe to cancel or take over
+SENDING = "sending"  # the provider call is (or may be) in flight
+SENT = "sent"  # the provider accepted it and gave a SID
+FAILED = "failed"  # permanent failure, or retries exhausted, or a failure status callback
+CANCELLED = "cancelled"  # never sent: the escalation stopped first
+
+# Notification kinds. The alert kind runs the escalation; the others tell people what happened.
+KIND_ALERT = "alert"
+KIND_ACK_INFO = "ack_info"
+KIND_STAND_DOWN = "stand_down"
+KIND_DURESS = "duress"
+# Informational messages have no policy step: they use these negative step numbers, so the
+# unique key (alert, step, contact, channel, round) makes each of them idempotent too.
+INFO_STEP = {KIND_ACK_INFO: -1, KIND_STAND_DOWN: -2, KIND_DURESS: -3}
+
+
+class Escalation(SQLModel, table=True):
+    """One escalation per alert (the primary key makes ``start`` idempotent)."""
+
+    __tablename__ = "dispatch_escalation"
+    __table_args__ = (
+        # Exhaustion check and the clock's next wake-up: active rows by exhaustion time.
+        Index("ix_dispatch_escalation_due", "status", "exhausts_at"),
+    )
+
+    alert_id: str = Field(primary_key=True, max_length=64)
+    status: str = Field(default=ACTIVE, max_length=16)
+    alert_created_at: datetime  # `after_s` counts from here
+    started_at: datetime
+    # When the last pass of the policy is over; used to declare the escalation exhausted.
+    exhausts_at: datetime
+    ack_code: str = Field(max_length=3)
+    duress: bool = False
+    duress_at: datetime | None = None
+    acked_at: datetime | None = None
+    acked_by_name: str | None = Field(default=None, max_length=200)
+    acked_by_phone: str | None = Field(default=None, max_length=20)
+    acked_via: str | None = Field(default=None, max_length=16)
+    ended_at: datetime | None = None
+    end_reason: str | None = Field(default=None, max_length=200)
+    exhausted_at: datetime | None = None
+    # The AlertBrief and the policy as JSON: any server can build the messages after a restart.
+    brief: str = Field(sa_column=Column(Text, nullable=False))
+    policy: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime
+
+
+class ChainRow(SQLModel, table=True):
+    """One referent chain worked for an alert (several on an ambiguous border)."""
+
+    __tablename__ = "dispatch_chain"
+    __table_args__ = (
+        UniqueConstraint("alert_id", "chain_index", name="uq_dispatch_chain_alert_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(max_length=64)
+    chain_index: int
+    departement: str | None = Field(default=None, max_length=3)
+    force: str | None = Field(default=None, max_length=2)
+    # The policy's after_s counts from here for this chain (the alert's creation for the chains
+    # given at start, the time it was added for a chain added later).
+    starts_at: datetime
+
+
+class ContactRow(SQLModel, table=True):
+    """A contact of a chain, snapshotted at start: a shift change never drops a referent."""
+
+    __tablename__ = "dispatch_contact"
+    __table_args__ = (
+        UniqueConstraint(
+            "alert_id", "chain_index", "position", name="uq_dispatch_contact_alert_id"
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(max_length=64)
+    chain_index: int
+    position: int  # 1-based, as in the policy
+    name: str = Field(max_length=200)
+    phone: str = Field(max_length=20)
+
+
+class Notification(SQLModel, table=True):
+    """One SMS or call to one contact. Planned at start, written before the provider is called."""
+
+    __tablename__ = "dispatch_notification"
+    __table_args__ = (
+        UniqueConstraint(
+            "alert_id",
+            "step_no",
+            "contact_id",
+            "channel",
+            "round_no",
+            name="uq_dispatch_notification_alert_id",
+        ),
+        Index("ix_dispatch_notification_due", "status", "next_action_at"),
+        Index("ix_dispatch_notification_phone_sent", "phone", "sent_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=16)
+    chain_index: int
+    step_no: int
+    round_no: int
+    contact_id: int
+    contact_name: str = Field(max_length=200)
+    phone: str = Field(max_length=20)
+    channel: str = Field(max_length=8)  # sms, voice
+    status: str = Field(default=PLANNED, max_length=16)
+    due_at: datetime  # as planned by the policy (for lateness and the timeline)
+    next_action_at: datetime  # when the engine should act (pulled forward, or a retry)
+    lease_until: datetime | None = None
+    claim_token: str | None = Field(default=None, max_length=36)
+    claimed_by: str | None = Field(default=None, max_length=100)
+    attempts: int = 0
+    ack_code: str | None = Field(default=None, max_length=3)
+    provider_sid: str | None = Field(default=None, max_length=64, unique=True)
+    provider_status: str | None = Field(default=None, max_length=20)
+    provider_rank: int = 0  # status never goes backwards: only a higher rank replaces it
+    error_code: str | None = Field(default=None, max_length=16)
+    error_message: str | None = Field(default=None, max_length=500)
+    digits: str | None = Field(default=None, max_length=8)  # key pressed on a call
+    segments: int | None = None
+    created_at: datetime
+    sent_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime
+
+
+class AckCode(SQLModel, table=True):
+    """The code a phone number replies with. Unique per number among open alerts."""
+
+    __tablename__ = "dispatch_ack_code"
+    __table_args__ = (
+        # Partial unique index: a code is only reserved while the alert is open, so 900 codes
+        # per number are plenty; released codes stay for the record and for late replies.
+        Index(
+            "uq_dispatch_ack_code_open",
+            "phone",
+            "code",
+            unique=True,
+            sqlite_where=text("released_at IS NULL"),
+            postgresql_where=text("released_at IS NULL"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(max_length=64, index=True)
+    phone: str = Field(max_length=20, index=True)  # inbound replies, code choice
+    code: str = Field(max_length=3)
+    created_at: datetime
+    released_at: datetime | None = None
+
+
+class Inbound(SQLModel, table=True):
+    """Every inbound SMS, matched or not (replies from other numbers are recorded)."""
+
+    __tablename__ = "dispatch_inbound"
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider_sid: str | None = Field(default=None, max_length=64, unique=True)
+    from_phone: str = Field(max_length=20, index=True)
+    to_phone: str | None = Field(default=None, max_length=20)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime
+    alert_id: str | None = Field(default=None, max_length=64, index=True)
+    outcome: str = Field(max_length=32)
+
+
+class Event(SQLModel, table=True):
+    """Audit trail of an escalation: state changes, callbacks, acknowledgements."""
+
+    __tablename__ = "dispatch_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: str = Field(max_length=64, index=True)
+    at: datetime
+    kind: str = Field(max_length=32)
+    notification_id: int | None = None
+    channel: str | None = Field(default=None, max_length=16)  # sms, voice, or the ack's "via"
+    phone: str | None = Field(default=None, max_length=20)
+    actor: str | None = Field(default=None, max_length=200)
+    status: str | None = Field(default=None, max_length=20)
+    detail: str | None = Field(default=None, max_length=500)
