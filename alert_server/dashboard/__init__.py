@@ -1,0 +1,44 @@
+"""The dispatcher console (server-rendered French pages, live stream) and the HTTP API.
+
+``install_dashboard(app, runtime)`` is the one call the app factory makes: it mounts the API
+routers, the pages, the live stream, the static files and the security headers.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+
+from alert_server.alerts import api as alerts_api
+from alert_server.dashboard import geo, pages, stream
+from alert_server.dashboard.auth import install_auth_handlers
+from alert_server.dashboard.config import STATIC_DIR, DashboardConfig
+from alert_server.dashboard.security import SecurityHeaders
+from alert_server.users import api as users_api
+
+if TYPE_CHECKING:
+    from alert_server.main import Runtime
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SECRET = "change-me-in-production"  # noqa: S105  (the value we warn about)
+
+
+def install_dashboard(app: FastAPI, runtime: Runtime) -> None:
+    config = DashboardConfig.from_settings(runtime.settings)
+    app.state.dashboard = config
+    if runtime.settings.secret_key.get_secret_value() == DEFAULT_SECRET:
+        # Anyone knowing the default can mint API tokens: say it loudly at every start.
+        log.warning("VIGIE_SECRET_KEY is the default value: set a long random secret")
+    app.add_middleware(SecurityHeaders, config=config)
+    install_auth_handlers(app)
+    app.include_router(users_api.router)
+    app.include_router(alerts_api.router)
+    app.include_router(pages.router)
+    app.include_router(pages.root_router)
+    app.include_router(stream.router)
+    app.include_router(geo.router)
+    app.mount(config.static_prefix, StaticFiles(directory=STATIC_DIR), name="dashboard-static")

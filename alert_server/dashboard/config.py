@@ -1,0 +1,103 @@
+"""Dashboard settings derived from ``Settings`` and from the dashboard's own environment
+variables (read here so that ``settings.py`` stays the core's):
+
+- ``VIGIE_MAP_TILE_URL``: a tile server for the map (``https://{s}.tile.example/{z}/{x}/{y}.png``);
+  none by default: the map then shows département outlines only and works offline.
+- ``VIGIE_MAP_TILE_ATTRIBUTION``: the attribution that tile server requires.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from alert_server.settings import Settings
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+STATIC_DIR = PACKAGE_DIR / "static"
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+BOUNDARY_ATTRIBUTION = "IGN – ADMIN EXPRESS COG 2018 / INSEE COG 2018"
+
+
+def _static_version() -> str:
+    """A short hash of the static files, appended to their URLs so a new release is never
+    served from a stale browser cache (a console with last week's JavaScript is a hazard)."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC_DIR.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(STATIC_DIR).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:10]
+
+
+def tile_origin(url: str) -> str | None:
+    """The CSP source for a tile URL template: ``https://{s}.tile.x.org/{z}/…`` →
+    ``https://*.tile.x.org``. None when the URL is not http(s)."""
+    parts = urlsplit(url.replace("{s}", "sub"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host = parts.netloc.replace("sub", "*", 1) if "{s}" in url else parts.netloc
+    return f"{parts.scheme}://{host}"
+
+
+@dataclass(frozen=True, slots=True)
+class DashboardConfig:
+    secure_cookies: bool
+    tile_url: str | None
+    tile_attribution: str
+    static_version: str
+    geo_dir: Path | None
+    prefix: str = "/dashboard"
+
+    @property
+    def static_prefix(self) -> str:
+        return f"{self.prefix}/static"
+
+    @property
+    def session_cookie(self) -> str:
+        # The __Host- prefix makes the browser refuse the cookie unless it is Secure, for "/",
+        # and without a Domain: no sibling subdomain can set or overwrite it.
+        return "__Host-vigie_session" if self.secure_cookies else "vigie_session"
+
+    @property
+    def login_cookie(self) -> str:
+        return "__Host-vigie_login" if self.secure_cookies else "vigie_login"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DashboardConfig:
+        tile_url = os.environ.get("VIGIE_MAP_TILE_URL", "").strip() or None
+        if tile_url is not None and tile_origin(tile_url) is None:
+            raise ValueError(f"VIGIE_MAP_TILE_URL: {tile_url!r} n'est pas une URL http(s)")
+        geo_dir = settings.geo_dir
+        if geo_dir is None and os.environ.get("VIGIE_GEO_DIR"):
+            geo_dir = Path(os.environ["VIGIE_GEO_DIR"])
+        return cls(
+            secure_cookies=settings.public_url.lower().startswith("https://"),
+            tile_url=tile_url,
+            tile_attribution=os.environ.get("VIGIE_MAP_TILE_ATTRIBUTION", "").strip(),
+            static_version=_static_version(),
+            geo_dir=geo_dir,
+        )
+
+    def content_security_policy(self) -> str:
+        img = "'self' data:"
+        if self.tile_url:
+            img += " " + str(tile_origin(self.tile_url))
+        # No 'unsafe-inline' anywhere: every script is a static file, every style a stylesheet.
+        return "; ".join(
+            [
+                "default-src 'self'",
+                "script-src 'self'",
+                "style-src 'self'",
+                f"img-src {img}",
+                "connect-src 'self'",
+                "font-src 'self'",
+                "object-src 'none'",
+                "base-uri 'none'",
+                "form-action 'self'",
+                "frame-ancestors 'none'",
+            ]
+        )

@@ -1,0 +1,306 @@
+/* Vigie — console des opérateurs: clock and timers, the live stream and its watchdog, the
+   alarm (sound + banner) while any visible alert is waiting for someone to take it.
+
+   The console watches itself: when the stream drops (server stopped, network cut, silent
+   proxy), a banner says so at once, the page reconnects by itself and catches up from the
+   last event it saw (Last-Event-ID), then the banner goes. No inline script anywhere: the
+   Content-Security-Policy forbids it. */
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var prefix = body.dataset.prefix || "/dashboard";
+  var handlers = {};
+
+  function on(name, fn) {
+    (handlers[name] = handlers[name] || []).push(fn);
+  }
+
+  function emit(name, data) {
+    (handlers[name] || []).forEach(function (fn) {
+      try {
+        fn(data);
+      } catch (err) {
+        if (window.console) window.console.error(err);
+      }
+    });
+  }
+
+  // ---- time: the server's clock, so that timers agree with the database -------------------
+  var offsetMs = 0;
+
+  function setServerNow(iso) {
+    var t = Date.parse(iso);
+    if (!isNaN(t)) offsetMs = t - Date.now();
+  }
+
+  function now() {
+    return Date.now() + offsetMs;
+  }
+
+  function pad(n) {
+    return n < 10 ? "0" + n : String(n);
+  }
+
+  function elapsed(ms) {
+    var s = Math.max(0, Math.floor(ms / 1000));
+    var h = Math.floor(s / 3600);
+    var m = Math.floor((s % 3600) / 60);
+    var sec = s % 60;
+    if (h) return h + " h " + pad(m) + " min";
+    if (m) return m + " min " + pad(sec) + " s";
+    return sec + " s";
+  }
+
+  setServerNow(body.dataset.serverNow);
+  var clock = document.getElementById("clock");
+  var parisTime = new Intl.DateTimeFormat("fr-FR", {
+    timeZone: "Europe/Paris",
+    hour: "2-digit",
+    minute: "2-digit",
+    second: "2-digit",
+  });
+
+  function tick() {
+    if (clock) clock.textContent = parisTime.format(new Date(now()));
+    var timers = document.querySelectorAll("[data-since]");
+    for (var i = 0; i < timers.length; i++) {
+      var t = Date.parse(timers[i].dataset.since);
+      if (!isNaN(t)) timers[i].textContent = elapsed(now() - t);
+    }
+  }
+  setInterval(tick, 1000);
+  tick();
+
+  // ---- the alarm ------------------------------------------------------------------------
+  // Browsers refuse to play sound before the page has had a click or a key press; the
+  // button in the top bar says so until then, and any click on the page unlocks it.
+  var openIds = new Set();
+  try {
+    JSON.parse(document.getElementById("open-alerts").textContent || "[]").forEach(function (id) {
+      openIds.add(id);
+    });
+  } catch (err) {
+    /* no list: the stream fills it */
+  }
+  var audio = null;
+  var beepTimer = null;
+  var alarmBanner = document.getElementById("alarm-banner");
+  var alarmCount = document.getElementById("alarm-count");
+  var soundButton = document.getElementById("sound-button");
+  var baseTitle = document.title;
+  var alarm = { beeps: 0, attempts: 0 };
+
+  function audioRunning() {
+    return audio !== null && audio.state === "running";
+  }
+
+  function showSoundState() {
+    if (!soundButton) return;
+    var on = audioRunning();
+    soundButton.dataset.state = on ? "on" : "off";
+    soundButton.textContent = on ? "Son actif" : "Son coupé : activer";
+  }
+
+  function unlockAudio() {
+    try {
+      if (audio === null) {
+        var Ctx = window.AudioContext || window.webkitAudioContext;
+        if (!Ctx) return;
+        audio = new Ctx();
+        audio.onstatechange = showSoundState;
+      }
+      if (audio.state !== "running") audio.resume().then(showSoundState, showSoundState);
+    } catch (err) {
+      /* no audio device: the visual alarm remains */
+    }
+    showSoundState();
+  }
+  document.addEventListener("click", unlockAudio, true);
+  document.addEventListener("keydown", unlockAudio, true);
+  if (soundButton) {
+    soundButton.addEventListener("click", function () {
+      unlockAudio();
+      beep();
+    });
+  }
+
+  function beep() {
+    alarm.attempts++;
+    if (!audioRunning()) return;
+    var t0 = audio.currentTime;
+    [0, 0.28].forEach(function (delay, i) {
+      var osc = audio.createOscillator();
+      var gain = audio.createGain();
+      osc.type = "square";
+      osc.frequency.value = i === 0 ? 880 : 660;
+      gain.gain.setValueAtTime(0.0001, t0 + delay);
+      gain.gain.exponentialRampToValueAtTime(0.25, t0 + delay + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t0 + delay + 0.22);
+      osc.connect(gain);
+      gain.connect(audio.destination);
+      osc.start(t0 + delay);
+      osc.stop(t0 + delay + 0.24);
+    });
+    alarm.beeps++;
+  }
+
+  function refreshAlarm() {
+    var n = openIds.size;
+    if (alarmBanner) alarmBanner.hidden = n === 0;
+    if (alarmCount) alarmCount.textContent = String(n);
+    body.classList.toggle("alarm", n > 0);
+    document.title = (n ? "(" + n + ") ALERTE — " : "") + baseTitle;
+    if (n > 0 && beepTimer === null) {
+      beep();
+      beepTimer = setInterval(beep, 2500);
+    } else if (n === 0 && beepTimer !== null) {
+      clearInterval(beepTimer);
+      beepTimer = null;
+    }
+  }
+
+  alarm.update = function (alertId, state) {
+    if (state === "open") openIds.add(alertId);
+    else openIds.delete(alertId);
+    refreshAlarm();
+  };
+  alarm.reset = function (ids) {
+    openIds = new Set(ids);
+    refreshAlarm();
+  };
+  alarm.openCount = function () {
+    return openIds.size;
+  };
+
+  // ---- the live stream ------------------------------------------------------------------
+  var WATCHDOG_MS = 25000; // the server sends something at least every 10 s
+  var statusEl = document.getElementById("live-status");
+  var lostBanner = document.getElementById("connection-banner");
+  var live = {
+    lastId: body.dataset.cursor || "0",
+    source: null,
+    lost: false,
+    opened: false,
+    lastMessageAt: Date.now(),
+    retryTimer: null,
+    retryDelayMs: 1000,
+    unloading: false,
+    connections: 0,
+  };
+  var LABELS = { live: "● En direct", connecting: "● Connexion…", lost: "● Connexion perdue" };
+
+  function setState(state) {
+    if (statusEl) {
+      statusEl.dataset.state = state;
+      statusEl.textContent = LABELS[state];
+    }
+    if (lostBanner) lostBanner.hidden = state !== "lost";
+    body.classList.toggle("disconnected", state === "lost");
+  }
+
+  function markLost() {
+    if (live.unloading || live.lost) return;
+    live.lost = true;
+    setState("lost");
+  }
+
+  function goLogin() {
+    window.location.href =
+      prefix + "/login?next=" + encodeURIComponent(window.location.pathname + window.location.search);
+  }
+
+  function streamUrl() {
+    var base = body.dataset.stream;
+    return base + (base.indexOf("?") >= 0 ? "&" : "?") + "last_id=" + encodeURIComponent(live.lastId);
+  }
+
+  function connect() {
+    if (live.source) live.source.close();
+    live.lastMessageAt = Date.now();
+    var source = new EventSource(streamUrl());
+    live.source = source;
+    source.addEventListener("hello", function (ev) {
+      var data = JSON.parse(ev.data);
+      setServerNow(data.server_now);
+      live.lastMessageAt = Date.now();
+      live.retryDelayMs = 1000;
+      live.connections++;
+      var again = live.opened;
+      live.opened = true;
+      live.lost = false;
+      setState("live");
+      // Catch-up after an outage: the stream replays what changed since Last-Event-ID, and
+      // the page re-reads its lists for anything that left its scope meanwhile.
+      if (again) emit("reconnected", data);
+    });
+    source.addEventListener("alert", function (ev) {
+      live.lastMessageAt = Date.now();
+      if (ev.lastEventId) live.lastId = ev.lastEventId;
+      var data = JSON.parse(ev.data);
+      alarm.update(data.alert_id, data.state);
+      emit("alert", data);
+    });
+    source.addEventListener("ping", function (ev) {
+      live.lastMessageAt = Date.now();
+      setServerNow(JSON.parse(ev.data).server_now);
+    });
+    source.addEventListener("session", function () {
+      source.close();
+      goLogin();
+    });
+    source.onerror = function () {
+      markLost();
+      // CONNECTING: the browser retries by itself (retry: 1 s) and sends Last-Event-ID.
+      // CLOSED: it gave up (an HTTP error, e.g. a proxy's 502 or our 401); we take over.
+      if (source.readyState === EventSource.CLOSED) scheduleReconnect();
+    };
+  }
+
+  function scheduleReconnect() {
+    if (live.retryTimer !== null || live.unloading) return;
+    if (live.source) live.source.close();
+    var delay = live.retryDelayMs;
+    live.retryDelayMs = Math.min(live.retryDelayMs * 2, 5000);
+    live.retryTimer = setTimeout(function () {
+      live.retryTimer = null;
+      fetch(prefix + "/session", { credentials: "same-origin", cache: "no-store" }).then(
+        function (resp) {
+          if (resp.status === 401) goLogin();
+          else connect();
+        },
+        function () {
+          scheduleReconnect();
+        }
+      );
+    }, delay);
+  }
+
+  // A connection can die silently (half-open TCP, a proxy holding it): no message for too
+  // long is a lost connection too.
+  setInterval(function () {
+    if (Date.now() - live.lastMessageAt > WATCHDOG_MS) {
+      markLost();
+      live.lastMessageAt = Date.now();
+      scheduleReconnect();
+    }
+  }, 2000);
+
+  window.addEventListener("pagehide", function () {
+    live.unloading = true;
+    if (live.source) live.source.close();
+  });
+
+  window.Vigie = {
+    on: on,
+    now: now,
+    elapsed: elapsed,
+    alarm: alarm,
+    live: live,
+    prefix: prefix,
+  };
+
+  refreshAlarm();
+  unlockAudio();
+  if (body.dataset.stream) connect();
+})();

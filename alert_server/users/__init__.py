@@ -1,0 +1,1 @@
+"""Dashboard and API accounts, their sessions, login throttling and the audit trail."""

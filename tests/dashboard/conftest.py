@@ -1,0 +1,189 @@
+"""The console against a REAL server process, a real Mosquitto and SQLite, driven by Debian's
+Chromium through Playwright (never a downloaded browser)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from alert_server.localbroker import LocalMosquitto, free_port
+from alert_server.users.cli import app as users_app
+from tests.api.conftest import ApiStack, close_stack, make_stack
+from tests.conftest import GEO_DIR
+from tests.support import REPO, ServerProcess, server_env, wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # Lets the Web Audio alarm run without a click, so that the test exercises it.
+    "--autoplay-policy=no-user-gesture-required",
+]
+ARTIFACTS = REPO / "test-artifacts"
+PASSWORD = "console-password-2026"
+SECRET = "dashboard-tests-secret-key-0123456789abcdef"
+
+
+@dataclass
+class RestartableServer(ServerProcess):
+    """A server process that comes back on the same port (the browser keeps its URL)."""
+
+    def start(self, wait_healthy: bool = True) -> RestartableServer:
+        if not self.port:
+            self.port = free_port()
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.port)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        log.close()
+        if wait_healthy:
+            try:
+                wait_until(lambda: self.health()[0] == 200, 30, "server /healthz 200")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n--- server log ---\n{self.log()[-3000:]}") from exc
+        return self
+
+
+def add_user(env: dict[str, str], username: str, *args: str) -> None:
+    result = CliRunner().invoke(
+        users_app, ["add", username, "--password", PASSWORD, *args], env=env
+    )
+    assert result.exit_code == 0, result.output
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[LocalMosquitto]:
+    if not LocalMosquitto.available():
+        pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
+    b = LocalMosquitto(tmp_path / "broker").start()
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture
+def console_env(broker: LocalMosquitto, tmp_path: Path) -> dict[str, str]:
+    # Only the light outlines, which the server never imports for routing (importing the
+    # full boundaries takes ~10 s per server start): the map draws them, the alerts stay
+    # without département, and a national desk sees them. Scoping is tested in tests/api.
+    geo_dir = tmp_path / "geo"
+    geo_dir.mkdir()
+    outlines = "departements-version-simplifiee-avec-outre-mer.geojson"
+    (geo_dir / outlines).symlink_to(GEO_DIR / outlines)
+    env = server_env(
+        broker,
+        f"sqlite:///{tmp_path / 'vigie.db'}",
+        VIGIE_SECRET_KEY=SECRET,
+        VIGIE_GEO_DIR=str(geo_dir),
+    )
+    add_user(env, "regulation", "--role", "dispatcher")  # a national desk: sees everything
+    add_user(env, "paris", "--role", "dispatcher", "--departements", "75")
+    return env
+
+
+@pytest.fixture
+def console_server(console_env: dict[str, str], tmp_path: Path) -> Iterator[RestartableServer]:
+    server = RestartableServer(console_env, tmp_path / "server.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@dataclass
+class PageProblems:
+    """Uncaught script errors and Content-Security-Policy violations seen by a page."""
+
+    errors: list[str]
+
+    def assert_none(self) -> None:
+        assert self.errors == [], self.errors
+
+
+@pytest.fixture
+def page(chromium: Any) -> Iterator[tuple[Any, PageProblems]]:
+    context = chromium.new_context(
+        viewport={"width": 1440, "height": 900}, locale="fr-FR", timezone_id="Europe/Paris"
+    )
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    problems = PageProblems([])
+    pg.on("pageerror", lambda exc: problems.errors.append(f"pageerror: {exc}"))
+
+    def on_console(msg: Any) -> None:
+        text = msg.text
+        if "Content Security Policy" in text or "Refused to" in text:
+            problems.errors.append(f"csp: {text}")
+
+    pg.on("console", on_console)
+    try:
+        yield pg, problems
+    finally:
+        context.close()
+
+
+def artifact(name: str) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS / name
+
+
+@contextmanager
+def http_login(base_url: str, username: str, password: str = PASSWORD) -> Iterator[httpx.Client]:
+    """A logged-in HTTP client for the console (login form with its anti-forgery token)."""
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        form = client.get("/dashboard/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        assert token is not None
+        r = client.post(
+            "/dashboard/login",
+            data={"username": username, "password": password, "login_token": token.group(1)},
+            follow_redirects=False,
+        )
+        assert r.status_code == 303, r.text
+        yield client
+
+
+@pytest.fixture
+def console_app(tmp_path: Path) -> Iterator[ApiStack]:
+    """The whole app in a uvicorn thread on SQLite (no broker): pages and stream, fast."""
+    stack, server = make_stack(f"sqlite:///{tmp_path / 'vigie.db'}", tmp_path, geo_dir=GEO_DIR)
+    try:
+        yield stack
+    finally:
+        close_stack(stack, server)
