@@ -1,0 +1,166 @@
+"""Load benchmark: the simulator's load mode against a local Mosquitto and ``vigie server`` on
+SQLite, for several fleet sizes, in one process per size.
+
+    uv run python benchmarks/load.py [--sizes 1000,10000] [--hb-interval 30] [--alert-rate 5]
+                                     [--duration 60] [--shards 0] [--out DIR]
+
+Devices are provisioned straight into Mosquitto's password file (test shortcut; the server
+stores their alerts flagged ``unknown_device``). For each size it prints the load report and
+a Markdown row, and writes ``load-<size>.json`` into ``--out``. The server's own counters
+(``/metrics``) cross-check what the devices saw: alerts stored must equal alerts pressed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from device_sim.device import BrokerTarget
+from device_sim.load import LoadConfig, LoadReport, LoadRun, Progress, load_passwords
+from device_sim.provision import wait_credentials_active, write_broker_passwords
+from device_sim.stack import LocalStack, raise_fd_limit
+
+
+def machine() -> dict[str, str]:
+    model = "?"
+    try:
+        for line in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    mem_kib = 0
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "ram_gib": f"{mem_kib / 1024 / 1024:.1f}",
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def cpu_s(pid: int) -> float:
+    """utime + stime of a process, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metric(url: str, name: str) -> float:
+    total = 0.0
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def run_size(n: int, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    raise_fd_limit(n * 2 + 1024)
+    stack = LocalStack(workdir=Path(tempfile.mkdtemp(prefix=f"vigie-load-{n}-"))).start()
+    try:
+        cfg = LoadConfig(
+            devices=n,
+            hb_interval_s=args.hb_interval,
+            alert_rate=args.alert_rate,
+            duration_s=args.duration,
+            drain_s=60,
+            shards=args.shards,
+            id_prefix="bench-",
+        )
+        passwords = load_passwords(cfg)
+        t0 = time.monotonic()
+        write_broker_passwords(stack.passwd_file, passwords, reload=stack.reload_broker)
+        first = next(iter(passwords))
+        assert wait_credentials_active("127.0.0.1", stack.device_port, first, passwords[first])
+        provision_s = time.monotonic() - t0
+        assert stack.mosquitto is not None and stack.mosquitto.process is not None
+        assert stack.server is not None
+        broker_pid, server_pid = stack.mosquitto.process.pid, stack.server.pid
+        cpu0 = (cpu_s(broker_pid), cpu_s(server_pid))
+        report: LoadReport = LoadRun(
+            cfg, BrokerTarget(port=stack.device_port), passwords, progress=Progress()
+        ).run()
+        cpu1 = (cpu_s(broker_pid), cpu_s(server_pid))
+        stored = metric(stack.http_url, "vigie_alerts_stored_total")
+        repeats = metric(stack.http_url, "vigie_alert_repeats_total")
+    finally:
+        stack.stop()
+    data = report.to_json()
+    data["provision_s"] = provision_s
+    data["server_alerts_stored"] = stored
+    data["server_alert_repeats"] = repeats
+    data["broker_cpu_s"] = cpu1[0] - cpu0[0]
+    data["server_cpu_s"] = cpu1[1] - cpu0[1]
+    (out_dir / f"load-{n}.json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    print(report.summary())
+    print(
+        f"serveur : {stored:.0f} alertes stockées, {repeats:.0f} répétitions ; CPU broker "
+        f"{data['broker_cpu_s']:.1f} s, serveur {data['server_cpu_s']:.1f} s ; "
+        f"comptes écrits en {provision_s:.1f} s"
+    )
+    return data
+
+
+def row(d: dict[str, Any]) -> str:
+    r = d["press_to_received"]
+    lag = d["simulator_lag"]
+    return (
+        f"| {d['devices']:,} | {d['config']['shards']} | {d['connect_s']:.1f} "
+        f"| {d['heartbeats']:,} | {d['alerts_pressed']} | {d['alerts_lost']} "
+        f"| {d['duplicate_receipts']} "
+        f"| {d['server_alerts_stored']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} "
+        f"| {r['max_ms']:.1f} | {lag['p99_ms']:.1f} | {d['cpu_s']:.0f} / {d['broker_cpu_s']:.0f} "
+        f"/ {d['server_cpu_s']:.0f} | {d['max_rss_mib']:.0f} |"
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1000,10000")
+    ap.add_argument("--hb-interval", type=float, default=30.0)
+    ap.add_argument("--alert-rate", type=float, default=5.0)
+    ap.add_argument("--duration", type=float, default=60.0)
+    ap.add_argument("--shards", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "vigie-load-bench")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    info = machine()
+    results = [run_size(int(n), args, args.out) for n in args.sizes.split(",")]
+    print(
+        f"\n{info['date']} — {info['nproc']} vCPU {info['cpu']}, {info['ram_gib']} GiB, "
+        f"Python {info['python']}, Linux {info['kernel']}"
+    )
+    print(
+        f"heartbeat every {args.hb_interval:g} s, {args.alert_rate:g} alerts/s, "
+        f"{args.duration:g} s per run\n"
+    )
+    print(
+        "| devices | shards | all connected (s) | heartbeats | alerts | lost | dup. receipts "
+        "| stored (server) | p50 ms | p99 ms | max ms | sim lag p99 ms "
+        "| CPU s sim / broker / server | sim RSS MiB |"
+    )
+    print("|---" * 14 + "|")
+    for d in results:
+        print(row(d))
+    print(f"\nJSON: {args.out}")
+
+
+if __name__ == "__main__":
+    main()

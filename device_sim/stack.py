@@ -1,0 +1,184 @@
+"""A throw-away local system for ``vigie sim … --spawn`` and the load benchmark:
+a broker (Mosquitto from ``broker_config/``, or the embedded amqtt one) and ``vigie server``
+on SQLite, in a temporary folder. Not for ``vigie demo``, which wires its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from alert_server.devices import broker_files
+from alert_server.embedded_broker import EmbeddedBroker
+from alert_server.localbroker import LocalMosquitto, free_port
+from device_sim.provision import VigieCliProvisioner
+
+_REPO = Path(__file__).resolve().parent.parent
+# Settings a spawned server inherits from the caller's environment (data, not wiring).
+_PASS_THROUGH = ("VIGIE_GEO_DIR", "VIGIE_REFERENTS_FILE")
+
+
+def raise_fd_limit(wanted: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE towards ``wanted`` (capped by the hard limit).
+
+    Children (Mosquitto, the server) inherit it. Returns the new soft limit.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if target > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+@dataclass
+class LocalStack:
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vigie-sim-")))
+    broker_kind: str = "mosquitto"  # or "embedded"
+    with_server: bool = True
+    extra_env: dict[str, str] = field(default_factory=dict)
+    mosquitto: LocalMosquitto | None = None
+    embedded: EmbeddedBroker | None = None
+    server: subprocess.Popen[bytes] | None = None
+    http_port: int = 0
+
+    @property
+    def protocol(self) -> str:
+        return "3.1.1" if self.broker_kind == "embedded" else "5"
+
+    @property
+    def device_port(self) -> int:
+        if self.mosquitto is not None:
+            return self.mosquitto.port
+        assert self.embedded is not None
+        return self.embedded.port
+
+    @property
+    def passwd_file(self) -> Path:
+        return self.workdir / "broker" / "passwd"
+
+    @property
+    def pid_file(self) -> Path | None:
+        return self.mosquitto.pid_file if self.mosquitto is not None else None
+
+    def server_mqtt_url(self) -> str:
+        if self.mosquitto is not None:
+            return self.mosquitto.server_url()
+        assert self.embedded is not None
+        return self.embedded.server_url()
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite:///{self.workdir / 'vigie.db'}"
+
+    def env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
+        env.update({k: os.environ[k] for k in _PASS_THROUGH if k in os.environ})
+        env.update(
+            VIGIE_DATABASE_URL=self.db_url,
+            VIGIE_MQTT_URL=self.server_mqtt_url(),
+            VIGIE_BROKER_PASSWD_FILE=str(self.passwd_file),
+            VIGIE_BROKER_ACL_FILE=str(self.workdir / "broker" / "acl"),
+        )
+        if self.pid_file is not None:
+            env["VIGIE_BROKER_PID_FILE"] = str(self.pid_file)
+        if self.broker_kind == "embedded":
+            env["VIGIE_MQTT_PROTOCOL"] = "3.1.1"
+        env.update(self.extra_env)
+        return env
+
+    def start(self, timeout_s: float = 60.0) -> LocalStack:
+        if self.broker_kind == "mosquitto":
+            self.mosquitto = LocalMosquitto(self.workdir / "broker").start()
+        elif self.broker_kind == "embedded":
+            (self.workdir / "broker").mkdir(parents=True, exist_ok=True)
+            broker_files.write_passwd(self.passwd_file, {})
+            broker_files.write_acl(self.workdir / "broker" / "acl", [])
+            self.embedded = EmbeddedBroker(
+                passwd_file=self.passwd_file, acl_file=self.workdir / "broker" / "acl"
+            ).start()
+        else:
+            raise ValueError(f"broker inconnu : {self.broker_kind!r} (mosquitto ou embedded)")
+        if self.with_server:
+            self.start_server(timeout_s)
+        return self
+
+    def start_server(self, timeout_s: float = 60.0) -> None:
+        self.http_port = free_port()
+        log = (self.workdir / "server.log").open("ab")
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.http_port)],
+            env=self.env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=_REPO,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.http_url + "/healthz", timeout=2).status_code == 200:
+                    return
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                tail = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
+                self.stop()
+                raise RuntimeError(f"vigie server n'a pas démarré :\n{tail}")
+            time.sleep(0.1)
+
+    def provisioner(self) -> VigieCliProvisioner:
+        return VigieCliProvisioner(env=self.env())
+
+    def reload_broker(self) -> None:
+        if self.mosquitto is not None:
+            self.mosquitto.reload()
+        # The embedded broker re-reads its password file when it changes.
+
+    # BrokerControl, for outage scenarios (Mosquitto only: SIGKILL, then restart on the same
+    # ports and data folder).
+    def kill_broker(self) -> None:
+        if self.mosquitto is None:
+            raise RuntimeError("panne du broker : seulement avec Mosquitto")
+        self.mosquitto.kill()
+
+    def restart_broker(self) -> None:
+        if self.mosquitto is None:
+            raise RuntimeError("panne du broker : seulement avec Mosquitto")
+        self.mosquitto.start()
+
+    def stop(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            self.server.terminate()
+            try:
+                self.server.wait(30)
+            except subprocess.TimeoutExpired:
+                self.server.kill()
+                self.server.wait()
+        self.server = None
+        if self.mosquitto is not None:
+            self.mosquitto.stop()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+@dataclass
+class StackBrokerControl:
+    stack: LocalStack
+
+    def stop(self) -> None:
+        self.stack.kill_broker()
+
+    def start(self) -> None:
+        self.stack.restart_broker()
