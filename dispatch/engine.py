@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, or_, select, update
 from sqlmodel import Session
 
-from dispatch import messages, service
+from dispatch import messages, service, verification
 from dispatch.channels.base import Notifier, PermanentSendError, SendResult, TransientSendError
 from dispatch.hooks import DispatchHooks, NoopHooks
 from dispatch.messages import Lang, MessageContext
@@ -51,12 +51,15 @@ from dispatch.models import (
     KIND_ALERT,
     KIND_DURESS,
     KIND_STAND_DOWN,
+    KIND_VERIFY,
     OPEN_STATUSES,
     PLANNED,
     SENDING,
     SENT,
+    VERIFY_PENDING,
     Escalation,
     Notification,
+    Verification,
 )
 from dispatch.policy import EscalationPolicy
 from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
@@ -95,6 +98,11 @@ class DispatchConfig:
     global_max: int = 30
     global_window_s: float = 1.0
     server_id: str = field(default_factory=_default_server_id)
+    # Automatic alarms of these kinds first call the worker's own phone ("press 1 if you are
+    # fine"); the chain is held this long, then notified whatever happened. 0 disables it
+    # (dispatch on its own); the alert server passes its setting (30 s by default).
+    verify_s: float = 0.0
+    verify_kinds: tuple[str, ...] = ("fall", "no_motion")
 
 
 @dataclass
@@ -151,6 +159,8 @@ class Dispatcher:
         self._global_lock = threading.Lock()
         # Called when new work may be due sooner than planned (the clock re-arms its wake-up).
         self.on_new_work: Callable[[str | None], None] | None = None
+        # The alert server's side of the verification of automatic alarms (worker says OK).
+        self.verification_hooks: verification.VerificationHooks | None = None
         self._closed = False
         attach = getattr(notifier, "attach", None)
         if callable(attach):
@@ -191,6 +201,23 @@ class Dispatcher:
         if created:
             service.after_commit(session, lambda: self._kick(brief.alert_id))
         return created
+
+    def verify_first(self, session: Session, brief: AlertBrief, now: datetime) -> bool:
+        """Right after ``start`` for the same alert, in the same transaction: for an automatic
+        alarm (fall, no_motion) call the worker's own phone first and hold the chain for
+        ``config.verify_s`` seconds. SOS, discreet SOS, duress: never (returns False)."""
+        cfg = self.config
+        if not verification.should_verify(brief, kinds=cfg.verify_kinds, hold_s=cfg.verify_s):
+            return False
+        if getattr(self.notifier, "auto_ack_after_s", None) is not None:
+            # The demo's simulated responder presses 1 on every call: it would impersonate
+            # the worker and stand every fall down. Straight to the chain instead.
+            return False
+        return verification.start(session, brief=brief, hold_s=cfg.verify_s, now=now)
+
+    def verification(self, alert_id: str) -> Verification | None:
+        with self.session() as s:
+            return verification.get(s, alert_id)
 
     def add_chain(self, session: Session, alert_id: str, chain: Chain, now: datetime) -> bool:
         added = service.add_chain(session, alert_id=alert_id, chain=chain, now=now)
@@ -262,6 +289,7 @@ class Dispatcher:
         with self.session() as s:
             service.lock_for_write(s)
             report.exhausted = service.exhaust_due(s, now=now, hooks=self.hooks)
+            verification.expire_due(s, now=now)
             s.commit()
         self._claim_and_send(now, None, wait, report)
         return report
@@ -367,7 +395,7 @@ class Dispatcher:
                 self._in_flight -= 1
 
     def _is_deferrable(self, n: Notification) -> bool:
-        if n.kind == KIND_DURESS:
+        if n.kind in (KIND_DURESS, KIND_VERIFY):
             return False
         return not (n.kind == KIND_ALERT and n.round_no == 0)
 
@@ -441,6 +469,14 @@ class Dispatcher:
                 self._cas(s, claim, CLAIMED, status=CANCELLED, finished_at=now, updated_at=now)
                 s.commit()
                 return "skipped"
+            if n.kind == KIND_VERIFY:
+                v = s.get(Verification, n.alert_id)
+                if esc.status not in OPEN_STATUSES or v is None or v.status != VERIFY_PENDING:
+                    # Already escalated (duress, time-out…) or over: calling the worker now
+                    # could only give her away or confuse her.
+                    self._cas(s, claim, CLAIMED, status=CANCELLED, finished_at=now, updated_at=now)
+                    s.commit()
+                    return "skipped"
             if self._is_deferrable(n):
                 delay = self._rate_limited(s, n, now)
                 if delay is not None:
@@ -548,7 +584,8 @@ class Dispatcher:
                 assert error is not None
                 code = getattr(error, "code", None)
                 message = str(getattr(error, "message", None) or error)[:500]
-                permanent = isinstance(error, PermanentSendError)
+                # A verification call is never retried: the chain is called instead, now.
+                permanent = isinstance(error, PermanentSendError) or n.kind == KIND_VERIFY
                 attempt = n.attempts + 1
                 backoff = self.config.retry_backoff_s
                 if not permanent and attempt <= len(backoff):
@@ -600,7 +637,12 @@ class Dispatcher:
                 if outcome == "failed":
                     # Invalid number, not a mobile, or the provider down for too long: the next
                     # channel or contact is called now rather than at its planned time.
-                    pulled = service.pull_forward(s, notification=n, now=now)
+                    if n.kind == KIND_VERIFY:
+                        pulled = verification.release(
+                            s, alert_id=n.alert_id, now=now, reason="call_failed"
+                        )
+                    else:
+                        pulled = service.pull_forward(s, notification=n, now=now)
                 s.commit()
                 alog(
                     logging.WARNING if not permanent else logging.ERROR,
@@ -693,6 +735,7 @@ class Dispatcher:
                 now=now,
                 hooks=self.hooks,
                 on_committed=lambda: self._kick(None),
+                verify_hooks=self.verification_hooks,
             )
             loaded = service.load_for_send(s, notification_id)
             s.commit()

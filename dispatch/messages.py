@@ -80,6 +80,7 @@ _KINDS: dict[str, dict[Lang, str]] = {
     "fall": {"fr": "CHUTE", "en": "FALL"},
     "no_motion": {"fr": "IMMOBILITÉ", "en": "NO MOTION"},
     "session_overdue": {"fr": "VISITE DÉPASSÉE", "en": "VISIT OVERDUE"},
+    "session_offline": {"fr": "LIAISON PERDUE EN VISITE", "en": "LINK LOST DURING VISIT"},
     "duress": {"fr": "CONTRAINTE", "en": "DURESS"},
 }
 _KINDS_SPOKEN: dict[str, dict[Lang, str]] = {
@@ -88,6 +89,10 @@ _KINDS_SPOKEN: dict[str, dict[Lang, str]] = {
     "fall": {"fr": "chute détectée", "en": "fall detected"},
     "no_motion": {"fr": "immobilité détectée", "en": "no motion detected"},
     "session_overdue": {"fr": "visite dépassée sans nouvelles", "en": "visit overdue"},
+    "session_offline": {
+        "fr": "boîtier injoignable pendant une visite",
+        "en": "device unreachable during a visit",
+    },
 }
 _ROLES: dict[str, dict[Lang, str]] = {
     "nurse": {"fr": "Infirmier(e)", "en": "Nurse"},

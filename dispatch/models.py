@@ -34,9 +34,17 @@ KIND_ALERT = "alert"
 KIND_ACK_INFO = "ack_info"
 KIND_STAND_DOWN = "stand_down"
 KIND_DURESS = "duress"
+# The call to the worker's own phone that verifies an automatic alarm (fall, no_motion) before
+# the chain is notified (dispatch/verification.py). Never an acknowledgement.
+KIND_VERIFY = "verify"
 # Informational messages have no policy step: they use these negative step numbers, so the
 # unique key (alert, step, contact, channel, round) makes each of them idempotent too.
-INFO_STEP = {KIND_ACK_INFO: -1, KIND_STAND_DOWN: -2, KIND_DURESS: -3}
+INFO_STEP = {KIND_ACK_INFO: -1, KIND_STAND_DOWN: -2, KIND_DURESS: -3, KIND_VERIFY: -4}
+
+# Verification statuses (dispatch_verification.status).
+VERIFY_PENDING = "pending"  # the worker is being called; the chain is held until the deadline
+VERIFY_CONFIRMED = "confirmed"  # the worker pressed 1 in time: stood down as a false alarm
+VERIFY_ESCALATED = "escalated"  # anything else: the chain was released (see ``reason``)
 
 
 class Escalation(SQLModel, table=True):
@@ -209,3 +217,24 @@ class Event(SQLModel, table=True):
     actor: str | None = Field(default=None, max_length=200)
     status: str | None = Field(default=None, max_length=20)
     detail: str | None = Field(default=None, max_length=500)
+
+
+class Verification(SQLModel, table=True):
+    """The verification of one automatic alarm: the worker's own phone is called first.
+
+    The escalation itself is started (and planned) at the same time, its notifications held
+    until ``deadline_at``: whatever happens to the verification call, the chain fires then.
+    """
+
+    __tablename__ = "dispatch_verification"
+
+    alert_id: str = Field(primary_key=True, max_length=64)
+    phone: str = Field(max_length=20)  # the worker's own number (scrubbed by the retention job)
+    status: str = Field(default=VERIFY_PENDING, max_length=16)
+    # timeout, call_failed, busy, no-answer, completed, worker_help, duress, …
+    reason: str | None = Field(default=None, max_length=32)
+    started_at: datetime
+    deadline_at: datetime  # when the held chain fires if nothing else happened first
+    hold_s: float  # how far the chain's notifications were pushed back
+    ended_at: datetime | None = None
+    digits: str | None = Field(default=None, max_length=8)

@@ -21,7 +21,7 @@ import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Table, and_, event, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,6 +41,7 @@ from dispatch.models import (
     KIND_ALERT,
     KIND_DURESS,
     KIND_STAND_DOWN,
+    KIND_VERIFY,
     OPEN_STATUSES,
     PLANNED,
     SENDING,
@@ -56,6 +57,9 @@ from dispatch.models import (
 )
 from dispatch.policy import EscalationPolicy, plan, total_length_s
 from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
+
+if TYPE_CHECKING:
+    from dispatch.verification import VerificationHooks
 
 log = logging.getLogger("dispatch")
 
@@ -712,6 +716,11 @@ def mark_duress(
         return False
     told = _tell_notified(session, alert_id=alert_id, kind=KIND_DURESS, now=now)
     _event(session, alert_id=alert_id, at=now, kind="duress", detail=f"{told} contact(s)")
+    # An automatic alarm still being verified: the duress PIN ends the verification, the
+    # chain is notified now (and the worker's phone is not called).
+    from dispatch import verification
+
+    verification.release(session, alert_id=alert_id, now=now, reason="duress")
     alog(logging.CRITICAL, "worker under duress", alert_id, told=told)
 
     def _after() -> None:
@@ -936,7 +945,13 @@ def record_status(
     pulled = False
     if final_failure or unanswered:
         alog(logging.WARNING, "contact not reached", n.alert_id, phone=n.phone, status=status)
-        pulled = pull_forward(session, notification=n, now=now)
+        if n.kind == KIND_VERIFY:
+            # The worker did not say "I am fine" on the verification call: chain now.
+            from dispatch import verification
+
+            pulled = verification.release(session, alert_id=n.alert_id, now=now, reason=status)
+        else:
+            pulled = pull_forward(session, notification=n, now=now)
     return StatusOutcome(applied=True, alert_id=n.alert_id, pulled_forward=pulled)
 
 
@@ -990,11 +1005,39 @@ def record_digits(
     now: datetime,
     hooks: DispatchHooks,
     on_committed: Callable[[], None] | None = None,
+    verify_hooks: VerificationHooks | None = None,
 ) -> AckResult | None:
-    """A key pressed during a call. Only 1 acknowledges; returns None for other keys."""
+    """A key pressed during a call. Only 1 acknowledges; returns None for other keys.
+
+    On a verification call (the worker's own phone) a key NEVER acknowledges: it is handed to
+    ``dispatch.verification`` (1: I am fine, 2: I need help) and None is returned.
+    """
     lock_for_write(session)
     n = session.get(Notification, notification_id)
     if n is None:
+        return None
+    if n.kind == KIND_VERIFY:
+        from dispatch import verification
+
+        _event(
+            session,
+            alert_id=n.alert_id,
+            at=now,
+            kind="digits",
+            notification_id=n.id,
+            channel="voice",
+            phone=n.phone,
+            detail=digits[:8],
+        )
+        verification.record_digits(
+            session,
+            notification=n,
+            digits=digits,
+            now=now,
+            hooks=hooks,
+            listener=verify_hooks,
+            on_committed=on_committed,
+        )
         return None
     _event(
         session,

@@ -14,7 +14,7 @@ from datetime import datetime
 from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from dispatch import messages
+from dispatch import messages, verification
 from dispatch.channels.twilio import (
     gather_twiml,
     message_twiml,
@@ -23,7 +23,7 @@ from dispatch.channels.twilio import (
     signature_valid,
 )
 from dispatch.engine import Dispatcher
-from dispatch.models import OPEN_STATUSES
+from dispatch.models import KIND_VERIFY, OPEN_STATUSES, VERIFY_PENDING, Notification
 
 log = logging.getLogger("dispatch.webhooks")
 XML = "application/xml"
@@ -98,6 +98,9 @@ def make_router(
                 content=say_twiml(messages.voice_already(None, "closed", lang)), media_type=XML
             )
         n, esc = loaded
+        if n.kind == KIND_VERIFY:
+            content = await run_in_threadpool(verify_call_twiml, n.id or 0, n.alert_id)
+            return Response(content=content, media_type=XML)
         if esc.status not in OPEN_STATUSES:
             # Acknowledged (or cancelled) while the phone was ringing: say so, ask nothing.
             text = messages.voice_already(esc.acked_by_name, esc.status, lang)
@@ -124,6 +127,8 @@ def make_router(
             return Response(
                 content=say_twiml(messages.voice_already(None, "closed", lang)), media_type=XML
             )
+        if n.kind == KIND_VERIFY:
+            return twiml(await run_in_threadpool(verify_reply_twiml, notification_id, n, digits))
         if result is None:
             # Any other key: read the alert again.
             return Response(
@@ -135,5 +140,35 @@ def make_router(
             )
         text = messages.voice_already(result.by_name, result.status, lang)
         return Response(content=say_twiml(text, lang=lang), media_type=XML)
+
+    # --- the verification call to the worker's own phone (automatic alarms) -------------
+
+    def verify_call_twiml(notification_id: int, alert_id: str) -> str:
+        v = dispatcher.verification(alert_id)
+        loaded = dispatcher.load_call(notification_id)
+        if v is None or v.status != VERIFY_PENDING or loaded is None:
+            outcome = "confirmed" if v is not None and v.status == "confirmed" else "late"
+            return say_twiml(verification.reply_text(outcome, lang), lang=lang)
+        kind = dispatcher.message_context(loaded[1]).brief.kind
+        return gather_twiml(
+            text=verification.voice_text(kind, v.hold_s, lang),
+            action_url=f"{base}/twilio/voice/{notification_id}/gather",
+            no_input=verification.no_input_text(lang),
+            lang=lang,
+        )
+
+    def verify_reply_twiml(notification_id: int, n: Notification, digits: str) -> str:
+        key = digits.strip()[:1]
+        if key not in ("1", "2"):
+            # Any other key: the question again.
+            return redirect_twiml(f"{base}/twilio/voice/{notification_id}")
+        v = dispatcher.verification(n.alert_id)
+        if key == "2":
+            outcome = "help"
+        elif v is not None and v.status == "confirmed":
+            outcome = "confirmed"
+        else:
+            outcome = "late"
+        return say_twiml(verification.reply_text(outcome, lang), lang=lang)
 
     return router

@@ -31,6 +31,7 @@ _KIND_CONTEXT = {
     "fall": "Chute détectée par le dispositif",
     "no_motion": "Immobilité détectée par le dispositif",
     "session_overdue": "Visite non terminée à l'heure prévue",
+    "session_offline": "Boîtier injoignable pendant une visite",
 }
 FIELDS = (
     "declarationType",

@@ -1,0 +1,203 @@
+"""Worker notices: low battery and "offline outside a session", by SMS to the worker only.
+
+Never to the police: these are the worker's own business (a flat battery is not an alarm).
+At most once per episode: an episode (``worker_notice`` row) opens when the condition appears,
+says it once, and only ends after the condition has been clear for ``rearm_s``: a device that
+flaps between online and offline, or a battery hovering around the threshold, makes one SMS.
+Offline DURING a session is not a notice but an alert (``alert_server.sessions``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session
+
+from alert_server.devices.models import Device, Worker
+from alert_server.followup import outbox
+from alert_server.followup.models import LOW_BATTERY, OFFLINE, WorkerMessage, WorkerNotice
+from alert_server.sessions.models import OPEN, VisitSession
+from alert_server.timeutil import as_utc
+from dispatch.messages import PARIS, to_gsm7
+
+log = logging.getLogger(__name__)
+
+NOTICE = WorkerNotice.__table__  # type: ignore[attr-defined]
+DEVICE = Device.__table__  # type: ignore[attr-defined]
+WORKER = Worker.__table__  # type: ignore[attr-defined]
+SESSIONS = VisitSession.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class NoticeConfig:
+    enabled: bool = True
+    low_battery_pct: int = 15
+    offline_after_s: float = 900.0
+    rearm_s: float = 1800.0
+
+
+@dataclass
+class NoticeReport:
+    opened: int = 0
+    queued: list[str] = field(default_factory=list)
+    closed: int = 0
+
+
+def detect(session: Session, *, now: datetime, config: NoticeConfig) -> NoticeReport:
+    """Open, notify and close episodes from the devices' stored presence. Idempotent."""
+    report = NoticeReport()
+    in_session = set(
+        session.execute(select(SESSIONS.c.device_id).where(SESSIONS.c.state.in_(OPEN))).scalars()
+    )
+    episodes = {(e.device_id, e.kind): e for e in session.execute(select(WorkerNotice)).scalars()}
+    devices = session.execute(
+        select(
+            DEVICE.c.device_id,
+            DEVICE.c.online,
+            DEVICE.c.last_seen_at,
+            DEVICE.c.batt,
+            DEVICE.c.charging,
+            WORKER.c.id,
+            WORKER.c.phone,
+        )
+        .select_from(DEVICE.join(WORKER, WORKER.c.id == DEVICE.c.worker_id))
+        .where(DEVICE.c.revoked_at.is_(None))
+    ).all()
+    for device_id, online, last_seen_at, batt, charging, worker_id, phone in devices:
+        low = batt is not None and batt <= config.low_battery_pct and charging is not True
+        # Never seen at all is not "offline" (a device still in its box); in a session it is
+        # the session's business (an alert after its own delay).
+        offline = not online and last_seen_at is not None and device_id not in in_session
+        for kind, present, delay_s in (
+            (LOW_BATTERY, low, 0.0),
+            (OFFLINE, offline, config.offline_after_s),
+        ):
+            _track(
+                session,
+                report,
+                episode=episodes.get((device_id, kind)),
+                device_id=device_id,
+                kind=kind,
+                present=present,
+                delay_s=delay_s,
+                now=now,
+                config=config,
+                worker_id=worker_id,
+                phone=phone,
+                batt=batt,
+                last_seen_at=last_seen_at,
+            )
+    return report
+
+
+def _track(
+    session: Session,
+    report: NoticeReport,
+    *,
+    episode: WorkerNotice | None,
+    device_id: str,
+    kind: str,
+    present: bool,
+    delay_s: float,
+    now: datetime,
+    config: NoticeConfig,
+    worker_id: int,
+    phone: str,
+    batt: int | None,
+    last_seen_at: datetime | None,
+) -> None:
+    key = (NOTICE.c.device_id == device_id) & (NOTICE.c.kind == kind)
+    if not present:
+        if episode is None:
+            return
+        if episode.notified_at is None:
+            # Gone before anything was said: nothing to remember.
+            session.execute(delete(NOTICE).where(key))
+            return
+        clear_since = as_utc(episode.clear_since) if episode.clear_since else now
+        if now - clear_since >= timedelta(seconds=config.rearm_s):
+            session.execute(delete(NOTICE).where(key))
+            report.closed += 1
+        elif episode.clear_since is None:
+            session.execute(update(NOTICE).where(key).values(clear_since=now))
+        return
+
+    if episode is None:
+        dialect = session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        inserted = (
+            session.connection()
+            .execute(
+                insert(WorkerNotice)
+                .values(device_id=device_id, kind=kind, detected_at=now)
+                .on_conflict_do_nothing(index_elements=["device_id", "kind"])
+                .returning(NOTICE.c.device_id)
+            )
+            .first()
+        )
+        if inserted is None:
+            return  # another server opened it just now: its tick carries on
+        report.opened += 1
+        detected_at = now
+        notified = False
+    else:
+        detected_at = as_utc(episode.detected_at)
+        notified = episode.notified_at is not None
+        if episode.clear_since is not None:
+            values: dict[str, object] = {"clear_since": None}
+            if not notified:
+                # A new stretch of the condition (not yet told): its delay starts again.
+                values["detected_at"] = detected_at = now
+            session.execute(update(NOTICE).where(key).values(**values))
+    if notified or now - detected_at < timedelta(seconds=delay_s):
+        return
+    # Compare-and-set: one server tells, once.
+    res = session.execute(
+        update(NOTICE).where(key, NOTICE.c.notified_at.is_(None)).values(notified_at=now)
+    )
+    if res.rowcount != 1:  # type: ignore[attr-defined]
+        return
+    context: dict[str, object] = {"device_id": device_id}
+    if kind == LOW_BATTERY:
+        context["batt"] = batt
+    elif last_seen_at is not None:
+        context["last_seen_at"] = as_utc(last_seen_at).isoformat()
+    outbox.queue(
+        session,
+        dedupe_key=f"{kind}:{device_id}:{detected_at.isoformat()}",
+        kind=kind,
+        phone=phone,
+        now=now,
+        worker_id=worker_id,
+        device_id=device_id,
+        context=context,
+    )
+    report.queued.append(f"{kind}:{device_id}")
+    log.info("worker notice queued kind=%s device_id=%s", kind, device_id)
+
+
+def text(message: WorkerMessage) -> str:
+    """The SMS of a notice, in French, GSM-7."""
+    ctx = message.context
+    if message.kind == LOW_BATTERY:
+        batt = ctx.get("batt")
+        level = f" ({batt} %)" if batt is not None else ""
+        body = (
+            f"Vigie : la batterie de votre balise est faible{level}. Rechargez-la dès que "
+            "possible : une balise éteinte ne peut pas donner l'alerte."
+        )
+    else:
+        since = ""
+        if ctx.get("last_seen_at"):
+            seen = datetime.fromisoformat(str(ctx["last_seen_at"])).astimezone(PARIS)
+            since = f" depuis {seen:%H:%M}"
+        body = (
+            f"Vigie : votre balise n'est plus connectée{since}. Tant qu'elle est hors ligne, "
+            "vos alertes ne peuvent pas partir. Vérifiez qu'elle est allumée et a du réseau."
+        )
+    return to_gsm7(body)

@@ -1,0 +1,66 @@
+"""The alert server's side of the verification of automatic alarms (``dispatch.verification``).
+
+When the worker presses 1 ("I am fine") on the call to her own phone before the deadline,
+dispatch stands the escalation down and calls ``on_worker_ok`` in the same transaction: the
+alert is recorded as cancelled, outcome ``false_alarm``, by the worker, on its timeline. After
+the commit the device receives ``alert.cancelled`` (its pre-alarm display can stop).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from alert_server.alerts import service as alerts
+from alert_server.db import session_scope
+from alert_server.ingest import payloads, topics
+from alert_server.timeutil import utcnow
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[str, bytes], None]
+
+
+class WorkerOkBridge:
+    """Implements ``dispatch.verification.VerificationHooks``."""
+
+    def __init__(self, engine: Engine, publish: Publish) -> None:
+        self.engine = engine
+        self.publish = publish
+
+    def on_worker_ok(self, session: Session, alert_id: str, at: datetime) -> None:
+        alert = alerts.get_alert(session, alert_id=alert_id)
+        if alert is None:
+            return
+        if alert.state in ("open", "acknowledged") and not alert.duress:
+            alert.state = "cancelled"
+            alert.resolved_at = at
+            # Pre-filled for the statistics; a dispatcher resolving it later may change it.
+            alert.outcome = "false_alarm"
+            session.add(alert)
+        alerts.add_event(
+            session,
+            alert_id=alert_id,
+            at=at,
+            type_="verified_false_alarm",
+            actor="worker",
+            via="voice",
+            detail="la personne a confirmé que tout va bien (touche 1) : aucun référent alerté",
+        )
+        log.warning("automatic alarm cancelled by the worker alert_id=%s", alert_id)
+
+    def after_worker_ok(self, alert_id: str, at: datetime) -> None:
+        try:
+            with session_scope(self.engine) as session:
+                alert = alerts.get_alert(session, alert_id=alert_id)
+            if alert is not None:
+                self.publish(
+                    topics.cmd(alert.device_id),
+                    payloads.command("alert.cancelled", utcnow(), alert_id=alert_id),
+                )
+        except Exception:
+            log.exception("could not tell the device alert_id=%s", alert_id)

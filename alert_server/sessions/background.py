@@ -1,0 +1,109 @@
+"""What the timed visits and the follow-up run in the server: built from the settings, their
+jobs added to the server's scheduler (``Runtime``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from apscheduler.schedulers.base import BaseScheduler
+from sqlalchemy import Engine
+
+from alert_server.followup.messenger import WorkerMessenger
+from alert_server.followup.notices import NoticeConfig
+from alert_server.followup.retention import RetentionPolicy, purge
+from alert_server.followup.verification import WorkerOkBridge
+from alert_server.followup.victim_support import load_directory
+from alert_server.sessions.engine import AlertStored, Publish, SessionConfig, SessionEngine
+from alert_server.settings import Settings
+from alert_server.timeutil import utcnow
+from dispatch.channels.base import Notifier
+from dispatch.engine import Dispatcher
+
+log = logging.getLogger(__name__)
+
+HOUSEKEEPING_EVERY = timedelta(days=1)
+# The first purge runs a little after start (not during it), then daily.
+HOUSEKEEPING_FIRST = timedelta(minutes=10)
+
+
+@dataclass
+class Background:
+    engine: Engine
+    sessions: SessionEngine
+    messenger: WorkerMessenger
+    retention: RetentionPolicy
+    tick_s: float
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        engine: Engine,
+        *,
+        publish: Publish,
+        alert_stored: AlertStored,
+        notifier: Notifier,
+        dispatcher: Dispatcher,
+    ) -> Background:
+        s = settings
+        # The worker's "I am fine" on the verification call lands on the alert (dispatch
+        # cannot import the alert server: it calls this bridge).
+        dispatcher.verification_hooks = WorkerOkBridge(engine, publish)
+        sessions = SessionEngine(
+            engine,
+            publish=publish,
+            alert_stored=alert_stored,
+            config=SessionConfig(
+                grace_s=dict(s.session_grace_s),
+                offline_alert_s=s.session_offline_alert_s,
+                checkin_extend_s=s.session_checkin_extend_s,
+                default_duration_s=s.session_default_duration_s,
+            ),
+        )
+        messenger = WorkerMessenger(
+            engine,
+            notifier,
+            notices=NoticeConfig(
+                enabled=s.notices_enabled,
+                low_battery_pct=s.notice_low_battery_pct,
+                offline_after_s=s.notice_offline_after_s,
+                rearm_s=s.notice_rearm_s,
+            ),
+            # A broken file stops the start with its error named (like the referents file).
+            support=load_directory(s.victim_support_file),
+            victim_support_enabled=s.victim_support_enabled,
+        )
+        retention = RetentionPolicy(
+            position_days=s.retention_position_days, alert_months=s.retention_alert_months
+        )
+        return cls(engine, sessions, messenger, retention, s.session_tick_s)
+
+    def schedule(self, scheduler: BaseScheduler) -> None:
+        common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+        scheduler.add_job(
+            self.sessions.tick_safe, "interval", seconds=self.tick_s, id="sessions-tick", **common
+        )
+        scheduler.add_job(
+            self.messenger.tick_safe,
+            "interval",
+            seconds=self.tick_s,
+            id="worker-messages",
+            **common,
+        )
+        scheduler.add_job(
+            self.housekeeping,
+            "interval",
+            seconds=HOUSEKEEPING_EVERY.total_seconds(),
+            next_run_time=utcnow() + HOUSEKEEPING_FIRST,
+            id="retention-purge",
+            **common,
+        )
+
+    def housekeeping(self) -> None:
+        """The daily retention purge (several servers may run it: it is idempotent)."""
+        try:
+            purge(self.engine, now=utcnow(), policy=self.retention)
+        except Exception:
+            log.exception("retention purge failed; it runs again tomorrow")
