@@ -13,8 +13,15 @@ import typer
 from alert_server.db import make_engine, migrate, session_scope
 from alert_server.devices import broker_files, service
 from alert_server.devices.revocation import cut_off
+from alert_server.followup.cli import app as purge_app
+from alert_server.geo.cli import app as geo_app
+from alert_server.referents.cli import app as referents_app
+from alert_server.referents.parser import parse_directory
+from alert_server.referents.schemas import DirectoryError
 from alert_server.settings import Settings, load_settings
 from alert_server.timeutil import utcnow
+from alert_server.users.cli import app as users_app
+from device_sim.cli import app as sim_app
 
 app = typer.Typer(
     help="Vigie : alerte travailleur isolé pour les professionnels de santé.",
@@ -23,6 +30,11 @@ app = typer.Typer(
 )
 devices_app = typer.Typer(help="Boîtiers d'alerte et travailleurs.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
+app.add_typer(users_app, name="users", help="Comptes de la console et de l'API.")
+app.add_typer(referents_app, name="referents", help="Répertoire des référents police/gendarmerie.")
+app.add_typer(geo_app, name="geo", help="Limites administratives et zones police/gendarmerie.")
+app.add_typer(sim_app, name="sim", help="Simulateur de boîtiers (scénarios, charge).")
+app.add_typer(purge_app, name="purge", help="Purge des données personnelles (CNIL).")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="Fichier TOML de réglages (sinon VIGIE_*).")
@@ -62,6 +74,19 @@ def server(
 
     _logging()
     settings = _settings(config)
+    if settings.referents_file is not None:
+        # Refuse to start on a broken directory, with every error named, rather than start a
+        # server that cannot call anyone.
+        try:
+            parse_directory(
+                settings.referents_file.read_text(encoding="utf-8"), str(settings.referents_file)
+            )
+        except OSError as exc:
+            fail(f"VIGIE_REFERENTS_FILE: {exc}")
+        except DirectoryError as exc:
+            for line in exc.errors:
+                typer.echo(f"vigie: erreur: {line}", err=True)
+            raise typer.Exit(2) from exc
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
@@ -94,7 +119,7 @@ def devices_add(
     passwd, acl = settings.broker_passwd_file, settings.broker_acl_file
     wrote_passwd = False
     try:
-        with session_scope(engine) as session:
+        with session_scope(engine, write=True) as session:
             service.add_device(session, new=new, now=utcnow())
             # Broker files are written inside the transaction: if they cannot be written the
             # device is not registered, and if the commit fails they are rolled back below.
@@ -188,7 +213,7 @@ def devices_revoke(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_scope(engine) as session:
+        with session_scope(engine, write=True) as session:
             service.revoke_device(session, device_id=device_id, now=utcnow())
     except service.DeviceInputError as exc:
         fail(str(exc))
@@ -207,6 +232,60 @@ def devices_revoke(
         f"Boîtier {device_id} révoqué"
         + (" ; sa connexion en cours a été fermée." if kicked else ".")
     )
+
+
+@app.command()
+def demo(
+    port: Annotated[int, typer.Option(help="Port HTTP de la console (8000, ou libre).")] = 8000,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Dossier de travail (sinon un dossier temporaire).")
+    ] = None,
+    press_every: Annotated[
+        float, typer.Option(help="Secondes entre deux alertes simulées (en moyenne).")
+    ] = 45.0,
+    no_mosquitto: Annotated[
+        bool, typer.Option("--no-mosquitto", help="Broker Python intégré même si mosquitto existe.")
+    ] = False,
+) -> None:
+    """Tout Vigie sur cette machine : broker, serveur (SQLite, téléphonie simulée), boîtiers
+    simulés, console. Ctrl-C arrête tout proprement."""
+    import signal as _signal
+
+    from alert_server.demo import ADMIN_USER, Demo, free_demo_port
+
+    if workdir is not None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        if any(workdir.iterdir()):
+            fail(f"--workdir: {workdir} n'est pas vide (la démonstration part de zéro)")
+    d = Demo(port=free_demo_port(port), press_every_s=press_every)
+    if workdir is not None:
+        d.workdir = workdir
+    if no_mosquitto:
+        d.use_mosquitto = False
+    typer.echo("Vigie — démonstration. Démarrage…")
+    try:
+        d.start()
+    except Exception as exc:
+        d.stop()
+        fail(str(exc).splitlines()[0])
+
+    def _interrupt(signum: int, frame: object) -> None:
+        d._stop.set()
+
+    _signal.signal(_signal.SIGINT, _interrupt)
+    _signal.signal(_signal.SIGTERM, _interrupt)
+    typer.echo("")
+    typer.echo(f"  Console : {d.url}/dashboard/")
+    typer.echo(f"  Identifiant : {ADMIN_USER}    Mot de passe : {d.password}")
+    typer.echo("  Téléphonie simulée : les SMS et appels s'affichent dans la chronologie ;")
+    typer.echo(f"  un référent fictif prend chaque alerte en charge après {d.auto_ack_s:.0f} s.")
+    typer.echo(f"  Dossier de travail : {d.workdir}")
+    typer.echo("  Ctrl-C pour arrêter.")
+    typer.echo("")
+    d.wait()
+    typer.echo("Arrêt…")
+    d.stop()
+    typer.echo("Démonstration arrêtée.")
 
 
 def main() -> None:

@@ -30,6 +30,8 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 VERSION_LOCATIONS = (
     MIGRATIONS_DIR / "versions",
     Path(__file__).parent / "geo" / "migrations",
+    Path(__file__).parent / "users" / "migrations",
+    Path(__file__).parent / "sessions" / "migrations",
     Path(__file__).parent.parent / "dispatch" / "migrations",
 )
 # Arbitrary constant: serialises migrations when several servers start on one PostgreSQL.
@@ -106,10 +108,17 @@ def migrate(engine: Engine) -> None:
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on error."""
+def session_scope(engine: Engine, *, write: bool = False) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error.
+
+    ``write=True`` on SQLite takes the write lock before anything is read: a WAL transaction
+    that reads and then writes fails at once ("database is locked", no busy wait) if another
+    writer committed in between, whereas waiting for the lock up front queues politely.
+    """
     with Session(engine, expire_on_commit=False) as session:
         try:
+            if write and is_sqlite(engine):
+                session.connection().exec_driver_sql("UPDATE alert SET state = state WHERE 1 = 0")
             yield session
             session.commit()
         except BaseException:

@@ -13,7 +13,8 @@ from pathlib import Path
 from alert_server.devices import broker_files
 from alert_server.ingest.topics import SERVER_USERNAME
 
-BROKER_CONFIG_DIR = Path(__file__).resolve().parent.parent / "broker_config"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+BROKER_CONFIG_DIR = REPO_ROOT / "broker_config"
 
 
 def free_port() -> int:

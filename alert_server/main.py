@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -13,13 +14,27 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
+from alert_server.alerts import dispatch_timeline
+from alert_server.alerts.api import register_timeline_source
+from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate
 from alert_server.devices.presence import PresenceTracker
+from alert_server.geo import service as geo_service
+from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
 from alert_server.ingest.handler import Ingestor
 from alert_server.ingest.mqtt import MqttLink
 from alert_server.metrics import Metrics
-from alert_server.pipeline import Pipeline
+from alert_server.pipeline import SWEEP_GRACE, Pipeline
+from alert_server.referents import service as referents_service
+from alert_server.sessions.background import Background
 from alert_server.settings import Settings
+from alert_server.timeutil import utcnow
+from dispatch.channels.base import Notifier
+from dispatch.channels.simulated import SimulatedNotifier
+from dispatch.channels.twilio import TwilioNotifier
+from dispatch.clock import Clock
+from dispatch.engine import DispatchConfig, Dispatcher
+from dispatch.webhooks import make_router
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +50,14 @@ class Runtime:
     pipeline: Pipeline
     ingestor: Ingestor
     link: MqttLink
+    dispatcher: Dispatcher
+    clock: Clock
+    notifier: Notifier
     scheduler: BackgroundScheduler = field(
         default_factory=lambda: BackgroundScheduler(timezone="UTC")
     )
+    # Timed visits, worker notices and SMS, retention purge (jobs on ``scheduler``).
+    background: Background | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
@@ -49,7 +69,26 @@ class Runtime:
         def publish(topic: str, payload: bytes) -> None:
             link_holder[0].publish(topic, payload, qos=1)
 
-        pipeline = Pipeline(engine, presence=presence, publish=publish)
+        notifier = _notifier(settings)
+        dispatcher = Dispatcher(
+            engine,
+            notifier,
+            config=DispatchConfig(
+                public_url=settings.public_url,
+                verify_s=settings.verify_automatic_s,
+                verify_kinds=tuple(settings.verify_kinds),
+            ),
+        )
+        pipeline = Pipeline(
+            engine,
+            presence=presence,
+            publish=publish,
+            dispatcher=dispatcher,
+            providers=_providers(settings),
+            provider_timeout_s=settings.geo_provider_timeout_s,
+        )
+        # Dispatch tells the alert server about acknowledgements through these hooks.
+        dispatcher.hooks = pipeline
         ingestor = Ingestor(engine, presence=presence, pipeline=pipeline, metrics=metrics)
         link = MqttLink(
             settings.mqtt_url,
@@ -62,11 +101,33 @@ class Runtime:
         )
         link_holder.append(link)
         ingestor.bind(publish=publish, ack=link.acks.done)
-        return cls(settings, engine, metrics, presence, pipeline, ingestor, link)
+        background = Background.build(
+            settings,
+            engine,
+            publish=publish,
+            alert_stored=pipeline.alert_stored,
+            notifier=notifier,
+            dispatcher=dispatcher,
+        )
+        return cls(
+            settings,
+            engine,
+            metrics,
+            presence,
+            pipeline,
+            ingestor,
+            link,
+            dispatcher=dispatcher,
+            clock=Clock(dispatcher),
+            notifier=notifier,
+            background=background,
+        )
 
     def start(self) -> None:
         migrate(self.engine)
+        self._load_reference_data()
         self.presence.start()
+        self.clock.start()
         self.ingestor.start()
         self.link.start()
         self.scheduler.add_job(
@@ -78,8 +139,34 @@ class Runtime:
             coalesce=True,
             misfire_grace_time=None,
         )
+        if self.background is not None:
+            self.background.schedule(self.scheduler)
         self.scheduler.start()
-        log.info("vigie server started (database %s)", self.engine.url.render_as_string())
+        # Alerts stored by a server that died before routing them: do not wait for the sweep.
+        self.pipeline.sweep(utcnow() + SWEEP_GRACE)
+        log.info(
+            "vigie server started (database %s, telephony %s)",
+            self.engine.url.render_as_string(),
+            self.notifier.name,
+        )
+
+    def _load_reference_data(self) -> None:
+        s = self.settings
+        if s.geo_dir is not None:
+            summary = geo_service.load_from_dir(self.engine, s.geo_dir)
+            log.info("boundaries from %s: %s", s.geo_dir, summary)
+        if geo_service.current_index(self.engine) is None:
+            log.warning(
+                "no boundaries loaded (vigie geo import or VIGIE_GEO_DIR): every alert goes "
+                "to the national fallback"
+            )
+        if s.referents_file is not None:
+            referents_service.sync_from_file(self.engine, s.referents_file)
+        if referents_service.current_directory(self.engine) is None:
+            log.error(
+                "no referent directory loaded (vigie referents import or VIGIE_REFERENTS_FILE):"
+                " alerts are stored but nobody can be called"
+            )
 
     def stop(self) -> None:
         # Reverse order. Ingest first stops taking messages and commits/acks what it holds,
@@ -89,6 +176,11 @@ class Runtime:
         self.ingestor.stop()
         self.pipeline.shutdown()
         self.link.stop()
+        self.clock.stop()
+        self.dispatcher.shutdown(wait=True)
+        close = getattr(self.notifier, "close", None)
+        if callable(close):
+            close()
         self.presence.stop()
         self.engine.dispose()
         log.info("vigie server stopped")
@@ -101,6 +193,29 @@ class Runtime:
         except Exception:
             db_ok = False
         return {"database": db_ok, "broker": self.link.connected.is_set()}
+
+
+def _notifier(settings: Settings) -> Notifier:
+    s = settings
+    if s.twilio_account_sid and s.twilio_auth_token is not None and s.twilio_from:
+        return TwilioNotifier(
+            account_sid=s.twilio_account_sid,
+            auth_token=s.twilio_auth_token.get_secret_value(),
+            from_number=s.twilio_from,
+            api_base=s.twilio_api_base,
+            public_url=s.public_url,
+        )
+    log.warning("Twilio is not configured: SMS and calls go to the simulated telephony")
+    return SimulatedNotifier(auto_ack_after_s=s.simulated_auto_ack_s)
+
+
+def _providers(settings: Settings) -> list[RadioLocator]:
+    providers: list[RadioLocator] = []
+    if settings.geo_radio_table is not None:
+        providers.append(OfflineRadioTable.from_csv(settings.geo_radio_table))
+    if settings.geo_provider_url:
+        providers.append(HttpGeolocationProvider(settings.geo_provider_url))
+    return providers
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -116,6 +231,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(title="Vigie", version="0.1.0", lifespan=lifespan)
     app.state.runtime = runtime
+    s = settings
+    app.include_router(
+        make_router(
+            runtime.dispatcher,
+            # Without Twilio there are no Twilio callbacks to trust: an unguessable token
+            # makes every signature check fail.
+            auth_token=(
+                s.twilio_auth_token.get_secret_value()
+                if s.twilio_auth_token is not None
+                else secrets.token_hex(32)
+            ),
+            public_url=s.public_url,
+        )
+    )
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -129,4 +258,6 @@ def create_app(settings: Settings) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    install_dashboard(app, runtime)
+    register_timeline_source(dispatch_timeline.source(runtime.dispatcher))
     return app

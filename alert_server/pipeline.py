@@ -1,6 +1,6 @@
 """The use case written out: on_alert → geolocate → match → dispatch.
 
-Stages do not import one another; this module is where they meet. Slow work (geolocation
+Stages do not import one another; this module is where they meet. Slow work (Wi-Fi/cell
 providers, telephony) runs on a small thread pool, never in the MQTT thread.
 """
 
@@ -8,21 +8,41 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from typing import Protocol
 
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
 from alert_server.db import session_scope
 from alert_server.devices import service as devices
+from alert_server.devices.models import Device, Worker
 from alert_server.devices.presence import LastPosition, PresenceTracker
+from alert_server.followup import victim_support
+from alert_server.geo import resolve as geo_resolve
+from alert_server.geo import service as geo_service
+from alert_server.geo.providers import RadioLocator
+from alert_server.geo.schemas import (
+    FIX_SOURCES,
+    CellTower,
+    Fix,
+    PositionInputs,
+    RadioScan,
+    ResolvedPosition,
+    Site,
+    WifiAccessPoint,
+)
 from alert_server.ingest import payloads, topics
-from alert_server.timeutil import utcnow
+from alert_server.referents import chains as referent_chains
+from alert_server.referents import service as referents
+from alert_server.referents.schemas import Directory
+from alert_server.sessions import service as visits
+from alert_server.timeutil import as_utc, utcnow
+from dispatch.engine import Dispatcher
+from dispatch.schemas import AlertBrief
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +51,8 @@ Publish = Callable[[str, bytes], None]
 SWEEP_GRACE = timedelta(seconds=5)
 
 
-class AlertStage(Protocol):
-    """One step of the flow after storage (geolocation + matching + dispatch)."""
-
-    def process(self, session: Session, alert: Alert, now: datetime) -> list[Callable[[], None]]:
-        """Work on a stored alert inside the session; returns actions to run after commit."""
-        ...
-
-    def stand_down(self, session: Session, alert: Alert, now: datetime) -> None: ...
-
-    def duress(self, session: Session, alert: Alert, now: datetime) -> None: ...
-
-    def acknowledged(
-        self, session: Session, alert: Alert, actor: str, via: str, now: datetime
-    ) -> None: ...
-
-    def close(self, session: Session, alert: Alert, now: datetime) -> None: ...
+def _first_name(name: str) -> str:
+    return name.split()[0] if name.split() else name
 
 
 class Pipeline:
@@ -56,18 +62,22 @@ class Pipeline:
         *,
         presence: PresenceTracker,
         publish: Publish,
-        stages: list[AlertStage] | None = None,
+        dispatcher: Dispatcher | None = None,
+        providers: Sequence[RadioLocator] = (),
+        provider_timeout_s: float = 2.0,
         workers: int = 4,
     ) -> None:
         self.engine = engine
         self.presence = presence
         self.publish = publish
-        self.stages = stages or []
+        self.dispatcher = dispatcher
+        self.providers = tuple(providers)
+        self.provider_timeout_s = provider_timeout_s
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vigie-pipeline")
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
 
-    # -- after storage -------------------------------------------------------------------
+    # -- after storage: geolocate → match → dispatch --------------------------------------
     def alert_stored(self, alert_id: str) -> None:
         with self._lock:
             if alert_id in self._inflight:
@@ -86,23 +96,158 @@ class Pipeline:
                 self._inflight.discard(alert_id)
 
     def process(self, alert_id: str, now: datetime) -> None:
-        if not self.stages:
+        """Route one stored alert and start its escalation, in one transaction."""
+        if self.dispatcher is None:
             return
         after: list[Callable[[], None]] = []
-        with session_scope(self.engine) as session:
-            alert = alerts.get_alert(session, alert_id=alert_id)
+        with session_scope(self.engine, write=True) as session:
+            alert = _locked_alert(session, alert_id)
+            # Acknowledged, cancelled or resolved before it was routed: nothing to escalate.
             if alert is None or alert.dispatched_at is not None or alert.state != "open":
                 return
-            for stage in self.stages:
-                after.extend(stage.process(session, alert, now))
+            found = devices.device_and_worker(session, alert.device_id)
+            device, worker = found if found is not None else (None, None)
+            directory = referents.current_directory(self.engine)
+            resolved = self._locate(alert, device, directory, now)
+            self._apply_position(session, alert, resolved, now)
+            if directory is None:
+                # Nobody to call: keep the alert loudly open and retry at every sweep (an
+                # import of the directory makes the next sweep dispatch it).
+                if "no_directory" not in alert.flags:
+                    alert.flags = sorted({*alert.flags, "no_directory"})
+                    session.add(alert)
+                log.error("no referent directory loaded: alert_id=%s cannot be escalated", alert_id)
+                return
+            chains = referent_chains.chains_for_position(directory, resolved, now)
+            brief = _brief(alert, worker, device, resolved)
+            # A timed visit's memo (often the patient's address) is the place for responders.
+            brief = visits.brief_with_memo(session, alert, brief)
+            self.dispatcher.start(session, brief, chains, directory.escalation, now)
+            # fall / no_motion: the worker's own phone first, the chain held (never for SOS).
+            self.dispatcher.verify_first(session, brief, now)
             alert.dispatched_at = now
             session.add(alert)
+            alerts.add_event(
+                session,
+                alert_id=alert_id,
+                at=now,
+                type_="dispatched",
+                chains=[
+                    {
+                        "departement": c.departement,
+                        "force": c.force,
+                        "contacts": [x.name for x in c.contacts],
+                    }
+                    for c in chains
+                ],
+            )
+            if alert.duress:
+                # The duress PIN was typed before the escalation existed: tell dispatch now.
+                self.dispatcher.mark_duress(session, alert_id, now)
+            if geo_resolve.needs_locate(resolved):
+                after.append(self._reply(alert.device_id, "locate", alert_id))
         for action in after:
             action()
 
+    def _locate(
+        self, alert: Alert, device: Device | None, directory: Directory | None, now: datetime
+    ) -> ResolvedPosition:
+        inputs = self._position_inputs(alert, device)
+        index = geo_service.current_index(self.engine)
+
+        def default_force(dep: str) -> str | None:
+            return referent_chains.default_force(directory, dep) if directory else None
+
+        return geo_resolve.resolve_position(
+            inputs,
+            now=now,
+            index=index,
+            providers=self.providers,
+            provider_timeout_s=self.provider_timeout_s,
+            default_force=default_force,
+        )
+
+    def _position_inputs(self, alert: Alert, device: Device | None) -> PositionInputs:
+        fix = None
+        if alert.pos_lat is not None and alert.pos_lon is not None:
+            fix = Fix(
+                alert.pos_lat,
+                alert.pos_lon,
+                alert.pos_acc_m,
+                as_utc(alert.pos_at) if alert.pos_at else None,
+                alert.pos_src or "gps",
+            )
+        radio = _radio_scan(alert)
+        site = None
+        last: list[Fix] = []
+        if device is not None:
+            if device.site_lat is not None and device.site_lon is not None:
+                site = Site(device.site_lat, device.site_lon, device.site_label)
+            if device.last_lat is not None and device.last_lon is not None:
+                last.append(
+                    Fix(
+                        device.last_lat,
+                        device.last_lon,
+                        device.last_acc_m,
+                        as_utc(device.last_pos_at) if device.last_pos_at else None,
+                        device.last_pos_src or "gps",
+                    )
+                )
+        state = self.presence.latest(alert.device_id)
+        if state is not None and state.position is not None:
+            p = state.position
+            last.append(Fix(p.lat, p.lon, p.acc_m, p.at, p.src or "gps"))
+        return PositionInputs(
+            fix=fix,
+            radio=radio,
+            site=site,
+            last_known=tuple(last),
+            alert_id=alert.alert_id,
+            device_id=alert.device_id,
+        )
+
+    def _apply_position(
+        self, session: Session, alert: Alert, resolved: ResolvedPosition, now: datetime
+    ) -> None:
+        alert.departement = resolved.departement
+        alert.commune_code = resolved.commune_code
+        alert.commune_nom = resolved.commune_nom
+        alert.force = resolved.force
+        flags = set(alert.flags) - {"no_position"}
+        flags |= set(resolved.flags)
+        alert.flags = sorted(flags)
+        if resolved.has_position and resolved.source not in (None, *FIX_SOURCES):
+            # The position came from elsewhere than the alert's own fix (site, provider,
+            # last known): record it on the alert, with its source.
+            alert.pos_lat, alert.pos_lon = resolved.lat, resolved.lon
+            alert.pos_acc_m = resolved.acc_m
+            alert.pos_at = resolved.measured_at
+            alert.pos_src = resolved.source
+        session.add(alert)
+        for dep in resolved.departements:
+            alerts.add_departement(
+                session,
+                alert_id=alert.alert_id,
+                departement=dep,
+                at=now,
+                reason="ambiguous_border" if dep != resolved.departement else "position",
+            )
+        alerts.add_event(
+            session,
+            alert_id=alert.alert_id,
+            at=now,
+            type_="located",
+            source=resolved.source,
+            acc_m=resolved.acc_m,
+            age_s=resolved.age_s,
+            commune=resolved.commune_nom,
+            departements=list(resolved.departements),
+            flags=sorted(resolved.flags),
+        )
+
     def sweep(self, now: datetime | None = None) -> int:
         """Hand over every stored alert that has not reached dispatch (crash recovery)."""
-        if not self.stages:
+        if self.dispatcher is None:
             return 0
         now = now or utcnow()
         with session_scope(self.engine) as session:
@@ -119,17 +264,22 @@ class Pipeline:
     def acknowledge(self, alert_id: str, *, actor: str, via: str, now: datetime) -> bool:
         """Take the alert in charge. True for the first acknowledgement, False otherwise.
 
-        Atomic: a conditional UPDATE on the open alert, so an SMS reply, a key press and a
-        dashboard click arriving at the same instant make exactly one acknowledgement.
+        Atomic: SMS reply, key press and dashboard click all end in the same conditional
+        UPDATE of the open alert, so arriving at the same instant they make one
+        acknowledgement. With an escalation running, dispatch stops it in the same
+        transaction (and tells everyone notified who took it).
         """
-        with session_scope(self.engine) as session:
+        if self.dispatcher is not None:
+            with session_scope(self.engine, write=True) as session:
+                result = self.dispatcher.acknowledge(session, alert_id, actor, via, now)
+            if result.status != "unknown":
+                return result.accepted
+        # No escalation (not routed yet, or no dispatch): acknowledge the alert row itself.
+        with session_scope(self.engine, write=True) as session:
             won = alerts.mark_acknowledged(
                 session, alert_id=alert_id, actor=actor, via=via, now=now
             )
             alert = alerts.get_alert(session, alert_id=alert_id) if won else None
-            if alert is not None:
-                for stage in self.stages:
-                    stage.acknowledged(session, alert, actor, via, now)
         if alert is not None:
             self._reply(alert.device_id, "alert.acknowledged", alert_id)()
         return won
@@ -138,7 +288,7 @@ class Pipeline:
         self, alert_id: str, *, actor: str, outcome: str, note: str | None, now: datetime
     ) -> bool:
         """Close the alert (any state but resolved). True when this call closed it."""
-        with session_scope(self.engine) as session:
+        with session_scope(self.engine, write=True) as session:
             alert = alerts.get_alert(session, alert_id=alert_id)
             if alert is None or alert.state == "resolved":
                 return False
@@ -150,8 +300,9 @@ class Pipeline:
             alerts.add_event(
                 session, alert_id=alert_id, at=now, type_="resolved", actor=actor, outcome=outcome
             )
-            for stage in self.stages:
-                stage.close(session, alert, now)
+            if self.dispatcher is not None:
+                self.dispatcher.close(session, alert_id, now)
+            victim_support.offer(session, alert_id=alert_id, outcome=outcome, now=now)
             device_id = alert.device_id
         self._reply(device_id, "alert.resolved", alert_id)()
         return True
@@ -186,8 +337,8 @@ class Pipeline:
                     session, alert_id=alert.alert_id, at=now, type_="duress", actor=device_id
                 )
                 log.warning("DURESS alert_id=%s device_id=%s", alert.alert_id, device_id)
-                for stage in self.stages:
-                    stage.duress(session, alert, now)
+                if self.dispatcher is not None and alert.dispatched_at is not None:
+                    self.dispatcher.mark_duress(session, alert.alert_id, now)
             return [reply]
         if devices.pin_matches(msg.pin, worker.pin_hash):
             if alert.duress:
@@ -209,8 +360,8 @@ class Pipeline:
                     session, alert_id=alert.alert_id, at=now, type_="cancelled", actor=device_id
                 )
                 log.info("alert cancelled alert_id=%s device_id=%s", alert.alert_id, device_id)
-                for stage in self.stages:
-                    stage.stand_down(session, alert, now)
+                if self.dispatcher is not None:
+                    self.dispatcher.stand_down(session, alert.alert_id, now, "cancel_pin")
             return [reply]
         alerts.add_event(
             session, alert_id=alert.alert_id, at=now, type_="pin_wrong", actor=device_id
@@ -221,18 +372,74 @@ class Pipeline:
     def on_session(
         self, session: Session, *, device_id: str, msg: payloads.SessionMsg, now: datetime
     ) -> list[Callable[[], None]]:
-        # Timed visits are their own capability; until they are handled the message is
-        # logged (its position already went to the presence tracker).
-        log.info(
-            "session message device_id=%s session_id=%s action=%s",
-            device_id,
-            msg.session_id,
-            msg.action,
-        )
-        return []
+        return visits.on_message(session, device_id=device_id, msg=msg, now=now)
 
     def on_position(self, device_id: str, position: LastPosition) -> None:
-        return None
+        """A new position from a device (MQTT thread): moving alerts are re-routed."""
+        if self.dispatcher is None:
+            return
+        self._pool.submit(self._moved_safe, device_id, position)
+
+    def _moved_safe(self, device_id: str, position: LastPosition) -> None:
+        try:
+            self.moved(device_id, position, utcnow())
+        except Exception:
+            log.exception("re-routing a moving alert failed device_id=%s", device_id)
+
+    def moved(self, device_id: str, position: LastPosition, now: datetime) -> None:
+        """Update the device's open alerts with a new position; a new département adds its
+        chain (never removes one)."""
+        assert self.dispatcher is not None
+        directory = referents.current_directory(self.engine)
+        index = geo_service.current_index(self.engine)
+        with session_scope(self.engine, write=True) as session:
+            open_alerts = alerts.open_for_device(session, device_id=device_id)
+            for alert in open_alerts:
+                fix = Fix(
+                    position.lat, position.lon, position.acc_m, position.at, position.src or "gps"
+                )
+                resolved = geo_resolve.resolve_position(
+                    PositionInputs(fix=fix, alert_id=alert.alert_id, device_id=device_id),
+                    now=now,
+                    index=index,
+                    default_force=(
+                        (lambda d: referent_chains.default_force(directory, d))
+                        if directory
+                        else None
+                    ),
+                )
+                if not resolved.has_position or "stale_position" in resolved.flags:
+                    continue
+                current = alerts.departements(session, alert_id=alert.alert_id)
+                alert.pos_lat, alert.pos_lon = position.lat, position.lon
+                alert.pos_acc_m, alert.pos_at = position.acc_m, position.at
+                alert.pos_src = position.src
+                session.add(alert)
+                alerts.add_event(
+                    session,
+                    alert_id=alert.alert_id,
+                    at=now,
+                    type_="position",
+                    lat=position.lat,
+                    lon=position.lon,
+                    acc_m=position.acc_m,
+                    departements=list(resolved.departements),
+                )
+                added = geo_resolve.departements_to_add(tuple(current), resolved)
+                for dep in added:
+                    alerts.add_departement(
+                        session, alert_id=alert.alert_id, departement=dep, at=now, reason="moved"
+                    )
+                    if directory is not None and alert.dispatched_at is not None:
+                        chain = referent_chains.chain_for(
+                            directory, dep, resolved.force_for(dep), now
+                        )
+                        self.dispatcher.add_chain(session, alert.alert_id, chain, now)
+                        log.warning(
+                            "alert_id=%s moved into département %s: its chain is added",
+                            alert.alert_id,
+                            dep,
+                        )
 
     def _reply(
         self, device_id: str, type_: payloads.CommandType, alert_id: str
@@ -243,3 +450,83 @@ class Pipeline:
             )
 
         return send
+
+    # -- dispatch hooks (dispatch.hooks.DispatchHooks) ----------------------------------------
+    def on_acknowledged(
+        self,
+        session: Session,
+        alert_id: str,
+        by_name: str,
+        by_phone: str | None,
+        via: str,
+        at: datetime,
+    ) -> None:
+        # Same transaction as dispatch's own acknowledgement: all or nothing.
+        alerts.mark_acknowledged(session, alert_id=alert_id, actor=by_name, via=via, now=at)
+
+    def after_acknowledged(
+        self, alert_id: str, by_name: str, by_phone: str | None, via: str, at: datetime
+    ) -> None:
+        with session_scope(self.engine) as session:
+            alert = alerts.get_alert(session, alert_id=alert_id)
+        if alert is not None:
+            self._reply(alert.device_id, "alert.acknowledged", alert_id)()
+        log.info("alert acknowledged alert_id=%s by=%s via=%s", alert_id, by_name, via)
+
+    def on_exhausted(self, session: Session, alert_id: str, at: datetime) -> None:
+        alert = alerts.get_alert(session, alert_id=alert_id)
+        if alert is not None and "exhausted" not in alert.flags:
+            alert.flags = sorted({*alert.flags, "exhausted"})
+            session.add(alert)
+            alerts.add_event(session, alert_id=alert_id, at=at, type_="exhausted")
+
+    def after_exhausted(self, alert_id: str, at: datetime) -> None:
+        log.error("escalation exhausted, nobody acknowledged alert_id=%s", alert_id)
+
+    def after_change(self, alert_id: str) -> None:
+        return None
+
+
+def _locked_alert(session: Session, alert_id: str) -> Alert | None:
+    # FOR UPDATE on PostgreSQL (nothing on SQLite, whose writers are serialised anyway): an
+    # acknowledgement racing with routing waits for it, or routing sees it acknowledged.
+    stmt = select(Alert).where(Alert.alert_id == alert_id).with_for_update()
+    return session.exec(stmt).first()
+
+
+def _radio_scan(alert: Alert) -> RadioScan | None:
+    """Wi-Fi and cells of the alert, read back from its raw payload (kept as received)."""
+    try:
+        msg = payloads.parse_uplink("alert", alert.raw.encode())
+    except (payloads.PayloadError, ValueError):
+        return None
+    assert isinstance(msg, payloads.AlertMsg)
+    wifi = tuple(WifiAccessPoint(w.bssid, w.rssi) for w in msg.wifi or ())
+    cells = tuple(CellTower(c.mcc, c.mnc, c.lac, c.cid, c.rssi) for c in msg.cells or ())
+    if not wifi and not cells:
+        return None
+    return RadioScan(wifi=wifi, cells=cells, measured_at=msg.ts)
+
+
+def _brief(
+    alert: Alert, worker: Worker | None, device: Device | None, resolved: ResolvedPosition
+) -> AlertBrief:
+    return AlertBrief(
+        alert_id=alert.alert_id,
+        device_id=alert.device_id,
+        kind=alert.kind,
+        created_at=as_utc(alert.created_at),
+        worker_first_name=_first_name(worker.name) if worker else None,
+        worker_role=worker.role if worker else None,
+        worker_phone=worker.phone if worker else None,
+        commune=resolved.commune_nom,
+        departement=resolved.departement,
+        place_label=resolved.site_label or (device.site_label if device else None),
+        lat=resolved.lat,
+        lon=resolved.lon,
+        acc_m=resolved.acc_m,
+        position_at=resolved.measured_at,
+        position_source=resolved.source,
+        flags=tuple(sorted(set(alert.flags))),
+        duress=alert.duress,
+    )

@@ -34,6 +34,12 @@ class Settings(BaseSettings):
     mqtt_session_expiry_s: int = 86_400
     referents_file: Path | None = None
     geo_dir: Path | None = None
+    # Wi-Fi/cell positioning (optional): an offline CSV of known access points and cells
+    # (columns type,key,lat,lon,acc_m) and/or an HTTP geolocation service speaking the common
+    # wifiAccessPoints/cellTowers request shape.
+    geo_radio_table: Path | None = None
+    geo_provider_url: str | None = None
+    geo_provider_timeout_s: float = Field(default=2.0, gt=0, le=10)
     broker_passwd_file: Path | None = None
     broker_acl_file: Path | None = None
     # PID file of the Mosquitto process to signal (SIGHUP) after the password/ACL files change.
@@ -43,11 +49,63 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
     public_url: str = "http://127.0.0.1:8000"
+    # Simulated telephony only: acknowledge every alert this many seconds after its first
+    # notification (used by `vigie demo`; never with Twilio).
+    simulated_auto_ack_s: float | None = None
     # Presence (heartbeats, status) is written to the database in batches at this interval
     # rather than once per message.
     presence_flush_s: float = Field(default=2.0, gt=0)
     # Secret used to sign dashboard sessions and API tokens.
     secret_key: SecretStr = SecretStr("change-me-in-production")
+
+    # --- Timed visits (alert_server/sessions) ----------------------------------------------
+    # Grace time per worker role between the `session.warning` (at the expected end) and the
+    # `session_overdue` alert, in seconds. JSON in the environment, e.g.
+    # VIGIE_SESSION_GRACE_S='{"nurse": 300, "pharmacist": 180}'; a role not listed gets 300 s.
+    session_grace_s: dict[str, float] = Field(
+        default_factory=lambda: {"nurse": 300.0, "pharmacist": 300.0, "other": 300.0}
+    )
+    # A device whose status turns "offline" during a running session raises an alert after
+    # this long if it has not come back.
+    session_offline_alert_s: float = Field(default=300.0, gt=0)
+    # A check-in ("I am fine") during the grace time moves the next deadline this far ahead
+    # (never before the announced end): the visit stays watched.
+    session_checkin_extend_s: float = Field(default=900.0, gt=0)
+    # A session started without `expected_end` is watched for this long.
+    session_default_duration_s: float = Field(default=3600.0, gt=0)
+    # How often the session timers, worker notices and worker SMS are advanced.
+    session_tick_s: float = Field(default=5.0, gt=0)
+
+    # --- Automatic alarms (dispatch/verification.py) ---------------------------------------
+    # fall / no_motion: the worker's own phone is called first ("press 1 if you are fine");
+    # the referent chain is notified after this many seconds unless she pressed 1, and at once
+    # if the call fails. 0 disables the verification (every alarm goes straight to the chain).
+    verify_automatic_s: float = Field(default=30.0, ge=0, le=300)
+    verify_kinds: list[str] = Field(default_factory=lambda: ["fall", "no_motion"])
+
+    # --- Worker notices (alert_server/followup/notices.py), by SMS to the worker only -------
+    notices_enabled: bool = True
+    # Battery at or below this percentage (and not charging): one SMS per episode.
+    notice_low_battery_pct: int = Field(default=15, ge=1, le=100)
+    # Offline outside a session for this long: one SMS per episode.
+    notice_offline_after_s: float = Field(default=900.0, gt=0)
+    # An episode ends only after the condition has been clear this long (no SMS storm from a
+    # flapping device or a battery hovering around the threshold).
+    notice_rearm_s: float = Field(default=1800.0, ge=0)
+
+    # --- Victim support after a genuine incident (alert_server/followup/victim_support.py) --
+    victim_support_enabled: bool = True
+    # YAML file: local victim-support association and complaint advice per département
+    # (see alert_server/followup/victim_support.example.yaml). Without it, the SMS gives the
+    # national number 116 006 and the general complaint advice.
+    victim_support_file: Path | None = None
+
+    # --- Retention (CNIL; alert_server/followup/retention.py, `vigie purge`) ----------------
+    # Positions outside alerts and sessions (device last position, positions and memos of
+    # ended sessions) are erased after this many days.
+    retention_position_days: int = Field(default=30, ge=1)
+    # Closed alerts are pseudonymised after this many months (statistics fields kept).
+    retention_alert_months: int = Field(default=12, ge=1)
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

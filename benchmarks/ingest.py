@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import threading
@@ -28,10 +27,10 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alert_server.devices import broker_files  # noqa: E402
-from alert_server.ingest.topics import SERVER_USERNAME  # noqa: E402
-from alert_server.localbroker import LocalMosquitto  # noqa: E402
-from tests.support import ServerProcess, server_env, wait_until  # noqa: E402
+from alert_server.devices import broker_files
+from alert_server.ingest.topics import SERVER_USERNAME
+from alert_server.localbroker import LocalMosquitto
+from tests.support import ServerProcess, server_env, wait_until
 
 
 class BenchDevice:
@@ -65,8 +64,15 @@ class BenchDevice:
 
     def alert(self) -> None:
         aid = str(uuid.uuid4())
-        payload = json.dumps({"v": 1, "alert_id": aid, "kind": "sos", "ts": "2026-11-22T18:04:05Z",
-                              "pos": {"lat": 43.2965, "lon": 5.3698, "acc_m": 12, "src": "gps"}})
+        payload = json.dumps(
+            {
+                "v": 1,
+                "alert_id": aid,
+                "kind": "sos",
+                "ts": "2026-11-22T18:04:05Z",
+                "pos": {"lat": 43.2965, "lon": 5.3698, "acc_m": 12, "src": "gps"},
+            }
+        )
         with self._lock:
             self.sent[aid] = time.perf_counter()
         self.client.publish(f"vigie/v1/dev/{self.device_id}/alert", payload, qos=1)
@@ -92,7 +98,8 @@ class EchoBaseline:
         c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="echo", protocol=mqtt.MQTTv5)
         c.username_pw_set(SERVER_USERNAME, broker.server_password)
         c.max_inflight_messages_set(100)
-        c.on_connect = lambda cl, *a: cl.subscribe([("vigie/v1/dev/+/alert", 1), ("vigie/v1/dev/+/hb", 1)])
+        filters = [("vigie/v1/dev/+/alert", 1), ("vigie/v1/dev/+/hb", 1)]
+        c.on_connect = lambda cl, *a: cl.subscribe(filters)
         c.on_subscribe = lambda *a: ready.set()
         c.on_message = self._on
         c.on_socket_open = lambda cl, u, s: s.setsockopt(6, 1, 1)
@@ -106,8 +113,11 @@ class EchoBaseline:
         device_id = msg.topic.split("/")[3]
         if msg.topic.endswith("/alert"):
             aid = json.loads(msg.payload)["alert_id"]
-            client.publish(f"vigie/v1/dev/{device_id}/cmd",
-                           json.dumps({"v": 1, "type": "alert.received", "alert_id": aid}), qos=1)
+            client.publish(
+                f"vigie/v1/dev/{device_id}/cmd",
+                json.dumps({"v": 1, "type": "alert.received", "alert_id": aid}),
+                qos=1,
+            )
 
     def close(self) -> None:
         self.client.disconnect()
@@ -118,10 +128,12 @@ def pct(values: list[float], p: float) -> float:
     if not values:
         return float("nan")
     values = sorted(values)
-    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
 
 
-def run_phase(devices: list[BenchDevice], n_alerts: int, n_hb: int, hb_counter: Any) -> dict[str, float]:
+def run_phase(
+    devices: list[BenchDevice], n_alerts: int, n_hb: int, hb_counter: Any
+) -> dict[str, float]:
     for d in devices:
         d.latency_ms.clear()
         d.receipts = 0
@@ -130,7 +142,7 @@ def run_phase(devices: list[BenchDevice], n_alerts: int, n_hb: int, hb_counter: 
     for _ in range(200):
         before = solo.receipts
         solo.alert()
-        wait_until(lambda: solo.receipts > before, 10, "solo receipt")
+        wait_until(lambda b=before: solo.receipts > b, 10, "solo receipt")
     solo_lat = list(solo.latency_ms)
     for d in devices:
         d.latency_ms.clear()
@@ -155,9 +167,11 @@ def run_phase(devices: list[BenchDevice], n_alerts: int, n_hb: int, hb_counter: 
     wait_until(lambda: hb_counter() - start >= per_hb * len(devices), 300, "heartbeats")
     hb_s = per_hb * len(devices) / (time.perf_counter() - t0)
     return {
-        "solo_p50_ms": pct(solo_lat, 50), "solo_p99_ms": pct(solo_lat, 99),
+        "solo_p50_ms": pct(solo_lat, 50),
+        "solo_p99_ms": pct(solo_lat, 99),
         "alerts_per_s": alerts_s,
-        "burst_p50_ms": pct(burst_lat, 50), "burst_p99_ms": pct(burst_lat, 99),
+        "burst_p50_ms": pct(burst_lat, 50),
+        "burst_p99_ms": pct(burst_lat, 99),
         "heartbeats_per_s": hb_s,
     }
 
@@ -174,11 +188,15 @@ def main() -> None:
     for i in range(args.devices):
         broker_files.set_password(broker.passwd_file, f"bench-{i:05d}", "bench-password")
     broker.reload()
-    devices = [BenchDevice(f"bench-{i:05d}", "bench-password", broker.port) for i in range(args.devices)]
+    devices = [
+        BenchDevice(f"bench-{i:05d}", "bench-password", broker.port) for i in range(args.devices)
+    ]
     results: dict[str, dict[str, float]] = {}
 
     echo = EchoBaseline(broker)
-    results["bare paho echo (baseline)"] = run_phase(devices, args.alerts, args.heartbeats, lambda: echo.count - 0)
+    results["bare paho echo (baseline)"] = run_phase(
+        devices, args.alerts, args.heartbeats, lambda: echo.count - 0
+    )
     echo.close()
 
     dbname = None
@@ -194,7 +212,9 @@ def main() -> None:
     def hb_count() -> float:
         return server.metric("vigie_mqtt_messages_total", 'type="hb"')
 
-    results[f"vigie server ({args.db})"] = run_phase(devices, args.alerts, args.heartbeats, hb_count)
+    results[f"vigie server ({args.db})"] = run_phase(
+        devices, args.alerts, args.heartbeats, hb_count
+    )
     server.stop()
     for d in devices:
         d.close()
@@ -203,14 +223,20 @@ def main() -> None:
         with psycopg.connect("postgresql://127.0.0.1:5432/test", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE "{dbname}" WITH (FORCE)')
 
-    print(f"\n{args.devices} devices, {args.alerts} alerts in a burst, {args.heartbeats} heartbeats (QoS 1)")
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    header = "| | solo p50 ms | solo p99 ms | alerts/s | burst p50 ms | burst p99 ms | heartbeats/s |"
-    print(header)
+    print(
+        f"\n{args.devices} devices, {args.alerts} alerts in a burst, "
+        f"{args.heartbeats} heartbeats (QoS 1)"
+    )
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    print("| | solo p50 ms | solo p99 ms | alerts/s | burst p50 ms | burst p99 ms | heartbeats/s |")
     print("|---|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['solo_p50_ms']:.2f} | {r['solo_p99_ms']:.2f} | {r['alerts_per_s']:.0f} | "
-              f"{r['burst_p50_ms']:.1f} | {r['burst_p99_ms']:.1f} | {r['heartbeats_per_s']:.0f} |")
+        print(
+            f"| {name} | {r['solo_p50_ms']:.2f} | {r['solo_p99_ms']:.2f} | "
+            f"{r['alerts_per_s']:.0f} | {r['burst_p50_ms']:.1f} | {r['burst_p99_ms']:.1f} | "
+            f"{r['heartbeats_per_s']:.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -136,7 +136,8 @@ class ServerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait_healthy: bool = True) -> ServerProcess:
-        self.port = free_port()
+        # A port given up front (e.g. for VIGIE_PUBLIC_URL) is kept across restarts.
+        self.port = self.port or free_port()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.port)],

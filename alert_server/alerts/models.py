@@ -57,3 +57,15 @@ class AlertEvent(SQLModel, table=True):
     type: str = Field(max_length=40)  # received, repeat, cancel_ok, cancel_duress, pin_wrong, ...
     actor: str | None = Field(default=None, max_length=200)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+class AlertDepartement(SQLModel, table=True):
+    """Every département an alert concerns: its own, the other side of an ambiguous border,
+    and any it moved into. Dispatchers of each of them see the alert."""
+
+    __tablename__ = "alert_departement"
+
+    alert_id: str = Field(max_length=64, primary_key=True)
+    departement: str = Field(max_length=3, primary_key=True, index=True)
+    added_at: datetime
+    reason: str = Field(max_length=20)  # position | ambiguous_border | moved

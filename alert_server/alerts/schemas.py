@@ -33,6 +33,7 @@ KIND_LABELS_FR: dict[str, str] = {
     "fall": "Chute détectée",
     "no_motion": "Absence de mouvement",
     "session_overdue": "Visite non terminée",
+    "session_offline": "Liaison perdue pendant une visite",
 }
 
 # Outcomes picked when closing an alert: what happened, in the vocabulary the follow-up maps to

@@ -10,7 +10,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, select
 
-from alert_server.alerts.models import Alert, AlertEvent
+from alert_server.alerts.models import Alert, AlertDepartement, AlertEvent
 
 
 def insert_alert(session: Session, *, values: dict[str, Any]) -> bool:
@@ -46,6 +46,35 @@ def mark_acknowledged(
     if won:
         add_event(session, alert_id=alert_id, at=now, type_="acknowledged", actor=actor, via=via)
     return won
+
+
+def add_departement(
+    session: Session, *, alert_id: str, departement: str, at: datetime, reason: str
+) -> bool:
+    """Record that the alert concerns ``departement`` (idempotent). True when new."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert(AlertDepartement)
+        .values(alert_id=alert_id, departement=departement, added_at=at, reason=reason)
+        .on_conflict_do_nothing(index_elements=["alert_id", "departement"])
+        .returning(AlertDepartement.__table__.c.alert_id)  # type: ignore[attr-defined]
+    )
+    return session.connection().execute(stmt).first() is not None
+
+
+def departements(session: Session, *, alert_id: str) -> list[str]:
+    stmt = select(AlertDepartement.departement).where(AlertDepartement.alert_id == alert_id)
+    return list(session.exec(stmt))
+
+
+def open_for_device(session: Session, *, device_id: str) -> list[Alert]:
+    stmt = (
+        select(Alert)
+        .where(Alert.device_id == device_id)
+        .where(Alert.state.in_(("open", "acknowledged")))  # type: ignore[attr-defined]
+    )
+    return list(session.exec(stmt))
 
 
 def get_alert(session: Session, *, alert_id: str) -> Alert | None:

@@ -1,7 +1,7 @@
 """Tables of the geo package: the stored boundary and zone imports (prefix ``geo_``).
 
 Geometries are stored as WKB so that a server start rebuilds its index in well under a second
-instead of re-parsing 46 MB of GeoJSON (see ``benchmarks/RESULTS_geo.md``).
+instead of re-parsing 46 MB of GeoJSON (see ``benchmarks/RESULTS.md``).
 """
 
 from __future__ import annotations

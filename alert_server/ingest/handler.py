@@ -395,7 +395,7 @@ class Ingestor:
             "created_at": now,
             "raw": item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace"),
         }
-        with session_scope(self.engine) as session:
+        with session_scope(self.engine, write=True) as session:
             created = alerts.insert_alert(session, values=values)
         self._received_sender(item.device_id, alert_id)()
         self._ack(item.token)
@@ -407,7 +407,10 @@ class Ingestor:
         now = utcnow()
         after: list[Callable[[], None]] = []
         new_alerts: list[str] = []
-        with self.metrics.ingest_batch_seconds.time(), session_scope(self.engine) as session:
+        with (
+            self.metrics.ingest_batch_seconds.time(),
+            session_scope(self.engine, write=True) as session,
+        ):
             for item in batch:
                 if item.suffix == "alert":
                     created, draft = self._store_alert(session, item, now)

@@ -162,6 +162,7 @@ class MqttLink:
         client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
         self.client = client
+
         def send_ack(mid: int, qos: int) -> None:
             self.client.ack(mid, qos)
 

@@ -70,7 +70,7 @@ def users_add(
         migrate(engine)
         now = utcnow()
         # One transaction: the account and its audit line, or neither.
-        with session_scope(engine) as session:
+        with session_scope(engine, write=True) as session:
             account = service.add_account(session, new=new, now=now)
             service.audit(
                 session,
@@ -103,7 +103,7 @@ def users_list(
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
-        with session_scope(engine) as session:
+        with session_scope(engine, write=True) as session:
             rows = [
                 {
                     "username": a.username,

@@ -119,7 +119,7 @@ def test_live_board_ack_duress_and_detail(
     pg.fill("#note", "Patrouille sur place à 03:12, travailleuse en sécurité.")
     pg.click("#resolve-button")
     pg.wait_for_selector("#alert-status[data-state=resolved]")
-    assert "Intervention des forces de l'ordre" in pg.inner_text("#alert-status")
+    assert "Agression physique" in pg.inner_text("#alert-status")
     wait_until(lambda: dev.received("alert.resolved", a2), 5, "alert.resolved on the device")
     problems.assert_none()
     dev.close()

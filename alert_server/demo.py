@@ -1,0 +1,352 @@
+"""``vigie demo``: the whole chain on one machine with only Python.
+
+A broker (Mosquitto from ``broker_config/`` when installed, otherwise the embedded amqtt
+broker on 127.0.0.1), the server on SQLite with simulated telephony (a referent "answers"
+every alert after a while), a demo referent directory with fictional numbers, a small fleet
+of simulated devices (nurses on their rounds, night pharmacies) pressing their buttons now
+and then, and the dashboard with a demo login. Ctrl-C stops everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+
+from alert_server.db import make_engine, migrate, session_scope
+from alert_server.devices import broker_files
+from alert_server.devices import service as devices
+from alert_server.embedded_broker import EmbeddedBroker
+from alert_server.localbroker import REPO_ROOT, LocalMosquitto, free_port
+from alert_server.timeutil import utcnow
+from alert_server.users import service as users
+from device_sim.device import BrokerTarget, DeviceConfig, Role, SimDevice
+from device_sim.geo import CommuneIndex, FixedSite, Mobility, NurseRound, Pinned, default_index_path
+from device_sim.reactor import Reactor
+
+# Numbers from the ranges ARCEP reserves for fiction (01 99 00, 04 65 71): nobody answers them.
+DEMO_DIRECTORY = """\
+# Répertoire de démonstration : numéros fictifs (plages réservées par l'ARCEP à la fiction).
+version: 1
+departements:
+  "13":
+    PN:
+      - name: "Référent santé DDSP 13 (démo)"
+        phone: "+33465710013"
+      - name: "CIC Marseille (démo)"
+        phone: "+33465710113"
+    GN:
+      - name: "Référent santé groupement 13 (démo)"
+        phone: "+33465710213"
+  "84":
+    PN:
+      - name: "Référent santé DDSP 84 (démo)"
+        phone: "+33465710084"
+    GN:
+      - name: "Référent santé groupement 84 (démo)"
+        phone: "+33465710184"
+  "75":
+    PN:
+      - name: "Référent santé Préfecture de police (démo)"
+        phone: "+33199007500"
+  "53":
+    PN:
+      - name: "Référent santé DDSP 53 (démo)"
+        phone: "+33243005300"
+    GN:
+      - name: "Référent santé groupement 53 (démo)"
+        phone: "+33243005301"
+national_fallback:
+  - name: "Permanence nationale (démo)"
+    phone: "+33199000000"
+escalation:
+  steps:
+    - {after_s: 0,   contact: 1, channels: [sms]}
+    - {after_s: 30,  contact: 1, channels: [voice]}
+    - {after_s: 90,  contact: 2, channels: [sms, voice]}
+    - {after_s: 150, contact: all, channels: [sms, voice]}
+  repeat: 1
+"""
+
+
+@dataclass(frozen=True)
+class DemoWorker:
+    device_id: str
+    name: str
+    role: Role
+    phone: str
+    home: tuple[float, float]  # commune interior point (used without the communes index)
+    home_code: str  # INSEE code of the home commune
+    site_label: str | None = None
+
+
+FLEET = (
+    DemoWorker("demo-ines", "Inès Durand", "nurse", "+33612000001", (43.2922, 5.5683), "13005"),
+    DemoWorker("demo-karim", "Karim Benali", "nurse", "+33612000002", (43.9493, 4.8055), "84007"),
+    DemoWorker("demo-lea", "Léa Martin", "nurse", "+33612000003", (48.0707, -0.7734), "53130"),
+    DemoWorker("demo-paul", "Paul Girard", "nurse", "+33612000004", (43.7640, 5.2186), "13057"),
+    DemoWorker(
+        "demo-pharma-port",
+        "Claire Rossi",
+        "pharmacist",
+        "+33612000005",
+        (43.2951, 5.3744),
+        "13055",
+        "Pharmacie du Port (démo), Marseille",
+    ),
+    DemoWorker(
+        "demo-pharma-nuit",
+        "Hugo Lefèvre",
+        "pharmacist",
+        "+33612000006",
+        (48.8534, 2.3488),
+        "75056",
+        "Pharmacie de nuit (démo), Paris",
+    ),
+)
+PIN, DURESS_PIN = "2468", "1357"
+ADMIN_USER = "demo"
+
+
+@dataclass
+class Demo:
+    port: int = 8000
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="vigie-demo-")))
+    press_every_s: float = 45.0
+    auto_ack_s: float = 20.0
+    seed: int = 1
+    use_mosquitto: bool | None = None  # None: when installed
+    say: object = print  # callable(str)
+
+    mosquitto: LocalMosquitto | None = None
+    embedded: EmbeddedBroker | None = None
+    server: subprocess.Popen[bytes] | None = None
+    reactor: Reactor | None = None
+    fleet: list[SimDevice] = field(default_factory=list)
+    password: str = ""
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def _say(self, text: str) -> None:
+        self.say(text)  # type: ignore[operator]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.workdir / "broker"
+
+    # -- start ---------------------------------------------------------------------------
+    def start(self) -> Demo:
+        use_mosquitto = (
+            LocalMosquitto.available() if self.use_mosquitto is None else self.use_mosquitto
+        )
+        if use_mosquitto:
+            self.mosquitto = LocalMosquitto(self.broker_dir)
+            self.mosquitto.prepare()
+            self.mosquitto.start()
+            mqtt_url, protocol = self.mosquitto.server_url(), "5"
+            device_port = self.mosquitto.port
+            self._say(f"Broker : Mosquitto (broker_config/), port {device_port}")
+        else:
+            self.broker_dir.mkdir(parents=True, exist_ok=True)
+            broker_files.write_passwd(self.broker_dir / "passwd", {})
+            broker_files.write_acl(self.broker_dir / "acl", [])
+            self.embedded = EmbeddedBroker(
+                passwd_file=self.broker_dir / "passwd", acl_file=self.broker_dir / "acl"
+            ).start()
+            mqtt_url, protocol = self.embedded.server_url(), "3.1.1"
+            device_port = self.embedded.port
+            self._say(
+                f"Broker : mosquitto absent, broker Python intégré (MQTT 3.1.1) sur "
+                f"127.0.0.1:{device_port} — pour la démonstration seulement"
+            )
+        directory = self.workdir / "referents-demo.yaml"
+        directory.write_text(DEMO_DIRECTORY, encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
+        env.update(
+            VIGIE_DATABASE_URL=f"sqlite:///{self.workdir / 'vigie-demo.db'}",
+            VIGIE_MQTT_URL=mqtt_url,
+            VIGIE_MQTT_PROTOCOL=protocol,
+            VIGIE_BROKER_PASSWD_FILE=str(self.broker_dir / "passwd"),
+            VIGIE_BROKER_ACL_FILE=str(self.broker_dir / "acl"),
+            VIGIE_REFERENTS_FILE=str(directory),
+            VIGIE_SIMULATED_AUTO_ACK_S=str(self.auto_ack_s),
+            VIGIE_PUBLIC_URL=self.url,
+            VIGIE_SECRET_KEY=secrets.token_hex(32),
+        )
+        if self.mosquitto is not None:
+            env["VIGIE_BROKER_PID_FILE"] = str(self.mosquitto.pid_file)
+        geo_dir = os.environ.get("VIGIE_GEO_DIR")
+        if geo_dir:
+            env["VIGIE_GEO_DIR"] = geo_dir
+            self._say(f"Limites administratives : {geo_dir} (premier chargement : ~15 s)")
+        else:
+            self._say(
+                "Limites administratives : VIGIE_GEO_DIR n'est pas réglé — la démonstration "
+                "tourne, mais chaque alerte part vers la permanence nationale (pas de "
+                "département). Réglez VIGIE_GEO_DIR=../shared/geo pour le routage réel."
+            )
+        self._provision(env)
+        self._start_server(env)
+        self._start_fleet(device_port, protocol)
+        return self
+
+    def _provision(self, env: dict[str, str]) -> None:
+        engine = make_engine(env["VIGIE_DATABASE_URL"])
+        migrate(engine)
+        passwd = self.broker_dir / "passwd"
+        entries = broker_files.read_passwd(passwd)
+        self._device_passwords: dict[str, str] = {}
+        now = utcnow()
+        with session_scope(engine, write=True) as session:
+            for w in FLEET:
+                devices.add_device(
+                    session,
+                    new=devices.NewDevice(
+                        w.device_id,
+                        w.name,
+                        w.role,
+                        w.phone,
+                        PIN,
+                        DURESS_PIN,
+                        w.home[0] if w.site_label else None,
+                        w.home[1] if w.site_label else None,
+                        w.site_label,
+                    ),
+                    now=now,
+                )
+                pw = broker_files.generate_password()
+                entries[w.device_id] = broker_files.mosquitto_hash(pw)
+                self._device_passwords[w.device_id] = pw
+            self.password = secrets.token_urlsafe(12)
+            users.add_account(
+                session,
+                new=users.validate_new_account(ADMIN_USER, self.password, "admin", None),
+                now=now,
+            )
+        broker_files.write_passwd(passwd, entries)
+        if self.mosquitto is not None:
+            self.mosquitto.reload()
+        engine.dispose()
+
+    def _start_server(self, env: dict[str, str]) -> None:
+        log = (self.workdir / "server.log").open("ab")
+        self.server = subprocess.Popen(
+            [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+        log.close()
+        deadline = time.monotonic() + 180
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    return
+            if self.server.poll() is not None or time.monotonic() > deadline:
+                tail = (self.workdir / "server.log").read_text(errors="replace")[-3000:]
+                self.stop()
+                raise RuntimeError(f"le serveur n'a pas démarré :\n{tail}")
+            time.sleep(0.2)
+
+    def _start_fleet(self, device_port: int, protocol: str) -> None:
+        rng = random.Random(self.seed)
+        index: CommuneIndex | None = None
+        if default_index_path().is_file():
+            index = CommuneIndex.load()
+        self.reactor = Reactor(shards=1).start()
+        target = BrokerTarget("127.0.0.1", device_port, protocol)
+        start = datetime.now(UTC)
+        for w in FLEET:
+            mobility: Mobility
+            if w.site_label:
+                mobility = FixedSite(w.home[0], w.home[1], w.site_label)
+            elif index is not None and w.home_code in index.by_code:
+                mobility = NurseRound(index, index.by_code[w.home_code], rng, start)
+            else:
+                mobility = Pinned(w.home[0], w.home[1], acc_m=15.0)
+            dev = SimDevice(
+                w.device_id,
+                self._device_passwords[w.device_id],
+                role=w.role,
+                mobility=mobility,
+                shard=self.reactor.pick(),
+                broker=target,
+                config=DeviceConfig(hb_interval_s=30.0, keep_sent_log=False),
+                rng=random.Random(rng.random()),
+                pin=PIN,
+                duress_pin=DURESS_PIN,
+            )
+            dev.start()
+            self.fleet.append(dev)
+        self._presser = threading.Thread(target=self._press_loop, args=(rng,), daemon=True)
+        self._presser.start()
+
+    def _press_loop(self, rng: random.Random) -> None:
+        kinds = ("sos", "sos", "sos_silent", "fall")
+        # The first alert comes quickly so that a newcomer sees the chain at once.
+        delay = 8.0
+        while not self._stop.wait(delay):
+            dev = rng.choice(self.fleet)
+            kind = rng.choice(kinds)
+            # A detected fall skips the device's local pre-alarm here (nobody is there to
+            # cancel it); the server's own verification, when configured, still applies.
+            alert_id = dev.fall(cancel_window_s=0) if kind == "fall" else dev.press(kind)
+            self._say(f"{_clock()}  {dev.device_id} : alerte {kind} ({alert_id[:8]}…)")
+            delay = rng.uniform(0.6, 1.4) * self.press_every_s
+
+    # -- stop ----------------------------------------------------------------------------
+    def wait(self) -> None:
+        self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for dev in self.fleet:
+            with contextlib.suppress(Exception):
+                dev.stop()
+        if self.reactor is not None:
+            self.reactor.stop()
+            self.reactor = None
+        if self.server is not None:
+            if self.server.poll() is None:
+                self.server.send_signal(signal.SIGTERM)
+                try:
+                    self.server.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.server.kill()
+                    self.server.wait()
+            self.server = None
+        if self.mosquitto is not None:
+            self.mosquitto.stop()
+        if self.embedded is not None:
+            self.embedded.stop()
+
+
+def _clock() -> str:
+    return datetime.now().astimezone().strftime("%H:%M:%S")
+
+
+def free_demo_port(preferred: int) -> int:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", preferred))
+        except OSError:
+            return free_port()
+    return preferred
