@@ -13,7 +13,6 @@ import contextlib
 import os
 import random
 import secrets
-import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ from alert_server.db import make_engine, migrate, session_scope
 from alert_server.devices import broker_files
 from alert_server.devices import service as devices
 from alert_server.embedded_broker import EmbeddedBroker
-from alert_server.localbroker import REPO_ROOT, LocalMosquitto, free_port
+from alert_server.localbroker import REPO_ROOT, LocalMosquitto, free_port, stop_process
 from alert_server.timeutil import utcnow
 from alert_server.users import service as users
 from device_sim.device import BrokerTarget, DeviceConfig, Role, SimDevice
@@ -322,15 +321,8 @@ class Demo:
         if self.reactor is not None:
             self.reactor.stop()
             self.reactor = None
-        if self.server is not None:
-            if self.server.poll() is None:
-                self.server.send_signal(signal.SIGTERM)
-                try:
-                    self.server.wait(30)
-                except subprocess.TimeoutExpired:
-                    self.server.kill()
-                    self.server.wait()
-            self.server = None
+        stop_process(self.server)
+        self.server = None
         if self.mosquitto is not None:
             self.mosquitto.stop()
         if self.embedded is not None:

@@ -17,6 +17,18 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 BROKER_CONFIG_DIR = REPO_ROOT / "broker_config"
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 30.0) -> None:
+    """SIGTERM (a clean shutdown), then SIGKILL if it does not exit in time."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

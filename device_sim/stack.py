@@ -19,7 +19,7 @@ import httpx
 
 from alert_server.devices import broker_files
 from alert_server.embedded_broker import EmbeddedBroker
-from alert_server.localbroker import LocalMosquitto, free_port
+from alert_server.localbroker import LocalMosquitto, free_port, stop_process
 from device_sim.provision import VigieCliProvisioner
 
 _REPO = Path(__file__).resolve().parent.parent
@@ -159,13 +159,7 @@ class LocalStack:
         self.mosquitto.start()
 
     def stop(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            self.server.terminate()
-            try:
-                self.server.wait(30)
-            except subprocess.TimeoutExpired:
-                self.server.kill()
-                self.server.wait()
+        stop_process(self.server)
         self.server = None
         if self.mosquitto is not None:
             self.mosquitto.stop()
