@@ -7,6 +7,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI, Response
@@ -63,7 +64,11 @@ class Runtime:
     def build(cls, settings: Settings) -> Runtime:
         engine = make_engine(settings.database_url)
         metrics = Metrics()
-        presence = PresenceTracker(engine, settings.presence_flush_s)
+        presence = PresenceTracker(
+            engine,
+            settings.presence_flush_s,
+            position_retention=timedelta(days=settings.retention_position_days),
+        )
         link_holder: list[MqttLink] = []
 
         def publish(topic: str, payload: bytes) -> None:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, func, update
 
 from alert_server.db import session_scope
 from alert_server.devices.models import Device
+from alert_server.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,18 @@ class PresenceState:
 
 
 class PresenceTracker:
-    def __init__(self, engine: Engine, flush_interval_s: float = 2.0) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        flush_interval_s: float = 2.0,
+        *,
+        position_retention: timedelta | None = None,
+    ) -> None:
         self._engine = engine
         self._interval = flush_interval_s
+        # Positions older than the retention period are never written back: the purge may
+        # have erased them from the database while this process still remembered them.
+        self._position_retention = position_retention
         self._lock = threading.Lock()
         self._dirty: dict[str, PresenceState] = {}
         # The freshest known state, also after a flush (for the geolocation of alerts).
@@ -84,8 +94,13 @@ class PresenceTracker:
         if not dirty:
             return 0
         rows = []
+        cutoff = (
+            utcnow() - self._position_retention if self._position_retention is not None else None
+        )
         for device_id, st in dirty.items():
             pos = st.position
+            if pos is not None and cutoff is not None and pos.at < cutoff:
+                pos = None
             rows.append(
                 {
                     "b_device_id": device_id,
