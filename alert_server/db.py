@@ -108,12 +108,14 @@ def migrate(engine: Engine) -> None:
 
 
 @contextmanager
-def session_scope(engine: Engine, *, write: bool = False) -> Iterator[Session]:
+def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     """A session that commits on success and rolls back on error.
 
-    ``write=True`` on SQLite takes the write lock before anything is read: a WAL transaction
-    that reads and then writes fails at once ("database is locked", no busy wait) if another
-    writer committed in between, whereas waiting for the lock up front queues politely.
+    On SQLite it takes the write lock before anything is read (``write=False`` for a
+    read-only scope): a WAL transaction that reads and then writes fails at once ("database
+    is locked", no busy wait) if another connection committed in between, whereas waiting
+    for the lock up front queues politely on the busy timeout. Never open one scope inside
+    another on the same SQLite database: the inner one would wait for the outer.
     """
     with Session(engine, expire_on_commit=False) as session:
         try:

@@ -28,10 +28,42 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from alert_server.demo import DEMO_DIRECTORY
 from device_sim.device import BrokerTarget
 from device_sim.load import LoadConfig, LoadReport, LoadRun, Progress, load_passwords
 from device_sim.provision import wait_credentials_active, write_broker_passwords
 from device_sim.stack import LocalStack, raise_fd_limit
+from dispatch.models import KIND_ALERT, Notification
+
+
+def db_first_notifications(db_url: str) -> Any:
+    """When the first SMS or call of each alert left for the telephony (dispatch's rows):
+    what a referent's phone sees, measured on the server side of the provider call."""
+    from sqlalchemy import func, select
+
+    from alert_server.db import make_engine
+    from alert_server.timeutil import as_utc
+
+    def fetch(alert_ids: list[str]) -> dict[str, datetime | None]:
+        engine = make_engine(db_url)
+        t = Notification.__table__  # type: ignore[attr-defined]
+        out: dict[str, datetime | None] = dict.fromkeys(alert_ids)
+        try:
+            with engine.connect() as conn:
+                for i in range(0, len(alert_ids), 500):
+                    rows = conn.execute(
+                        select(t.c.alert_id, func.min(t.c.sent_at))
+                        .where(t.c.kind == KIND_ALERT, t.c.sent_at.is_not(None))
+                        .where(t.c.alert_id.in_(alert_ids[i : i + 500]))
+                        .group_by(t.c.alert_id)
+                    ).all()
+                    for alert_id, first in rows:
+                        out[alert_id] = as_utc(first)
+        finally:
+            engine.dispose()
+        return out
+
+    return fetch
 
 
 def machine() -> dict[str, str]:
@@ -73,7 +105,12 @@ def metric(url: str, name: str) -> float:
 
 def run_size(n: int, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     raise_fd_limit(n * 2 + 1024)
-    stack = LocalStack(workdir=Path(tempfile.mkdtemp(prefix=f"vigie-load-{n}-"))).start()
+    workdir = Path(tempfile.mkdtemp(prefix=f"vigie-load-{n}-"))
+    # The demo's referent directory (fictional numbers) and the simulated telephony: every
+    # alert is routed and its first SMS "sent", so press → first notification is measured.
+    directory = workdir / "referents.yaml"
+    directory.write_text(DEMO_DIRECTORY, encoding="utf-8")
+    stack = LocalStack(workdir=workdir, extra_env={"VIGIE_REFERENTS_FILE": str(directory)}).start()
     try:
         cfg = LoadConfig(
             devices=n,
@@ -95,7 +132,11 @@ def run_size(n: int, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         broker_pid, server_pid = stack.mosquitto.process.pid, stack.server.pid
         cpu0 = (cpu_s(broker_pid), cpu_s(server_pid))
         report: LoadReport = LoadRun(
-            cfg, BrokerTarget(port=stack.device_port), passwords, progress=Progress()
+            cfg,
+            BrokerTarget(port=stack.device_port),
+            passwords,
+            progress=Progress(),
+            first_notifications=db_first_notifications(stack.db_url),
         ).run()
         cpu1 = (cpu_s(broker_pid), cpu_s(server_pid))
         stored = metric(stack.http_url, "vigie_alerts_stored_total")
@@ -159,7 +200,22 @@ def main() -> None:
     print("|---" * 14 + "|")
     for d in results:
         print(row(d))
+    print(
+        "\n| devices | press → first notification: alerts | p50 ms | p99 ms | max ms "
+        "| not notified |"
+    )
+    print("|---" * 6 + "|")
+    for d in results:
+        n = d.get("press_to_first_notification") or {}
+        print(
+            f"| {d['devices']:,} | {n.get('count', 0)} | {_ms(n.get('p50_ms'))} "
+            f"| {_ms(n.get('p99_ms'))} | {_ms(n.get('max_ms'))} | {n.get('missing', '?')} |"
+        )
     print(f"\nJSON: {args.out}")
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}"
 
 
 if __name__ == "__main__":

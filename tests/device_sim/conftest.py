@@ -19,8 +19,10 @@ from alert_server.db import make_engine, session_scope
 from alert_server.devices import broker_files, service
 from alert_server.localbroker import LocalMosquitto
 from alert_server.timeutil import utcnow
+from alert_server.users import service as users
 from device_sim.device import BrokerTarget
 from device_sim.geo import CommuneIndex
+from device_sim.hooks import HttpApi
 from device_sim.provision import DeviceSpec, wait_credentials_active
 from device_sim.scenario import RunEnv
 from tests.support import ServerProcess, server_env
@@ -60,6 +62,24 @@ class DbAlertStore:
         self.engine.dispose()
 
 
+RESPONDER_USER = "sim-responder"
+RESPONDER_PASSWORD = "responder-password-1"
+SCENARIO_DIRECTORY = """\
+version: 1
+departements:
+  "13":
+    PN:
+      - name: "Référent santé DDSP 13 (test)"
+        phone: "+33465710013"
+    GN:
+      - name: "Référent santé groupement 13 (test)"
+        phone: "+33465710213"
+national_fallback:
+  - name: "Permanence nationale (test)"
+    phone: "+33199000000"
+"""
+
+
 @dataclass
 class MosquittoControl:
     """``BrokerControl`` for outage scenarios: SIGKILL, then restart on the same ports."""
@@ -92,7 +112,7 @@ class DirectProvisioner:
         try:
             for attempt in range(10):
                 try:
-                    with session_scope(engine) as session:
+                    with session_scope(engine, write=True) as session:
                         service.add_device(session, new=new, now=utcnow())
                     break
                 except OperationalError:
@@ -119,15 +139,17 @@ class Stack:
     server: ServerProcess
     db_url: str
     store: DbAlertStore
+    responder: HttpApi | None = None
 
     def run_env(self, **kwargs: Any) -> RunEnv:
         defaults: dict[str, Any] = {
             "broker": BrokerTarget(port=self.broker.port),
             "provisioner": DirectProvisioner(self.db_url, self.broker),
-            # What the server implements today: cancel/duress PIN checks. Dispatch (for
-            # alert.acknowledged), timed sessions and locate are enabled by adding them here.
-            "features": {"cancel"},
+            # Everything the server implements; a dispatcher account acknowledges through the
+            # HTTP API (the "responder").
+            "features": {"cancel", "dispatch", "sessions"},
             "store": self.store,
+            "responder": self.responder,
             "observer_url": self.broker.server_url(),
         }
         defaults.update(kwargs)
@@ -142,11 +164,30 @@ def _stack(tmp: Path) -> Iterator[Stack]:
         pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
     broker = LocalMosquitto(tmp / "broker").start()
     db_url = f"sqlite:///{tmp / 'vigie.db'}"
-    env = server_env(broker, db_url)
+    directory = tmp / "referents.yaml"
+    directory.write_text(SCENARIO_DIRECTORY, encoding="utf-8")
+    env = server_env(
+        broker,
+        db_url,
+        VIGIE_REFERENTS_FILE=str(directory),
+        # Short timings so that timed visits and automatic-alarm checks run in seconds.
+        VIGIE_SESSION_GRACE_S='{"nurse": 3, "pharmacist": 3, "other": 3}',
+        VIGIE_SESSION_TICK_S="0.5",
+        VIGIE_VERIFY_AUTOMATIC_S="3",
+    )
     server = ServerProcess(env, tmp / "server.log").start()
     store = DbAlertStore(db_url)
+    engine = make_engine(db_url)
+    with session_scope(engine, write=True) as session:
+        users.add_account(
+            session,
+            new=users.validate_new_account(RESPONDER_USER, RESPONDER_PASSWORD, "admin", None),
+            now=utcnow(),
+        )
+    engine.dispose()
+    responder = HttpApi(server.url, RESPONDER_USER, RESPONDER_PASSWORD)
     try:
-        yield Stack(broker, env, server, db_url, store)
+        yield Stack(broker, env, server, db_url, store, responder)
     finally:
         store.close()
         server.stop()

@@ -16,7 +16,7 @@ from device_sim.scenario import Scenario, ScenarioReport, format_report, run_sce
 from tests.device_sim.conftest import MosquittoControl, Stack
 
 # Needs that may legitimately be missing today; anything else skipped is a harness bug.
-NOT_YET = {"dispatch", "sessions", "locate", "responder"}
+NOT_YET = {"locate"}
 
 
 def _check(report: ScenarioReport, scenario: Scenario) -> None:
