@@ -288,6 +288,39 @@ def demo(
     typer.echo("Démonstration arrêtée.")
 
 
+@devices_app.command("victim-support")
+def devices_victim_support(
+    device_id: Annotated[str, typer.Argument(metavar="DEVICE_ID")],
+    enable: Annotated[
+        bool,
+        typer.Option(
+            "--on/--off",
+            help="Envoyer (--on, par défaut) ou non (--off) les contacts d'aide aux victimes.",
+        ),
+    ] = True,
+    config: ConfigOpt = None,
+) -> None:
+    """Le travailleur de ce boîtier reçoit-il, après un incident réel, le SMS d'aide aux
+    victimes (116 006, association locale, dépôt de plainte) ? Il peut le refuser."""
+    from alert_server.followup.service import set_victim_support_opt_out
+
+    settings = _settings(config)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    try:
+        with session_scope(engine) as session:
+            found = service.device_and_worker(session, device_id)
+            if found is None:
+                fail(f"DEVICE_ID: {device_id!r} inconnu")
+            set_victim_support_opt_out(
+                session, worker_id=found[1].id or 0, opt_out=not enable, now=utcnow()
+            )
+    finally:
+        engine.dispose()
+    state = "recevra" if enable else "ne recevra pas"
+    typer.echo(f"Le travailleur du boîtier {device_id} {state} le SMS d'aide aux victimes.")
+
+
 def main() -> None:
     app()
 

@@ -20,6 +20,7 @@ from alert_server.alerts.api import register_timeline_source
 from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate
 from alert_server.devices.presence import PresenceTracker
+from alert_server.followup import api as followup_api
 from alert_server.geo import service as geo_service
 from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
 from alert_server.ingest.handler import Ingestor
@@ -265,4 +266,5 @@ def create_app(settings: Settings) -> FastAPI:
 
     install_dashboard(app, runtime)
     register_timeline_source(dispatch_timeline.source(runtime.dispatcher))
+    app.include_router(followup_api.router)
     return app

@@ -108,3 +108,21 @@ def test_unwritable_broker_file_registers_nothing(env: dict[str, str], db_url: s
     with Session(engine) as s:
         assert list(s.exec(select(Device))) == []
     engine.dispose()
+
+
+def test_victim_support_opt_out(env: dict[str, str], db_url: str) -> None:
+    from alert_server.followup.victim_support import opted_out
+
+    assert vigie(env, "devices", "add", "nurse-9", *GOOD).returncode == 0
+    off = vigie(env, "devices", "victim-support", "nurse-9", "--off")
+    assert off.returncode == 0 and "ne recevra pas" in off.stdout
+    engine = make_engine(db_url)
+    with Session(engine) as s:
+        w = s.exec(select(Worker)).one()
+        assert w.id is not None and opted_out(s, w.id)
+    assert vigie(env, "devices", "victim-support", "nurse-9", "--on").returncode == 0
+    with Session(engine) as s:
+        assert w.id is not None and not opted_out(s, w.id)
+    engine.dispose()
+    unknown = vigie(env, "devices", "victim-support", "nobody", "--off")
+    assert unknown.returncode == 2 and "inconnu" in unknown.stderr

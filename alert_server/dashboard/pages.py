@@ -619,6 +619,36 @@ def coverage_page(request: Request, sess: SessionDep) -> HTMLResponse:
     )
 
 
+# -- statistics and ONVS export --------------------------------------------------------------
+
+
+@router.get("/stats")
+def stats_page(request: Request, sess: SessionDep) -> HTMLResponse:
+    from alert_server.followup.api import monthly_for
+
+    rows = monthly_for(request, sess.principal)
+    peak = max((r.alerts for r in rows), default=0)
+    with session_scope(engine_of(request), write=False) as session:
+        live = _live_context(session, sess.principal)
+    return _page(request, sess, "stats.html", active="stats", rows=rows, peak=peak, **live)
+
+
+@router.get("/stats.csv")
+def stats_csv(request: Request, sess: SessionDep) -> Response:
+    from alert_server.followup.api import _csv, monthly_for
+    from alert_server.followup.stats import to_csv
+
+    return _csv(to_csv(monthly_for(request, sess.principal)), "vigie-statistiques.csv")
+
+
+@router.get("/alerts/{alert_id}/onvs.csv")
+def alert_onvs_csv(request: Request, sess: SessionDep, alert_id: str) -> Response:
+    from alert_server.followup import onvs
+    from alert_server.followup.api import _csv, onvs_for
+
+    return _csv(onvs.to_csv([onvs_for(request, sess.principal, alert_id)]), f"onvs-{alert_id}.csv")
+
+
 # -- audit trail (admins) ------------------------------------------------------------------
 
 

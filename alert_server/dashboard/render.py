@@ -143,9 +143,13 @@ def _env() -> Environment:
         state_label=lambda s: STATE_LABELS_FR.get(s, s),
         kind_label=lambda k: KIND_LABELS_FR.get(k, k),
         flag_label=lambda f: FLAG_LABELS_FR.get(f, f),
-        outcome_label=lambda o: OUTCOMES.get(o, o) if o else "—",
+        outcome_label=lambda o: (
+            "non close" if o == "non_clos" else OUTCOMES.get(o, o) if o else "—"
+        ),
         worker_role=lambda r: WORKER_ROLES_FR.get(r, r),
         pos_source=lambda s: POS_SOURCES_FR.get(s, s or "source inconnue"),
+        seconds=lambda v: "—" if v is None else f"{v:.0f} s" if v < 120 else f"{v / 60:.1f} min",
+        percent=lambda v: "—" if v is None else f"{100 * v:.0f} %",
     )
     env.globals.update(
         OUTCOMES=OUTCOMES,

@@ -315,3 +315,28 @@ def test_tile_server_enters_the_csp_only_when_configured(monkeypatch: pytest.Mon
     monkeypatch.setenv("VIGIE_MAP_TILE_URL", "javascript:alert(1)")
     with pytest.raises(ValueError, match="VIGIE_MAP_TILE_URL"):
         DashboardConfig.from_settings(settings)
+
+
+def test_statistics_page_and_onvs_export_are_scoped(console_app: ApiStack) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    t0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+    a13 = console_app.add_alert(
+        "13", created_at=t0, state="resolved", outcome="threat",
+        acknowledged_at=t0 + timedelta(seconds=30), acknowledged_by="DDSP 13",
+    )  # fmt: skip
+    a75 = console_app.add_alert("75", created_at=t0, state="resolved", outcome="test")
+    password = console_app.add_user("disp13", departements=("13",))
+    with http_login(console_app.url, "disp13", password) as c:
+        page = c.get("/dashboard/stats")
+        assert page.status_code == 200
+        assert "Statistiques mensuelles" in page.text and "2026-03" in page.text
+        assert "<svg" in page.text  # the chart, drawn without any script
+        assert '<td class="dep">75</td>' not in page.text
+        csv_text = c.get("/dashboard/stats.csv").text
+        assert "\n13;2026-03;1;" in csv_text.replace("\r\n", "\n") and ";75;" not in csv_text
+        detail = c.get(f"/dashboard/alerts/{a13}")
+        assert 'id="onvs-export"' in detail.text
+        onvs = c.get(f"/dashboard/alerts/{a13}/onvs.csv")
+        assert onvs.status_code == 200 and "Menace de mort" in onvs.text
+        assert c.get(f"/dashboard/alerts/{a75}/onvs.csv").status_code == 404
