@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.responses import Response
 
-from alert_server.alerts.api import get_visible
+from alert_server.alerts.api import NOT_FOUND, UNAUTHORIZED, get_visible
 from alert_server.db import session_scope
 from alert_server.followup import service, stats
 from alert_server.users.api import api_principal, engine_of
@@ -54,7 +54,11 @@ def _csv(text: str, filename: str) -> Response:
     )
 
 
-@router.get("/alerts/{alert_id}/onvs", summary="Pré-remplissage ONVS de l'alerte (JSON)")
+@router.get(
+    "/alerts/{alert_id}/onvs",
+    summary="Pré-remplissage ONVS de l'alerte (JSON)",
+    responses={**UNAUTHORIZED, **NOT_FOUND},
+)
 def api_onvs(request: Request, principal: PrincipalDep, alert_id: AlertIdPath) -> dict[str, Any]:
     return onvs_for(request, principal, alert_id)
 
@@ -63,6 +67,11 @@ def api_onvs(request: Request, principal: PrincipalDep, alert_id: AlertIdPath) -
     "/alerts/{alert_id}/onvs.csv",
     summary="Pré-remplissage ONVS de l'alerte (CSV)",
     response_class=Response,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        **UNAUTHORIZED,
+        **NOT_FOUND,
+    },
 )
 def api_onvs_csv(request: Request, principal: PrincipalDep, alert_id: AlertIdPath) -> Response:
     from alert_server.followup import onvs
@@ -70,7 +79,11 @@ def api_onvs_csv(request: Request, principal: PrincipalDep, alert_id: AlertIdPat
     return _csv(onvs.to_csv([onvs_for(request, principal, alert_id)]), f"onvs-{alert_id}.csv")
 
 
-@router.get("/stats/monthly", summary="Statistiques mensuelles par département")
+@router.get(
+    "/stats/monthly",
+    summary="Statistiques mensuelles par département",
+    responses=UNAUTHORIZED,
+)
 def api_monthly(request: Request, principal: PrincipalDep) -> list[dict[str, Any]]:
     return [
         {**asdict(s), "by_kind": dict(s.by_kind), "by_outcome": dict(s.by_outcome)}
@@ -82,6 +95,7 @@ def api_monthly(request: Request, principal: PrincipalDep) -> list[dict[str, Any
     "/stats/monthly.csv",
     summary="Statistiques mensuelles par département (CSV)",
     response_class=Response,
+    responses={200: {"content": {"text/csv": {"schema": {"type": "string"}}}}, **UNAUTHORIZED},
 )
 def api_monthly_csv(request: Request, principal: PrincipalDep) -> Response:
     return _csv(stats.to_csv(monthly_for(request, principal)), "vigie-statistiques.csv")
