@@ -40,6 +40,18 @@ app = typer.Typer(
     add_completion=False,
 )
 
+CredentialsOpt = Annotated[
+    Path | None,
+    typer.Option("--credentials", help="CSV device_id,mot_de_passe de boîtiers déjà créés."),
+]
+PasswdFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--passwd-file",
+        help="Écrire les comptes directement dans ce fichier de mots de passe Mosquitto "
+        "(raccourci de test).",
+    ),
+]
 BrokerOpt = Annotated[str, typer.Option("--broker", help="Broker des boîtiers, mqtt://hôte:port.")]
 ProtocolOpt = Annotated[
     str, typer.Option("--protocol", help="Version MQTT des boîtiers : 5 ou 3.1.1 (broker intégré).")
@@ -111,18 +123,8 @@ def run(
             f"({', '.join(SERVER_FEATURES)}) ; les autres étapes sont ignorées.",
         ),
     ] = ",".join(SERVER_FEATURES),
-    credentials: Annotated[
-        Path | None,
-        typer.Option("--credentials", help="CSV device_id,mot_de_passe de boîtiers déjà créés."),
-    ] = None,
-    passwd_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--passwd-file",
-            help="Écrire les comptes directement dans ce fichier de mots de passe Mosquitto "
-            "(raccourci de test).",
-        ),
-    ] = None,
+    credentials: CredentialsOpt = None,
+    passwd_file: PasswdFileOpt = None,
     pid_file: Annotated[
         Path | None, typer.Option("--pid-file", help="PID de Mosquitto à recharger.")
     ] = None,
@@ -235,17 +237,8 @@ def load(
     protocol: ProtocolOpt = "5",
     spawn: SpawnOpt = False,
     embedded_broker: EmbeddedOpt = False,
-    credentials: Annotated[
-        Path | None,
-        typer.Option("--credentials", help="CSV device_id,mot_de_passe de boîtiers déjà créés."),
-    ] = None,
-    passwd_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--passwd-file",
-            help="Écrire les comptes dans ce fichier Mosquitto (raccourci de test).",
-        ),
-    ] = None,
+    credentials: CredentialsOpt = None,
+    passwd_file: PasswdFileOpt = None,
     pid_file: Annotated[
         Path | None, typer.Option("--pid-file", help="PID de Mosquitto à recharger.")
     ] = None,

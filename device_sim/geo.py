@@ -16,6 +16,7 @@ import math
 import os
 import random
 import unicodedata
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -199,19 +200,19 @@ def noisy_fix(
     return Fix(nlat, nlon, acc_m, src, at)
 
 
-class Mobility:
+class Mobility(ABC):
     """Where a device truly is at a given (simulated) time, and what fix it reports."""
 
     indoor_no_gps: bool = False
 
-    def true_position(self, at: datetime) -> tuple[float, float]:
-        raise NotImplementedError
+    @abstractmethod
+    def true_position(self, at: datetime) -> tuple[float, float]: ...
 
-    def fix(self, rng: random.Random, at: datetime) -> Fix | None:
-        raise NotImplementedError
+    @abstractmethod
+    def fix(self, rng: random.Random, at: datetime) -> Fix | None: ...
 
-    def describe(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def describe(self) -> str: ...
 
 
 @dataclass

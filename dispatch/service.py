@@ -1016,29 +1016,6 @@ def record_digits(
     n = session.get(Notification, notification_id)
     if n is None:
         return None
-    if n.kind == KIND_VERIFY:
-        from dispatch import verification
-
-        _event(
-            session,
-            alert_id=n.alert_id,
-            at=now,
-            kind="digits",
-            notification_id=n.id,
-            channel="voice",
-            phone=n.phone,
-            detail=digits[:8],
-        )
-        verification.record_digits(
-            session,
-            notification=n,
-            digits=digits,
-            now=now,
-            hooks=hooks,
-            listener=verify_hooks,
-            on_committed=on_committed,
-        )
-        return None
     _event(
         session,
         alert_id=n.alert_id,
@@ -1049,6 +1026,19 @@ def record_digits(
         phone=n.phone,
         detail=digits[:8],
     )
+    if n.kind == KIND_VERIFY:
+        from dispatch import verification
+
+        verification.record_digits(
+            session,
+            notification=n,
+            digits=digits,
+            now=now,
+            hooks=hooks,
+            listener=verify_hooks,
+            on_committed=on_committed,
+        )
+        return None
     if digits.strip() != "1":
         return None
     session.execute(update(NOTIF).where(NOTIF.c.id == n.id).values(digits="1", updated_at=now))
