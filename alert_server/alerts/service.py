@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, select
+from sqlmodel import Session, SQLModel, select
 
 from alert_server.alerts.models import Alert, AlertDepartement, AlertEvent
 
@@ -19,16 +19,25 @@ def insert_alert(session: Session, *, values: dict[str, Any]) -> bool:
     ``INSERT … ON CONFLICT DO NOTHING``: correct even when two servers receive the same
     alert at the same instant (only one insert wins, the other sees a repeat).
     """
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return _insert_ignore(session, Alert, values, ["alert_id"])
+
+
+def _insert_ignore(
+    session: Session, model: type[SQLModel], values: dict[str, Any], keys: list[str]
+) -> bool:
+    """``INSERT … ON CONFLICT (keys) DO NOTHING``; True when this statement inserted the row.
+
+    RETURNING yields a row only when something was inserted (rowcount is not reliable for
+    ON CONFLICT DO NOTHING across drivers).
+    """
+    table = model.__table__  # type: ignore[attr-defined]
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     stmt = (
-        insert(Alert)
+        insert(table)
         .values(**values)
-        .on_conflict_do_nothing(index_elements=["alert_id"])
-        .returning(Alert.__table__.c.id)  # type: ignore[attr-defined]
+        .on_conflict_do_nothing(index_elements=keys)
+        .returning(*table.primary_key.columns)
     )
-    # RETURNING yields a row only when this statement inserted one (rowcount is not
-    # reliable for ON CONFLICT DO NOTHING across drivers).
     return session.connection().execute(stmt).first() is not None
 
 
@@ -52,15 +61,12 @@ def add_departement(
     session: Session, *, alert_id: str, departement: str, at: datetime, reason: str
 ) -> bool:
     """Record that the alert concerns ``departement`` (idempotent). True when new."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
-        insert(AlertDepartement)
-        .values(alert_id=alert_id, departement=departement, added_at=at, reason=reason)
-        .on_conflict_do_nothing(index_elements=["alert_id", "departement"])
-        .returning(AlertDepartement.__table__.c.alert_id)  # type: ignore[attr-defined]
+    return _insert_ignore(
+        session,
+        AlertDepartement,
+        {"alert_id": alert_id, "departement": departement, "added_at": at, "reason": reason},
+        ["alert_id", "departement"],
     )
-    return session.connection().execute(stmt).first() is not None
 
 
 def departements(session: Session, *, alert_id: str) -> list[str]:
