@@ -241,7 +241,8 @@ def test_one_thread_drives_many_devices(shared_stack: Stack, reactor: Reactor) -
     ids = [d.press() for d in devices]
     wait_until(
         lambda: all(d.alerts[a].state == "received" for d, a in zip(devices, ids, strict=True)),
-        20,
+        # Eventual delivery is what is tested; latency is measured by the benchmarks.
+        60,
         "60 receipts",
     )
     for d in devices:
@@ -261,6 +262,6 @@ def test_alert_pressed_while_switched_off_leaves_at_next_start(
     wait_until(lambda: rec.payload != b"", 5, "queued")
     assert rec.sends == 0 and rec.state == "queued"
     dev.start()
-    wait_until(lambda: rec.state == "received", 10, "sent and confirmed after the restart")
+    wait_until(lambda: rec.state == "received", 30, "sent and confirmed after the restart")
     assert [a["alert_id"] for a in shared_stack.store.alerts(device_id="nurse-off")] == [alert_id]
     dev.stop()
