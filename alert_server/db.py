@@ -11,9 +11,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
 # Named constraints, so that SQLite batch migrations can refer to them.
@@ -126,6 +128,26 @@ def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+# SQLite primary result codes meaning "the database cannot take this write now", whatever the
+# statement: BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 10, 13, 14})
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when ``exc`` says the database as a whole is out of reach or cannot write (server
+    down or restarting, connection lost, locked, disk full), as opposed to a fault of the data
+    being written. Work that failed this way is retried as it is, never degraded or dropped."""
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _SQLITE_UNAVAILABLE
+    # Connection failures, administrator shutdown, crash recovery, deadlocks and
+    # serialisation failures: all psycopg.OperationalError, all worth the same retry.
+    return isinstance(orig, psycopg.OperationalError)
 
 
 def metadata() -> MetaData:

@@ -81,6 +81,7 @@ class Runtime:
             notifier,
             config=DispatchConfig(
                 public_url=settings.public_url,
+                lease_s=settings.dispatch_lease_s,
                 verify_s=settings.verify_automatic_s,
                 verify_kinds=tuple(settings.verify_kinds),
             ),

@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
     public_url: str = "http://127.0.0.1:8000"
+    # A notification claimed by a server that dies is taken over by another (or by the same
+    # one restarted) after this long. Longer than the provider's 10 s time-out plus a commit,
+    # so that a slow but alive server is never overtaken.
+    dispatch_lease_s: float = Field(default=30.0, ge=12, le=600)
     # Simulated telephony only: acknowledge every alert this many seconds after its first
     # notification (used by `vigie demo`; never with Twilio).
     simulated_auto_ack_s: float | None = None

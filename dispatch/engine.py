@@ -15,14 +15,18 @@ Safety decisions:
   so nothing is sent after the acknowledgement committed.
 - A retry is a row update with a later ``next_action_at``, never a sleep: a failing provider
   cannot delay the next step (a separate row with its own time).
-- The one duplicate window left is a server dying after the provider accepted the message and
-  before the SID is stored: after the lease expires another server sends again. For a life
-  safety alert a duplicate SMS is the right failure, a lost one is not (at-least-once).
+- A server dying after the provider accepted the message and before the SID is stored leaves
+  the row ``sending``: when its lease expires the server taking it over first asks the
+  provider what it accepted for that number since the row's ``sending_at`` (``_reconcile``)
+  and records that instead of sending again. Only when the provider cannot tell (lookup
+  failed, or several unrecorded calls to one number make it ambiguous) is it sent again: for
+  a life-safety alert a duplicate is the right failure, a lost one is not.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import os
 import socket
@@ -68,6 +72,9 @@ from dispatch.service import NOTIF, alog
 log = logging.getLogger("dispatch")
 
 TAKEOVER_MARK = "lease expired while sending: possible duplicate"
+# Provider and server clocks differ: what the provider accepted this long before a row's
+# ``sending_at`` still counts as a candidate for that row.
+RECONCILE_SKEW_S = 5.0
 
 
 def utcnow() -> datetime:
@@ -494,6 +501,8 @@ class Dispatcher:
                     alog(logging.INFO, "rate limited, deferred", n.alert_id, notification=n.id)
                     return "deferred"
             body = self._body(n, esc, now) if n.channel == "sms" else None
+            previous_sending_at = n.sending_at if claim.takeover else None
+            previous_digest = n.body_sha256
             # The real clock only extends the lease by the time this tick already took.
             lease_from = now + timedelta(seconds=time.monotonic() - t0)
             if not self._cas(
@@ -503,6 +512,8 @@ class Dispatcher:
                 status=SENDING,
                 lease_until=lease_from + timedelta(seconds=self.config.lease_s),
                 segments=messages.sms_segments(body) if body else None,
+                sending_at=lease_from,
+                body_sha256=hashlib.sha256(body.encode()).hexdigest() if body else None,
                 updated_at=now,
             ):
                 s.rollback()
@@ -521,6 +532,13 @@ class Dispatcher:
             # Committed BEFORE the provider is called: the row is the proof of intent.
             s.commit()
 
+        if previous_sending_at is not None:
+            since = previous_sending_at
+            if since.tzinfo is None:
+                since = since.replace(tzinfo=UTC)
+            found = self._reconcile(n, previous_digest, since)
+            if found is not None:
+                return self._record_result(claim, n, now, found[0], None, sent_at=found[1])
         self._count_global(now)
         error: Exception | None = None
         result: SendResult | None = None
@@ -538,6 +556,64 @@ class Dispatcher:
             error = exc
         return self._record_result(claim, n, now, result, error)
 
+    def _reconcile(
+        self, n: Notification, body_sha256: str | None, since: datetime
+    ) -> tuple[SendResult, datetime] | None:
+        """What the provider accepted for this row before a crash, if it can be told apart.
+
+        An SMS is matched on number and text (its SHA-256; two rows with one text to one
+        number carry the same alert: either is right). A call is adopted only if it is the one
+        unrecorded call to that number since then and no other unrecorded voice row to that
+        number could own it: a call speaks its own row's alert, so a wrong match could hide a
+        call never placed. Otherwise ``None``: the row is sent again.
+        """
+        finder = getattr(self.notifier, "find_accepted", None)
+        if finder is None:
+            return None
+        window = since - timedelta(seconds=RECONCILE_SKEW_S)
+        try:
+            candidates: list[tuple[SendResult, datetime]] = finder(
+                channel=n.channel, to=n.phone, body_sha256=body_sha256, since=window
+            )
+        except Exception as exc:
+            alog(logging.WARNING, "reconcile lookup failed", n.alert_id, notification=n.id)
+            log.warning("reconcile lookup failed: %s", exc)
+            return None
+        if not candidates:
+            return None
+        with self.session() as s:
+            known = set(
+                s.execute(
+                    select(NOTIF.c.provider_sid).where(
+                        NOTIF.c.provider_sid.in_([c.sid for c, _ in candidates])
+                    )
+                ).scalars()
+            )
+            rivals = 0
+            if n.channel != "sms":
+                rivals = len(
+                    s.execute(
+                        select(NOTIF.c.id).where(
+                            NOTIF.c.phone == n.phone,
+                            NOTIF.c.channel == n.channel,
+                            NOTIF.c.provider_sid.is_(None),
+                            NOTIF.c.sending_at >= window,
+                            NOTIF.c.id != n.id,
+                        )
+                    ).all()
+                )
+        free = sorted((c for c in candidates if c[0].sid not in known), key=lambda c: c[1])
+        if not free or (n.channel != "sms" and (len(free) != 1 or rivals)):
+            return None
+        alog(
+            logging.WARNING,
+            "accepted before a crash: recorded, not sent again",
+            n.alert_id,
+            notification=n.id,
+            sid=free[0][0].sid,
+        )
+        return free[0]
+
     def _record_result(
         self,
         claim: _Claim,
@@ -545,6 +621,8 @@ class Dispatcher:
         now: datetime,
         result: SendResult | None,
         error: Exception | None,
+        *,
+        sent_at: datetime | None = None,
     ) -> str:
         pulled = False
         with self.session() as s:
@@ -559,7 +637,7 @@ class Dispatcher:
                     provider_sid=result.sid[:64],
                     provider_status=result.status[:20],
                     provider_rank=rank_map.get(result.status, 1),
-                    sent_at=now,
+                    sent_at=sent_at or now,
                     lease_until=None,
                     updated_at=now,
                 )

@@ -160,6 +160,12 @@ class Notification(SQLModel, table=True):
     sent_at: datetime | None = None
     finished_at: datetime | None = None
     updated_at: datetime
+    # When the provider was last called for this row (set with status ``sending``, before the
+    # call): after a crash, what the provider accepted since then is looked up before resending.
+    sending_at: datetime | None = None
+    # SHA-256 of the SMS text handed to the provider (the text shows the position's age, so it
+    # cannot be rebuilt later): what the reconciliation matches the provider's list against.
+    body_sha256: str | None = Field(default=None, max_length=64)
 
 
 class AckCode(SQLModel, table=True):

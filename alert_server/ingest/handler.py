@@ -24,7 +24,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from alert_server.alerts import service as alerts
-from alert_server.db import session_scope
+from alert_server.db import database_unavailable, session_scope
 from alert_server.devices.models import Device
 from alert_server.devices.presence import LastPosition, PresenceTracker
 from alert_server.ingest import payloads, topics
@@ -338,22 +338,35 @@ class Ingestor:
                 self._commit_with_retry(batch)
 
     def _commit_with_retry(self, batch: list[Inbound]) -> None:
-        try:
-            self._commit(batch)
-            return
-        except Exception:
-            self.metrics.db_errors.inc()
-            log.exception("ingest commit failed for %d message(s); retrying", len(batch))
+        delay = 0.05
+        while True:
+            try:
+                self._commit(batch)
+                return
+            except Exception as exc:
+                self.metrics.db_errors.inc()
+                if not database_unavailable(exc):
+                    log.exception("ingest commit failed for %d message(s); retrying", len(batch))
+                    break
+                # An outage (database down or restarting, locked, disk full): the whole batch
+                # waits as it is, nothing is acknowledged, nothing is degraded.
+                log.warning(
+                    "database unavailable, %d message(s) waiting (retry in %.2f s): %s",
+                    len(batch),
+                    delay,
+                    str(exc).splitlines()[0][:200],
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
         # Isolate a message that fails on its own from the rest of the batch.
         for item in batch:
             self._commit_one(item)
 
     def _commit_one(self, item: Inbound) -> None:
-        delay, attempt = 0.05, 0
+        delay, failures = 0.05, 0
         while True:
-            attempt += 1
             try:
-                if attempt <= 3:
+                if failures < 3:
                     self._commit([item])
                 elif item.suffix == "alert":
                     # The full path keeps failing on this alert: store it with its raw bytes
@@ -365,15 +378,20 @@ class Ingestor:
                         "giving up on %s message from device_id=%s after %d attempts",
                         item.suffix,
                         item.device_id,
-                        attempt - 1,
+                        failures,
                     )
                     self._ack(item.token)
                 return
-            except Exception:
+            except Exception as exc:
                 self.metrics.db_errors.inc()
-                log.exception(
-                    "ingest commit failed (attempt %d) device_id=%s", attempt, item.device_id
-                )
+                if database_unavailable(exc):
+                    # Not this message's fault: it keeps its full path once the database is back.
+                    log.warning("database unavailable for device_id=%s: %s", item.device_id, exc)
+                else:
+                    failures += 1
+                    log.exception(
+                        "ingest commit failed (attempt %d) device_id=%s", failures, item.device_id
+                    )
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 

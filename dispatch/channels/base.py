@@ -47,3 +47,9 @@ class Notifier(Protocol):
     ) -> SendResult: ...
 
     def place_call(self, *, to: str, notification_id: int, alert_id: str) -> SendResult: ...
+
+
+# A notifier may also offer, for the engine's reconciliation after a crash:
+#     find_accepted(*, channel, to, body_sha256, since) -> list[tuple[SendResult, datetime]]
+# what the provider accepted for ``to`` (and, for an SMS, whose text has that SHA-256) since
+# ``since``. Without it, a row left ``sending`` by a crashed server is simply sent again.

@@ -9,8 +9,10 @@ otherwise ``TWILIO_EDGE``/``TWILIO_REGION`` in the environment would rewrite its
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
+from datetime import datetime
 
 import requests
 from twilio.base.exceptions import TwilioRestException
@@ -20,6 +22,8 @@ from twilio.rest import Client
 from dispatch.channels.base import PermanentSendError, SendResult, TransientSendError
 
 DEFAULT_API_BASE = "https://api.twilio.com"
+# Newest first; far more than one number receives between a crash and the lease's expiry.
+RECONCILE_LIMIT = 200
 log = logging.getLogger("dispatch.twilio")
 
 
@@ -101,6 +105,34 @@ class TwilioNotifier:
             return SendResult(sid=str(call.sid), status=str(call.status or "queued"))
 
         return self._call(create, alert_id=alert_id, notification_id=notification_id)
+
+    def find_accepted(
+        self, *, channel: str, to: str, body_sha256: str | None, since: datetime
+    ) -> list[tuple[SendResult, datetime]]:
+        """SMS (same text, by its SHA-256) or calls to ``to`` from our number that Twilio
+        created since ``since``, with their creation time: what a crashed server may have had
+        accepted."""
+        try:
+            if channel == "sms":
+                found = [
+                    (SendResult(sid=str(m.sid), status=str(m.status or "queued")), m.date_created)
+                    for m in self.client.messages.list(
+                        to=to, from_=self.from_number, limit=RECONCILE_LIMIT
+                    )
+                    if hashlib.sha256((m.body or "").encode()).hexdigest() == body_sha256
+                ]
+            else:
+                found = [
+                    (SendResult(sid=str(c.sid), status=str(c.status or "queued")), c.date_created)
+                    for c in self.client.calls.list(
+                        to=to, from_=self.from_number, limit=RECONCILE_LIMIT
+                    )
+                ]
+        except TwilioRestException as exc:
+            raise TransientSendError(exc.msg or "twilio error", code=str(exc.code)) from exc
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise TransientSendError(f"{type(exc).__name__}: {exc}", code="timeout") from exc
+        return [(r, at) for r, at in found if isinstance(at, datetime) and at >= since]
 
     def _call(self, create: object, *, alert_id: str, notification_id: int) -> SendResult:
         assert callable(create)

@@ -27,6 +27,7 @@ from dispatch.policy import DEFAULT_POLICY, EscalationPolicy, Step
 from dispatch.schemas import Chain, Contact
 from tests.dispatch.conftest import CHAIN_13, REF1, REF2, T0, brief
 from tests.fakes.fake_twilio import FakeTwilio
+from tests.support import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -144,6 +145,33 @@ def test_sigkill_while_the_provider_holds_the_request(
     with Session(engine) as s:
         kinds = [e.kind for e in s.execute(select(Event)).scalars()]
     assert "takeover" in kinds  # flagged in the timeline: a duplicate was possible
+
+
+@pytest.mark.parametrize("channel", ["sms", "call"])
+def test_sigkill_after_the_provider_accepted_is_not_sent_twice(
+    engine: Engine, db_url: str, fake: FakeTwilio, channel: str
+) -> None:
+    """The provider accepted the message, the server died before storing its SID: the server
+    taking the row over finds it in the provider's list and records it instead of sending it
+    a second time (the duplicate window of at-least-once delivery, closed)."""
+    step = Step(after_s=0, contact=1, channels=("sms",) if channel == "sms" else ("voice",))
+    policy = EscalationPolicy(steps=(step,), repeat=0)
+    _start_alerts(engine, 1, policy)
+    fake.inject("accept_hold", times=1)
+    first = EngineProcess(db_url, fake, lease_s=20)
+    first.tick(0, wait=False)
+    wait_until(lambda: len(fake.sms) + len(fake.calls) == 1, 5, "the provider accepted it")
+    first.kill()
+    second = EngineProcess(db_url, fake, lease_s=20)
+    assert '"sent": 1' in second.tick(81)  # minutes later: the SMS text has changed since
+    second.stop()
+    assert _sent_to(fake) == Counter({(channel.replace("call", "voice"), REF1.phone): 1})
+    assert [r["kind"] for r in fake.requests] == [channel]  # one POST, then only a lookup
+    assert fake.list_requests
+    accepted = (fake.sms or fake.calls)[0].sid
+    with Session(engine) as s:
+        (row,) = s.execute(select(Notification)).scalars().all()
+    assert row.status == SENT and row.provider_sid == accepted
 
 
 def test_two_engines_tick_the_same_escalations(

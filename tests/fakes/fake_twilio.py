@@ -3,7 +3,9 @@ phone DSL to drive it (after GoAlert's ``devtools/mocktwilio`` and smoke-test ha
 
 - ``POST /2010-04-01/Accounts/{sid}/Messages.json`` and ``Calls.json``: basic auth checked,
   ``To``/``From`` validated, Twilio-shaped JSON (201) or Twilio error bodies (4xx/5xx).
+- ``GET`` on the same paths lists what was accepted (newest first, ``To``/``From`` filters).
 - Failures can be injected: HTTP 500, 429, a time-out (the request is held then dropped),
+  ``accept_hold`` (accepted, then the answer is held and dropped: a crash's duplicate window),
   21211 (invalid number), 21614 (not a mobile), per number and for the next N requests.
 - Status callbacks are POSTed to the ``StatusCallback`` URL, signed with
   ``X-Twilio-Signature``; calls fetch their TwiML by POST, parse ``<Say>``/``<Gather>``,
@@ -48,7 +50,7 @@ def _rfc2822(at: datetime) -> str:
 
 @dataclass
 class Injected:
-    mode: str  # "500", "429", "timeout", "21211", "21614"
+    mode: str  # "500", "429", "timeout", "accept_hold", "21211", "21614"
     times: int  # how many requests it applies to (-1: always)
     to: str | None = None
     kind: str | None = None  # "sms", "call" or None for both
@@ -216,6 +218,68 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
+    def do_GET(self) -> None:
+        """``GET …/Messages.json`` and ``Calls.json``: the list, newest first, filtered by
+        ``To`` and ``From`` (what the engine's reconciliation after a crash reads)."""
+        fake = self.server.fake
+        url = urllib.parse.urlsplit(self.path)
+        query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        m = re.fullmatch(r"/2010-04-01/Accounts/([^/]+)/(Messages|Calls)\.json", url.path)
+        if not m:
+            self._error(404, 20404, "The requested resource was not found")
+            return
+        expected_auth = (
+            "Basic " + base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
+        )
+        if self.headers.get("Authorization") != expected_auth or m.group(1) != fake.account_sid:
+            self._error(401, 20003, "Authenticate")
+            return
+        kind = "sms" if m.group(2) == "Messages" else "call"
+        injected = fake._take_injection(kind, query.get("To", ""))
+        if injected in ("500", "429"):
+            self._error(int(injected), 20000 + int(injected), "injected")
+            return
+        with fake.lock:
+            fake.list_requests.append({"kind": kind, "query": query})
+            items: list[FakeSMS | FakeCall] = list(fake.sms if kind == "sms" else fake.calls)
+        items = [
+            i
+            for i in items
+            if ("To" not in query or i.to == query["To"])
+            and ("From" not in query or i.from_ == query["From"])
+        ]
+        items.sort(key=lambda i: i.received_utc, reverse=True)
+        size = int(query.get("PageSize", "50"))
+        key = "messages" if kind == "sms" else "calls"
+        records = [
+            {
+                "sid": i.sid,
+                "account_sid": fake.account_sid,
+                "to": i.to,
+                "from": i.from_,
+                "status": "queued",
+                "date_created": _rfc2822(i.received_utc),
+                "date_updated": _rfc2822(i.received_utc),
+                **({"body": i.body, "direction": "outbound-api"} if isinstance(i, FakeSMS) else {}),
+            }
+            for i in items[:size]
+        ]
+        base = f"/2010-04-01/Accounts/{fake.account_sid}/{m.group(2)}.json"
+        self._json(
+            200,
+            {
+                key: records,
+                "uri": base,
+                "first_page_uri": base,
+                "next_page_uri": None,
+                "previous_page_uri": None,
+                "page": 0,
+                "page_size": size,
+                "start": 0,
+                "end": max(0, len(records) - 1),
+            },
+        )
+
     def do_POST(self) -> None:
         fake = self.server.fake
         length = int(self.headers.get("Content-Length") or 0)
@@ -282,6 +346,10 @@ class _Handler(BaseHTTPRequestHandler):
             with fake.lock:
                 fake.sms.append(sms)
                 fake.cond.notify_all()
+            if injected == "accept_hold":
+                time.sleep(fake.timeout_hold_s)  # accepted, but the answer never comes back
+                self.close_connection = True
+                return
             self._json(
                 201,
                 {
@@ -317,6 +385,10 @@ class _Handler(BaseHTTPRequestHandler):
             with fake.lock:
                 fake.calls.append(call)
                 fake.cond.notify_all()
+            if injected == "accept_hold":
+                time.sleep(fake.timeout_hold_s)
+                self.close_connection = True
+                return
             self._json(
                 201,
                 {
@@ -354,6 +426,7 @@ class FakeTwilio:
         self.sms: list[FakeSMS] = []
         self.calls: list[FakeCall] = []
         self.requests: list[dict[str, Any]] = []
+        self.list_requests: list[dict[str, Any]] = []
         self.invalid_numbers: set[str] = set()
         self.landlines: set[str] = set()
         self.lock = threading.Lock()
