@@ -53,7 +53,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
-            **kwargs,
+            # As many as the server's threads that may each hold one (ingest, pipeline and
+            # dispatch workers, scheduler jobs, API requests) while queueing on the write lock.
+            **{"pool_size": 10, "max_overflow": 30, **kwargs},
         )
 
         @event.listens_for(engine, "connect")

@@ -100,15 +100,23 @@ class Pipeline:
         if self.dispatcher is None:
             return
         after: list[Callable[[], None]] = []
+        # Read and locate first, outside the write transaction: the directory and the index
+        # take their own connections and a position provider is an HTTP call. Inside the
+        # write lock they would hold up every other writer (on SQLite, with every pooled
+        # connection waiting on that lock, this one's own connection request would wait too).
+        with session_scope(self.engine, write=False) as session:
+            seen = session.exec(select(Alert).where(Alert.alert_id == alert_id)).first()
+            if seen is None or seen.dispatched_at is not None or seen.state != "open":
+                return
+            found = devices.device_and_worker(session, seen.device_id)
+        device, worker = found if found is not None else (None, None)
+        directory = referents.current_directory(self.engine)
+        resolved = self._locate(seen, device, directory, now)
         with session_scope(self.engine, write=True) as session:
             alert = _locked_alert(session, alert_id)
             # Acknowledged, cancelled or resolved before it was routed: nothing to escalate.
             if alert is None or alert.dispatched_at is not None or alert.state != "open":
                 return
-            found = devices.device_and_worker(session, alert.device_id)
-            device, worker = found if found is not None else (None, None)
-            directory = referents.current_directory(self.engine)
-            resolved = self._locate(alert, device, directory, now)
             self._apply_position(session, alert, resolved, now)
             if directory is None:
                 # Nobody to call: keep the alert loudly open and retry at every sweep (an

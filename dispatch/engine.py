@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, or_, select, update
+from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlmodel import Session
 
 from dispatch import messages, service, verification
@@ -67,7 +67,7 @@ from dispatch.models import (
 )
 from dispatch.policy import EscalationPolicy
 from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
-from dispatch.service import NOTIF, alog
+from dispatch.service import EVENTS, NOTIF, alog
 
 log = logging.getLogger("dispatch")
 
@@ -471,6 +471,8 @@ class Dispatcher:
             s.rollback()
             if n is None or esc is None or n.claim_token != claim.token or n.status != CLAIMED:
                 return "skipped"
+            if claim.takeover and n.sending_at is not None and self._reconcile(n, now):
+                return "sent"  # the provider had accepted it before the crash: recorded
             service.lock_for_write(s)
             if n.kind == KIND_ALERT and esc.status not in OPEN_STATUSES:
                 self._cas(s, claim, CLAIMED, status=CANCELLED, finished_at=now, updated_at=now)
@@ -501,8 +503,6 @@ class Dispatcher:
                     alog(logging.INFO, "rate limited, deferred", n.alert_id, notification=n.id)
                     return "deferred"
             body = self._body(n, esc, now) if n.channel == "sms" else None
-            previous_sending_at = n.sending_at if claim.takeover else None
-            previous_digest = n.body_sha256
             # The real clock only extends the lease by the time this tick already took.
             lease_from = now + timedelta(seconds=time.monotonic() - t0)
             if not self._cas(
@@ -532,13 +532,6 @@ class Dispatcher:
             # Committed BEFORE the provider is called: the row is the proof of intent.
             s.commit()
 
-        if previous_sending_at is not None:
-            since = previous_sending_at
-            if since.tzinfo is None:
-                since = since.replace(tzinfo=UTC)
-            found = self._reconcile(n, previous_digest, since)
-            if found is not None:
-                return self._record_result(claim, n, now, found[0], None, sent_at=found[1])
         self._count_global(now)
         error: Exception | None = None
         result: SendResult | None = None
@@ -556,63 +549,147 @@ class Dispatcher:
             error = exc
         return self._record_result(claim, n, now, result, error)
 
-    def _reconcile(
-        self, n: Notification, body_sha256: str | None, since: datetime
-    ) -> tuple[SendResult, datetime] | None:
-        """What the provider accepted for this row before a crash, if it can be told apart.
+    def _reconcile(self, n: Notification, now: datetime) -> bool:
+        """Before sending again a row a dead server left ``sending``: did the provider accept
+        it? True if it did and the row (with the other rows of its group) is now recorded.
 
-        An SMS is matched on number and text (its SHA-256; two rows with one text to one
-        number carry the same alert: either is right). A call is adopted only if it is the one
-        unrecorded call to that number since then and no other unrecorded voice row to that
-        number could own it: a call speaks its own row's alert, so a wrong match could hide a
-        call never placed. Otherwise ``None``: the row is sent again.
+        The group is every row to the same number and channel (and, for an SMS, the same text)
+        left ``sending`` by a dead server. The provider's list gives what it accepted for that
+        number since then that no row holds; those are matched to the group in time order,
+        but only when there are exactly as many as rows (every send of the group went
+        through). Otherwise which row went through cannot be told (a call speaks its own
+        row's alert): the group is sent again, a duplicate rather than a loss, and those
+        provider messages are set aside so that no later decision adopts them. Decided under
+        a lock per number, so that two rows of one group never decide apart.
         """
         finder = getattr(self.notifier, "find_accepted", None)
-        if finder is None:
-            return None
-        window = since - timedelta(seconds=RECONCILE_SKEW_S)
+        if finder is None or n.sending_at is None:
+            return False
+        sending_at = n.sending_at if n.sending_at.tzinfo else n.sending_at.replace(tzinfo=UTC)
+        skew = timedelta(seconds=RECONCILE_SKEW_S)
+        lease = timedelta(seconds=self.config.lease_s)
+        since = sending_at - lease - skew
+        # A send started after this may still be in flight on a live server: not a candidate.
+        http_s = float(getattr(self.notifier, "http_timeout_s", 10.0))
+        newest = now - timedelta(seconds=http_s) - skew
+        sms = n.channel == "sms"
         try:
-            candidates: list[tuple[SendResult, datetime]] = finder(
-                channel=n.channel, to=n.phone, body_sha256=body_sha256, since=window
+            found: list[tuple[SendResult, datetime]] = finder(
+                channel=n.channel,
+                to=n.phone,
+                body_sha256=n.body_sha256 if sms else None,
+                since=since - skew,
             )
         except Exception as exc:
             alog(logging.WARNING, "reconcile lookup failed", n.alert_id, notification=n.id)
-            log.warning("reconcile lookup failed: %s", exc)
-            return None
+            log.warning("reconcile lookup failed, sending again: %s", exc)
+            return False
+        candidates = [(r, at) for r, at in found if at <= newest]
         if not candidates:
-            return None
-        with self.session() as s:
-            known = set(
-                s.execute(
-                    select(NOTIF.c.provider_sid).where(
-                        NOTIF.c.provider_sid.in_([c.sid for c, _ in candidates])
-                    )
-                ).scalars()
-            )
-            rivals = 0
-            if n.channel != "sms":
-                rivals = len(
-                    s.execute(
-                        select(NOTIF.c.id).where(
-                            NOTIF.c.phone == n.phone,
-                            NOTIF.c.channel == n.channel,
-                            NOTIF.c.provider_sid.is_(None),
-                            NOTIF.c.sending_at >= window,
-                            NOTIF.c.id != n.id,
-                        )
-                    ).all()
-                )
-        free = sorted((c for c in candidates if c[0].sid not in known), key=lambda c: c[1])
-        if not free or (n.channel != "sms" and (len(free) != 1 or rivals)):
-            return None
-        alog(
-            logging.WARNING,
-            "accepted before a crash: recorded, not sent again",
-            n.alert_id,
-            notification=n.id,
-            sid=free[0][0].sid,
+            return False
+        crashed = or_(
+            NOTIF.c.status == SENDING,
+            and_(NOTIF.c.status == CLAIMED, NOTIF.c.error_message == TAKEOVER_MARK),
         )
-        return free[0]
+        with self.session() as s:
+            service.lock_for_write(s)
+            if s.get_bind().dialect.name == "postgresql":
+                key = int.from_bytes(
+                    hashlib.sha256(n.phone.encode()).digest()[:8], "big", signed=True
+                )
+                s.execute(select(func.pg_advisory_xact_lock(key)))
+            q = select(NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.sending_at).where(
+                NOTIF.c.phone == n.phone,
+                NOTIF.c.channel == n.channel,
+                NOTIF.c.provider_sid.is_(None),
+                crashed,
+                NOTIF.c.sending_at >= since,
+                NOTIF.c.sending_at <= now - lease,
+            )
+            if sms:
+                q = q.where(NOTIF.c.body_sha256 == n.body_sha256)
+            group = sorted(s.execute(q).all(), key=lambda r: (r.sending_at, r.id))
+            if n.id not in {r.id for r in group}:
+                s.rollback()
+                return False
+            sids = [r.sid for r, _ in candidates]
+            held = set(
+                s.execute(select(NOTIF.c.provider_sid).where(NOTIF.c.provider_sid.in_(sids)))
+                .scalars()
+                .all()
+            ) | set(
+                s.execute(
+                    select(EVENTS.c.detail).where(
+                        EVENTS.c.kind == "reconcile_ambiguous",
+                        EVENTS.c.phone == n.phone,
+                        EVENTS.c.detail.in_(sids),
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            free = sorted((c for c in candidates if c[0].sid not in held), key=lambda c: c[1])
+            if not free:
+                s.rollback()
+                return False
+            if len(free) != len(group):
+                for result, _ in free:
+                    service._event(
+                        s,
+                        alert_id=n.alert_id,
+                        at=now,
+                        kind="reconcile_ambiguous",
+                        notification_id=n.id,
+                        channel=n.channel,
+                        phone=n.phone,
+                        detail=result.sid,
+                    )
+                s.commit()
+                alog(
+                    logging.WARNING,
+                    "accepted before a crash, but for which row cannot be told: sent again",
+                    n.alert_id,
+                    notification=n.id,
+                    rows=len(group),
+                    accepted=len(free),
+                )
+                return False
+            rank_map = service.SMS_RANK if sms else service.CALL_RANK
+            for row, (result, created) in zip(group, free, strict=True):
+                s.execute(
+                    update(NOTIF)
+                    .where(NOTIF.c.id == row.id, NOTIF.c.provider_sid.is_(None), crashed)
+                    .values(
+                        status=SENT,
+                        provider_sid=result.sid[:64],
+                        provider_status=result.status[:20],
+                        provider_rank=rank_map.get(result.status, 1),
+                        sent_at=created,
+                        lease_until=None,
+                        claim_token=None,
+                        updated_at=now,
+                    )
+                )
+                service._event(
+                    s,
+                    alert_id=row.alert_id,
+                    at=now,
+                    kind="reconciled",
+                    notification_id=row.id,
+                    channel=n.channel,
+                    phone=n.phone,
+                    detail=result.sid,
+                )
+                service.replay_unmatched(s, sid=result.sid, now=now)
+                alog(
+                    logging.WARNING,
+                    "accepted before a crash: recorded, not sent again",
+                    row.alert_id,
+                    notification=row.id,
+                    sid=result.sid,
+                )
+            s.commit()
+        return True
 
     def _record_result(
         self,
@@ -621,8 +698,6 @@ class Dispatcher:
         now: datetime,
         result: SendResult | None,
         error: Exception | None,
-        *,
-        sent_at: datetime | None = None,
     ) -> str:
         pulled = False
         with self.session() as s:
@@ -637,7 +712,7 @@ class Dispatcher:
                     provider_sid=result.sid[:64],
                     provider_status=result.status[:20],
                     provider_rank=rank_map.get(result.status, 1),
-                    sent_at=sent_at or now,
+                    sent_at=now,
                     lease_until=None,
                     updated_at=now,
                 )

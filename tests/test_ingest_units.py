@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from alert_server.db import database_unavailable, make_engine
 from alert_server.ingest import payloads, topics
 from alert_server.ingest.handler import interpret_alert
 from alert_server.ingest.mqtt import AckSequencer, BrokerAddress
+from alert_server.localbroker import free_port
 
 NOW = datetime(2026, 11, 22, 18, 4, 10, tzinfo=UTC)
 
@@ -129,3 +137,29 @@ def test_broker_address() -> None:
         True,
     )
     assert BrokerAddress.parse("mqtt://127.0.0.1").port == 1883
+
+
+def test_database_outages_are_told_apart_from_bad_data(tmp_path: Path) -> None:
+    """An outage (locked, unreachable) is retried as it is; a fault of the data is not."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    holder = sqlite3.connect(tmp_path / "x.db")
+    holder.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)")
+    holder.execute("INSERT INTO t VALUES (1)")
+    holder.commit()
+    holder.execute("BEGIN EXCLUSIVE")
+    engine = create_engine(url, connect_args={"timeout": 0})
+    with pytest.raises(OperationalError) as locked, engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (2)"))
+    assert database_unavailable(locked.value)
+    holder.rollback()
+    with pytest.raises(IntegrityError) as duplicate, engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+    assert not database_unavailable(duplicate.value)
+    engine.dispose()
+    holder.close()
+
+    refused = make_engine(f"postgresql+psycopg://vigie@127.0.0.1:{free_port()}/none")
+    with pytest.raises(OperationalError) as down, refused.connect():
+        pass
+    assert database_unavailable(down.value)
+    refused.dispose()

@@ -147,31 +147,71 @@ def test_sigkill_while_the_provider_holds_the_request(
     assert "takeover" in kinds  # flagged in the timeline: a duplicate was possible
 
 
-@pytest.mark.parametrize("channel", ["sms", "call"])
+def _real_s(after_s: float) -> float:
+    """Tick time (seconds after T0) that is ``after_s`` from the real now: the provider's list
+    is dated by the real clock, and the reconciliation compares the two."""
+    return (datetime.now(UTC) - T0).total_seconds() + after_s
+
+
+@pytest.mark.parametrize("channel", ["sms", "voice"])
 def test_sigkill_after_the_provider_accepted_is_not_sent_twice(
     engine: Engine, db_url: str, fake: FakeTwilio, channel: str
 ) -> None:
     """The provider accepted the message, the server died before storing its SID: the server
     taking the row over finds it in the provider's list and records it instead of sending it
     a second time (the duplicate window of at-least-once delivery, closed)."""
-    step = Step(after_s=0, contact=1, channels=("sms",) if channel == "sms" else ("voice",))
-    policy = EscalationPolicy(steps=(step,), repeat=0)
-    _start_alerts(engine, 1, policy)
+    _start_alerts(
+        engine,
+        1,
+        EscalationPolicy(steps=(Step(after_s=0, contact=1, channels=(channel,)),), repeat=0),
+    )
     fake.inject("accept_hold", times=1)
     first = EngineProcess(db_url, fake, lease_s=20)
-    first.tick(0, wait=False)
+    first.tick(_real_s(0), wait=False)
     wait_until(lambda: len(fake.sms) + len(fake.calls) == 1, 5, "the provider accepted it")
     first.kill()
     second = EngineProcess(db_url, fake, lease_s=20)
-    assert '"sent": 1' in second.tick(81)  # minutes later: the SMS text has changed since
+    assert '"claimed": 0' in second.tick(_real_s(5))  # the dead server's lease still holds
+    assert '"sent": 1' in second.tick(_real_s(80))  # a minute on: the SMS text changed since
     second.stop()
-    assert _sent_to(fake) == Counter({(channel.replace("call", "voice"), REF1.phone): 1})
-    assert [r["kind"] for r in fake.requests] == [channel]  # one POST, then only a lookup
-    assert fake.list_requests
+    assert _sent_to(fake) == Counter({(channel, REF1.phone): 1})
+    assert [r["kind"] for r in fake.requests] == [channel.replace("voice", "call")]
+    assert fake.list_requests  # looked up, not sent again
     accepted = (fake.sms or fake.calls)[0].sid
     with Session(engine) as s:
         (row,) = s.execute(select(Notification)).scalars().all()
+        kinds = [e.kind for e in s.execute(select(Event)).scalars()]
     assert row.status == SENT and row.provider_sid == accepted
+    assert "reconciled" in kinds
+
+
+def test_two_crashed_calls_to_one_number_one_accepted_are_both_placed_again(
+    engine: Engine, db_url: str, fake: FakeTwilio
+) -> None:
+    """Two calls to one referent in flight at the crash, only one accepted by the provider:
+    which alert it speaks cannot be told from the provider's list, so neither row adopts it
+    (adopting the wrong one would leave an alert never called): both are placed again."""
+    _start_alerts(
+        engine,
+        2,
+        EscalationPolicy(steps=(Step(after_s=0, contact=1, channels=("voice",)),), repeat=0),
+    )
+    fake.inject("accept_hold", times=1)
+    fake.inject("timeout", times=1)
+    first = EngineProcess(db_url, fake, lease_s=20)
+    first.tick(_real_s(0), wait=False)
+    wait_until(lambda: len(fake.requests) == 2, 5, "both calls in flight")
+    first.kill()
+    second = EngineProcess(db_url, fake, lease_s=20)
+    assert '"sent": 2' in second.tick(_real_s(80))
+    second.stop()
+    with Session(engine) as s:
+        rows = s.execute(select(Notification)).scalars().all()
+        kinds = Counter(e.kind for e in s.execute(select(Event)).scalars())
+    assert all(r.status == SENT for r in rows)
+    assert len(fake.calls) == 3  # the one accepted at the crash, and both placed again
+    assert {c.notification_id for c in fake.calls[1:]} == {r.id for r in rows}
+    assert kinds["reconcile_ambiguous"] == 1 and kinds["reconciled"] == 0
 
 
 def test_two_engines_tick_the_same_escalations(
