@@ -1,6 +1,7 @@
 """Geolocation benchmark: lookup latency, index memory, start-up time, naive baseline.
 
     uv run python benchmarks/geo.py [--geo-dir ../shared/geo] [--points 20000] [--pg-url URL]
+                                    [--naive-points 200] [--json FILE]
 
 Measures, with the real 35,357 communes and 101 départements loaded:
 
@@ -48,6 +49,7 @@ from alert_server.geo.resolve import resolve_position
 from alert_server.geo.schemas import Fix, PositionInputs
 from alert_server.geo.service import load_index, store
 from alert_server.geo.zones import parse_zones
+from benchmarks.benchlib import machine_info, write_json
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -125,6 +127,7 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=20_000)
     parser.add_argument("--naive-points", type=int, default=200)
     parser.add_argument("--pg-url", default=None, help="also time the start-up from PostgreSQL")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     parser.add_argument("--memory-probe", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     geo = args.geo_dir
@@ -288,6 +291,36 @@ def main() -> None:
     for label, samples in baseline:
         p50, p99, mx = percentiles(samples)
         print(f"| baseline: {label} | {p50:.1f} | {p99:.1f} | {mx:.0f} |")
+
+    def dist(samples: list[float]) -> dict[str, float | int]:
+        p50, p99, mx = percentiles(samples)
+        return {"n": len(samples), "p50_us": p50, "p99_us": p99, "max_us": mx}
+
+    write_json(
+        args.json,
+        {
+            "benchmark": "geo",
+            "machine": {
+                **machine_info(),
+                "shapely": shapely.__version__,
+                "geos": shapely.geos_version_string,
+            },
+            "config": {"points": len(points), "naive_points": len(naive_pts)},
+            "startup_s": {
+                **dict(startup),
+                "build the index alone from loaded geometries": t_index_only,
+            },
+            # Keys: the parse row first, then "load stored import from SQLite…".
+            "startup_parse_s": startup[0][1],
+            "startup_sqlite_s": startup[1][1],
+            "memory_mib": memory,
+            "lookups": {label: dist(samples) for label, samples in rows},
+            "baseline": {
+                "naive_communes": dist(baseline[0][1]),
+                "naive_departements": dist(baseline[1][1]),
+            },
+        },
+    )
 
 
 if __name__ == "__main__":

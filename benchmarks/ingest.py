@@ -2,6 +2,7 @@
 and publish → ``alert.received`` latency, beside a bare paho subscriber on the same broker.
 
     uv run python benchmarks/ingest.py [--devices 100] [--alerts 2000] [--db sqlite|postgresql]
+                                       [--heartbeats 20000] [--json FILE]
 
 The baseline is an "echo" subscriber: it receives each alert on the server account and
 immediately publishes a reply on the device's cmd topic, with no storage. The difference with
@@ -30,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from alert_server.devices import broker_files
 from alert_server.ingest.topics import SERVER_USERNAME
 from alert_server.localbroker import LocalMosquitto
+from benchmarks.benchlib import machine_info, postgres_version, write_json
 from tests.support import ServerProcess, server_env, wait_until
 
 
@@ -188,6 +190,7 @@ def main() -> None:
     ap.add_argument("--alerts", type=int, default=2000)
     ap.add_argument("--heartbeats", type=int, default=20000)
     ap.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vigie-bench-"))
     broker = LocalMosquitto(tmp / "broker").start()
@@ -243,6 +246,24 @@ def main() -> None:
             f"{r['alerts_per_s']:.0f} | {r['burst_p50_ms']:.1f} | {r['burst_p99_ms']:.1f} | "
             f"{r['heartbeats_per_s']:.0f} |"
         )
+    info = machine_info()
+    if args.db == "postgresql":
+        info["postgresql"] = postgres_version("postgresql://127.0.0.1:5432/test")
+    write_json(
+        args.json,
+        {
+            "benchmark": "ingest",
+            "machine": info,
+            "config": {
+                "devices": args.devices,
+                "alerts": args.alerts,
+                "heartbeats": args.heartbeats,
+                "db": args.db,
+            },
+            "baseline": results["bare paho echo (baseline)"],
+            "vigie": results[f"vigie server ({args.db})"],
+        },
+    )
 
 
 if __name__ == "__main__":

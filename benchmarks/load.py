@@ -3,11 +3,18 @@ SQLite, for several fleet sizes, in one process per size.
 
     uv run python benchmarks/load.py [--sizes 1000,10000] [--hb-interval 30] [--alert-rate 5]
                                      [--duration 60] [--shards 0] [--out DIR]
+                                     [--baseline] [--json FILE]
 
 Devices are provisioned straight into Mosquitto's password file (test shortcut; the server
 stores their alerts flagged ``unknown_device``). For each size it prints the load report and
 a Markdown row, and writes ``load-<size>.json`` into ``--out``. The server's own counters
 (``/metrics``) cross-check what the devices saw: alerts stored must equal alerts pressed.
+
+``--baseline`` first runs the same fleet (same devices, heartbeats, alert process) against a
+fresh Mosquitto with a bare paho "echo" instead of the server: it answers each alert at once
+with ``alert.received`` and stores nothing (``load-<size>-baseline.json``). Press →
+``alert.received`` there is what the broker, the simulator and the wire cost at that size.
+``--json FILE`` writes every size's figures (and the baselines) in one file.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alert_server.demo import DEMO_DIRECTORY
+from alert_server.ingest.topics import SERVER_USERNAME
+from benchmarks.benchlib import MqttEcho, machine_info, write_json
 from device_sim.device import BrokerTarget
 from device_sim.load import LoadConfig, LoadReport, LoadRun, Progress, load_passwords
 from device_sim.provision import wait_credentials_active, write_broker_passwords
@@ -159,6 +168,56 @@ def run_size(n: int, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
     return data
 
 
+def run_baseline_size(n: int, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
+    """The same fleet against Mosquitto and a bare echo subscriber (no server)."""
+    raise_fd_limit(n * 2 + 1024)
+    workdir = Path(tempfile.mkdtemp(prefix=f"vigie-load-base-{n}-"))
+    stack = LocalStack(workdir=workdir, with_server=False).start()
+    echo: MqttEcho | None = None
+    try:
+        assert stack.mosquitto is not None and stack.mosquitto.process is not None
+        echo = MqttEcho(
+            "127.0.0.1",
+            stack.mosquitto.server_port,
+            SERVER_USERNAME,
+            stack.mosquitto.server_password,
+        )
+        cfg = LoadConfig(
+            devices=n,
+            hb_interval_s=args.hb_interval,
+            alert_rate=args.alert_rate,
+            duration_s=args.duration,
+            drain_s=60,
+            shards=args.shards,
+            id_prefix="bench-",
+        )
+        passwords = load_passwords(cfg)
+        write_broker_passwords(stack.passwd_file, passwords, reload=stack.reload_broker)
+        first = next(iter(passwords))
+        assert wait_credentials_active("127.0.0.1", stack.device_port, first, passwords[first])
+        broker_pid = stack.mosquitto.process.pid
+        cpu0 = cpu_s(broker_pid)
+        report: LoadReport = LoadRun(
+            cfg, BrokerTarget(port=stack.device_port), passwords, progress=Progress()
+        ).run()
+        broker_cpu = cpu_s(broker_pid) - cpu0
+        echo_alerts = echo.alerts
+    finally:
+        if echo is not None:
+            echo.close()
+        stack.stop()
+    data = report.to_json()
+    data["baseline"] = "bare paho echo"
+    data["echo_alerts_seen"] = echo_alerts
+    data["broker_cpu_s"] = broker_cpu
+    (out_dir / f"load-{n}-baseline.json").write_text(
+        json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    )
+    print("baseline (bare paho echo, no server):")
+    print(report.summary())
+    return data
+
+
 def row(d: dict[str, Any]) -> str:
     r = d["press_to_received"]
     lag = d["simulator_lag"]
@@ -180,10 +239,19 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--shards", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "vigie-load-bench")
+    ap.add_argument(
+        "--baseline", action="store_true", help="also run each size against a bare paho echo"
+    )
+    ap.add_argument("--json", type=Path, default=None, help="all sizes' figures in one file")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     info = machine()
-    results = [run_size(int(n), args, args.out) for n in args.sizes.split(",")]
+    results = []
+    baselines: list[dict[str, Any]] = []
+    for n in args.sizes.split(","):
+        if args.baseline:
+            baselines.append(run_baseline_size(int(n), args, args.out))
+        results.append(run_size(int(n), args, args.out))
     print(
         f"\n{info['date']} — {info['nproc']} vCPU {info['cpu']}, {info['ram_gib']} GiB, "
         f"Python {info['python']}, Linux {info['kernel']}"
@@ -211,6 +279,31 @@ def main() -> None:
             f"| {d['devices']:,} | {n.get('count', 0)} | {_ms(n.get('p50_ms'))} "
             f"| {_ms(n.get('p99_ms'))} | {_ms(n.get('max_ms'))} | {n.get('missing', '?')} |"
         )
+    if baselines:
+        print("\n| devices | press → alert.received | alerts | lost | p50 ms | p99 ms | max ms |")
+        print("|---" * 7 + "|")
+        for b, d in zip(baselines, results, strict=True):
+            for label, x in (("bare paho echo (baseline)", b), ("vigie server (SQLite)", d)):
+                r = x["press_to_received"]
+                print(
+                    f"| {x['devices']:,} | {label} | {x['alerts_pressed']} | {x['alerts_lost']} "
+                    f"| {_ms(r['p50_ms'])} | {_ms(r['p99_ms'])} | {_ms(r['max_ms'])} |"
+                )
+    write_json(
+        args.json,
+        {
+            "benchmark": "load",
+            "machine": {**machine_info(), **info},
+            "config": {
+                "sizes": [int(n) for n in args.sizes.split(",")],
+                "hb_interval_s": args.hb_interval,
+                "alert_rate": args.alert_rate,
+                "duration_s": args.duration,
+            },
+            "vigie": results,
+            "baseline": baselines or None,
+        },
+    )
     print(f"\nJSON: {args.out}")
 
 

@@ -1,0 +1,523 @@
+"""Run every benchmark, each beside its baseline, and append a dated section to RESULTS.md.
+
+    ./benchmarks/run [--quick] [--only ingest,geo,load,dispatch,memory]
+                     [--append | --no-append] [--out DIR] [--results FILE]
+
+Parts, in this order (each one a separate process; its JSON is kept in ``--out``):
+
+- ingest:   ``ingest.py``   server ingest vs a bare paho echo subscriber (SQLite);
+- geo:      ``geo.py``      position resolution vs a naive loop over the commune polygons;
+- load:     ``load.py``     press → first notification (and → ``alert.received``) with 10,000
+                            connected devices, vs the same fleet answered by a bare paho echo;
+- dispatch: ``dispatch.py`` step lateness with 10,000 open escalations (PostgreSQL when it is
+                            reachable, and SQLite) vs the same schedule on an in-memory timer;
+- memory:   ``memory.py``   bytes per connected device, server vs Mosquitto (and simulator).
+
+A full run takes about 15 minutes on 2 cores and appends to RESULTS.md unless ``--no-append``.
+``--quick`` (small sizes, short windows: 2–3 minutes) is a smoke check and appends nothing
+unless ``--append`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.benchlib import machine_info, postgres_version  # noqa: E402
+
+PARTS = ("ingest", "geo", "load", "dispatch", "memory")
+DB_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
+PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
+
+
+@dataclass
+class Part:
+    name: str
+    args: list[str]
+    timeout_s: float
+    json_path: Path
+    elapsed_s: float | None = None
+    returncode: int | None = None
+    error: str | None = None
+    data: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def command(self) -> list[str]:
+        return [sys.executable, str(REPO / "benchmarks" / f"{self.name}.py"), *self.args]
+
+    def shown(self) -> str:
+        """The command as a person would type it."""
+        return "uv run python " + shlex.join([f"benchmarks/{self.name}.py", *self.args])
+
+
+def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
+    def j(name: str) -> Path:
+        return out / f"{name}.json"
+
+    quick = args.quick
+    dispatch_db = "both" if pg else "sqlite"
+    # name: (quick arguments, full arguments, time limit quick / full in s)
+    table: dict[str, tuple[str, str, float, float]] = {
+        "ingest": (
+            "--db sqlite --devices 10 --alerts 200 --heartbeats 2000",
+            "--db sqlite --devices 100 --alerts 2000 --heartbeats 20000",
+            300,
+            900,
+        ),
+        "geo": ("--points 2000 --naive-points 20", "--points 20000 --naive-points 200", 300, 900),
+        "load": (
+            "--sizes 200 --hb-interval 5 --alert-rate 5 --duration 8",
+            "--sizes 10000 --hb-interval 30 --alert-rate 5 --duration 45",
+            300,
+            1200,
+        ),
+        "dispatch": (
+            "--db sqlite --window 8 --open 2000",
+            f"--db {dispatch_db} --window 60 --open 10000",
+            300,
+            1200,
+        ),
+        "memory": (
+            "--sizes 200 --hb-interval 3 --rounds 2 --idle 2 --alert-rate 0.5",
+            "--sizes 1000,10000 --hb-interval 30 --rounds 2 --alert-rate 0.1",
+            300,
+            1200,
+        ),
+    }
+    extra = {
+        "ingest": [],
+        "geo": [],
+        "load": ["--baseline", "--out", str(out / "load")],
+        "dispatch": ["--baseline"],
+        "memory": [],
+    }
+    parts = []
+    for name in args.only:
+        quick_args, full_args, quick_limit, full_limit = table[name]
+        a = (quick_args if quick else full_args).split()
+        timeout = quick_limit if quick else full_limit
+        parts.append(Part(name, [*a, *extra[name], "--json", str(j(name))], timeout, j(name)))
+    if not pg and "dispatch" in args.only and not quick:
+        parts[args.only.index("dispatch")].notes.append(
+            f"PostgreSQL not reachable at {PG_ADMIN_DSN}: dispatch on SQLite only"
+        )
+    return parts
+
+
+def run_part(part: Part, log_path: Path) -> None:
+    """Run one benchmark; its output goes to the terminal and to ``log_path``."""
+    print(f"\n=== {part.name}: {part.shown()}", flush=True)
+    t0 = time.monotonic()
+    with log_path.open("w", encoding="utf-8") as log:
+        log.write(f"$ {part.shown()}\n")
+        proc = subprocess.Popen(
+            part.command(),
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # its own group: a time-out ends it with its children
+        )
+        timed_out = threading.Event()
+
+        def kill_group() -> None:
+            timed_out.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+
+        watchdog = threading.Timer(part.timeout_s, kill_group)
+        watchdog.start()
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                log.write(line)
+            proc.wait()
+        except KeyboardInterrupt:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait()
+            raise
+        finally:
+            watchdog.cancel()
+    part.elapsed_s = time.monotonic() - t0
+    part.returncode = proc.returncode
+    if timed_out.is_set():
+        part.error = f"stopped after its time limit ({part.timeout_s:.0f} s)"
+    elif proc.returncode != 0:
+        part.error = f"exit code {proc.returncode} (log: {log_path})"
+    if part.error is None:
+        try:
+            part.data = json.loads(part.json_path.read_text())
+        except (OSError, ValueError) as exc:
+            part.error = f"no JSON figures: {exc}"
+    status = "ok" if part.error is None else f"FAILED: {part.error}"
+    print(f"=== {part.name}: {status}, {part.elapsed_s:.0f} s", flush=True)
+
+
+# -- the summary table -----------------------------------------------------------------------
+Row = tuple[str, str, str, str]
+
+
+def _f(v: Any, fmt: str = ".1f") -> str:
+    if v is None or (isinstance(v, float) and v != v):
+        return "-"
+    return format(v, fmt)
+
+
+def _pair(a: Any, b: Any, unit: str, fmt: str = ".1f") -> str:
+    return f"{_f(a, fmt)} / {_f(b, fmt)} {unit}"
+
+
+def _ratio(a: Any, b: Any) -> float | None:
+    try:
+        return float(a) / float(b) if b else None
+    except (TypeError, ValueError):
+        return None
+
+
+def rows_ingest(d: dict[str, Any]) -> list[Row]:
+    c, v, b = d["config"], d["vigie"], d["baseline"]
+    r_solo = _ratio(v["solo_p50_ms"], b["solo_p50_ms"])
+    r_alerts = _ratio(v["alerts_per_s"], b["alerts_per_s"])
+    r_hb = _ratio(v["heartbeats_per_s"], b["heartbeats_per_s"])
+    return [
+        (
+            f"ingest: press → `alert.received`, one alert at a time, p50 / p99 "
+            f"({c['devices']} devices, {DB_LABEL.get(c['db'], c['db'])})",
+            _pair(v["solo_p50_ms"], v["solo_p99_ms"], "ms", ".2f"),
+            "bare paho echo: " + _pair(b["solo_p50_ms"], b["solo_p99_ms"], "ms", ".2f"),
+            f"×{_f(r_solo)} at p50 (the durable commit before the receipt)",
+        ),
+        (
+            f"ingest: alerts/s, {c['alerts']:,} pressed at once",
+            f"{_f(v['alerts_per_s'], '.0f')}/s",
+            f"{_f(b['alerts_per_s'], '.0f')}/s",
+            f"{_f(r_alerts, '.2f')}× the baseline; burst p99 {_f(v['burst_p99_ms'], '.0f')} ms "
+            f"vs {_f(b['burst_p99_ms'], '.0f')} ms",
+        ),
+        (
+            f"ingest: heartbeats/s (QoS 1, {c['heartbeats']:,})",
+            f"{_f(v['heartbeats_per_s'], '.0f')}/s",
+            f"{_f(b['heartbeats_per_s'], '.0f')}/s",
+            f"{_f(r_hb, '.2f')}× the baseline",
+        ),
+    ]
+
+
+def rows_geo(d: dict[str, Any]) -> list[Row]:
+    lk, base, cfg = d["lookups"], d["baseline"]["naive_communes"], d["config"]
+    naive = f"naive loop over 35,357 communes ({base['n']} points): " + _pair(
+        base["p50_us"] / 1000, base["p99_us"] / 1000, "ms"
+    )
+    rows: list[Row] = []
+    for key, label in (
+        ("resolve_position (fresh GPS fix)", "`resolve_position` (fresh GPS fix)"),
+        ("commune_at", "`commune_at`"),
+    ):
+        x = lk[key]
+        rows.append(
+            (
+                f"geo: {label}, p50 / p99 ({cfg['points']:,} points)",
+                _pair(x["p50_us"], x["p99_us"], "µs"),
+                naive,
+                f"{_f(_ratio(base['p50_us'], x['p50_us']), '.0f')}× faster at p50",
+            )
+        )
+    rows.append(
+        (
+            "geo: start-up, stored import (SQLite) + index",
+            f"{_f(d['startup_sqlite_s'], '.2f')} s",
+            f"parse the GeoJSON + index: {_f(d['startup_parse_s'], '.2f')} s",
+            f"{_f(_ratio(d['startup_parse_s'], d['startup_sqlite_s']), '.0f')}× faster",
+        )
+    )
+    m = d["memory_mib"]
+    rows.append(
+        (
+            "geo: RSS of a process holding the warmed index",
+            f"{_f(m['total'], '.0f')} MiB",
+            "-",
+            f"{_f(m['total'] - m['start'] - m['rows'], '.0f')} MiB of it geometries + index",
+        )
+    )
+    return rows
+
+
+def rows_load(d: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    baselines = d.get("baseline") or [None] * len(d["vigie"])
+    for v, b in zip(d["vigie"], baselines, strict=True):
+        n = v["devices"]
+        notif = v.get("press_to_first_notification") or {}
+        rec = v["press_to_received"]
+        brec = b["press_to_received"] if b else {}
+        base = "bare paho echo, press → `alert.received`: " + _pair(
+            brec.get("p50_ms"), brec.get("p99_ms"), "ms"
+        )
+        rows.append(
+            (
+                f"load: press → first notification, {n:,} devices connected, p50 / p99",
+                _pair(notif.get("p50_ms"), notif.get("p99_ms"), "ms"),
+                base if b else "-",
+                f"{notif.get('count', 0)} alerts, {notif.get('missing', '?')} not notified, "
+                f"{v['alerts_lost']} lost, {v['duplicate_receipts']} duplicate receipts",
+            )
+        )
+        lost_b = b["alerts_lost"] if b else "-"
+        rows.append(
+            (
+                f"load: press → `alert.received`, {n:,} devices connected, p50 / p99",
+                _pair(rec.get("p50_ms"), rec.get("p99_ms"), "ms"),
+                base if b else "-",
+                f"×{_f(_ratio(rec.get('p50_ms'), brec.get('p50_ms')))} at p50; all connected "
+                f"in {_f(v['connect_s'])} s; lost {v['alerts_lost']} (baseline {lost_b})",
+            )
+        )
+    return rows
+
+
+def rows_dispatch(d: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    b = d.get("baseline") or {}
+    label = DB_LABEL
+    for db, v in d["vigie"].items():
+        base = "in-memory timer, no database: " + _pair(
+            b.get("late_p50_ms"), b.get("late_p99_ms"), "ms"
+        )
+        rows.append(
+            (
+                f"dispatch: step lateness, {v['open']:,} open escalations, {label[db]}, p50 / p99",
+                _pair(v["late_p50_ms"], v["late_p99_ms"], "ms"),
+                base if b else "-",
+                f"max {_f(v['late_max_ms'], '.0f')} ms; {v['steps_due']} steps due, "
+                f"{v['steps_missing']} not sent, {v['dup']} duplicates",
+            )
+        )
+        base_sms = "in-memory timer: " + _pair(
+            b.get("start_to_sms_p50_ms"), b.get("start_to_sms_p99_ms"), "ms"
+        )
+        rows.append(
+            (
+                f"dispatch: start → SMS request, {label[db]}, p50 / p99",
+                _pair(v["start_to_sms_p50_ms"], v["start_to_sms_p99_ms"], "ms"),
+                base_sms if b else "-",
+                f"{v['alerts_started']} alerts started in {d['config']['window_s']:g} s",
+            )
+        )
+    return rows
+
+
+def rows_memory(d: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for r in d["results"]:
+        per, m = r["per_device_bytes"], r["memory_kib"]
+
+        def kib(v: float | None) -> str:
+            return "-" if v is None else f"{v / 1024:.1f} KiB"
+
+        srv, brk, sim = per["server"], per["broker"], per["simulator"]
+        rows.append(
+            (
+                f"memory per connected device, {r['connected']:,} devices: vigie server (RSS)",
+                kib(srv["rss_bytes"]),
+                f"Mosquitto: {kib(brk['rss_bytes'])}",
+                f"×{_f(_ratio(srv['rss_bytes'], brk['rss_bytes']))} the broker; simulator "
+                f"{kib(sim['rss_bytes'])}; anonymous RSS server / broker "
+                f"{kib(srv['rss_anon_bytes'])} / {kib(brk['rss_anon_bytes'])}; server RSS "
+                f"{m['zero']['server']['rss_kib'] / 1024:.0f} → "
+                f"{m['connected']['server']['rss_kib'] / 1024:.0f} MiB",
+            )
+        )
+    return rows
+
+
+BUILDERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "ingest": rows_ingest,
+    "geo": rows_geo,
+    "load": rows_load,
+    "dispatch": rows_dispatch,
+    "memory": rows_memory,
+}
+
+
+def summary_rows(parts: list[Part]) -> list[Row]:
+    rows: list[Row] = []
+    for p in parts:
+        if p.data is None:
+            rows.append((p.name, "**failed**", "-", p.error or "?"))
+            continue
+        try:
+            rows.extend(BUILDERS[p.name](p.data))
+        except Exception as exc:
+            rows.append((p.name, "**no figures**", "-", f"{type(exc).__name__}: {exc}"))
+    return rows
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render(
+    parts: list[Part],
+    info: dict[str, Any],
+    argv: list[str],
+    quick: bool,
+    total_s: float,
+    out: Path,
+) -> str:
+    mach = (
+        f'`nproc` = {info["nproc"]}, CPU "{info["cpu"]}", {info["ram_gib"]} GiB RAM, '
+        f"Python {info['python']}, Linux {info['kernel']}, "
+        f"Mosquitto {info['mosquitto'] or 'not installed'}"
+    )
+    if info.get("postgresql"):
+        mach += f", PostgreSQL {info['postgresql']} (dispatch)"
+    load_avg = ", ".join(f"{x:.2f}" for x in info["loadavg"])
+    lines = [
+        f"## Benchmark run {info['date_utc']}{' (quick smoke check)' if quick else ''}",
+        "",
+        f"Machine: {mach}. Load average at the start: {load_avg}.",
+        "",
+        f"Command: `{shlex.join(['./benchmarks/run', *argv])}` — {total_s / 60:.1f} min in all. "
+        f"JSON and logs: `{out}`.",
+        "",
+        "| benchmark | Vigie | baseline | ratio / notes |",
+        "|---|---|---|---|",
+    ]
+    for r in summary_rows(parts):
+        lines.append("| " + " | ".join(_md(x) for x in r) + " |")
+    lines += ["", "Parts (elapsed, command):", ""]
+    for p in parts:
+        state = "" if p.error is None else f" — **failed: {p.error}**"
+        took = "-" if p.elapsed_s is None else f"{p.elapsed_s:.0f} s"
+        lines.append(f"- {p.name}: {took}, `{p.shown()}`{state}")
+        for note in p.notes:
+            lines.append(f"  ({note})")
+    return "\n".join(lines) + "\n"
+
+
+def append_results(results: Path, section: str) -> None:
+    text = results.read_text(encoding="utf-8") if results.exists() else "# Benchmark results\n"
+    if not text.endswith("\n"):
+        text += "\n"
+    results.write_text(text + "\n\n" + section, encoding="utf-8")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        prog="benchmarks/run", description=__doc__.splitlines()[0], allow_abbrev=False
+    )
+    ap.add_argument("--quick", action="store_true", help="small sizes, short durations")
+    ap.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts among {', '.join(PARTS)} (default: all)",
+    )
+    ap.add_argument(
+        "--append",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="append a section to RESULTS.md (default: yes for a full run, no with --quick)",
+    )
+    ap.add_argument("--out", type=Path, default=None, help="folder for JSON and logs")
+    ap.add_argument("--results", type=Path, default=REPO / "benchmarks" / "RESULTS.md")
+    argv = sys.argv[1:]
+    args = ap.parse_args(argv)
+    only = [x.strip() for x in args.only.split(",") if x.strip()]
+    unknown = [x for x in only if x not in PARTS]
+    if unknown or not only:
+        ap.error(f"--only: unknown part(s) {', '.join(unknown)}; choose among {', '.join(PARTS)}")
+    args.only = [p for p in PARTS if p in only]  # always in the documented order
+    append = args.append if args.append is not None else not args.quick
+
+    if not os.environ.get("VIGIE_GEO_DIR"):
+        default_geo = REPO.parent / "shared" / "geo"
+        if default_geo.is_dir():
+            os.environ["VIGIE_GEO_DIR"] = str(default_geo)
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    name = f"vigie-benchmarks-{stamp}{'-quick' if args.quick else ''}"
+    out = args.out or Path(tempfile.gettempdir()) / name
+    out.mkdir(parents=True, exist_ok=True)
+
+    info = machine_info()
+    pg = False
+    if "dispatch" in args.only and not args.quick:
+        version = postgres_version(PG_ADMIN_DSN)
+        if version:
+            pg = True
+            info["postgresql"] = version
+    parts = plan_parts(args, out, pg)
+    print(
+        f"# Vigie benchmarks{' (quick)' if args.quick else ''}: {', '.join(args.only)}\n"
+        f"# {info['date_utc']}, {info['nproc']} CPU {info['cpu']}, {info['ram_gib']} GiB, "
+        f"Python {info['python']}, Linux {info['kernel']}, Mosquitto {info['mosquitto']}"
+        + (f", PostgreSQL {info['postgresql']}" if info.get("postgresql") else "")
+        + f"\n# VIGIE_GEO_DIR={os.environ.get('VIGIE_GEO_DIR', '(unset)')}; output in {out}; "
+        f"RESULTS.md: {'append' if append else 'not touched'}",
+        flush=True,
+    )
+    t0 = time.monotonic()
+    for part in parts:
+        run_part(part, out / f"{part.name}.log")
+    total = time.monotonic() - t0
+
+    section = render(parts, info, argv, args.quick, total, out)
+    (out / "summary.md").write_text(section, encoding="utf-8")
+    (out / "summary.json").write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "argv": argv,
+                "quick": args.quick,
+                "total_s": total,
+                "parts": [
+                    {
+                        "name": p.name,
+                        "command": p.shown(),
+                        "elapsed_s": p.elapsed_s,
+                        "error": p.error,
+                        "json": str(p.json_path),
+                    }
+                    for p in parts
+                ],
+                "rows": summary_rows(parts),
+            },
+            indent=2,
+            ensure_ascii=False,
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    print("\n" + section)
+    print("Elapsed: " + ", ".join(f"{p.name} {_f(p.elapsed_s, '.0f')} s" for p in parts), end="")
+    print(f"; total {total:.0f} s")
+    if append:
+        append_results(args.results, section)
+        print(f"Appended to {args.results}")
+    else:
+        print(f"{args.results} not changed (summary in {out / 'summary.md'})")
+    return 0 if all(p.error is None for p in parts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
