@@ -17,6 +17,7 @@ import dataclasses
 import json
 import logging
 import re
+import unicodedata
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -1056,11 +1057,13 @@ def record_digits(
 
 # --- inbound SMS ------------------------------------------------------------------------------
 
-_ACK_RE = re.compile(r"(?:OK)?(\d{3})")
+_ACK_RE = re.compile(r"(?:OK)?([0-9]{3})")
 
 
 def parse_ack(body: str) -> tuple[str, str | None]:
     """("code", "482") for "OK 482", "ok482", " 4 8 2 "; ("ok", None) for a bare "OK"."""
+    # Digits typed in another script (fullwidth, Arabic-Indic…) read as the ASCII digits.
+    body = "".join(str(unicodedata.digit(c)) if c.isdecimal() else c for c in body)
     compact = re.sub(r"[\s.!,;:'\"-]+", "", body.upper())
     if compact in {"OK", "OUI", "YES"}:
         return "ok", None

@@ -97,6 +97,10 @@ def parse_boundaries(path: Path, kind: BoundaryKind) -> BoundarySet:
         raise GeoDataError(
             f"{path}:{exc.lineno}: JSON invalide (colonne {exc.colno} : {exc.msg})"
         ) from exc
+    except RecursionError as exc:
+        raise GeoDataError(f"{path}: JSON imbriqué trop profondément") from exc
+    except ValueError as exc:  # e.g. an integer literal beyond Python's digit limit
+        raise GeoDataError(f"{path}: JSON invalide ({exc})") from exc
     if not isinstance(doc, dict) or doc.get("type") != "FeatureCollection":
         raise GeoDataError(f"{path}: ce n'est pas une FeatureCollection GeoJSON")
     features = doc.get("features")
@@ -176,7 +180,14 @@ def _geometry(obj: Any, where: str) -> BaseGeometry:
         geom = shapely.geometry.shape(obj)
     except GeoDataError:
         raise
-    except (ValueError, TypeError, IndexError, KeyError, shapely.errors.ShapelyError) as exc:
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        OverflowError,  # a coordinate written as an integer too large for a float
+        shapely.errors.ShapelyError,
+    ) as exc:
         raise GeoDataError(f"{where} : géométrie illisible ({exc})") from exc
     if geom.is_empty:
         raise GeoDataError(f"{where} : géométrie vide")

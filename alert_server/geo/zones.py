@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,8 +65,17 @@ def parse_zones(path: Path) -> ZoneSet:
         raise GeoDataError(f"{path}:1: fichier vide (en-tête attendu)")
     header_line = lines[0]
     delimiter = ";" if header_line.count(";") > header_line.count(",") else ","
-    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
-    header = [h.strip().lower() for h in next(reader)]
+    # newline=None: "\r" alone (Excel's "CSV (Macintosh)") ends a line too.
+    reader = csv.reader(io.StringIO(text, newline=None), delimiter=delimiter)
+
+    def rows() -> Iterator[list[str]]:
+        try:
+            yield from reader
+        except csv.Error as exc:  # an unclosed quote, a field over the csv module's limit
+            raise GeoDataError(f"{path}:{reader.line_num}: CSV illisible ({exc})") from exc
+
+    it = rows()
+    header = [h.strip().lower() for h in next(it)]
     missing = [c for c in REQUIRED_COLUMNS if c not in header]
     if missing:
         raise GeoDataError(
@@ -84,7 +94,7 @@ def parse_zones(path: Path) -> ZoneSet:
 
     zones: dict[str, Zone] = {}
     first_line: dict[str, int] = {}
-    for row in reader:
+    for row in it:
         line = reader.line_num
         if not any(cell.strip() for cell in row):
             continue

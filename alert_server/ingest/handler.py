@@ -104,7 +104,7 @@ def _lenient_decode(payload: bytes) -> dict[str, Any] | None:
         data = json.loads(payload.decode("utf-8", errors="replace"))
         if isinstance(data, dict):
             return data
-    except ValueError:
+    except (ValueError, RecursionError):
         pass
     m = _ALERT_ID_RE.search(payload)
     return {"alert_id": m.group(1).decode()} if m else None

@@ -55,7 +55,11 @@ Number = StrictInt | StrictFloat
 
 
 def _finite(v: float) -> float:
-    if not math.isfinite(v):
+    try:
+        finite = math.isfinite(v)
+    except OverflowError:  # an integer literal too large for a float
+        finite = False
+    if not finite:
         raise ValueError("must be a finite number")
     return v
 
@@ -182,6 +186,8 @@ def decode_json(payload: bytes) -> dict[str, Any]:
         data = json.loads(text, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise PayloadError("bad_json", f"not UTF-8 JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise PayloadError("bad_json", "JSON nested too deeply") from exc
     if not isinstance(data, dict):
         raise PayloadError("bad_json", "payload is not a JSON object")
     return data

@@ -22,7 +22,7 @@ from alert_server.referents.hours import HoursError, parse_hours
 from alert_server.referents.schemas import Directory, DirectoryError, ReferentContact
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy
 
-_E164_RE = re.compile(r"^\+[1-9]\d{6,14}$")
+_E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # ASCII digits only: Twilio's From is ASCII
 _TOP_KEYS = ("version", "departements", "national_fallback", "escalation")
 _CONTACT_KEYS = ("name", "phone", "hours")
 
@@ -228,6 +228,11 @@ def _escalation(node: yaml.Node, errors: _Errors) -> EscalationPolicy | None:
     except yaml.YAMLError as exc:
         errors.add(node, f"escalation : {exc}")
         return None
+    except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
+        # A scalar PyYAML cannot build (a date like 2026-13-45, "!!bool maybe", an integer
+        # beyond Python's digit limit): refused on its line, like any other mistake.
+        errors.add(node, f"escalation : valeur illisible ({type(exc).__name__}: {exc})")
+        return None
     try:
         return EscalationPolicy.model_validate(value)
     except ValidationError as exc:
@@ -262,6 +267,8 @@ def parse_directory(text: str, source: str = "<annuaire>") -> Directory:
         ) from exc
     except yaml.YAMLError as exc:
         raise DirectoryError([f"{source}:1: YAML invalide : {exc}"]) from exc
+    except RecursionError as exc:
+        raise DirectoryError([f"{source}:1: YAML imbriqué trop profondément"]) from exc
     if root is None:
         raise DirectoryError([f"{source}:1: fichier vide"])
     top = _mapping(root, errors, "annuaire")
