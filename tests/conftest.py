@@ -18,6 +18,18 @@ GEO_DIR = Path(os.environ.get("VIGIE_GEO_DIR", REPO.parent / "shared" / "geo")).
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
 
 
+# Run one at a time on one worker (pytest-xdist --dist loadgroup): each drives a fleet, several
+# server processes or thousands of messages and would skew the timings of its neighbours.
+_HEAVY = ("tests/chaos/", "tests/integration/test_fuzz_mqtt.py", "tests/device_sim/test_load.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = str(item.path).replace("\\", "/")
+        if any(h in path for h in _HEAVY):
+            item.add_marker(pytest.mark.xdist_group("heavy"))
+
+
 @pytest.fixture(scope="session")
 def geo_dir() -> Path:
     if not (GEO_DIR / "departements-avec-outre-mer.geojson").is_file():

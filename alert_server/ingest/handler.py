@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -115,7 +115,7 @@ def interpret_alert(device_id: str, payload: bytes, now: datetime) -> AlertDraft
 
     An alert is never dropped for being incomplete: unreadable parts become flags.
     """
-    raw = payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace")
+    raw = payloads.db_text(payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace"))
     flags: list[str] = []
     errors: list[str] = []
     if not topics.valid_device_id(device_id):
@@ -176,7 +176,7 @@ def interpret_alert(device_id: str, payload: bytes, now: datetime) -> AlertDraft
         kind, original = kind_in, None
     else:
         # Unknown (or unreadable) kinds are escalated as an SOS, the original kept.
-        kind, original = "sos", kind_in
+        kind, original = "sos", payloads.db_text(kind_in) if kind_in else kind_in
         flags.append("unknown_kind")
     if device_ts is not None:
         if device_ts > now + CLOCK_SKEW_FUTURE:
@@ -188,7 +188,7 @@ def interpret_alert(device_id: str, payload: bytes, now: datetime) -> AlertDraft
     assert alert_id is not None
     return AlertDraft(
         alert_id=alert_id,
-        device_id=device_id[:64],
+        device_id=payloads.db_text(device_id[:64]),
         kind=kind,
         original_kind=original,
         flags=flags,
@@ -405,13 +405,13 @@ class Ingestor:
             alert_id = f"unreadable-{digest[:40]}"
         values = {
             "alert_id": alert_id,
-            "device_id": item.device_id[:64],
+            "device_id": payloads.db_text(item.device_id[:64]),
             "kind": "sos",
             "state": "open",
             "duress": False,
             "flags": ["ingest_error", "malformed"],
             "created_at": now,
-            "raw": item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace"),
+            "raw": payloads.db_text(item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace")),
         }
         with session_scope(self.engine, write=True) as session:
             created = alerts.insert_alert(session, values=values)
@@ -506,6 +506,19 @@ class Ingestor:
             )
         return created, draft
 
+    def _mismatch(self, suffix: Literal["cancel", "session"], item: Inbound, msg: Any) -> bool:
+        """A payload naming another device than its topic (protocol.md): refused, counted."""
+        claimed = (msg.model_extra or {}).get("device_id")
+        if claimed is None or claimed == item.device_id:
+            return False
+        self._reject(
+            suffix,
+            "device_mismatch",
+            topics.uplink(item.device_id, suffix),
+            f"payload device_id {str(claimed)[:64]!r} != topic",
+        )
+        return True
+
     def _cancel(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
         try:
             msg = payloads.parse_uplink("cancel", item.payload)
@@ -513,6 +526,8 @@ class Ingestor:
             self._reject("cancel", exc.reason, topics.uplink(item.device_id, "cancel"), str(exc))
             return []
         assert isinstance(msg, payloads.CancelMsg)
+        if self._mismatch("cancel", item, msg):
+            return []
         self._count_unknown_fields("cancel", msg)
         return self.pipeline.on_cancel(session, device_id=item.device_id, msg=msg, now=now)
 
@@ -523,6 +538,8 @@ class Ingestor:
             self._reject("session", exc.reason, topics.uplink(item.device_id, "session"), str(exc))
             return []
         assert isinstance(msg, payloads.SessionMsg)
+        if self._mismatch("session", item, msg):
+            return []
         self._count_unknown_fields("session", msg)
         if msg.pos is not None:
             p = msg.pos

@@ -190,7 +190,38 @@ def decode_json(payload: bytes) -> dict[str, Any]:
         raise PayloadError("bad_json", "JSON nested too deeply") from exc
     if not isinstance(data, dict):
         raise PayloadError("bad_json", "payload is not a JSON object")
+    # Escaped NUL or lone surrogates ("\u0000", "\ud800") decode to strings no database
+    # column can hold (PostgreSQL refuses NUL, UTF-8 refuses surrogates): refused here, by
+    # name, rather than failing the transaction later. Only payloads with an escape are walked.
+    if b"\\u" in payload:
+        try:
+            storable = _storable(data)
+        except RecursionError as exc:
+            raise PayloadError("bad_json", "JSON nested too deeply") from exc
+        if not storable:
+            raise PayloadError("bad_json", "text with NUL (\\u0000) or an unpaired surrogate")
     return data
+
+
+def _storable(value: Any) -> bool:
+    if isinstance(value, str):
+        return value == db_text(value)
+    if isinstance(value, dict):
+        return all(_storable(k) and _storable(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_storable(v) for v in value)
+    return True
+
+
+def db_text(text: str) -> str:
+    """``text`` as any database can store it: NUL and unpaired surrogates become U+FFFD."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text
 
 
 def parse_uplink(suffix: str, payload: bytes) -> _Msg:

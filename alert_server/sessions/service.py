@@ -57,7 +57,11 @@ def server_expected_end(expected_end: datetime, device_ts: datetime, now: dateti
     correction then moves the deadline earlier, never later (safety first)."""
     ahead = as_utc(device_ts) - now
     if ahead > CLOCK_AHEAD_TOLERANCE:
-        return as_utc(expected_end) - ahead
+        try:
+            return as_utc(expected_end) - ahead
+        except OverflowError:
+            # A device clock centuries ahead: its times mean nothing; watch from now on.
+            return now
     return as_utc(expected_end)
 
 

@@ -93,7 +93,9 @@ def test_mosquitto_restart_mid_run(
         report, pressed, log = run_load_with_faults(stack, fleet(2), faults, communes, handle)
         acc = check("Mosquitto restart", stack, report, pressed, log)
         assert report.reconnects >= 50, "the devices did not see the broker go"
-        assert report.resends > 0, "no alert was in flight when the broker went"
+        # Alerts pressed while the broker was down waited for it, and got through.
+        slowest = report.press_to_received["max_ms"]
+        assert slowest is not None and slowest > 1500, slowest
         assert acc.stored == acc.pressed
     finally:
         stack.stop()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from alert_server.ingest import payloads
 from alert_server.timeutil import rfc3339
-from tests.property.common import JSON_VALUES, UTC_DATETIMES
+from tests.property.common import JSON_VALUES, STORABLE, UTC_DATETIMES
 
 
 def _ts_text(dt: datetime, style: int) -> str:
@@ -62,7 +62,7 @@ WIFIS = st.fixed_dictionaries({"bssid": BSSIDS}, optional={"rssi": RSSI})
 ALERT_IDS = st.text(
     alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=64
 )
-KINDS = st.sampled_from(sorted(payloads.KNOWN_KINDS)) | st.text(min_size=1, max_size=64)
+KINDS = st.sampled_from(sorted(payloads.KNOWN_KINDS)) | st.text(STORABLE, min_size=1, max_size=64)
 
 _VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "alert": st.fixed_dictionaries(
@@ -77,21 +77,21 @@ _VALID: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "cancel": st.fixed_dictionaries(
         {
             "v": st.just(1),
-            "alert_id": st.text(min_size=1, max_size=64),
+            "alert_id": st.text(STORABLE, min_size=1, max_size=64),
             "ts": TIMESTAMPS,
-            "pin": st.text(min_size=1, max_size=32),
+            "pin": st.text(STORABLE, min_size=1, max_size=32),
         }
     ),
     "session": st.fixed_dictionaries(
         {
             "v": st.just(1),
-            "session_id": st.text(min_size=1, max_size=64),
+            "session_id": st.text(STORABLE, min_size=1, max_size=64),
             "action": st.sampled_from(["start", "extend", "checkin", "end"]),
             "ts": TIMESTAMPS,
         },
         optional={
             "expected_end": TIMESTAMPS,
-            "memo": st.text(max_size=120),
+            "memo": st.text(STORABLE, max_size=120),
             "pos": POSITIONS,
         },
     ),
@@ -119,7 +119,7 @@ def valid_message(suffix: str, *, extras: bool = True) -> st.SearchStrategy[dict
     return st.builds(
         lambda b, e: _with_extras(suffix, b, e),
         base,
-        st.dictionaries(st.text(min_size=1, max_size=8), JSON_VALUES, max_size=2),
+        st.dictionaries(st.text(STORABLE, min_size=1, max_size=8), JSON_VALUES, max_size=2),
     )
 
 

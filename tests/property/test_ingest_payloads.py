@@ -21,6 +21,7 @@ from alert_server.ingest import payloads
 from tests.property.common import (
     JSON_VALUES,
     PY_VALUES,
+    STORABLE,
     UTC_DATETIMES,
     fast,
     server_recursion_limit,
@@ -184,7 +185,7 @@ def test_parse_uplink_takes_any_bytes(suffix: str, payload: bytes) -> None:
 
 def _field_keys(suffix: str) -> st.SearchStrategy[str]:
     fields = sorted(payloads.UPLINK_MODELS[suffix].model_fields)
-    return st.sampled_from(fields) | st.text(max_size=6)
+    return st.sampled_from(fields) | st.text(STORABLE, max_size=6)
 
 
 ANY_OBJECTS = st.sampled_from(SUFFIXES).flatmap(
@@ -321,11 +322,11 @@ def test_timestamps_round_trip(pair: tuple[datetime, int]) -> None:
 
 TS_LIKE = st.from_regex(
     r"\A\d{4}-?\d{2}-?\d{2}([T ]\d{2}(:?\d{2}(:?\d{2}([.,]\d{1,9})?)?)?)?([+-]\d{2}:?\d{2})?Z\Z"
-) | st.text(max_size=30).map(lambda s: s + "Z")
+) | st.text(STORABLE, max_size=30).map(lambda s: s + "Z")
 
 
 @fast(120)
-@given(TS_LIKE | st.text(max_size=30))
+@given(TS_LIKE | st.text(STORABLE, max_size=30))
 def test_accepted_timestamps_are_always_aware_utc(text: str) -> None:
     """Whatever string is offered as ``ts``, it is refused (PayloadError "invalid" naming ``ts``)
     or read as an aware UTC datetime: never a naive or non-UTC one, and it must end with Z."""
@@ -366,3 +367,18 @@ def test_commands_are_protocol_json(type_: Any, at: datetime, alert_id: str | No
     assert body.get("alert_id") == alert_id
     ts = payloads.HeartbeatMsg.model_validate({"v": 1, "ts": body["ts"]}).ts
     assert ts == at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+@fast(100)
+@given(
+    st.sampled_from(sorted(payloads.UPLINK_MODELS)),
+    st.text(STORABLE, max_size=10),
+    st.sampled_from(["\x00", "\ud800", "\udfff", "a\x00b"]),
+)
+def test_unstorable_text_is_refused(suffix: str, before: str, bad: str) -> None:
+    """Text no database column can hold (NUL, an unpaired surrogate), anywhere in a message,
+    is refused by name as bad JSON, before any transaction could fail on it."""
+    payload = json.dumps({"v": 1, "ts": "2026-11-22T18:04:05Z", "memo": before + bad}).encode()
+    got = _parse(suffix, payload)
+    assert isinstance(got, payloads.PayloadError) and got.reason == "bad_json", got
+    assert "NUL" in str(got)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
@@ -120,7 +121,10 @@ def _post(app: FastAPI, path: str, form: dict[str, str], headers: dict[str, str]
         async with httpx.AsyncClient(transport=transport, base_url="http://internal") as c:
             return (await c.post(path, data=form, headers=headers)).status_code
 
-    return asyncio.run(go())
+    # In a thread of its own: an earlier test (Playwright's sync API) may leave an event loop
+    # running in this one, where asyncio.run() refuses to start.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, go()).result()
 
 
 FORMS = st.dictionaries(
