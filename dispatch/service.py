@@ -17,8 +17,8 @@ import dataclasses
 import json
 import logging
 import re
-import unicodedata
 import secrets
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
