@@ -263,7 +263,9 @@ class Reactor:
             s.lag_max_s = 0.0
 
     def lag_summary(self) -> dict[str, float]:
-        samples = sorted(x for s in self.shards for x in s.lag_samples)
+        # deque.copy() runs in C under the GIL: a snapshot while the shard threads append
+        # (iterating the deque itself raises "deque mutated during iteration").
+        samples = sorted(x for s in self.shards for x in s.lag_samples.copy())
         if not samples:
             return {"p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
         return {
