@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from alert_server.devices import broker_files
 from alert_server.ingest.topics import SERVER_USERNAME
 from alert_server.localbroker import LocalMosquitto
-from benchmarks.benchlib import machine_info, postgres_version, write_json
+from benchmarks.benchlib import MqttEcho, machine_info, postgres_version, write_json
 from tests.support import ServerProcess, server_env, wait_until
 
 
@@ -85,41 +85,6 @@ class BenchDevice:
             b'{"v":1,"ts":"2026-11-22T18:00:00Z","batt":80,"charging":false}',
             qos=qos,
         )
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
-class EchoBaseline:
-    """A bare paho subscriber: replies at once on the device's cmd topic, stores nothing."""
-
-    def __init__(self, broker: LocalMosquitto) -> None:
-        self.count = 0
-        ready = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="echo", protocol=mqtt.MQTTv5)
-        c.username_pw_set(SERVER_USERNAME, broker.server_password)
-        c.max_inflight_messages_set(100)
-        filters = [("vigie/v1/dev/+/alert", 1), ("vigie/v1/dev/+/hb", 1)]
-        c.on_connect = lambda cl, *a: cl.subscribe(filters)
-        c.on_subscribe = lambda *a: ready.set()
-        c.on_message = self._on
-        c.on_socket_open = lambda cl, u, s: s.setsockopt(6, 1, 1)
-        c.connect("127.0.0.1", broker.server_port)
-        c.loop_start()
-        assert ready.wait(10)
-        self.client = c
-
-    def _on(self, client: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
-        self.count += 1
-        device_id = msg.topic.split("/")[3]
-        if msg.topic.endswith("/alert"):
-            aid = json.loads(msg.payload)["alert_id"]
-            client.publish(
-                f"vigie/v1/dev/{device_id}/cmd",
-                json.dumps({"v": 1, "type": "alert.received", "alert_id": aid}),
-                qos=1,
-            )
 
     def close(self) -> None:
         self.client.disconnect()
@@ -202,9 +167,9 @@ def main() -> None:
     ]
     results: dict[str, dict[str, float]] = {}
 
-    echo = EchoBaseline(broker)
+    echo = MqttEcho("127.0.0.1", broker.server_port, SERVER_USERNAME, broker.server_password)
     results["bare paho echo (baseline)"] = run_phase(
-        devices, args.alerts, args.heartbeats, lambda: echo.count - 0
+        devices, args.alerts, args.heartbeats, lambda: echo.messages
     )
     echo.close()
 

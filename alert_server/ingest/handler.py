@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -86,6 +86,16 @@ class AlertDraft:
             "pos_src": pos.src if pos else None,
             "raw": self.raw,
         }
+
+
+def _check_device(device_id: str, msg: Any) -> None:
+    """A payload naming another device than its topic is refused (protocol.md): the topic is
+    what the broker's ACL vouches for."""
+    claimed = (msg.model_extra or {}).get("device_id")
+    if claimed is not None and claimed != device_id:
+        raise payloads.PayloadError(
+            "device_mismatch", f"payload device_id {str(claimed)[:64]!r} != topic"
+        )
 
 
 def _readable_alert_id(value: object) -> str | None:
@@ -264,11 +274,7 @@ class Ingestor:
             if not topics.valid_device_id(device_id):
                 raise payloads.PayloadError("bad_device_id", f"invalid device id {device_id!r}")
             msg = payloads.parse_uplink(suffix, payload)
-            claimed = (msg.model_extra or {}).get("device_id")
-            if claimed is not None and claimed != device_id:
-                raise payloads.PayloadError(
-                    "device_mismatch", f"payload device_id {str(claimed)[:64]!r} != topic"
-                )
+            _check_device(device_id, msg)
             self._count_unknown_fields(suffix, msg)
             self._presence(device_id, msg, retain)
         except payloads.PayloadError as exc:
@@ -506,40 +512,25 @@ class Ingestor:
             )
         return created, draft
 
-    def _mismatch(self, suffix: Literal["cancel", "session"], item: Inbound, msg: Any) -> bool:
-        """A payload naming another device than its topic (protocol.md): refused, counted."""
-        claimed = (msg.model_extra or {}).get("device_id")
-        if claimed is None or claimed == item.device_id:
-            return False
-        self._reject(
-            suffix,
-            "device_mismatch",
-            topics.uplink(item.device_id, suffix),
-            f"payload device_id {str(claimed)[:64]!r} != topic",
-        )
-        return True
-
     def _cancel(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
         try:
             msg = payloads.parse_uplink("cancel", item.payload)
+            _check_device(item.device_id, msg)
         except payloads.PayloadError as exc:
             self._reject("cancel", exc.reason, topics.uplink(item.device_id, "cancel"), str(exc))
             return []
         assert isinstance(msg, payloads.CancelMsg)
-        if self._mismatch("cancel", item, msg):
-            return []
         self._count_unknown_fields("cancel", msg)
         return self.pipeline.on_cancel(session, device_id=item.device_id, msg=msg, now=now)
 
     def _session(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
         try:
             msg = payloads.parse_uplink("session", item.payload)
+            _check_device(item.device_id, msg)
         except payloads.PayloadError as exc:
             self._reject("session", exc.reason, topics.uplink(item.device_id, "session"), str(exc))
             return []
         assert isinstance(msg, payloads.SessionMsg)
-        if self._mismatch("session", item, msg):
-            return []
         self._count_unknown_fields("session", msg)
         if msg.pos is not None:
             p = msg.pos

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ from alert_server.localbroker import LocalMosquitto
 from device_sim.geo import CommuneIndex
 from tests.chaos.harness import ChaosStack, OwnPostgres
 from tests.fakes.fake_twilio import FakeTwilio
+from tests.integration.conftest import broker  # noqa: F401  (a real Mosquitto)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -22,17 +23,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def communes(geo_dir: Path) -> CommuneIndex:
     return CommuneIndex.load(geo_dir / "communes-index.csv")
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[LocalMosquitto]:
-    if not LocalMosquitto.available():
-        pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
-    b = LocalMosquitto(tmp_path / "broker").start()
-    try:
-        yield b
-    finally:
-        b.stop()
 
 
 @pytest.fixture
@@ -54,9 +44,29 @@ def own_postgres() -> Iterator[OwnPostgres]:
         pg.destroy()
 
 
-def make_stack(
-    tmp_path: Path, broker: LocalMosquitto, db_url: str, twilio: FakeTwilio, geo_dir: Path
-) -> ChaosStack:
-    return ChaosStack(
-        workdir=tmp_path, broker=broker, db_url=db_url, twilio=twilio, geo_dir=geo_dir
-    )
+@pytest.fixture
+def new_stack(
+    tmp_path: Path,
+    broker: LocalMosquitto,  # noqa: F811  (the fixture imported above)
+    twilio: FakeTwilio,
+    geo_dir: Path,
+) -> Iterator[Callable[..., ChaosStack]]:
+    """``new_stack(db_url=None, servers=1, **env)``: a stack with its servers started (SQLite
+    in the test's folder by default); every server is stopped at teardown."""
+    stacks: list[ChaosStack] = []
+
+    def make(db_url: str | None = None, servers: int = 1, **env: str) -> ChaosStack:
+        stack = ChaosStack(
+            workdir=tmp_path,
+            broker=broker,
+            db_url=db_url or f"sqlite:///{tmp_path / 'vigie.db'}",
+            twilio=twilio,
+            geo_dir=geo_dir,
+        )
+        stacks.append(stack)
+        stack.start_servers(servers, **env)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()

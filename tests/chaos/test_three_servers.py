@@ -10,19 +10,16 @@ servers claimed the escalation steps that were sent (``dispatch_notification.cla
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import select
 
 from alert_server.db import make_engine
-from alert_server.localbroker import LocalMosquitto
 from device_sim.geo import CommuneIndex
 from device_sim.load import LoadConfig
 from dispatch.models import KIND_ALERT, SENT, Notification
-from tests.chaos.conftest import make_stack
-from tests.chaos.harness import Fault, check, run_load_with_faults
-from tests.fakes.fake_twilio import FakeTwilio
+from tests.chaos.harness import ChaosStack, Fault, check, run_load_with_faults
 from tests.support import ServerProcess
 
 STORED = "vigie_alerts_stored_total"
@@ -81,19 +78,10 @@ def kill_and_read(victim: ServerProcess, at_kill: dict[str, float]) -> None:
 
 @pytest.mark.postgres
 def test_three_servers_one_killed_for_good(
-    tmp_path: Path,
-    broker: LocalMosquitto,
-    twilio: FakeTwilio,
-    communes: CommuneIndex,
-    geo_dir: Path,
-    pg_database: str,
+    new_stack: Callable[..., ChaosStack], communes: CommuneIndex, pg_database: str
 ) -> None:
-    stack = make_stack(tmp_path, broker, pg_database, twilio, geo_dir)
-    try:
-        servers = stack.start_servers(3, VIGIE_MQTT_SHARED_GROUP="vigie")
-    except BaseException:
-        stack.stop()  # the ones already up
-        raise
+    stack = new_stack(pg_database, servers=3, VIGIE_MQTT_SHARED_GROUP="vigie")
+    servers = stack.servers
     # Not server 0: the fake Twilio posts its status callbacks there.
     victim = servers[1]
     survivors = [s for s in servers if s is not victim]
@@ -105,48 +93,43 @@ def test_three_servers_one_killed_for_good(
     # default, docs/scale-out.md, mosquitto#2662): a third of the alerts sent after the kill are
     # parked there, and get through when the device re-publishes them (every 2-5 s) and the copy
     # lands on a survivor. Hence device resends and a press → alert.received tail of seconds.
-    try:
-        kill = Fault(
-            4.0, "SIGKILL server-1 (never restarted)", lambda: kill_and_read(victim, at_kill)
-        )
-        faults = [kill]
-        report, pressed, log = run_load_with_faults(stack, fleet(11), faults, communes)
-        title = "three servers, one SIGKILLed for good (postgresql)"
-        acc = check(title, stack, report, pressed, log)
+    kill = Fault(4.0, "SIGKILL server-1 (never restarted)", lambda: kill_and_read(victim, at_kill))
+    faults = [kill]
+    report, pressed, log = run_load_with_faults(stack, fleet(11), faults, communes)
+    title = "three servers, one SIGKILLed for good (postgresql)"
+    acc = check(title, stack, report, pressed, log)
 
-        assert not _alive(victim), "server-1 is still running"
-        for s in survivors:
-            assert _alive(s), f"{s.log_path.name}: a survivor died"
+    assert not _alive(victim), "server-1 is still running"
+    for s in survivors:
+        assert _alive(s), f"{s.log_path.name}: a survivor died"
 
-        # Alerts: each server stored a share; together, the alerts stored.
-        stored = [at_kill["stored"] if s is victim else s.metric(STORED) for s in servers]
-        total = sum(stored)
-        by_claimer = _sent_by_claimer(pg_database)
-        sent_by_server: Counter[str] = Counter()
-        for claimer, count in by_claimer.items():
-            pid = _pid_of(claimer)
-            sent_by_server[f"server-{pids[pid]}" if pid in pids else claimer] += count
+    # Alerts: each server stored a share; together, the alerts stored.
+    stored = [at_kill["stored"] if s is victim else s.metric(STORED) for s in servers]
+    total = sum(stored)
+    by_claimer = _sent_by_claimer(pg_database)
+    sent_by_server: Counter[str] = Counter()
+    for claimer, count in by_claimer.items():
+        pid = _pid_of(claimer)
+        sent_by_server[f"server-{pids[pid]}" if pid in pids else claimer] += count
 
-        shares = ", ".join(
-            f"server-{i} {v:.0f}" + (" (read at the kill)" if servers[i] is victim else "")
-            for i, v in enumerate(stored)
-        )
-        print(
-            f"alerts stored per server ({STORED}): {shares}; "
-            f"sum {total:.0f} vs stored {acc.stored} (difference {total - acc.stored:+.0f})"
-        )
-        steps = ", ".join(f"{k} {v}" for k, v in sorted(sent_by_server.items()))
-        print(
-            f"alert steps sent per claimer (dispatch_notification.claimed_by): {steps}; "
-            f"{len(by_claimer)} distinct, {sum(by_claimer.values())} sent"
-        )
+    shares = ", ".join(
+        f"server-{i} {v:.0f}" + (" (read at the kill)" if servers[i] is victim else "")
+        for i, v in enumerate(stored)
+    )
+    print(
+        f"alerts stored per server ({STORED}): {shares}; "
+        f"sum {total:.0f} vs stored {acc.stored} (difference {total - acc.stored:+.0f})"
+    )
+    steps = ", ".join(f"{k} {v}" for k, v in sorted(sent_by_server.items()))
+    print(
+        f"alert steps sent per claimer (dispatch_notification.claimed_by): {steps}; "
+        f"{len(by_claimer)} distinct, {sum(by_claimer.values())} sent"
+    )
 
-        assert acc.stored == acc.pressed
-        assert all(v > 0 for v in stored), f"a server stored no alert: {stored}"
-        assert abs(total - acc.stored) <= KILL_SLACK, (
-            f"per-server counts add up to {total:.0f}, {acc.stored} alerts stored: {stored}"
-        )
-        assert len(by_claimer) >= 2, f"escalation steps not spread: {dict(by_claimer)}"
-        assert sum(by_claimer.values()) == acc.steps_sent
-    finally:
-        stack.stop()
+    assert acc.stored == acc.pressed
+    assert all(v > 0 for v in stored), f"a server stored no alert: {stored}"
+    assert abs(total - acc.stored) <= KILL_SLACK, (
+        f"per-server counts add up to {total:.0f}, {acc.stored} alerts stored: {stored}"
+    )
+    assert len(by_claimer) >= 2, f"escalation steps not spread: {dict(by_claimer)}"
+    assert sum(by_claimer.values()) == acc.steps_sent

@@ -218,6 +218,18 @@ class _Handler(BaseHTTPRequestHandler):
             },
         )
 
+    def _authorized(self, account_sid: str) -> bool:
+        """Basic auth with the account's SID and token, as Twilio checks it; 401 otherwise."""
+        fake = self.server.fake
+        token = base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
+        if (
+            self.headers.get("Authorization") == f"Basic {token}"
+            and account_sid == fake.account_sid
+        ):
+            return True
+        self._error(401, 20003, "Authenticate")
+        return False
+
     def do_GET(self) -> None:
         """``GET …/Messages.json`` and ``Calls.json``: the list, newest first, filtered by
         ``To`` and ``From`` (what the engine's reconciliation after a crash reads)."""
@@ -228,11 +240,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not m:
             self._error(404, 20404, "The requested resource was not found")
             return
-        expected_auth = (
-            "Basic " + base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
-        )
-        if self.headers.get("Authorization") != expected_auth or m.group(1) != fake.account_sid:
-            self._error(401, 20003, "Authenticate")
+        if not self._authorized(m.group(1)):
             return
         kind = "sms" if m.group(2) == "Messages" else "call"
         injected = fake._take_injection(kind, query.get("To", ""))
@@ -289,11 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not m:
             self._error(404, 20404, "The requested resource was not found")
             return
-        expected_auth = (
-            "Basic " + base64.b64encode(f"{fake.account_sid}:{fake.auth_token}".encode()).decode()
-        )
-        if self.headers.get("Authorization") != expected_auth or m.group(1) != fake.account_sid:
-            self._error(401, 20003, "Authenticate")
+        if not self._authorized(m.group(1)):
             return
         kind = "sms" if m.group(2) == "Messages" else "call"
         to = form.get("To", "")

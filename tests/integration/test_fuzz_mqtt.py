@@ -456,10 +456,6 @@ def strictly_valid_alert(payload: bytes) -> bool:
     return True
 
 
-def _has_surrogate(value: object) -> bool:
-    return isinstance(value, str) and any(0xD800 <= ord(c) <= 0xDFFF for c in value)
-
-
 # -- helpers ------------------------------------------------------------------------------
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -753,19 +749,19 @@ def test_fuzz_every_uplink_topic(
     dev.close()
 
 
-# -- known bugs (strict xfail: each fails until fixed) -------------------------------------
+# -- edge cases found by earlier fuzz runs, and one open bug (strict xfail) ---------------
 
 DEEP = b"[" * 1200  # over Python's recursion limit, under the protocol's 4096 bytes
 NUL_ALERT = b'{"v": 1, "alert_id": "nul-byte", "kind": "sos"}\x00'
 
 
-def _bug_messages(dialect: str) -> list[tuple[str, str, bytes, str | None]]:
+def _edge_messages(dialect: str) -> list[tuple[str, str, bytes, str | None]]:
     """(label, suffix, payload, rejection reason or None when it must be accepted)."""
     ts = rfc3339(utcnow())
     far = "9999-12-31T23:59:59Z"
     out: list[tuple[str, str, bytes, str | None]] = [
-        # A valid session from a device clock at year 9999: OverflowError in
-        # sessions.service.server_expected_end, the session start is dropped ("giving up").
+        # A valid session from a device clock at year 9999 (was an OverflowError in
+        # sessions.service.server_expected_end that dropped the session start).
         (
             "session clock 9999",
             "session",
@@ -774,7 +770,7 @@ def _bug_messages(dialect: str) -> list[tuple[str, str, bytes, str | None]]:
             ).encode(),
             None,
         ),
-        # protocol.md: a topic/device mismatch is rejected; cancel and session accept it.
+        # protocol.md: a topic/device mismatch is rejected, cancel and session included.
         (
             "cancel device mismatch",
             "cancel",
@@ -791,9 +787,8 @@ def _bug_messages(dialect: str) -> list[tuple[str, str, bytes, str | None]]:
             ).encode(),
             "device_mismatch",
         ),
-        # A lone surrogate as the kind of an otherwise readable alert: the salvaged
-        # original_kind cannot be encoded, the insert fails 3 times, and the alert is kept
-        # only by the minimal "ingest_error" path (no timeline event, no flag counted).
+        # A lone surrogate as the kind of an otherwise readable alert (its salvaged
+        # original_kind once failed the insert, leaving only the minimal "ingest_error" row).
         (
             "alert surrogate kind",
             "alert",
@@ -802,8 +797,8 @@ def _bug_messages(dialect: str) -> list[tuple[str, str, bytes, str | None]]:
         ),
     ]
     if dialect == "postgresql":
-        # PostgreSQL text cannot hold NUL: the writer gives up on these (or, for the alert,
-        # falls back to the minimal path).
+        # PostgreSQL text cannot hold NUL: refused by name (once, the writer gave up on
+        # these, or wedged on the alert).
         out += [
             (
                 "session memo NUL",
@@ -836,7 +831,7 @@ def test_edge_messages_are_decided(
     dev = Device(DEVICE_ID, add_device(env, DEVICE_ID, pin=PIN, duress_pin=DURESS_PIN), broker.port)
     assert dev.connect()
     failures: list[str] = []
-    for label, suffix, payload, reason in _bug_messages(dialect):
+    for label, suffix, payload, reason in _edge_messages(dialect):
         log_before = len(log_problems(server.log()))
         before = by_label(scrape(server), "vigie_mqtt_rejected_total", "type", "reason")
         dev.publish(suffix, payload)
