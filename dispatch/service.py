@@ -30,6 +30,8 @@ from sqlmodel import Session
 
 from dispatch.hooks import DispatchHooks
 from dispatch.models import (
+    ACK_CODE_MAX_DIGITS,
+    ACK_CODE_MIN_DIGITS,
     ACKNOWLEDGED,
     ACTIVE,
     CANCELLED,
@@ -70,9 +72,14 @@ CODES: Table = AckCode.__table__  # type: ignore[attr-defined]
 EVENTS: Table = Event.__table__  # type: ignore[attr-defined]
 INBOUND: Table = Inbound.__table__  # type: ignore[attr-defined]
 
-# A code used for a number within this period is avoided when another one is free, so a late
-# reply to an old alert cannot acknowledge a new one by chance.
+# A code released for a number less than this long ago is not given to it again (nor one of
+# an escalation still open), so a late reply to an old alert cannot acknowledge a new one.
 CODE_REUSE_AVOID = timedelta(days=7)
+# Random candidates drawn per code length: with 90 % of the 3-digit codes of a number taken,
+# a 3-digit one is still found 92 % of the time; otherwise the code is one digit longer.
+CODE_CANDIDATES = 24
+# Inserts lost to a concurrent start reserving the same code for the same number.
+CODE_RACE_RETRIES = 20
 
 # Provider statuses, ranked: a callback only moves a notification forward (duplicated and
 # out-of-order callbacks are harmless). Final statuses share the top rank: the first one wins.
@@ -199,69 +206,132 @@ def brief_from_json(raw: str) -> AlertBrief:
 
 
 # --- ack codes ----------------------------------------------------------------------------
+#
+# A number replies "OK 482" to take an alert. Each number holds one code per open escalation
+# it is in; the national fallback is in every chain, so it may hold thousands. Codes are
+# 3 digits while one is free for that number, then 4, 5, 6 digits (about a million per number
+# in all): allocation can never hold an escalation. A code is picked by drawing a few random
+# candidates and asking the database which of them are taken (one indexed query per length),
+# never by listing every code of the number.
 
 
-def _codes_in_use(session: Session, phones: Sequence[str], now: datetime) -> tuple[set, set]:
-    busy: set[str] = set()
-    recent: set[str] = set()
-    if not phones:
-        return busy, recent
+_RANDOM = secrets.SystemRandom()
+_CODE_RE = re.compile(rf"[1-9][0-9]{{{ACK_CODE_MIN_DIGITS - 1},{ACK_CODE_MAX_DIGITS - 1}}}")
+
+
+def _taken_codes(
+    session: Session,
+    *,
+    phone: str,
+    candidates: Sequence[str],
+    now: datetime,
+    for_alert: str | None = None,
+) -> set[str]:
+    """Of ``candidates``, the codes ``phone`` cannot be given now: reserved by an open
+    reservation, released less than ``CODE_REUSE_AVOID`` ago, or released by an escalation that
+    is still open (exhausted: a late reply must still find it, and only it). The released
+    codes of ``for_alert`` itself are not in the way: it may take them back."""
+    if not candidates:
+        return set()
+    still_open = (
+        select(ESC.c.alert_id)
+        .where(ESC.c.alert_id == CODES.c.alert_id, ESC.c.status.in_(OPEN_STATUSES))
+        .exists()
+    )
+    released_by_others = or_(
+        CODES.c.released_at >= now - CODE_REUSE_AVOID,
+        still_open,
+    )
+    if for_alert is not None:
+        released_by_others = and_(CODES.c.alert_id != for_alert, released_by_others)
     rows = session.execute(
-        select(CODES.c.code, CODES.c.released_at, CODES.c.created_at).where(
-            CODES.c.phone.in_(list(phones)),
-            or_(CODES.c.released_at.is_(None), CODES.c.created_at >= now - CODE_REUSE_AVOID),
+        select(CODES.c.code).where(
+            CODES.c.phone == phone,
+            CODES.c.code.in_(list(candidates)),
+            or_(CODES.c.released_at.is_(None), released_by_others),
         )
-    ).all()
-    for code, released_at, _created in rows:
-        (busy if released_at is None else recent).add(code)
-    return busy, recent
+    ).scalars()
+    return set(rows)
 
 
-def _pick_code(busy: set[str], recent: set[str]) -> str:
-    fresh = [f"{i}" for i in range(100, 1000) if f"{i}" not in busy and f"{i}" not in recent]
-    if fresh:
-        return secrets.choice(fresh)
-    free = [f"{i}" for i in range(100, 1000) if f"{i}" not in busy]
-    if free:
-        return secrets.choice(free)
-    # 900 open alerts on one number: never refuse an alert for want of a code.
-    raise RuntimeError("no free 3-digit acknowledgement code")
+def _pick_code(
+    session: Session,
+    *,
+    phone: str,
+    now: datetime,
+    prefer: Sequence[str] = (),
+    for_alert: str | None = None,
+) -> str | None:
+    """A code ``phone`` can be given: one of ``prefer`` if free, else a random one of the
+    shortest length that has a free one among ``CODE_CANDIDATES`` draws. None only if every
+    length failed (practically never); the caller then sends without a code."""
+    prefer = [c for c in dict.fromkeys(prefer) if c and _CODE_RE.fullmatch(c)]
+    for digits in range(ACK_CODE_MIN_DIGITS, ACK_CODE_MAX_DIGITS + 1):
+        low, high = 10 ** (digits - 1), 10**digits
+        drawn = [str(i) for i in _RANDOM.sample(range(low, high), CODE_CANDIDATES)]
+        candidates = [*prefer, *drawn]
+        taken = _taken_codes(
+            session, phone=phone, candidates=candidates, now=now, for_alert=for_alert
+        )
+        for code in candidates:
+            if code not in taken:
+                return code
+        prefer = []  # checked once is enough
+    return None
 
 
 def _reserve_codes(
     session: Session, *, alert_id: str, phones: Iterable[str], preferred: str, now: datetime
-) -> dict[str, str]:
+) -> dict[str, str | None]:
     """Reserve a code per phone: ``preferred`` where it is free, another one otherwise.
 
-    The partial unique index (phone, code) among open alerts is the real guard: a concurrent
-    start that picked the same code for the same phone loses the insert and picks again.
+    A phone that already had a code for this alert keeps it (a chain added later); one whose
+    code was released by this alert (exhausted, then a new chain) gets it back if still free.
+    The partial unique index (phone, code) among open reservations is the real guard: a
+    concurrent start that picked the same code for the same phone loses the insert and picks
+    again. A phone that cannot get a code maps to None: its SMS go out without one (the text
+    then says to use the link or the call). Never raises for want of a code.
     """
-    codes: dict[str, str] = {}
-    existing = dict(
-        session.execute(
-            select(CODES.c.phone, CODES.c.code).where(
-                CODES.c.alert_id == alert_id, CODES.c.released_at.is_(None)
-            )
-        ).all()
-    )
+    codes: dict[str, str | None] = {}
+    mine = session.execute(
+        select(CODES.c.phone, CODES.c.code, CODES.c.released_at)
+        .where(CODES.c.alert_id == alert_id)
+        .order_by(CODES.c.id)
+    ).all()
+    existing = {phone: code for phone, code, released in mine if released is None}
+    released_before = {phone: code for phone, code, released in mine if released is not None}
     for phone in dict.fromkeys(phones):
         if phone in existing:
             codes[phone] = existing[phone]
             continue
-        candidate = preferred
-        for _ in range(50):
+        prefer = [c for c in (released_before.get(phone), preferred) if c]
+        code: str | None = None
+        for _ in range(CODE_RACE_RETRIES):
+            candidate = _pick_code(session, phone=phone, now=now, prefer=prefer, for_alert=alert_id)
+            if candidate is None:
+                break
             row = {"alert_id": alert_id, "phone": phone, "code": candidate, "created_at": now}
             if _insert_ignore(session, CODES, [row]):
-                codes[phone] = candidate
+                code = candidate
                 break
-            busy, recent = _codes_in_use(session, [phone], now)
-            candidate = _pick_code(busy, recent)
-        else:  # pragma: no cover - 50 lost races in a row
-            raise RuntimeError(f"could not reserve an acknowledgement code for {phone}")
+            prefer = []  # lost a race for it: another one
+        if code is None:
+            alog(
+                logging.ERROR,
+                "no acknowledgement code for this number: its SMS go out without one",
+                alert_id,
+                phone=phone,
+            )
+        codes[phone] = code
     return codes
 
 
 def _release_codes(session: Session, alert_id: str, now: datetime) -> None:
+    """The escalation ended (any reason): its reservations stop holding the unique slots.
+
+    The rows stay: a late reply with the code still finds this alert, because a released code
+    is not given again to that number while the escalation is open or for CODE_REUSE_AVOID.
+    """
     session.execute(
         update(CODES)
         .where(CODES.c.alert_id == alert_id, CODES.c.released_at.is_(None))
@@ -398,9 +468,9 @@ def start(
     if not inserted:
         alog(logging.INFO, "escalation already started", alert_id)
         return False
-    phones = [c.phone for chain in chains for c in chain.contacts]
-    busy, recent = _codes_in_use(session, phones, now)
-    main_code = _pick_code(busy, recent)
+    # The first contact's code; every other number gets the same one where it is free.
+    first = next((c.phone for chain in chains for c in chain.contacts), None)
+    main_code = (_pick_code(session, phone=first, now=now) if first else None) or ""
     seen: set[tuple[str, int, int, str, datetime]] = set()
     planned = 0
     for chain_index, chain in enumerate(chains):
@@ -427,7 +497,8 @@ def start(
         alert_id=alert_id,
         at=now,
         kind="started",
-        detail=f"{len(chains)} chaîne(s), {planned} notification(s) prévues, code {main_code}",
+        detail=f"{len(chains)} chaîne(s), {planned} notification(s) prévues, "
+        f"code {main_code or 'aucun'}",
     )
     alog(logging.INFO, "escalation started", alert_id, chains=len(chains), planned=planned)
     return True
@@ -774,6 +845,8 @@ def exhaust_due(session: Session, *, now: datetime, hooks: DispatchHooks) -> lis
     ).all()
     ids = [r[0] for r in rows]
     for alert_id in ids:
+        # Its codes stop holding slots (still answerable: see ``_release_codes``).
+        _release_codes(session, alert_id, now)
         _event(session, alert_id=alert_id, at=now, kind="exhausted")
         # Loud on purpose: nobody answered the whole chain, national fallback included.
         alog(logging.CRITICAL, "escalation EXHAUSTED, alert still unacknowledged", alert_id)
@@ -1057,11 +1130,12 @@ def record_digits(
 
 # --- inbound SMS ------------------------------------------------------------------------------
 
-_ACK_RE = re.compile(r"(?:OK)?([0-9]{3})")
+_ACK_RE = re.compile(rf"(?:OK)?([0-9]{{{ACK_CODE_MIN_DIGITS},{ACK_CODE_MAX_DIGITS}}})")
 
 
 def parse_ack(body: str) -> tuple[str, str | None]:
-    """("code", "482") for "OK 482", "ok482", " 4 8 2 "; ("ok", None) for a bare "OK"."""
+    """("code", "482") for "OK 482", "ok482", " 4 8 2 ", "OK 4821"; ("ok", None) for a bare
+    "OK". A code is 3 to 6 digits, as issued (``_pick_code``)."""
     # Digits typed in another script (fullwidth, Arabic-Indic…) read as the ASCII digits.
     body = "".join(str(unicodedata.digit(c)) if c.isdecimal() else c for c in body)
     compact = re.sub(r"[\s.!,;:'\"-]+", "", body.upper())
@@ -1075,10 +1149,15 @@ def parse_ack(body: str) -> tuple[str, str | None]:
 
 @dataclass(frozen=True, slots=True)
 class InboundOutcome:
-    outcome: str  # acknowledged, already_<status>, not_notified, unknown_code, ambiguous, …
+    # acknowledged, already_<status>, not_notified, unknown_code, ambiguous, no_open_alert,
+    # unknown_sender, unrecognised, duplicate:<outcome>
+    outcome: str
     alert_id: str | None = None
     ack: AckResult | None = None
-    reply: tuple[str, str | None] | None = None  # (what to answer, code) for the webhook
+    reply: tuple[str, str | None] | None = None  # (what to answer, alert_id) for the webhook
+
+
+_NOTIFIED = or_(NOTIF.c.provider_sid.is_not(None), NOTIF.c.status.in_([SENDING, SENT]))
 
 
 def _was_notified(session: Session, alert_id: str, phone: str) -> bool:
@@ -1090,11 +1169,29 @@ def _was_notified(session: Session, alert_id: str, phone: str) -> bool:
                 NOTIF.c.alert_id == alert_id,
                 NOTIF.c.phone == phone,
                 NOTIF.c.kind == KIND_ALERT,
-                or_(NOTIF.c.provider_sid.is_not(None), NOTIF.c.status.in_([SENDING, SENT])),
+                _NOTIFIED,
             )
         ).scalar_one()
         > 0
     )
+
+
+def _notified_alerts(session: Session, phone: str, *, open_only: bool, limit: int) -> list[str]:
+    """Alerts this number was (or may have been) sent an alert SMS or call for, the most
+    recently notified first."""
+    last = func.max(NOTIF.c.id).label("last")
+    q = (
+        select(NOTIF.c.alert_id, last)
+        .where(NOTIF.c.phone == phone, NOTIF.c.kind == KIND_ALERT, _NOTIFIED)
+        .group_by(NOTIF.c.alert_id)
+        .order_by(last.desc())
+        .limit(limit)
+    )
+    if open_only:
+        q = q.where(
+            NOTIF.c.alert_id.in_(select(ESC.c.alert_id).where(ESC.c.status.in_(OPEN_STATUSES)))
+        )
+    return [r[0] for r in session.execute(q).all()]
 
 
 def handle_inbound_sms(
@@ -1121,18 +1218,16 @@ def handle_inbound_sms(
     alert_id: str | None = None
     outcome: InboundOutcome
     known_number = (
-        session.execute(
-            select(func.count()).select_from(CODES).where(CODES.c.phone == from_phone)
-        ).scalar_one()
-        > 0
+        session.execute(select(CODES.c.id).where(CODES.c.phone == from_phone).limit(1)).first()
+        is not None
     )
     if what == "other" or not known_number:
         if not known_number and what == "code":
             # Not one of our contacts: change nothing, but link it to the alert for the record.
             alert_id = session.execute(
-                select(ESC.c.alert_id).where(
-                    ESC.c.ack_code == code, ESC.c.status.in_(OPEN_STATUSES)
-                )
+                select(ESC.c.alert_id)
+                .where(ESC.c.ack_code == code, ESC.c.status.in_(OPEN_STATUSES))
+                .limit(1)
             ).scalar()
         # Free text ("merci", "j'arrive") is recorded but not answered: a help text to every
         # chat message would be noise, and an answer to a stranger makes us a spam reflector.
@@ -1140,53 +1235,42 @@ def handle_inbound_sms(
             outcome="unknown_sender" if not known_number else "unrecognised",
             alert_id=alert_id,
         )
-    else:
-        if what == "code":
-            # Open reservations first, then the most recent (a late reply to a finished alert).
-            row = session.execute(
-                select(CODES.c.alert_id)
-                .where(CODES.c.phone == from_phone, CODES.c.code == code)
-                .order_by(CODES.c.released_at.is_not(None), CODES.c.created_at.desc())
-                .limit(1)
-            ).first()
-            candidates = [row[0]] if row else []
-        else:  # a bare OK: only if exactly one open alert was notified to this number
-            open_ids = session.execute(
-                select(CODES.c.alert_id).where(
-                    CODES.c.phone == from_phone, CODES.c.released_at.is_(None)
-                )
-            ).scalars()
-            candidates = [a for a in open_ids if _was_notified(session, a, from_phone)]
-        if not candidates:
+    elif what == "code":
+        # Open reservations first, then the most recent (a late reply to an alert whose
+        # escalation ended: its code is not given again while it may still be answered).
+        row = session.execute(
+            select(CODES.c.alert_id)
+            .where(CODES.c.phone == from_phone, CODES.c.code == code)
+            .order_by(CODES.c.released_at.is_not(None), CODES.c.created_at.desc())
+            .limit(1)
+        ).first()
+        if row is None:
             outcome = InboundOutcome(outcome="unknown_code", reply=("unknown_code", None))
+        else:
+            outcome = _ack_by_sms(
+                session,
+                alert_id=row[0],
+                from_phone=from_phone,
+                now=now,
+                hooks=hooks,
+                on_committed=on_committed,
+            )
+    else:  # a bare OK: only if exactly one open alert was notified to this number
+        # (an exhausted escalation is open: its codes are released, the alert is not over)
+        candidates = _notified_alerts(session, from_phone, open_only=True, limit=2)
+        if not candidates:
+            outcome = InboundOutcome(outcome="no_open_alert", reply=("unknown_code", None))
         elif len(candidates) > 1:
             outcome = InboundOutcome(outcome="ambiguous", reply=("unknown_code", None))
         else:
-            alert_id = candidates[0]
-            if not _was_notified(session, alert_id, from_phone):
-                outcome = InboundOutcome(outcome="not_notified", alert_id=alert_id)
-            else:
-                name = session.execute(
-                    select(NOTIF.c.contact_name).where(
-                        NOTIF.c.alert_id == alert_id, NOTIF.c.phone == from_phone
-                    )
-                ).scalar()
-                ack = acknowledge(
-                    session,
-                    alert_id=alert_id,
-                    by_name=name or from_phone,
-                    by_phone=from_phone,
-                    via="sms",
-                    now=now,
-                    hooks=hooks,
-                    on_committed=on_committed,
-                )
-                outcome = InboundOutcome(
-                    outcome="acknowledged" if ack.accepted else f"already_{ack.status}",
-                    alert_id=alert_id,
-                    ack=ack,
-                    reply=None if ack.accepted else ("already", alert_id),
-                )
+            outcome = _ack_by_sms(
+                session,
+                alert_id=candidates[0],
+                from_phone=from_phone,
+                now=now,
+                hooks=hooks,
+                on_committed=on_committed,
+            )
     session.execute(
         INBOUND.insert().values(
             provider_sid=sid,
@@ -1203,6 +1287,40 @@ def handle_inbound_sms(
         after_commit(session, lambda: hooks.after_change(aid))
     alog(logging.INFO, "inbound sms", outcome.alert_id, outcome=outcome.outcome)
     return outcome
+
+
+def _ack_by_sms(
+    session: Session,
+    *,
+    alert_id: str,
+    from_phone: str,
+    now: datetime,
+    hooks: DispatchHooks,
+    on_committed: Callable[[], None] | None,
+) -> InboundOutcome:
+    if not _was_notified(session, alert_id, from_phone):
+        return InboundOutcome(outcome="not_notified", alert_id=alert_id)
+    name = session.execute(
+        select(NOTIF.c.contact_name)
+        .where(NOTIF.c.alert_id == alert_id, NOTIF.c.phone == from_phone)
+        .limit(1)
+    ).scalar()
+    ack = acknowledge(
+        session,
+        alert_id=alert_id,
+        by_name=name or from_phone,
+        by_phone=from_phone,
+        via="sms",
+        now=now,
+        hooks=hooks,
+        on_committed=on_committed,
+    )
+    return InboundOutcome(
+        outcome="acknowledged" if ack.accepted else f"already_{ack.status}",
+        alert_id=alert_id,
+        ack=ack,
+        reply=None if ack.accepted else ("already", alert_id),
+    )
 
 
 # --- reads for the dashboard ----------------------------------------------------------------

@@ -14,7 +14,7 @@ from tests.dispatch.conftest import CHAIN_13, CHAIN_84, GN84, NAT, REF1, REF2, H
 
 
 def code_of(body: str) -> str:
-    m = re.search(r"OK (\d{3})", body)
+    m = re.search(r"OK (\d+) pour", body)
     assert m, body
     return m.group(1)
 
