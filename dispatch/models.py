@@ -41,6 +41,27 @@ KIND_VERIFY = "verify"
 # unique key (alert, step, contact, channel, round) makes each of them idempotent too.
 INFO_STEP = {KIND_ACK_INFO: -1, KIND_STAND_DOWN: -2, KIND_DURESS: -3, KIND_VERIFY: -4}
 
+# Priority classes of notification rows (lower first). The engine claims rows by (priority,
+# due time) and keeps send workers for the urgent class alone, so a life-safety message never
+# queues behind a "taken by" SMS, a stand-down or a reminder; only the lower classes are ever
+# throttled (GoAlert #2778: a throttle must never hold back a life-safety page).
+PRIORITY_URGENT = 0  # first pass of an alert's chain, duress notices, verification calls
+PRIORITY_REPEAT = 1  # repeat passes of the chain (reminders)
+PRIORITY_INFO = 2  # "taken by" and stand-down SMS
+
+
+def priority_of(kind: str, round_no: int) -> int:
+    """The class of a notification, from what it is (the one rule, used when rows are written
+    and when the engine decides whether a row may be throttled)."""
+    if kind in (KIND_DURESS, KIND_VERIFY):
+        return PRIORITY_URGENT
+    if kind == KIND_ALERT:
+        return PRIORITY_URGENT if round_no == 0 else PRIORITY_REPEAT
+    if kind in (KIND_ACK_INFO, KIND_STAND_DOWN):
+        return PRIORITY_INFO
+    return PRIORITY_URGENT  # an unknown kind is never held back
+
+
 # Acknowledgement codes: 3 digits while one is free for the number, then longer ones (see
 # ``service._reserve_codes``); never more than this many digits.
 ACK_CODE_MIN_DIGITS = 3
@@ -135,7 +156,11 @@ class Notification(SQLModel, table=True):
             name="uq_dispatch_notification_alert_id",
         ),
         Index("ix_dispatch_notification_due", "status", "next_action_at"),
+        # The claim query: due rows by class, then time.
+        Index("ix_dispatch_notification_claim", "status", "priority", "next_action_at"),
         Index("ix_dispatch_notification_phone_sent", "phone", "sent_at"),
+        # The next free slot of a number (throttled rows wait in line behind each other).
+        Index("ix_dispatch_notification_phone_next", "phone", "status", "next_action_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -156,6 +181,8 @@ class Notification(SQLModel, table=True):
     claimed_by: str | None = Field(default=None, max_length=100)
     attempts: int = 0
     ack_code: str | None = Field(default=None, max_length=8)
+    # PRIORITY_URGENT / PRIORITY_REPEAT / PRIORITY_INFO (``priority_of``); urgent by default.
+    priority: int = PRIORITY_URGENT
     provider_sid: str | None = Field(default=None, max_length=64, unique=True)
     provider_status: str | None = Field(default=None, max_length=20)
     provider_rank: int = 0  # status never goes backwards: only a higher rank replaces it

@@ -1,18 +1,31 @@
-"""No worker's alert ever waits on another: acknowledgement codes that cannot run out.
-Explicit ``now``, in-memory notifier, SQLite and PostgreSQL."""
+"""No worker's alert ever waits on another: acknowledgement codes that cannot run out, and the
+urgent class ahead of (and apart from) throttled messages. Explicit ``now``, in-memory
+notifier, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import collections
 import re
+import threading
+import time
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
+from alert_server.db import alembic_config, make_engine, migrate
 from dispatch import messages, service
+from dispatch.channels.base import SendResult
+from dispatch.engine import DispatchConfig, Dispatcher, TickReport
 from dispatch.models import (
+    KIND_STAND_DOWN,
+    PRIORITY_INFO,
+    PRIORITY_REPEAT,
+    PRIORITY_URGENT,
     SENT,
     AckCode,
     Notification,
@@ -20,7 +33,7 @@ from dispatch.models import (
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy, Step
 from dispatch.schemas import Chain
 from tests.dispatch.conftest import CHAIN_13, GN84, NAT, REF1, T0, brief
-from tests.dispatch.test_units import at, make, start
+from tests.dispatch.test_units import RecordingNotifier, at, make, start
 
 NOTIF = Notification.__table__  # type: ignore[attr-defined]
 # One SMS to the national fallback alone: alerts with an unknown position, whose chain is the
@@ -192,3 +205,205 @@ def test_no_code_left_the_sms_goes_out_anyway(
     info = rec.sent[-1][2] or ""
     assert "prise en charge par CIC" in info and "()" not in info
     d.shutdown()
+
+
+# --- 6. priority per number -------------------------------------------------------------------
+
+
+def _stand_down_all(d: Dispatcher, ids: list[str], now: datetime) -> None:
+    with Session(d.engine) as s:
+        for alert_id in ids:
+            d.stand_down(s, alert_id, now, "code d'annulation")
+        s.commit()
+
+
+def _run_until_idle(d: Dispatcher, since: datetime, *, max_ticks: int = 500) -> TickReport:
+    """The clock, by hand: tick at each next due time. Sums the reports."""
+    total = TickReport()
+    now = since
+    for _ in range(max_ticks):
+        due = d.next_due_at(now)
+        if due is None:
+            break
+        now = max(now, due)
+        r = d.tick(now)
+        for name in ("claimed", "sent", "deferred", "retried", "failed", "skipped"):
+            setattr(total, name, getattr(total, name) + getattr(r, name))
+    return total
+
+
+def test_new_alert_is_claimed_before_throttled_stand_downs_which_are_deferred_once(
+    engine: Engine,
+) -> None:
+    d, rec = make(engine, batch_size=20, per_number_max=10, per_number_window_s=60.0)
+    ids = [f"fa-{i}" for i in range(40)]
+    for alert_id in ids:
+        start(d, alert_id, chains=(FALLBACK_ONLY,), policy=ONE_SMS)
+    assert d.tick(T0).sent + d.tick(T0).sent == 40  # first pass: never throttled
+    _stand_down_all(d, ids, at(5))
+    with Session(engine) as s:
+        d.start(s, brief("new", created_at=at(6)), [FALLBACK_ONLY], ONE_SMS, at(6))
+        s.commit()
+    rec.sent.clear()
+    # 40 stand-downs to the fallback are due before the new alert and the batch holds 20.
+    first = d.tick(at(6))
+    assert [(c, to) for c, to, _b, _n in rec.sent] == [("sms", NAT.phone)]
+    assert "Vigie SOS" in (rec.sent[0][2] or "")  # the new alert's SMS, nothing else
+    assert first.deferred >= 1
+    with Session(engine) as s:
+        new_row = s.execute(
+            select(Notification).where(Notification.alert_id == "new")  # type: ignore[arg-type]
+        ).scalar_one()
+        assert new_row.sent_at == at(6) and new_row.next_action_at == new_row.due_at
+    # The stand-downs: each deferred at most once, claimed at most twice, sent exactly once.
+    rest = _run_until_idle(d, at(6))
+    total_claims = first.claimed + rest.claimed
+    assert first.deferred + rest.deferred <= 40
+    assert total_claims <= 1 + 2 * 40, total_claims
+    with Session(engine) as s:
+        downs = list(
+            s.execute(
+                select(Notification).where(Notification.kind == KIND_STAND_DOWN)  # type: ignore[arg-type]
+            ).scalars()
+        )
+    assert len(downs) == 40 and {n.status for n in downs} == {SENT}
+    sent_ids = [n for c, _to, b, n in rec.sent if "annulée" in (b or "")]
+    assert sorted(sent_ids) == sorted(n.id for n in downs)  # each exactly once
+    # And the fallback got no more than its limit in any minute (give or take one message).
+    times = sorted(n.sent_at for n in downs if n.sent_at is not None)
+    for i, t in enumerate(times):
+        in_window = [u for u in times[i:] if u < t + timedelta(seconds=60)]
+        assert len(in_window) <= 10 + 1, (t, len(in_window))
+    d.shutdown()
+
+
+class GatedNotifier(RecordingNotifier):
+    """Stand-down SMS hang (a slow provider) until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.held = 0
+
+    def send_sms(self, *, to: str, body: str, notification_id: int, alert_id: str) -> SendResult:
+        if "annulée" in body:
+            with self.lock:
+                self.held += 1
+            self.gate.wait(30)
+        return super().send_sms(
+            to=to, body=body, notification_id=notification_id, alert_id=alert_id
+        )
+
+
+def test_low_class_sends_never_occupy_the_workers_an_alert_needs(engine: Engine) -> None:
+    notifier = GatedNotifier()
+    config = DispatchConfig(
+        public_url="https://vigie.example.fr", per_number_max=10_000, global_max=10_000
+    )
+    d = Dispatcher(engine, notifier, config=config)
+    ids = [f"fa-{i}" for i in range(24)]
+    for alert_id in ids:
+        start(d, alert_id, chains=(FALLBACK_ONLY,), policy=ONE_SMS)
+    assert d.tick(T0).sent == 24
+    _stand_down_all(d, ids, at(5))
+    d.tick(at(5), wait=False)  # as the clock does: every stand-down worker now hangs
+    deadline = time.monotonic() + 10
+    while notifier.held < config.low_send_workers and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert notifier.held == config.low_send_workers
+    try:
+        with Session(engine) as s:
+            d.start(s, brief("new", created_at=at(6)), [CHAIN_13], DEFAULT_POLICY, at(6))
+            s.commit()
+        d.run_due("new", at(6), wait=False)  # the clock's kick after the commit
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with notifier.lock:
+                if any(to == REF1.phone for _c, to, _b, _n in notifier.sent):
+                    break
+            time.sleep(0.01)
+        with notifier.lock:
+            assert [to for _c, to, _b, _n in notifier.sent[24:]] == [REF1.phone]
+        assert notifier.held == config.low_send_workers  # still hanging meanwhile
+    finally:
+        notifier.gate.set()
+    d.shutdown(wait=True)  # the hanging sends finish
+    d2 = Dispatcher(engine, notifier, config=config)
+    _run_until_idle(d2, at(100))  # the stand-downs not claimed yet
+    downs = collections.Counter(n for _c, _to, b, n in notifier.sent if "annulée" in (b or ""))
+    assert len(downs) == 24 and set(downs.values()) == {1}
+    d2.shutdown()
+
+
+def test_rows_carry_their_class(engine: Engine) -> None:
+    d, _rec = make(engine)
+    start(d)
+    d.tick(T0)
+    with Session(engine) as s:
+        d.mark_duress(s, "alert-1", at(1))
+        s.commit()
+    d.tick(at(1))
+    with Session(engine) as s:
+        d.stand_down(s, "alert-1", at(2), "annulation")
+        s.commit()
+    classes = {(n.kind, n.round_no): n.priority for n in _rows(engine, "alert-1")}
+    assert classes == {
+        ("alert", 0): PRIORITY_URGENT,
+        ("alert", 1): PRIORITY_REPEAT,
+        ("duress", 0): PRIORITY_URGENT,
+        ("stand_down", 0): PRIORITY_INFO,
+    }
+    d.shutdown()
+
+
+def _rows(engine: Engine, alert_id: str) -> list[Notification]:
+    with Session(engine) as s:
+        return list(
+            s.execute(
+                select(Notification).where(Notification.alert_id == alert_id)  # type: ignore[arg-type]
+            ).scalars()
+        )
+
+
+def test_migration_gives_existing_rows_their_class(tmp_path: Path) -> None:
+    eng = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = alembic_config(eng)
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "dispatch_0003")
+    t = "2026-11-22 17:04:05.000000"
+    with eng.begin() as conn:
+        for kind, step, round_no in (
+            ("alert", 0, 0), ("alert", 0, 1), ("ack_info", -1, 0), ("duress", -3, 0),
+            ("stand_down", -2, 0),
+        ):  # fmt: skip
+            conn.execute(
+                sa.text(
+                    "INSERT INTO dispatch_notification (alert_id, kind, chain_index, step_no, "
+                    "round_no, contact_id, contact_name, phone, channel, status, due_at, "
+                    "next_action_at, attempts, ack_code, provider_rank, created_at, updated_at) "
+                    "VALUES ('a', :kind, 0, :step, :round, 1, 'X', '+33100000000', 'sms', "
+                    "'planned', :t, :t, 0, '482', 0, :t, :t)"
+                ),
+                {"kind": kind, "step": step, "round": round_no, "t": t},
+            )
+    migrate(eng)
+    with eng.connect() as conn:
+        got = {
+            (k, r): p
+            for k, r, p in conn.execute(
+                sa.text("SELECT kind, round_no, priority FROM dispatch_notification")
+            )
+        }
+        partial = conn.execute(
+            sa.text("SELECT sql FROM sqlite_master WHERE name = 'uq_dispatch_ack_code_open'")
+        ).scalar_one()
+    assert got == {
+        ("alert", 0): PRIORITY_URGENT,
+        ("alert", 1): PRIORITY_REPEAT,
+        ("ack_info", 0): PRIORITY_INFO,
+        ("duress", 0): PRIORITY_URGENT,
+        ("stand_down", 0): PRIORITY_INFO,
+    }
+    assert "WHERE released_at IS NULL" in partial
+    eng.dispose()
