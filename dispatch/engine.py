@@ -111,6 +111,10 @@ class DispatchConfig:
     per_number_window_s: float = 60.0
     global_max: int = 30
     global_window_s: float = 1.0
+    # SMS acknowledgement: after this many wrong codes from one number within the window, its
+    # code replies are refused for a while (the call and the console still work).
+    sms_ack_max_wrong: int = 5
+    sms_ack_lock_window_s: float = 900.0
     server_id: str = field(default_factory=_default_server_id)
     # Automatic alarms of these kinds first call the worker's own phone ("press 1 if you are
     # fine"); the chain is held this long, then notified whatever happened. 0 disables it
@@ -912,6 +916,8 @@ class Dispatcher:
                 now=now,
                 hooks=self.hooks,
                 on_committed=lambda: self._kick(None),
+                max_wrong=self.config.sms_ack_max_wrong,
+                lock_window=timedelta(seconds=self.config.sms_ack_lock_window_s),
             )
             reply: str | None = None
             if out.reply is not None:
@@ -928,6 +934,9 @@ class Dispatcher:
                         reply = messages.already_taken_sms(
                             ctx, by_name=esc.acked_by_name, status=esc.status
                         )
+                elif what == "locked":
+                    minutes = max(1, round(self.config.sms_ack_lock_window_s / 60))
+                    reply = messages.code_locked_sms(minutes, self.config.lang)
                 else:
                     reply = messages.unknown_code_sms(self.config.lang)
             s.commit()

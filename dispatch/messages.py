@@ -327,6 +327,17 @@ def unknown_code_sms(lang: Lang = "fr") -> str:
     )
 
 
+def code_locked_sms(minutes: int, lang: Lang = "fr") -> str:
+    """The answer to a code reply from a number blocked for too many wrong codes."""
+    return to_gsm7(
+        f"Vigie: trop de codes erronés, ce numéro est bloqué {minutes} min pour les réponses "
+        "par SMS. Prenez en charge par l'appel (touche 1) ou la console."
+        if lang == "fr"
+        else f"Vigie: too many wrong codes, this number is blocked for {minutes} min for text "
+        "replies. Take charge through the call (key 1) or the console."
+    )
+
+
 # --- voice -------------------------------------------------------------------------------
 
 

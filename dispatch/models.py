@@ -237,6 +237,10 @@ class Inbound(SQLModel, table=True):
     """Every inbound SMS, matched or not (replies from other numbers are recorded)."""
 
     __tablename__ = "dispatch_inbound"
+    __table_args__ = (
+        # Wrong codes from one number within the last minutes (the SMS acknowledgement lock).
+        Index("ix_dispatch_inbound_from_phone_received", "from_phone", "received_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     provider_sid: str | None = Field(default=None, max_length=64, unique=True)

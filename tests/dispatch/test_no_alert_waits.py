@@ -1,6 +1,6 @@
-"""No worker's alert ever waits on another: acknowledgement codes that cannot run out, and the
-urgent class ahead of (and apart from) throttled messages. Explicit ``now``, in-memory
-notifier, SQLite and PostgreSQL."""
+"""No worker's alert ever waits on another: acknowledgement codes that cannot run out, the
+urgent class ahead of (and apart from) throttled messages, and the wrong-code lock on SMS
+acknowledgement. Explicit ``now``, in-memory notifier, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlmodel import Session
 
+from alert_server.alerts import dispatch_timeline
 from alert_server.db import alembic_config, make_engine, migrate
 from dispatch import messages, service
 from dispatch.channels.base import SendResult
@@ -28,11 +30,12 @@ from dispatch.models import (
     PRIORITY_URGENT,
     SENT,
     AckCode,
+    Event,
     Notification,
 )
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy, Step
 from dispatch.schemas import Chain
-from tests.dispatch.conftest import CHAIN_13, GN84, NAT, REF1, T0, brief
+from tests.dispatch.conftest import CHAIN_13, GN84, NAT, REF1, REF2, T0, brief
 from tests.dispatch.test_units import RecordingNotifier, at, make, start
 
 NOTIF = Notification.__table__  # type: ignore[attr-defined]
@@ -407,3 +410,125 @@ def test_migration_gives_existing_rows_their_class(tmp_path: Path) -> None:
     }
     assert "WHERE released_at IS NULL" in partial
     eng.dispose()
+
+
+# --- 9. SMS acknowledgement: wrong codes are limited, recorded, and shown ----------------------
+
+
+def _wrong(code: str) -> str:
+    return "OK " + ("111" if code != "111" else "222")
+
+
+def test_five_wrong_codes_block_the_number_even_for_the_right_code(engine: Engine) -> None:
+    d, rec = make(engine)
+    start(d)
+    d.tick(T0)
+    code = code_in(rec.sent[0][2])
+    d.tick(at(30))  # the call to REF1
+    call_id = next(n for c, _to, _b, n in rec.sent if c == "voice")
+    wrong = [c for c in ("111", "222", "333", "444", "555", "666") if c != code][:5]
+    replies = []
+    for i, w in enumerate(wrong):
+        out, reply = d.handle_inbound_sms(
+            from_phone=REF1.phone, to_phone=None, body=f"OK {w}", sid=f"SMw{i}", now=at(40 + i)
+        )
+        assert out.outcome == "unknown_code" and out.alert_id == "alert-1"
+        replies.append(reply or "")
+    assert all("code non reconnu" in r for r in replies[:4])
+    assert "bloqué 15 min" in replies[4] and "console" in replies[4]
+    # The right code, now: refused, and said so.
+    out, reply = d.handle_inbound_sms(
+        from_phone=REF1.phone, to_phone=None, body=f"OK {code}", sid="SMright", now=at(50)
+    )
+    assert out.outcome == "code_locked" and "bloqué" in (reply or "")
+    assert messages.is_gsm7(reply or "")
+    with Session(engine) as s:
+        assert d.view(s, "alert-1").status == "active"  # type: ignore[union-attr]
+        kinds = collections.Counter(
+            e.kind
+            for e in s.execute(
+                select(Event).where(Event.alert_id == "alert-1")  # type: ignore[arg-type]
+            ).scalars()
+        )
+        inbound = [e for e in d.timeline(s, "alert-1") if e.what == "inbound_sms"]
+    assert (kinds["wrong_code"], kinds["code_locked"], kinds["code_refused"]) == (5, 1, 1)
+    assert [e.status for e in inbound] == ["unknown_code"] * 5 + ["code_locked"]
+    # Another number is not blocked by it; the call still acknowledges.
+    out, _ = d.handle_inbound_sms(
+        from_phone=REF2.phone, to_phone=None, body=f"OK {code}", sid="SMref2", now=at(51)
+    )
+    assert out.outcome == "not_notified"
+    result, _n, _esc = d.handle_digits(notification_id=call_id, digits="1", now=at(52))
+    assert result is not None and result.accepted
+    d.shutdown()
+
+
+def test_the_lock_ends_after_the_window(engine: Engine) -> None:
+    d, rec = make(engine, sms_ack_max_wrong=3, sms_ack_lock_window_s=600.0)
+    start(d)
+    d.tick(T0)
+    code = code_in(rec.sent[0][2])
+    for i in range(3):
+        d.handle_inbound_sms(
+            from_phone=REF1.phone, to_phone=None, body=_wrong(code), sid=f"SMw{i}", now=at(i)
+        )
+    out, reply = d.handle_inbound_sms(
+        from_phone=REF1.phone, to_phone=None, body=f"OK {code}", sid="SMa", now=at(300)
+    )
+    assert out.outcome == "code_locked" and "bloqué 10 min" in (reply or "")
+    # A refused reply counts as a wrong one: at 601 s the replies of 1 s, 2 s and 300 s are
+    # still within the 10 minutes.
+    out, _ = d.handle_inbound_sms(
+        from_phone=REF1.phone, to_phone=None, body=f"OK {code}", sid="SMb", now=at(601)
+    )
+    assert out.outcome == "code_locked"
+    # Once fewer than 3 are left in the window the code works again.
+    out, _ = d.handle_inbound_sms(
+        from_phone=REF1.phone, to_phone=None, body=f"OK {code}", sid="SMc", now=at(1000)
+    )
+    assert out.outcome == "acknowledged"
+    d.shutdown()
+
+
+def test_wrong_codes_show_in_french_on_the_console_timeline(engine: Engine) -> None:
+    d, rec = make(engine, sms_ack_max_wrong=2)
+    start(d)
+    d.tick(T0)
+    code = code_in(rec.sent[0][2])
+    for i in range(3):
+        d.handle_inbound_sms(
+            from_phone=REF1.phone, to_phone=None, body=_wrong(code), sid=f"SMw{i}", now=at(i)
+        )
+    read = dispatch_timeline.source(d)
+    with Session(engine) as s:
+        entries = read(s, SimpleNamespace(alert_id="alert-1"))  # type: ignore[arg-type]
+    labels = {e.type: e.label for e in entries}
+    assert labels["wrong_code"] == "Code de prise en charge erroné reçu par SMS"
+    assert labels["code_locked"].startswith("Numéro bloqué pour les réponses SMS")
+    assert labels["code_refused"].startswith("Code refusé")
+    wrong = [e for e in entries if e.type == "wrong_code"]
+    assert (
+        wrong[0].detail["to"] == REF1.phone
+        and "erroné (1/2 en 15 min)" in wrong[0].detail["detail"]
+    )
+    d.shutdown()
+
+
+def test_wrong_codes_go_on_the_most_recent_open_alerts_of_the_number(engine: Engine) -> None:
+    d, _rec = make(engine)
+    for i in range(5):
+        start(d, f"a{i}", chains=(FALLBACK_ONLY,), policy=ONE_SMS)
+    d.tick(T0)
+    with Session(engine) as s:
+        d.close(s, "a4", at(1))
+        s.commit()
+    d.handle_inbound_sms(from_phone=NAT.phone, to_phone=None, body="OK 99999", sid="SMx", now=at(2))
+    with Session(engine) as s:
+        on = sorted(
+            s.execute(
+                select(Event.alert_id).where(Event.kind == "wrong_code")  # type: ignore[call-overload]
+            ).scalars()
+        )
+        n_inbound = s.execute(select(func.count()).select_from(service.INBOUND)).scalar_one()
+    assert on == ["a1", "a2", "a3"] and n_inbound == 1
+    d.shutdown()

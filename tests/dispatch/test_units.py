@@ -89,6 +89,7 @@ def _all_sms(b: object, lang: str) -> list[str]:
         messages.already_taken_sms(ctx, by_name="Référent Prêtre", status="acknowledged"),
         messages.already_taken_sms(ctx, by_name=None, status="stood_down"),
         messages.unknown_code_sms(lang),  # type: ignore[arg-type]
+        messages.code_locked_sms(15, lang),  # type: ignore[arg-type]
         # A number that got no code (never holds the SMS back): the link or the call.
         messages.alert_sms(replace(ctx, code=""), at(60)),
         messages.stand_down_sms(replace(ctx, code=""), at=at(60)),
