@@ -102,7 +102,9 @@ class Clock:
 
     def _run_due(self, alert_id: str) -> None:
         try:
-            self.dispatcher.run_due(alert_id, self.clock(), wait=True)
+            # Hand the sends to the workers and return: this small pool must stay free for the
+            # next alert, never wait on the sends of another one (or on its "taken by" SMS).
+            self.dispatcher.run_due(alert_id, self.clock(), wait=False)
         except Exception:
             log.exception("run_due failed alert_id=%s", alert_id)
         self._rearm_soon()

@@ -58,12 +58,14 @@ from dispatch.models import (
     KIND_VERIFY,
     OPEN_STATUSES,
     PLANNED,
+    PRIORITY_URGENT,
     SENDING,
     SENT,
     VERIFY_PENDING,
     Escalation,
     Notification,
     Verification,
+    priority_of,
 )
 from dispatch.policy import EscalationPolicy
 from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
@@ -93,17 +95,26 @@ class DispatchConfig:
     # provider time-out (10 s) so a slow but alive server is never overtaken.
     lease_s: float = 60.0
     batch_size: int = 200
+    # Send workers for the urgent class (first pass of a chain, duress, verification calls)
+    # and, apart, for the lower classes (reminders, "taken by", stand-down): a flood of
+    # low-class messages can never occupy a worker an alert needs.
     send_workers: int = 8
+    low_send_workers: int = 4
     # Transient failures (5xx, 429, time-out): retried after these delays, then given up
     # (and the next step pulled forward).
     retry_backoff_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-    # Rate limits. The first pass of an alert's notifications and duress notices are never
-    # limited (GoAlert #2778: a throttle must never hold back a life-safety page); follow-ups
-    # (repeat passes, "taken by", "cancelled") wait when a number or the server is too busy.
+    # Rate limits. The urgent class is never limited (GoAlert #2778: a throttle must never
+    # hold back a life-safety page); the lower classes (repeat passes, "taken by",
+    # "cancelled") wait when a number or the server is too busy: a number's waiting messages
+    # are lined up on its next free slots (one every window/max), each deferred once.
     per_number_max: int = 10
     per_number_window_s: float = 60.0
     global_max: int = 30
     global_window_s: float = 1.0
+    # SMS acknowledgement: after this many wrong codes from one number within the window, its
+    # code replies are refused for a while (the call and the console still work).
+    sms_ack_max_wrong: int = 5
+    sms_ack_lock_window_s: float = 900.0
     server_id: str = field(default_factory=_default_server_id)
     # Automatic alarms of these kinds first call the worker's own phone ("press 1 if you are
     # fine"); the chain is held this long, then notified whatever happened. 0 disables it
@@ -132,6 +143,7 @@ class _Claim:
     alert_id: str
     token: str
     takeover: bool
+    urgent: bool = True  # which send pool (and in-flight count) it belongs to
 
 
 class Dispatcher:
@@ -160,7 +172,12 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.send_workers, thread_name_prefix="dispatch-send"
         )
-        self._in_flight = 0
+        self._low_pool = ThreadPoolExecutor(
+            max_workers=max(1, self.config.low_send_workers),
+            thread_name_prefix="dispatch-send-low",
+        )
+        # Claimed rows handed to each pool and not finished yet (True: urgent).
+        self._in_flight = {True: 0, False: 0}
         self._in_flight_lock = threading.Lock()
         self._global_sends: collections.deque[datetime] = collections.deque()
         self._global_lock = threading.Lock()
@@ -178,6 +195,7 @@ class Dispatcher:
     def shutdown(self, wait: bool = True) -> None:
         self._closed = True
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
+        self._low_pool.shutdown(wait=wait, cancel_futures=not wait)
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -310,30 +328,34 @@ class Dispatcher:
     def _claim_and_send(
         self, now: datetime, alert_id: str | None, wait: bool, report: TickReport
     ) -> None:
+        """Claim and send the due rows, the urgent class first and on its own workers."""
         if self._closed:
             return
-        limit = self.config.batch_size
-        if not wait:
-            # Never claim more than the workers can start at once: a claimed row waiting in a
-            # queue would eat its lease.
-            with self._in_flight_lock:
-                limit = min(limit, max(0, 2 * self.config.send_workers - self._in_flight))
-            if limit == 0:
-                return
-        claims = self._claim(now, alert_id, limit)
-        report.claimed += len(claims)
-        if not claims:
-            return
-        t0 = time.monotonic()
-        with self._in_flight_lock:
-            self._in_flight += len(claims)
         futures: list[Future[str]] = []
-        for claim in claims:
-            try:
-                futures.append(self._pool.submit(self._send_guarded, claim, now, t0))
-            except RuntimeError:  # pool shut down: the lease expires and another takes over
+        t0 = time.monotonic()
+        for urgent in (True, False):
+            pool = self._pool if urgent else self._low_pool
+            workers = self.config.send_workers if urgent else max(1, self.config.low_send_workers)
+            limit = self.config.batch_size
+            if not wait and alert_id is None:
+                # Never claim more than the workers can start soon: a claimed row waiting in
+                # a queue would eat its lease. (One alert's own rows are few: always taken.)
                 with self._in_flight_lock:
-                    self._in_flight -= 1
+                    limit = min(limit, max(0, 2 * workers - self._in_flight[urgent]))
+                if limit == 0:
+                    continue
+            claims = self._claim(now, alert_id, limit, urgent=urgent)
+            report.claimed += len(claims)
+            if not claims:
+                continue
+            with self._in_flight_lock:
+                self._in_flight[urgent] += len(claims)
+            for claim in claims:
+                try:
+                    futures.append(pool.submit(self._send_guarded, claim, now, t0))
+                except RuntimeError:  # pool shut down: the lease expires and another takes over
+                    with self._in_flight_lock:
+                        self._in_flight[urgent] -= 1
         if wait:
             wait_futures(futures)
             for f in futures:
@@ -350,7 +372,11 @@ class Dispatcher:
         ):
             self._kick(None)  # a retry or a pulled-forward step is due sooner than planned
 
-    def _claim(self, now: datetime, alert_id: str | None, limit: int) -> list[_Claim]:
+    def _claim(
+        self, now: datetime, alert_id: str | None, limit: int, *, urgent: bool | None = None
+    ) -> list[_Claim]:
+        """Claim up to ``limit`` due rows (of the urgent class, of the lower classes, or of
+        any with ``urgent=None``), by class and then due time."""
         token = uuid.uuid4().hex
         due = or_(
             and_(NOTIF.c.status == PLANNED, NOTIF.c.next_action_at <= now),
@@ -360,7 +386,11 @@ class Dispatcher:
         pick = select(NOTIF.c.id).where(due)
         if alert_id is not None:
             pick = pick.where(NOTIF.c.alert_id == alert_id)
-        pick = pick.order_by(NOTIF.c.next_action_at).limit(limit)
+        if urgent is True:
+            pick = pick.where(NOTIF.c.priority <= PRIORITY_URGENT)
+        elif urgent is False:
+            pick = pick.where(NOTIF.c.priority > PRIORITY_URGENT)
+        pick = pick.order_by(NOTIF.c.priority, NOTIF.c.next_action_at, NOTIF.c.id).limit(limit)
         with self.session() as s:
             if s.get_bind().dialect.name == "postgresql":
                 # Several servers: each picks rows nobody else is claiming right now.
@@ -379,11 +409,13 @@ class Dispatcher:
                         (NOTIF.c.status == SENDING, TAKEOVER_MARK), else_=NOTIF.c.error_message
                     ),
                 )
-                .returning(NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.error_message)
+                .returning(NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.error_message, NOTIF.c.priority)
             )
             rows = s.execute(stmt).all()
             s.commit()
-        claims = [_Claim(r[0], r[1], token, r[2] == TAKEOVER_MARK) for r in rows]
+        claims = [
+            _Claim(r[0], r[1], token, r[2] == TAKEOVER_MARK, r[3] <= PRIORITY_URGENT) for r in rows
+        ]
         claims.sort(key=lambda c: c.id)
         return claims
 
@@ -399,26 +431,66 @@ class Dispatcher:
             return "skipped"
         finally:
             with self._in_flight_lock:
-                self._in_flight -= 1
+                self._in_flight[claim.urgent] -= 1
 
     def _is_deferrable(self, n: Notification) -> bool:
-        if n.kind in (KIND_DURESS, KIND_VERIFY):
-            return False
-        return not (n.kind == KIND_ALERT and n.round_no == 0)
+        """Only the lower classes are ever throttled (decided from what the row is, not from
+        its stored class, so a row written without one is never held back)."""
+        return priority_of(n.kind, n.round_no) != PRIORITY_URGENT
 
-    def _rate_limited(self, s: Session, n: Notification, now: datetime) -> float | None:
-        """Seconds to wait, or None. Only asked for deferrable messages."""
+    def _defer_if_limited(self, s: Session, claim: _Claim, n: Notification, now: datetime) -> str:
+        """A throttled message whose number (or this server) is at its limit goes back to
+        ``planned`` at its slot, and the number's other due throttled messages in line behind
+        it. Returns "send", "deferred" (committed) or "skipped" (claim lost)."""
         cfg = self.config
-        since = now - timedelta(seconds=cfg.per_number_window_s)
-        if service.recent_sends(s, phone=n.phone, since=since) >= cfg.per_number_max:
-            return max(1.0, cfg.per_number_window_s / max(1, cfg.per_number_max))
-        with self._global_lock:
-            horizon = now - timedelta(seconds=cfg.global_window_s)
-            while self._global_sends and self._global_sends[0] < horizon:
-                self._global_sends.popleft()
-            if len(self._global_sends) >= cfg.global_max:
-                return cfg.global_window_s
-        return None
+        window = timedelta(seconds=cfg.per_number_window_s)
+        spacing = window / max(1, cfg.per_number_max)
+        service.advisory_lock(s, f"dispatch-slots:{n.phone}")
+        free_at = service.number_free_at(
+            s, phone=n.phone, now=now, per_number_max=cfg.per_number_max, window=window
+        )
+        lined_up = 0
+        if free_at is not None:
+            slot = service.throttle_slot(
+                s, phone=n.phone, priority=n.priority, free_at=free_at, spacing=spacing, now=now
+            )
+        else:
+            with self._global_lock:
+                horizon = now - timedelta(seconds=cfg.global_window_s)
+                while self._global_sends and self._global_sends[0] < horizon:
+                    self._global_sends.popleft()
+                if len(self._global_sends) < cfg.global_max:
+                    return "send"
+                # When the oldest send of the window leaves it (this server's own count).
+                slot = max(
+                    self._global_sends[0] + timedelta(seconds=cfg.global_window_s),
+                    now + timedelta(milliseconds=10),
+                )
+        if not self._cas(
+            s,
+            claim,
+            CLAIMED,
+            status=PLANNED,
+            claim_token=None,
+            lease_until=None,
+            next_action_at=slot,
+            updated_at=now,
+        ):
+            s.rollback()
+            return "skipped"
+        if free_at is not None:
+            lined_up = service.line_up_due(s, phone=n.phone, after=slot, spacing=spacing, now=now)
+        s.commit()
+        alog(
+            logging.INFO,
+            "rate limited, deferred",
+            n.alert_id,
+            notification=n.id,
+            to=n.phone,
+            until=slot.isoformat(),
+            lined_up=lined_up,
+        )
+        return "deferred"
 
     def _count_global(self, now: datetime) -> None:
         with self._global_lock:
@@ -487,21 +559,9 @@ class Dispatcher:
                     s.commit()
                     return "skipped"
             if self._is_deferrable(n):
-                delay = self._rate_limited(s, n, now)
-                if delay is not None:
-                    self._cas(
-                        s,
-                        claim,
-                        CLAIMED,
-                        status=PLANNED,
-                        claim_token=None,
-                        lease_until=None,
-                        next_action_at=now + timedelta(seconds=delay),
-                        updated_at=now,
-                    )
-                    s.commit()
-                    alog(logging.INFO, "rate limited, deferred", n.alert_id, notification=n.id)
-                    return "deferred"
+                decided = self._defer_if_limited(s, claim, n, now)
+                if decided != "send":
+                    return decided
             body = self._body(n, esc, now) if n.channel == "sms" else None
             # The real clock only extends the lease by the time this tick already took.
             lease_from = now + timedelta(seconds=time.monotonic() - t0)
@@ -856,6 +916,8 @@ class Dispatcher:
                 now=now,
                 hooks=self.hooks,
                 on_committed=lambda: self._kick(None),
+                max_wrong=self.config.sms_ack_max_wrong,
+                lock_window=timedelta(seconds=self.config.sms_ack_lock_window_s),
             )
             reply: str | None = None
             if out.reply is not None:
@@ -872,6 +934,9 @@ class Dispatcher:
                         reply = messages.already_taken_sms(
                             ctx, by_name=esc.acked_by_name, status=esc.status
                         )
+                elif what == "locked":
+                    minutes = max(1, round(self.config.sms_ack_lock_window_s / 60))
+                    reply = messages.code_locked_sms(minutes, self.config.lang)
                 else:
                     reply = messages.unknown_code_sms(self.config.lang)
             s.commit()

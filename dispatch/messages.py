@@ -175,9 +175,22 @@ def where(brief: AlertBrief, now: datetime, lang: Lang = "fr") -> str:
 
 
 def ack_prompt(code: str, lang: Lang = "fr") -> str:
+    """How to take the alert: the code to reply with, or, when this number got no code (which
+    never holds the SMS back), the link or the call."""
+    if not code:
+        if lang == "en":
+            return "Take charge with the link or by answering the call (key 1)."
+        return "Prenez en charge par le lien ou en répondant à l'appel (touche 1)."
     if lang == "en":
         return f"Reply OK {code} to take charge."
     return f"Répondez OK {code} pour prendre en charge."
+
+
+def _label(ctx: MessageContext) -> str:
+    """SOS Infirmier(e) Camille (482): how the follow-up texts name the alert."""
+    b, lang = ctx.brief, ctx.lang
+    label = f"{kind_label(b.kind, lang)} {who(b, lang)}"
+    return f"{label} ({ctx.code})" if ctx.code else label
 
 
 def dashboard_link(public_url: str, alert_id: str) -> str:
@@ -251,7 +264,7 @@ def ack_info_sms(
     ctx: MessageContext, *, by_name: str, by_phone: str | None, at: datetime, to_acker: bool
 ) -> str:
     b, lang = ctx.brief, ctx.lang
-    label = f"{kind_label(b.kind, lang)} {who(b, lang)} ({ctx.code})"
+    label = _label(ctx)
     if to_acker:
         text = (
             f"Vigie: vous avez pris en charge l'alerte {label} à {_local_hm(at)}. "
@@ -273,8 +286,8 @@ def ack_info_sms(
 
 
 def stand_down_sms(ctx: MessageContext, *, at: datetime) -> str:
-    b, lang = ctx.brief, ctx.lang
-    label = f"{kind_label(b.kind, lang)} {who(b, lang)} ({ctx.code})"
+    lang = ctx.lang
+    label = _label(ctx)
     text = (
         f"Vigie: alerte {label} annulée par la personne à {_local_hm(at)} (code d'annulation). "
         "Fin de l'alerte."
@@ -286,8 +299,8 @@ def stand_down_sms(ctx: MessageContext, *, at: datetime) -> str:
 
 
 def already_taken_sms(ctx: MessageContext, *, by_name: str | None, status: str) -> str:
-    b, lang = ctx.brief, ctx.lang
-    label = f"{kind_label(b.kind, lang)} {who(b, lang)} ({ctx.code})"
+    lang = ctx.lang
+    label = _label(ctx)
     if lang == "en":
         text = (
             f"Vigie: alert {label} already taken in charge by {by_name}."
@@ -308,9 +321,20 @@ _STATUS_FR = {"stood_down": "annulée", "closed": "clôturée", "acknowledged": 
 
 def unknown_code_sms(lang: Lang = "fr") -> str:
     return to_gsm7(
-        "Vigie: code non reconnu. Répondez OK suivi du code à 3 chiffres reçu dans l'alerte."
+        "Vigie: code non reconnu. Répondez OK suivi du code reçu dans l'alerte."
         if lang == "fr"
-        else "Vigie: code not recognised. Reply OK followed by the 3-digit code of the alert."
+        else "Vigie: code not recognised. Reply OK followed by the code of the alert."
+    )
+
+
+def code_locked_sms(minutes: int, lang: Lang = "fr") -> str:
+    """The answer to a code reply from a number blocked for too many wrong codes."""
+    return to_gsm7(
+        f"Vigie: trop de codes erronés, ce numéro est bloqué {minutes} min pour les réponses "
+        "par SMS. Prenez en charge par l'appel (touche 1) ou la console."
+        if lang == "fr"
+        else f"Vigie: too many wrong codes, this number is blocked for {minutes} min for text "
+        "replies. Take charge through the call (key 1) or the console."
     )
 
 

@@ -41,6 +41,32 @@ KIND_VERIFY = "verify"
 # unique key (alert, step, contact, channel, round) makes each of them idempotent too.
 INFO_STEP = {KIND_ACK_INFO: -1, KIND_STAND_DOWN: -2, KIND_DURESS: -3, KIND_VERIFY: -4}
 
+# Priority classes of notification rows (lower first). The engine claims rows by (priority,
+# due time) and keeps send workers for the urgent class alone, so a life-safety message never
+# queues behind a "taken by" SMS, a stand-down or a reminder; only the lower classes are ever
+# throttled (GoAlert #2778: a throttle must never hold back a life-safety page).
+PRIORITY_URGENT = 0  # first pass of an alert's chain, duress notices, verification calls
+PRIORITY_REPEAT = 1  # repeat passes of the chain (reminders)
+PRIORITY_INFO = 2  # "taken by" and stand-down SMS
+
+
+def priority_of(kind: str, round_no: int) -> int:
+    """The class of a notification, from what it is (the one rule, used when rows are written
+    and when the engine decides whether a row may be throttled)."""
+    if kind in (KIND_DURESS, KIND_VERIFY):
+        return PRIORITY_URGENT
+    if kind == KIND_ALERT:
+        return PRIORITY_URGENT if round_no == 0 else PRIORITY_REPEAT
+    if kind in (KIND_ACK_INFO, KIND_STAND_DOWN):
+        return PRIORITY_INFO
+    return PRIORITY_URGENT  # an unknown kind is never held back
+
+
+# Acknowledgement codes: 3 digits while one is free for the number, then longer ones (see
+# ``service._reserve_codes``); never more than this many digits.
+ACK_CODE_MIN_DIGITS = 3
+ACK_CODE_MAX_DIGITS = 6
+
 # Verification statuses (dispatch_verification.status).
 VERIFY_PENDING = "pending"  # the worker is being called; the chain is held until the deadline
 VERIFY_CONFIRMED = "confirmed"  # the worker pressed 1 in time: stood down as a false alarm
@@ -62,7 +88,9 @@ class Escalation(SQLModel, table=True):
     started_at: datetime
     # When the last pass of the policy is over; used to declare the escalation exhausted.
     exhausts_at: datetime
-    ack_code: str = Field(max_length=3)
+    # The code of the first contact ("" when none could be reserved: the SMS then say to use
+    # the link or the call). Each number's own code is on its notification rows.
+    ack_code: str = Field(max_length=8)
     duress: bool = False
     duress_at: datetime | None = None
     acked_at: datetime | None = None
@@ -128,7 +156,11 @@ class Notification(SQLModel, table=True):
             name="uq_dispatch_notification_alert_id",
         ),
         Index("ix_dispatch_notification_due", "status", "next_action_at"),
+        # The claim query: due rows by class, then time.
+        Index("ix_dispatch_notification_claim", "status", "priority", "next_action_at"),
         Index("ix_dispatch_notification_phone_sent", "phone", "sent_at"),
+        # The next free slot of a number (throttled rows wait in line behind each other).
+        Index("ix_dispatch_notification_phone_next", "phone", "status", "next_action_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -148,7 +180,9 @@ class Notification(SQLModel, table=True):
     claim_token: str | None = Field(default=None, max_length=36)
     claimed_by: str | None = Field(default=None, max_length=100)
     attempts: int = 0
-    ack_code: str | None = Field(default=None, max_length=3)
+    ack_code: str | None = Field(default=None, max_length=8)
+    # PRIORITY_URGENT / PRIORITY_REPEAT / PRIORITY_INFO (``priority_of``); urgent by default.
+    priority: int = PRIORITY_URGENT
     provider_sid: str | None = Field(default=None, max_length=64, unique=True)
     provider_status: str | None = Field(default=None, max_length=20)
     provider_rank: int = 0  # status never goes backwards: only a higher rank replaces it
@@ -169,12 +203,18 @@ class Notification(SQLModel, table=True):
 
 
 class AckCode(SQLModel, table=True):
-    """The code a phone number replies with. Unique per number among open alerts."""
+    """The code a phone number replies with. Unique per number among open reservations.
+
+    A reservation is released when the escalation ends for any reason (acknowledged, stood
+    down, closed, exhausted); released codes stay for the record and for late replies, and are
+    not given again to that number while they may still be answered (``service``).
+    """
 
     __tablename__ = "dispatch_ack_code"
     __table_args__ = (
-        # Partial unique index: a code is only reserved while the alert is open, so 900 codes
-        # per number are plenty; released codes stay for the record and for late replies.
+        # Is this code taken for this number? (a few candidates checked at once)
+        Index("ix_dispatch_ack_code_phone_code", "phone", "code"),
+        # Partial unique index: the guard against two servers giving one code twice.
         Index(
             "uq_dispatch_ack_code_open",
             "phone",
@@ -188,7 +228,7 @@ class AckCode(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     alert_id: str = Field(max_length=64, index=True)
     phone: str = Field(max_length=20, index=True)  # inbound replies, code choice
-    code: str = Field(max_length=3)
+    code: str = Field(max_length=8)  # ACK_CODE_MIN_DIGITS to ACK_CODE_MAX_DIGITS digits
     created_at: datetime
     released_at: datetime | None = None
 
@@ -197,6 +237,10 @@ class Inbound(SQLModel, table=True):
     """Every inbound SMS, matched or not (replies from other numbers are recorded)."""
 
     __tablename__ = "dispatch_inbound"
+    __table_args__ = (
+        # Wrong codes from one number within the last minutes (the SMS acknowledgement lock).
+        Index("ix_dispatch_inbound_from_phone_received", "from_phone", "received_at"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     provider_sid: str | None = Field(default=None, max_length=64, unique=True)

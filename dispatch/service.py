@@ -14,6 +14,7 @@ SQLite's write lock up front (waiting with the busy timeout). PostgreSQL needs n
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -30,6 +31,8 @@ from sqlmodel import Session
 
 from dispatch.hooks import DispatchHooks
 from dispatch.models import (
+    ACK_CODE_MAX_DIGITS,
+    ACK_CODE_MIN_DIGITS,
     ACKNOWLEDGED,
     ACTIVE,
     CANCELLED,
@@ -45,6 +48,7 @@ from dispatch.models import (
     KIND_VERIFY,
     OPEN_STATUSES,
     PLANNED,
+    PRIORITY_URGENT,
     SENDING,
     SENT,
     STOOD_DOWN,
@@ -55,6 +59,7 @@ from dispatch.models import (
     Event,
     Inbound,
     Notification,
+    priority_of,
 )
 from dispatch.policy import EscalationPolicy, plan, total_length_s
 from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
@@ -70,9 +75,14 @@ CODES: Table = AckCode.__table__  # type: ignore[attr-defined]
 EVENTS: Table = Event.__table__  # type: ignore[attr-defined]
 INBOUND: Table = Inbound.__table__  # type: ignore[attr-defined]
 
-# A code used for a number within this period is avoided when another one is free, so a late
-# reply to an old alert cannot acknowledge a new one by chance.
+# A code released for a number less than this long ago is not given to it again (nor one of
+# an escalation still open), so a late reply to an old alert cannot acknowledge a new one.
 CODE_REUSE_AVOID = timedelta(days=7)
+# Random candidates drawn per code length: with 90 % of the 3-digit codes of a number taken,
+# a 3-digit one is still found 92 % of the time; otherwise the code is one digit longer.
+CODE_CANDIDATES = 24
+# Inserts lost to a concurrent start reserving the same code for the same number.
+CODE_RACE_RETRIES = 20
 
 # Provider statuses, ranked: a callback only moves a notification forward (duplicated and
 # out-of-order callbacks are harmless). Final statuses share the top rank: the first one wins.
@@ -199,69 +209,132 @@ def brief_from_json(raw: str) -> AlertBrief:
 
 
 # --- ack codes ----------------------------------------------------------------------------
+#
+# A number replies "OK 482" to take an alert. Each number holds one code per open escalation
+# it is in; the national fallback is in every chain, so it may hold thousands. Codes are
+# 3 digits while one is free for that number, then 4, 5, 6 digits (about a million per number
+# in all): allocation can never hold an escalation. A code is picked by drawing a few random
+# candidates and asking the database which of them are taken (one indexed query per length),
+# never by listing every code of the number.
 
 
-def _codes_in_use(session: Session, phones: Sequence[str], now: datetime) -> tuple[set, set]:
-    busy: set[str] = set()
-    recent: set[str] = set()
-    if not phones:
-        return busy, recent
+_RANDOM = secrets.SystemRandom()
+_CODE_RE = re.compile(rf"[1-9][0-9]{{{ACK_CODE_MIN_DIGITS - 1},{ACK_CODE_MAX_DIGITS - 1}}}")
+
+
+def _taken_codes(
+    session: Session,
+    *,
+    phone: str,
+    candidates: Sequence[str],
+    now: datetime,
+    for_alert: str | None = None,
+) -> set[str]:
+    """Of ``candidates``, the codes ``phone`` cannot be given now: reserved by an open
+    reservation, released less than ``CODE_REUSE_AVOID`` ago, or released by an escalation that
+    is still open (exhausted: a late reply must still find it, and only it). The released
+    codes of ``for_alert`` itself are not in the way: it may take them back."""
+    if not candidates:
+        return set()
+    still_open = (
+        select(ESC.c.alert_id)
+        .where(ESC.c.alert_id == CODES.c.alert_id, ESC.c.status.in_(OPEN_STATUSES))
+        .exists()
+    )
+    released_by_others = or_(
+        CODES.c.released_at >= now - CODE_REUSE_AVOID,
+        still_open,
+    )
+    if for_alert is not None:
+        released_by_others = and_(CODES.c.alert_id != for_alert, released_by_others)
     rows = session.execute(
-        select(CODES.c.code, CODES.c.released_at, CODES.c.created_at).where(
-            CODES.c.phone.in_(list(phones)),
-            or_(CODES.c.released_at.is_(None), CODES.c.created_at >= now - CODE_REUSE_AVOID),
+        select(CODES.c.code).where(
+            CODES.c.phone == phone,
+            CODES.c.code.in_(list(candidates)),
+            or_(CODES.c.released_at.is_(None), released_by_others),
         )
-    ).all()
-    for code, released_at, _created in rows:
-        (busy if released_at is None else recent).add(code)
-    return busy, recent
+    ).scalars()
+    return set(rows)
 
 
-def _pick_code(busy: set[str], recent: set[str]) -> str:
-    fresh = [f"{i}" for i in range(100, 1000) if f"{i}" not in busy and f"{i}" not in recent]
-    if fresh:
-        return secrets.choice(fresh)
-    free = [f"{i}" for i in range(100, 1000) if f"{i}" not in busy]
-    if free:
-        return secrets.choice(free)
-    # 900 open alerts on one number: never refuse an alert for want of a code.
-    raise RuntimeError("no free 3-digit acknowledgement code")
+def _pick_code(
+    session: Session,
+    *,
+    phone: str,
+    now: datetime,
+    prefer: Sequence[str] = (),
+    for_alert: str | None = None,
+) -> str | None:
+    """A code ``phone`` can be given: one of ``prefer`` if free, else a random one of the
+    shortest length that has a free one among ``CODE_CANDIDATES`` draws. None only if every
+    length failed (practically never); the caller then sends without a code."""
+    prefer = [c for c in dict.fromkeys(prefer) if c and _CODE_RE.fullmatch(c)]
+    for digits in range(ACK_CODE_MIN_DIGITS, ACK_CODE_MAX_DIGITS + 1):
+        low, high = 10 ** (digits - 1), 10**digits
+        drawn = [str(i) for i in _RANDOM.sample(range(low, high), CODE_CANDIDATES)]
+        candidates = [*prefer, *drawn]
+        taken = _taken_codes(
+            session, phone=phone, candidates=candidates, now=now, for_alert=for_alert
+        )
+        for code in candidates:
+            if code not in taken:
+                return code
+        prefer = []  # checked once is enough
+    return None
 
 
 def _reserve_codes(
     session: Session, *, alert_id: str, phones: Iterable[str], preferred: str, now: datetime
-) -> dict[str, str]:
+) -> dict[str, str | None]:
     """Reserve a code per phone: ``preferred`` where it is free, another one otherwise.
 
-    The partial unique index (phone, code) among open alerts is the real guard: a concurrent
-    start that picked the same code for the same phone loses the insert and picks again.
+    A phone that already had a code for this alert keeps it (a chain added later); one whose
+    code was released by this alert (exhausted, then a new chain) gets it back if still free.
+    The partial unique index (phone, code) among open reservations is the real guard: a
+    concurrent start that picked the same code for the same phone loses the insert and picks
+    again. A phone that cannot get a code maps to None: its SMS go out without one (the text
+    then says to use the link or the call). Never raises for want of a code.
     """
-    codes: dict[str, str] = {}
-    existing = dict(
-        session.execute(
-            select(CODES.c.phone, CODES.c.code).where(
-                CODES.c.alert_id == alert_id, CODES.c.released_at.is_(None)
-            )
-        ).all()
-    )
+    codes: dict[str, str | None] = {}
+    mine = session.execute(
+        select(CODES.c.phone, CODES.c.code, CODES.c.released_at)
+        .where(CODES.c.alert_id == alert_id)
+        .order_by(CODES.c.id)
+    ).all()
+    existing = {phone: code for phone, code, released in mine if released is None}
+    released_before = {phone: code for phone, code, released in mine if released is not None}
     for phone in dict.fromkeys(phones):
         if phone in existing:
             codes[phone] = existing[phone]
             continue
-        candidate = preferred
-        for _ in range(50):
+        prefer = [c for c in (released_before.get(phone), preferred) if c]
+        code: str | None = None
+        for _ in range(CODE_RACE_RETRIES):
+            candidate = _pick_code(session, phone=phone, now=now, prefer=prefer, for_alert=alert_id)
+            if candidate is None:
+                break
             row = {"alert_id": alert_id, "phone": phone, "code": candidate, "created_at": now}
             if _insert_ignore(session, CODES, [row]):
-                codes[phone] = candidate
+                code = candidate
                 break
-            busy, recent = _codes_in_use(session, [phone], now)
-            candidate = _pick_code(busy, recent)
-        else:  # pragma: no cover - 50 lost races in a row
-            raise RuntimeError(f"could not reserve an acknowledgement code for {phone}")
+            prefer = []  # lost a race for it: another one
+        if code is None:
+            alog(
+                logging.ERROR,
+                "no acknowledgement code for this number: its SMS go out without one",
+                alert_id,
+                phone=phone,
+            )
+        codes[phone] = code
     return codes
 
 
 def _release_codes(session: Session, alert_id: str, now: datetime) -> None:
+    """The escalation ended (any reason): its reservations stop holding the unique slots.
+
+    The rows stay: a late reply with the code still finds this alert, because a released code
+    is not given again to that number while the escalation is open or for CODE_REUSE_AVOID.
+    """
     session.execute(
         update(CODES)
         .where(CODES.c.alert_id == alert_id, CODES.c.released_at.is_(None))
@@ -340,6 +413,7 @@ def _plan_chain(
                 "next_action_at": due,
                 "attempts": 0,
                 "ack_code": codes[contact.phone],
+                "priority": priority_of(KIND_ALERT, item.round_no),
                 "provider_rank": 0,
                 "created_at": now,
                 "updated_at": now,
@@ -398,9 +472,9 @@ def start(
     if not inserted:
         alog(logging.INFO, "escalation already started", alert_id)
         return False
-    phones = [c.phone for chain in chains for c in chain.contacts]
-    busy, recent = _codes_in_use(session, phones, now)
-    main_code = _pick_code(busy, recent)
+    # The first contact's code; every other number gets the same one where it is free.
+    first = next((c.phone for chain in chains for c in chain.contacts), None)
+    main_code = (_pick_code(session, phone=first, now=now) if first else None) or ""
     seen: set[tuple[str, int, int, str, datetime]] = set()
     planned = 0
     for chain_index, chain in enumerate(chains):
@@ -427,7 +501,8 @@ def start(
         alert_id=alert_id,
         at=now,
         kind="started",
-        detail=f"{len(chains)} chaîne(s), {planned} notification(s) prévues, code {main_code}",
+        detail=f"{len(chains)} chaîne(s), {planned} notification(s) prévues, "
+        f"code {main_code or 'aucun'}",
     )
     alog(logging.INFO, "escalation started", alert_id, chains=len(chains), planned=planned)
     return True
@@ -543,6 +618,7 @@ def _tell_notified(session: Session, *, alert_id: str, kind: str, now: datetime)
             "next_action_at": now,
             "attempts": 0,
             "ack_code": code,
+            "priority": priority_of(kind, 0),
             "provider_rank": 0,
             "created_at": now,
             "updated_at": now,
@@ -774,6 +850,8 @@ def exhaust_due(session: Session, *, now: datetime, hooks: DispatchHooks) -> lis
     ).all()
     ids = [r[0] for r in rows]
     for alert_id in ids:
+        # Its codes stop holding slots (still answerable: see ``_release_codes``).
+        _release_codes(session, alert_id, now)
         _event(session, alert_id=alert_id, at=now, kind="exhausted")
         # Loud on purpose: nobody answered the whole chain, national fallback included.
         alog(logging.CRITICAL, "escalation EXHAUSTED, alert still unacknowledged", alert_id)
@@ -1057,11 +1135,12 @@ def record_digits(
 
 # --- inbound SMS ------------------------------------------------------------------------------
 
-_ACK_RE = re.compile(r"(?:OK)?([0-9]{3})")
+_ACK_RE = re.compile(rf"(?:OK)?([0-9]{{{ACK_CODE_MIN_DIGITS},{ACK_CODE_MAX_DIGITS}}})")
 
 
 def parse_ack(body: str) -> tuple[str, str | None]:
-    """("code", "482") for "OK 482", "ok482", " 4 8 2 "; ("ok", None) for a bare "OK"."""
+    """("code", "482") for "OK 482", "ok482", " 4 8 2 ", "OK 4821"; ("ok", None) for a bare
+    "OK". A code is 3 to 6 digits, as issued (``_pick_code``)."""
     # Digits typed in another script (fullwidth, Arabic-Indic…) read as the ASCII digits.
     body = "".join(str(unicodedata.digit(c)) if c.isdecimal() else c for c in body)
     compact = re.sub(r"[\s.!,;:'\"-]+", "", body.upper())
@@ -1073,12 +1152,35 @@ def parse_ack(body: str) -> tuple[str, str | None]:
     return "other", None
 
 
+# Wrong codes from one number (guessing, or fingers): after SMS_ACK_MAX_WRONG of them within
+# SMS_ACK_LOCK_WINDOW, code replies from that number are refused, even a right one, and the
+# number is told to use the call or the console. Counted from the inbound rows themselves (so
+# across servers and restarts); a refused reply counts too, so a number that keeps guessing
+# stays blocked. The defaults; the engine passes DispatchConfig's values.
+SMS_ACK_MAX_WRONG = 5
+SMS_ACK_LOCK_WINDOW = timedelta(minutes=15)
+WRONG_CODE = "unknown_code"  # a code reserved for no alert of this number
+NOT_NOTIFIED = "not_notified"  # the code of an alert this number was not notified for (yet)
+CODE_LOCKED = "code_locked"  # refused: too many wrong codes from this number lately
+WRONG_CODE_OUTCOMES = (WRONG_CODE, NOT_NOTIFIED, CODE_LOCKED)
+# Wrong codes are written on the timeline of the alerts the number was notified for: the most
+# recent open ones (a number may hold hundreds), else its last alert.
+WRONG_CODE_ALERTS = 3
+
+
 @dataclass(frozen=True, slots=True)
 class InboundOutcome:
-    outcome: str  # acknowledged, already_<status>, not_notified, unknown_code, ambiguous, …
+    # acknowledged, already_<status>, not_notified, unknown_code, code_locked, ambiguous,
+    # no_open_alert, unknown_sender, unrecognised, duplicate:<outcome>
+    outcome: str
     alert_id: str | None = None
     ack: AckResult | None = None
-    reply: tuple[str, str | None] | None = None  # (what to answer, code) for the webhook
+    reply: tuple[str, str | None] | None = None  # (what to answer, alert_id) for the webhook
+    # Other alerts whose timeline changed (wrong codes are written on several).
+    related: tuple[str, ...] = ()
+
+
+_NOTIFIED = or_(NOTIF.c.provider_sid.is_not(None), NOTIF.c.status.in_([SENDING, SENT]))
 
 
 def _was_notified(session: Session, alert_id: str, phone: str) -> bool:
@@ -1090,10 +1192,43 @@ def _was_notified(session: Session, alert_id: str, phone: str) -> bool:
                 NOTIF.c.alert_id == alert_id,
                 NOTIF.c.phone == phone,
                 NOTIF.c.kind == KIND_ALERT,
-                or_(NOTIF.c.provider_sid.is_not(None), NOTIF.c.status.in_([SENDING, SENT])),
+                _NOTIFIED,
             )
         ).scalar_one()
         > 0
+    )
+
+
+def _notified_alerts(session: Session, phone: str, *, open_only: bool, limit: int) -> list[str]:
+    """Alerts this number was (or may have been) sent an alert SMS or call for, the most
+    recently notified first."""
+    last = func.max(NOTIF.c.id).label("last")
+    q = (
+        select(NOTIF.c.alert_id, last)
+        .where(NOTIF.c.phone == phone, NOTIF.c.kind == KIND_ALERT, _NOTIFIED)
+        .group_by(NOTIF.c.alert_id)
+        .order_by(last.desc())
+        .limit(limit)
+    )
+    if open_only:
+        q = q.where(
+            NOTIF.c.alert_id.in_(select(ESC.c.alert_id).where(ESC.c.status.in_(OPEN_STATUSES)))
+        )
+    return [r[0] for r in session.execute(q).all()]
+
+
+def wrong_codes_since(session: Session, *, phone: str, since: datetime) -> int:
+    """Wrong (or refused) code replies from ``phone`` received since ``since``."""
+    return int(
+        session.execute(
+            select(func.count())
+            .select_from(INBOUND)
+            .where(
+                INBOUND.c.from_phone == phone[:20],
+                INBOUND.c.received_at >= since,
+                INBOUND.c.outcome.in_(WRONG_CODE_OUTCOMES),
+            )
+        ).scalar_one()
     )
 
 
@@ -1107,10 +1242,16 @@ def handle_inbound_sms(
     now: datetime,
     hooks: DispatchHooks,
     on_committed: Callable[[], None] | None = None,
+    max_wrong: int = SMS_ACK_MAX_WRONG,
+    lock_window: timedelta = SMS_ACK_LOCK_WINDOW,
 ) -> InboundOutcome:
     """An SMS reply. Acknowledges only with a code reserved for this number and only if this
-    number was notified for that alert. Everything is recorded, matched or not."""
+    number was notified for that alert, and only while the number is not blocked for too many
+    wrong codes. Everything is recorded, matched or not; wrong codes also on the alerts."""
     lock_for_write(session)
+    # One number's replies are decided one at a time: two simultaneous guesses must not both
+    # slip under the wrong-code limit.
+    advisory_lock(session, f"dispatch-inbound:{from_phone}")
     if sid is not None:
         seen = session.execute(
             select(INBOUND.c.outcome, INBOUND.c.alert_id).where(INBOUND.c.provider_sid == sid)
@@ -1121,18 +1262,19 @@ def handle_inbound_sms(
     alert_id: str | None = None
     outcome: InboundOutcome
     known_number = (
-        session.execute(
-            select(func.count()).select_from(CODES).where(CODES.c.phone == from_phone)
-        ).scalar_one()
-        > 0
+        session.execute(select(CODES.c.id).where(CODES.c.phone == from_phone).limit(1)).first()
+        is not None
     )
+    wrong_before = 0
+    if what == "code" and known_number:
+        wrong_before = wrong_codes_since(session, phone=from_phone, since=now - lock_window)
     if what == "other" or not known_number:
         if not known_number and what == "code":
             # Not one of our contacts: change nothing, but link it to the alert for the record.
             alert_id = session.execute(
-                select(ESC.c.alert_id).where(
-                    ESC.c.ack_code == code, ESC.c.status.in_(OPEN_STATUSES)
-                )
+                select(ESC.c.alert_id)
+                .where(ESC.c.ack_code == code, ESC.c.status.in_(OPEN_STATUSES))
+                .limit(1)
             ).scalar()
         # Free text ("merci", "j'arrive") is recorded but not answered: a help text to every
         # chat message would be noise, and an answer to a stranger makes us a spam reflector.
@@ -1140,53 +1282,57 @@ def handle_inbound_sms(
             outcome="unknown_sender" if not known_number else "unrecognised",
             alert_id=alert_id,
         )
-    else:
-        if what == "code":
-            # Open reservations first, then the most recent (a late reply to a finished alert).
-            row = session.execute(
-                select(CODES.c.alert_id)
-                .where(CODES.c.phone == from_phone, CODES.c.code == code)
-                .order_by(CODES.c.released_at.is_not(None), CODES.c.created_at.desc())
-                .limit(1)
-            ).first()
-            candidates = [row[0]] if row else []
-        else:  # a bare OK: only if exactly one open alert was notified to this number
-            open_ids = session.execute(
-                select(CODES.c.alert_id).where(
-                    CODES.c.phone == from_phone, CODES.c.released_at.is_(None)
-                )
-            ).scalars()
-            candidates = [a for a in open_ids if _was_notified(session, a, from_phone)]
+    elif what == "code" and wrong_before >= max_wrong:
+        # Blocked: even the right code is refused (it may be the 900th guess). The call and
+        # the console still acknowledge.
+        outcome = InboundOutcome(outcome=CODE_LOCKED, reply=("locked", None))
+    elif what == "code":
+        # Open reservations first, then the most recent (a late reply to an alert whose
+        # escalation ended: its code is not given again while it may still be answered).
+        row = session.execute(
+            select(CODES.c.alert_id)
+            .where(CODES.c.phone == from_phone, CODES.c.code == code)
+            .order_by(CODES.c.released_at.is_not(None), CODES.c.created_at.desc())
+            .limit(1)
+        ).first()
+        if row is None:
+            outcome = InboundOutcome(outcome=WRONG_CODE, reply=("unknown_code", None))
+        else:
+            outcome = _ack_by_sms(
+                session,
+                alert_id=row[0],
+                from_phone=from_phone,
+                now=now,
+                hooks=hooks,
+                on_committed=on_committed,
+            )
+    else:  # a bare OK: only if exactly one open alert was notified to this number
+        # (an exhausted escalation is open: its codes are released, the alert is not over)
+        candidates = _notified_alerts(session, from_phone, open_only=True, limit=2)
         if not candidates:
-            outcome = InboundOutcome(outcome="unknown_code", reply=("unknown_code", None))
+            outcome = InboundOutcome(outcome="no_open_alert", reply=("unknown_code", None))
         elif len(candidates) > 1:
             outcome = InboundOutcome(outcome="ambiguous", reply=("unknown_code", None))
         else:
-            alert_id = candidates[0]
-            if not _was_notified(session, alert_id, from_phone):
-                outcome = InboundOutcome(outcome="not_notified", alert_id=alert_id)
-            else:
-                name = session.execute(
-                    select(NOTIF.c.contact_name).where(
-                        NOTIF.c.alert_id == alert_id, NOTIF.c.phone == from_phone
-                    )
-                ).scalar()
-                ack = acknowledge(
-                    session,
-                    alert_id=alert_id,
-                    by_name=name or from_phone,
-                    by_phone=from_phone,
-                    via="sms",
-                    now=now,
-                    hooks=hooks,
-                    on_committed=on_committed,
-                )
-                outcome = InboundOutcome(
-                    outcome="acknowledged" if ack.accepted else f"already_{ack.status}",
-                    alert_id=alert_id,
-                    ack=ack,
-                    reply=None if ack.accepted else ("already", alert_id),
-                )
+            outcome = _ack_by_sms(
+                session,
+                alert_id=candidates[0],
+                from_phone=from_phone,
+                now=now,
+                hooks=hooks,
+                on_committed=on_committed,
+            )
+    if outcome.outcome in WRONG_CODE_OUTCOMES:
+        outcome = _record_wrong_code(
+            session,
+            outcome=outcome,
+            phone=from_phone,
+            code=code or "",
+            wrong=wrong_before + 1,
+            max_wrong=max_wrong,
+            lock_window=lock_window,
+            now=now,
+        )
     session.execute(
         INBOUND.insert().values(
             provider_sid=sid,
@@ -1198,11 +1344,110 @@ def handle_inbound_sms(
             outcome=outcome.outcome[:32],
         )
     )
-    if outcome.alert_id:
-        aid = outcome.alert_id
-        after_commit(session, lambda: hooks.after_change(aid))
+    changed = tuple(dict.fromkeys(a for a in (outcome.alert_id, *outcome.related) if a))
+    if changed:
+
+        def _after() -> None:
+            for changed_id in changed:
+                hooks.after_change(changed_id)
+
+        after_commit(session, _after)
     alog(logging.INFO, "inbound sms", outcome.alert_id, outcome=outcome.outcome)
     return outcome
+
+
+def _ack_by_sms(
+    session: Session,
+    *,
+    alert_id: str,
+    from_phone: str,
+    now: datetime,
+    hooks: DispatchHooks,
+    on_committed: Callable[[], None] | None,
+) -> InboundOutcome:
+    if not _was_notified(session, alert_id, from_phone):
+        return InboundOutcome(outcome=NOT_NOTIFIED, alert_id=alert_id)
+    name = session.execute(
+        select(NOTIF.c.contact_name)
+        .where(NOTIF.c.alert_id == alert_id, NOTIF.c.phone == from_phone)
+        .limit(1)
+    ).scalar()
+    ack = acknowledge(
+        session,
+        alert_id=alert_id,
+        by_name=name or from_phone,
+        by_phone=from_phone,
+        via="sms",
+        now=now,
+        hooks=hooks,
+        on_committed=on_committed,
+    )
+    return InboundOutcome(
+        outcome="acknowledged" if ack.accepted else f"already_{ack.status}",
+        alert_id=alert_id,
+        ack=ack,
+        reply=None if ack.accepted else ("already", alert_id),
+    )
+
+
+def _record_wrong_code(
+    session: Session,
+    *,
+    outcome: InboundOutcome,
+    phone: str,
+    code: str,
+    wrong: int,
+    max_wrong: int,
+    lock_window: timedelta,
+    now: datetime,
+) -> InboundOutcome:
+    """Write a wrong (or refused) code on the timeline of the alerts this number was notified
+    for, and say when the number becomes blocked. Returns the outcome to record."""
+    alerts = _notified_alerts(
+        session, phone, open_only=True, limit=WRONG_CODE_ALERTS
+    ) or _notified_alerts(session, phone, open_only=False, limit=1)
+    minutes = round(lock_window.total_seconds() / 60)
+    locked_now = outcome.outcome != CODE_LOCKED and wrong >= max_wrong
+    if outcome.outcome == CODE_LOCKED:
+        kind, detail = "code_refused", f"code {code} refusé : numéro bloqué (trop de codes erronés)"
+    else:
+        kind, detail = "wrong_code", f"code {code} erroné ({wrong}/{max_wrong} en {minutes} min)"
+    for alert_id in alerts:
+        _event(
+            session,
+            alert_id=alert_id,
+            at=now,
+            kind=kind,
+            channel="sms",
+            phone=phone,
+            status=outcome.outcome,
+            detail=detail,
+        )
+        if locked_now:
+            _event(
+                session,
+                alert_id=alert_id,
+                at=now,
+                kind="code_locked",
+                channel="sms",
+                phone=phone,
+                detail=f"{wrong} codes erronés en {minutes} min : réponses par SMS de ce numéro "
+                f"refusées pendant {minutes} min (appel ou console)",
+            )
+    alog(
+        logging.WARNING,
+        "acknowledgement code refused" if outcome.outcome == CODE_LOCKED else "wrong code",
+        outcome.alert_id or (alerts[0] if alerts else None),
+        phone=phone,
+        wrong=wrong,
+        locked=locked_now or outcome.outcome == CODE_LOCKED,
+    )
+    return dataclasses.replace(
+        outcome,
+        alert_id=outcome.alert_id or (alerts[0] if alerts else None),
+        related=tuple(alerts),
+        reply=("locked", None) if locked_now else outcome.reply,
+    )
 
 
 # --- reads for the dashboard ----------------------------------------------------------------
@@ -1329,6 +1574,112 @@ def next_due_at(session: Session, *, now: datetime) -> datetime | None:
     ).scalar()
     times = [t for t in (planned, leases, exhaust) if t is not None]
     return min(times) if times else None
+
+
+# --- throttling of the lower classes ------------------------------------------------------
+#
+# A number at its limit (``per_number_max`` sends in ``window``) gets its throttled messages
+# on slots ``window / per_number_max`` apart, each behind those already waiting: a message is
+# deferred once and claimed again only at its slot (not re-claimed and deferred every tick).
+# The urgent class is never asked (see ``models.priority_of``).
+
+
+def advisory_lock(session: Session, name: str) -> None:
+    """PostgreSQL: a transaction-scoped lock on ``name`` (decisions about one number taken one
+    at a time across servers). SQLite: ``lock_for_write`` already serialises every writer."""
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        session.execute(select(func.pg_advisory_xact_lock(key)))
+
+
+def number_free_at(
+    session: Session, *, phone: str, now: datetime, per_number_max: int, window: timedelta
+) -> datetime | None:
+    """None if ``phone`` is under its limit now, else when its window frees.
+
+    A send counts if it is younger than the window minus half a slot: messages sent on their
+    slots a little late (the tick's jitter) then never push the next one out of line.
+    """
+    per_number_max = max(1, per_number_max)
+    grace = window / per_number_max / 2
+    rows = (
+        session.execute(
+            select(NOTIF.c.sent_at)
+            .where(NOTIF.c.phone == phone, NOTIF.c.sent_at > now - window + grace)
+            .order_by(NOTIF.c.sent_at.desc())
+            .limit(per_number_max)
+        )
+        .scalars()
+        .all()
+    )
+    if len(rows) < per_number_max:
+        return None
+    return rows[-1] + window - grace
+
+
+def throttle_slot(
+    session: Session,
+    *,
+    phone: str,
+    priority: int,
+    free_at: datetime,
+    spacing: timedelta,
+    now: datetime,
+) -> datetime:
+    """The slot of a throttled message to ``phone``: once the number is free, and behind the
+    messages of its class (or a more urgent one) already waiting for that number."""
+    last = session.execute(
+        select(func.max(NOTIF.c.next_action_at)).where(
+            NOTIF.c.phone == phone,
+            NOTIF.c.status == PLANNED,
+            NOTIF.c.priority > PRIORITY_URGENT,
+            NOTIF.c.priority <= priority,
+            NOTIF.c.next_action_at > now,
+        )
+    ).scalar()
+    return free_at if last is None else max(free_at, last + spacing)
+
+
+def line_up_due(
+    session: Session,
+    *,
+    phone: str,
+    after: datetime,
+    spacing: timedelta,
+    now: datetime,
+    limit: int = 1000,
+) -> int:
+    """Every other throttled message to ``phone`` already due goes on the following slots
+    (by class, then due time) rather than being claimed and deferred one by one. Rows claimed
+    meanwhile (another server) are left alone. Returns how many were moved."""
+    ids = (
+        session.execute(
+            select(NOTIF.c.id)
+            .where(
+                NOTIF.c.phone == phone,
+                NOTIF.c.status == PLANNED,
+                NOTIF.c.priority > PRIORITY_URGENT,
+                NOTIF.c.next_action_at <= now,
+            )
+            .order_by(NOTIF.c.priority, NOTIF.c.next_action_at, NOTIF.c.id)
+            .limit(limit)
+        )
+        .scalars()
+        .all()
+    )
+    moved = 0
+    for i, notification_id in enumerate(ids, start=1):
+        res = session.execute(
+            update(NOTIF)
+            .where(
+                NOTIF.c.id == notification_id,
+                NOTIF.c.status == PLANNED,
+                NOTIF.c.next_action_at <= now,
+            )
+            .values(next_action_at=after + i * spacing, updated_at=now)
+        )
+        moved += int(res.rowcount)  # type: ignore[attr-defined]
+    return moved
 
 
 def recent_sends(session: Session, *, phone: str, since: datetime) -> int:

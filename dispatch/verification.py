@@ -39,6 +39,7 @@ from dispatch.models import (
     KIND_ALERT,
     KIND_VERIFY,
     PLANNED,
+    PRIORITY_URGENT,
     VERIFY_CONFIRMED,
     VERIFY_ESCALATED,
     VERIFY_PENDING,
@@ -172,6 +173,7 @@ def start(session: Session, *, brief: AlertBrief, hold_s: float, now: datetime) 
                 "next_action_at": now,
                 "attempts": 0,
                 "ack_code": None,
+                "priority": PRIORITY_URGENT,  # never behind anything, never throttled
                 "provider_rank": 0,
                 "created_at": now,
                 "updated_at": now,

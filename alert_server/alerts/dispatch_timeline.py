@@ -31,6 +31,10 @@ LABELS_FR = {
     "status_unmatched": "Statut opérateur sans envoi connu",
     "stood_down": "Escalade arrêtée (annulation)",
     "inbound_sms": "SMS reçu",
+    # SMS acknowledgement codes: wrong ones, and the number blocked after too many.
+    "wrong_code": "Code de prise en charge erroné reçu par SMS",
+    "code_locked": "Numéro bloqué pour les réponses SMS (trop de codes erronés)",
+    "code_refused": "Code refusé : numéro bloqué pour les réponses SMS",
 }
 
 

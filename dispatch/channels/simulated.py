@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dispatch.engine import Dispatcher
 
 log = logging.getLogger("dispatch.simulated")
-_CODE = re.compile(r"OK (\d{3})")
+_CODE = re.compile(r"OK (\d{3,6})\b")
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from tests.dispatch.conftest import CHAIN_13, CHAIN_84, GN84, NAT, REF1, REF2, H
 
 
 def code_of(body: str) -> str:
-    m = re.search(r"OK (\d{3})", body)
+    m = re.search(r"OK (\d+) pour", body)
     assert m, body
     return m.group(1)
 
@@ -410,3 +410,30 @@ def test_reply_from_a_stranger_is_recorded_and_changes_nothing(harness: Harness)
         assert h.dispatcher.view(s, "alert-1").status == "active"  # type: ignore[union-attr]
         inbound = [e for e in h.dispatcher.timeline(s, "alert-1") if e.what == "inbound_sms"]
     assert [(e.to_phone, e.status) for e in inbound] == [("+33699999999", "unknown_sender")]
+
+
+def test_wrong_codes_block_sms_acknowledgement_from_that_number(harness: Harness) -> None:
+    """900 tries from a notified number used to find the code in under a minute: after 5 wrong
+    codes the number's code replies are refused (the right one too) and it is told to use the
+    call or the console; the call still acknowledges."""
+    h = harness
+    h.start()
+    h.at(0)
+    sms = h.phones.expect_sms(REF1.phone)
+    code = code_of(sms.body)
+    guesses = [g for g in ("100", "101", "102", "103", "104", "105") if g != code][:5]
+    answers = [sms.reply(f"OK {g}") for g in guesses]
+    assert all("code non reconnu" in a for a in answers[:4])
+    assert "bloqué 15 min" in answers[4]
+    answer = sms.reply(f"OK {code}")
+    assert "bloqué" in answer and "console" in answer
+    assert h.dispatcher.view(h.session(), "alert-1").status == "active"  # type: ignore[union-attr]
+    with h.session() as s:
+        whats = [e.what for e in h.dispatcher.timeline(s, "alert-1")]
+    assert whats.count("wrong_code") == 5 and whats.count("code_refused") == 1
+    assert whats.count("code_locked") == 1 and whats.count("inbound_sms") == 6
+    h.at(30)
+    call = h.phones.expect_call(REF1.phone).press("1")
+    assert "pris en charge" in call.last_said
+    h.at(31)
+    h.phones.expect_sms(REF1.phone, contains=["vous avez pris en charge"])

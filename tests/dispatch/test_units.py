@@ -89,6 +89,10 @@ def _all_sms(b: object, lang: str) -> list[str]:
         messages.already_taken_sms(ctx, by_name="Référent Prêtre", status="acknowledged"),
         messages.already_taken_sms(ctx, by_name=None, status="stood_down"),
         messages.unknown_code_sms(lang),  # type: ignore[arg-type]
+        messages.code_locked_sms(15, lang),  # type: ignore[arg-type]
+        # A number that got no code (never holds the SMS back): the link or the call.
+        messages.alert_sms(replace(ctx, code=""), at(60)),
+        messages.stand_down_sms(replace(ctx, code=""), at=at(60)),
     ]
 
 
@@ -162,8 +166,11 @@ def test_voice_text_is_french_and_asks_for_1() -> None:
 def test_parse_ack() -> None:
     for body in ("OK 482", "ok482", " Ok  4 8 2 ", "482", "OK 482.", "o k 482"):
         assert service.parse_ack(body) == ("code", "482"), body
+    assert service.parse_ack("OK 4821") == ("code", "4821")  # longer codes, when issued
+    assert service.parse_ack("ok 482 105") == ("code", "482105")
     assert service.parse_ack("ok") == ("ok", None)
     assert service.parse_ack("OK 48") == ("other", None)
+    assert service.parse_ack("OK 4821567") == ("other", None)  # longer than ever issued
     assert service.parse_ack("j'arrive") == ("other", None)
 
 

@@ -1,7 +1,8 @@
 """Properties of the inbound SMS reader (``dispatch/service.py::parse_ack``): "OK 482" replies.
 
-Acknowledgement codes are the ASCII strings "100".."999" (``service._pick_code``) reserved per
-phone number; the reply is matched against them in the database.
+Acknowledgement codes are ASCII digit strings of 3 to 6 digits, never starting with 0: "100".."999"
+while one is free for the number, then longer (``service._pick_code``), reserved per phone
+number; the reply is matched against them in the database.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from dispatch.service import parse_ack
 from tests.property.common import fast
 
-CODES = st.integers(100, 999).map(str)
+CODES = st.integers(100, 999).map(str) | st.integers(1000, 999_999).map(str)
 SEPS = st.sampled_from(["", " ", "  ", ".", "-", "!", ":", ",", "\t", "\n", "'", '"', ";"])
 OK_WORDS = st.sampled_from(["ok", "OK", "Ok", "oK", "o.k.", "O K", "oui", "OUI", "Oui", "yes"])
 
@@ -24,16 +25,17 @@ OK_WORDS = st.sampled_from(["ok", "OK", "Ok", "oK", "o.k.", "O K", "oui", "OUI",
 @example("")
 @example("OK")
 @example("OK 4821")
+@example("OK 4821567")
 @example("ok 48")
 @example("merci j'arrive")
 def test_any_reply_is_ok_code_or_other(body: str) -> None:
-    """Any SMS body is read as a bare ``ok``, a 3-digit ``code``, or ``other``; never an
+    """Any SMS body is read as a bare ``ok``, a 3- to 6-digit ``code``, or ``other``; never an
     exception, and a code is exactly what the body spells once spaces and punctuation are gone
-    (so "OK 4821", "48", "OK 482 merci" are never codes)."""
+    (so "48", "OK 4821567", "OK 482 merci" are never codes)."""
     what, code = parse_ack(body)
     assert what in ("ok", "code", "other")
     if what == "code":
-        assert code is not None and len(code) == 3
+        assert code is not None and 3 <= len(code) <= 6
         compact = re.sub(r"[\s.!,;:'\"-]+", "", body.upper())
         assert compact in (code, "OK" + code)
     else:
@@ -49,7 +51,7 @@ def test_code_replies_round_trip(with_ok: bool, code: str, seps: list[str], ok_w
     as that code; "OK" (or oui/yes) alone is a bare ok."""
     prefix = ok_word.replace(".", "").replace(" ", "") if with_ok else ""
     prefix = prefix if prefix.upper() == "OK" else ""
-    body = seps[0] + prefix + seps[1] + code[0] + seps[2] + code[1] + seps[3] + code[2] + seps[4]
+    body = seps[0] + prefix + seps[1] + code[0] + seps[2] + code[1] + seps[3] + code[2:] + seps[4]
     assert parse_ack(body) == ("code", code)
     assert parse_ack(seps[0] + ok_word + seps[4]) == ("ok", None)
 
@@ -62,7 +64,7 @@ OTHER_DIGITS = [0x0660, 0x06F0, 0x0966, 0xFF10]  # Arabic-Indic, Persian, Devana
 @example("482", 0xFF10, 0)
 def test_codes_are_ascii_digits(code: str, zero: int, at: int) -> None:
     """Regression: a reply read as a ``code`` carries ASCII digits
-    (the codes stored are "100".."999"). ``_ACK_RE`` uses ``\\d``, so "OK ４８２" typed on a
+    (the codes stored are ASCII digit strings). ``_ACK_RE`` uses ``\\d``, so "OK ４８２" typed on a
     phone in fullwidth mode gives ``("code", "４８２")``, which can never match a stored code:
     the referent gets "code inconnu" for the right code. Expected: ("code", "482") (digits
     normalised) or ("other", None)."""
