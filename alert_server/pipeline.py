@@ -284,6 +284,11 @@ class Pipeline:
         acknowledgement. With an escalation running, dispatch stops it in the same
         transaction (and tells everyone notified who took it).
         """
+        with session_scope(self.engine, write=False) as session:
+            # A press attached to an incident is taken in charge with its incident.
+            found = alerts.get_alert(session, alert_id=alert_id)
+            if found is not None:
+                alert_id = alerts.primary_of(session, found).alert_id
         if self.dispatcher is not None:
             with session_scope(self.engine, write=True) as session:
                 result = self.dispatcher.acknowledge(session, alert_id, actor, via, now)
