@@ -173,7 +173,13 @@ class ServerProcess:
         )
         log.close()
         if wait_healthy:
-            wait_until(lambda: self.health()[0] == 200, 30, "server /healthz 200")
+            try:
+                wait_until(lambda: self.health()[0] == 200, 30, "server /healthz 200")
+            except BaseException:
+                # Never leave a server behind when its start fails: it would load the
+                # machine for every later test.
+                self.kill()
+                raise
         return self
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -201,7 +207,8 @@ class ServerProcess:
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
     def terminate(self) -> int:
