@@ -23,8 +23,10 @@ from alert_server.devices.presence import PresenceTracker
 from alert_server.followup import api as followup_api
 from alert_server.geo import service as geo_service
 from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
+from alert_server.ingest.downlink import Downlink
 from alert_server.ingest.handler import Ingestor
 from alert_server.ingest.mqtt import MqttLink
+from alert_server.ingest.pins import PinGate, PinPolicy
 from alert_server.metrics import Metrics
 from alert_server.pipeline import SWEEP_GRACE, Pipeline
 from alert_server.referents import service as referents_service
@@ -72,8 +74,15 @@ class Runtime:
         )
         link_holder: list[MqttLink] = []
 
-        def publish(topic: str, payload: bytes) -> None:
-            link_holder[0].publish(topic, payload, qos=1)
+        def publish(topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
+            link_holder[0].publish(topic, payload, qos=1, expiry_s=expiry_s)
+
+        downlink = Downlink(publish)
+        pin_policy = PinPolicy(
+            max_failures=settings.pin_max_failures,
+            window_s=settings.pin_window_s,
+            lockout_s=settings.pin_lockout_s,
+        )
 
         notifier = _notifier(settings)
         dispatcher = Dispatcher(
@@ -89,14 +98,24 @@ class Runtime:
         pipeline = Pipeline(
             engine,
             presence=presence,
-            publish=publish,
+            downlink=downlink,
             dispatcher=dispatcher,
             providers=_providers(settings),
             provider_timeout_s=settings.geo_provider_timeout_s,
+            pin_policy=pin_policy,
+            session_default_duration_s=settings.session_default_duration_s,
         )
         # Dispatch tells the alert server about acknowledgements through these hooks.
         dispatcher.hooks = pipeline
-        ingestor = Ingestor(engine, presence=presence, pipeline=pipeline, metrics=metrics)
+        ingestor = Ingestor(
+            engine,
+            presence=presence,
+            pipeline=pipeline,
+            metrics=metrics,
+            downlink=downlink,
+            pins=PinGate(engine, policy=pin_policy),
+            flood_window_s=settings.flood_window_s,
+        )
         link = MqttLink(
             settings.mqtt_url,
             client_id=settings.mqtt_client_id,
@@ -107,11 +126,11 @@ class Runtime:
             on_connected=lambda up: metrics.mqtt_connected.set(1 if up else 0),
         )
         link_holder.append(link)
-        ingestor.bind(publish=publish, ack=link.acks.done)
+        ingestor.bind(ack=link.acks.done)
         background = Background.build(
             settings,
             engine,
-            publish=publish,
+            downlink=downlink,
             alert_stored=pipeline.alert_stored,
             notifier=notifier,
             dispatcher=dispatcher,
@@ -136,6 +155,7 @@ class Runtime:
         self.presence.start()
         self.clock.start()
         self.ingestor.start()
+        self.ingestor.pins.start()
         self.link.start()
         self.scheduler.add_job(
             self.pipeline.sweep,

@@ -28,6 +28,14 @@ class Metrics:
         self.alert_repeats = Counter(
             "vigie_alert_repeats", "Repeats of an already stored alert_id", registry=r
         )
+        self.alerts_merged = Counter(
+            "vigie_alerts_merged",
+            "New alerts attached to their device's running incident (a flood of presses)",
+            registry=r,
+        )
+        self.pin_checks = Counter(
+            "vigie_pin_checks", "Cancel PINs decided, by verdict", ["verdict"], registry=r
+        )
         self.alerts_flagged = Counter(
             "vigie_alerts_flagged", "Alerts stored with a flag, by flag", ["flag"], registry=r
         )

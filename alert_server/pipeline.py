@@ -11,6 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -35,18 +36,19 @@ from alert_server.geo.schemas import (
     Site,
     WifiAccessPoint,
 )
-from alert_server.ingest import payloads, topics
+from alert_server.ingest import payloads, pins
+from alert_server.ingest.downlink import AlertRef, Downlink
+from alert_server.ingest.pins import PinPolicy, PinVerdict
 from alert_server.referents import chains as referent_chains
 from alert_server.referents import service as referents
 from alert_server.referents.schemas import Directory
 from alert_server.sessions import service as visits
-from alert_server.timeutil import as_utc, utcnow
+from alert_server.timeutil import as_utc, rfc3339, utcnow
 from dispatch.engine import Dispatcher
 from dispatch.schemas import AlertBrief
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[str, bytes], None]
 # An alert stored but not handed to dispatch after this long is picked up by the sweep.
 SWEEP_GRACE = timedelta(seconds=5)
 
@@ -61,15 +63,19 @@ class Pipeline:
         engine: Engine,
         *,
         presence: PresenceTracker,
-        publish: Publish,
+        downlink: Downlink,
         dispatcher: Dispatcher | None = None,
+        pin_policy: PinPolicy | None = None,
+        session_default_duration_s: float | None = None,
         providers: Sequence[RadioLocator] = (),
         provider_timeout_s: float = 2.0,
         workers: int = 4,
     ) -> None:
         self.engine = engine
         self.presence = presence
-        self.publish = publish
+        self.downlink = downlink
+        self.pin_policy = pin_policy or PinPolicy()
+        self.session_default_duration_s = session_default_duration_s
         self.dispatcher = dispatcher
         self.providers = tuple(providers)
         self.provider_timeout_s = provider_timeout_s
@@ -153,7 +159,8 @@ class Pipeline:
                 # The duress PIN was typed before the escalation existed: tell dispatch now.
                 self.dispatcher.mark_duress(session, alert_id, now)
             if geo_resolve.needs_locate(resolved):
-                after.append(self._reply(alert.device_id, "locate", alert_id))
+                ref = AlertRef.of(alert)
+                after.append(lambda: self.downlink.alert(ref, "locate"))
         for action in after:
             action()
 
@@ -277,6 +284,11 @@ class Pipeline:
         acknowledgement. With an escalation running, dispatch stops it in the same
         transaction (and tells everyone notified who took it).
         """
+        with session_scope(self.engine, write=False) as session:
+            # A press attached to an incident is taken in charge with its incident.
+            found = alerts.get_alert(session, alert_id=alert_id)
+            if found is not None:
+                alert_id = alerts.primary_of(session, found).alert_id
         if self.dispatcher is not None:
             with session_scope(self.engine, write=True) as session:
                 result = self.dispatcher.acknowledge(session, alert_id, actor, via, now)
@@ -287,9 +299,10 @@ class Pipeline:
             won = alerts.mark_acknowledged(
                 session, alert_id=alert_id, actor=actor, via=via, now=now
             )
-            alert = alerts.get_alert(session, alert_id=alert_id) if won else None
-        if alert is not None:
-            self._reply(alert.device_id, "alert.acknowledged", alert_id)()
+            refs = self._incident_refs(session, alert_id) if won else []
+            by = _service_name(alerts.get_alert(session, alert_id=alert_id), actor, via)
+        for ref in refs:
+            self.downlink.alert(ref, "alert.acknowledged", by=by)
         return won
 
     def resolve(
@@ -298,89 +311,180 @@ class Pipeline:
         """Close the alert (any state but resolved). True when this call closed it."""
         with session_scope(self.engine, write=True) as session:
             alert = alerts.get_alert(session, alert_id=alert_id)
-            if alert is None or alert.state == "resolved":
+            if alert is None:
                 return False
-            alert.state = "resolved"
-            alert.resolved_at = now
-            alert.outcome = outcome
-            alert.note = note
-            session.add(alert)
+            alert = alerts.primary_of(session, alert)
+            alert_id = alert.alert_id
+            if alert.state == "resolved":
+                return False
+            # As the devices know them before the change: a cancelled alert stays quiet.
+            refs = self._incident_refs(session, alert_id)
+            alerts.close_incident(
+                session, alert=alert, state="resolved", now=now, outcome=outcome, note=note
+            )
             alerts.add_event(
                 session, alert_id=alert_id, at=now, type_="resolved", actor=actor, outcome=outcome
             )
             if self.dispatcher is not None:
                 self.dispatcher.close(session, alert_id, now)
             victim_support.offer(session, alert_id=alert_id, outcome=outcome, now=now)
-            device_id = alert.device_id
-        self._reply(device_id, "alert.resolved", alert_id)()
+        for ref in refs:
+            self.downlink.alert(ref, "alert.resolved")
         return True
+
+    def _incident_refs(self, session: Session, alert_id: str) -> list[AlertRef]:
+        """The incident's alerts as their device knows them (the first one, then the presses
+        attached to it)."""
+        first = alerts.get_alert(session, alert_id=alert_id)
+        if first is None:
+            return []
+        members = alerts.incident_members(session, alert_id=first.alert_id)
+        return [AlertRef.of(a) for a in (first, *members)]
 
     # -- device messages (ingest writer thread, inside its transaction) ---------------------
     def on_cancel(
-        self, session: Session, *, device_id: str, msg: payloads.CancelMsg, now: datetime
+        self,
+        session: Session,
+        *,
+        device_id: str,
+        msg: payloads.CancelMsg,
+        verdict: PinVerdict,
+        now: datetime,
     ) -> list[Callable[[], None]]:
-        alert = alerts.get_alert(session, alert_id=msg.alert_id)
-        if alert is None or alert.device_id != device_id:
-            # A device may only cancel its own alerts.
+        """Apply a cancel whose PIN was checked (``ingest.pins``): the decision only.
+
+        The cancel PIN stands the incident down; the duress PIN looks exactly the same on the
+        device (the same ``alert.cancelled`` for the same alerts, then nothing more) while
+        the escalation goes on and every contact is told. A wrong PIN changes nothing, is
+        recorded for the dispatcher and counts towards the lockout.
+        """
+        alert = alerts.find_device_alert(session, device_id=device_id, device_alert_id=msg.alert_id)
+        if alert is None:
+            # A device may only cancel its own alerts (the lookup is by device and alert id).
             log.warning(
                 "cancel for unknown alert alert_id=%s device_id=%s", msg.alert_id, device_id
             )
-            return []
-        found = devices.device_and_worker(session, device_id)
-        if found is None:
+            return [self._cancel_rejected(device_id, msg.alert_id, "unknown_alert")]
+        primary = alerts.primary_of(session, alert)
+        device = session.get(Device, device_id)
+
+        if verdict in (PinVerdict.UNVERIFIABLE, PinVerdict.LOCKED, PinVerdict.WRONG):
+            reason = {
+                PinVerdict.UNVERIFIABLE: "unverifiable",
+                PinVerdict.LOCKED: "locked",
+                PinVerdict.WRONG: "wrong_pin",
+            }[verdict]
+            event = {
+                PinVerdict.UNVERIFIABLE: "pin_unverifiable",
+                PinVerdict.LOCKED: "pin_locked_out",
+                PinVerdict.WRONG: "pin_wrong",
+            }[verdict]
+            flags = {"pin_errors"} if verdict is PinVerdict.WRONG else set()
+            if verdict is PinVerdict.LOCKED:
+                flags.add("pin_locked")
             alerts.add_event(
-                session, alert_id=alert.alert_id, at=now, type_="pin_unverifiable", actor=device_id
+                session,
+                alert_id=primary.alert_id,
+                at=now,
+                type_=event,
+                actor=device_id,
+                **({"cancelled_alert": alert.alert_id} if alert is not primary else {}),
             )
-            return []
-        _, worker = found
-        reply = self._reply(device_id, "alert.cancelled", alert.alert_id)
-        if devices.pin_matches(msg.pin, worker.duress_pin_hash):
-            # The duress PIN must look exactly like a cancel to whoever holds the device,
-            # while the escalation goes on and every contact is told.
-            if not alert.duress:
-                alert.duress = True
-                alert.flags = sorted({*alert.flags, "duress"})
-                session.add(alert)
-                alerts.add_event(
-                    session, alert_id=alert.alert_id, at=now, type_="duress", actor=device_id
-                )
-                log.warning("DURESS alert_id=%s device_id=%s", alert.alert_id, device_id)
-                if self.dispatcher is not None and alert.dispatched_at is not None:
-                    self.dispatcher.mark_duress(session, alert.alert_id, now)
-            return [reply]
-        if devices.pin_matches(msg.pin, worker.pin_hash):
-            if alert.duress:
-                # Once under duress, a later "cancel" cannot stand the alert down: it may be
-                # typed under the same threat.
-                alerts.add_event(
-                    session,
-                    alert_id=alert.alert_id,
-                    at=now,
-                    type_="cancel_after_duress",
-                    actor=device_id,
-                )
-                return [reply]
-            if alert.state in ("open", "acknowledged"):
-                alert.state = "cancelled"
-                alert.resolved_at = now
-                session.add(alert)
-                alerts.add_event(
-                    session, alert_id=alert.alert_id, at=now, type_="cancelled", actor=device_id
-                )
-                log.info("alert cancelled alert_id=%s device_id=%s", alert.alert_id, device_id)
-                if self.dispatcher is not None:
-                    self.dispatcher.stand_down(session, alert.alert_id, now, "cancel_pin")
-            return [reply]
-        alerts.add_event(
-            session, alert_id=alert.alert_id, at=now, type_="pin_wrong", actor=device_id
-        )
-        log.warning("wrong cancel PIN alert_id=%s device_id=%s", alert.alert_id, device_id)
-        return []
+            if verdict is PinVerdict.WRONG and device is not None:
+                if pins.record_wrong_pin(device, now, self.pin_policy):
+                    flags.add("pin_locked")
+                    alerts.add_event(
+                        session,
+                        alert_id=primary.alert_id,
+                        at=now,
+                        type_="pin_lockout",
+                        actor=device_id,
+                        failures=device.pin_failures,
+                        until=device.pin_locked_until.isoformat()
+                        if device.pin_locked_until
+                        else None,
+                    )
+                session.add(device)
+            if flags - set(primary.flags):
+                primary.flags = sorted({*primary.flags, *flags})
+                session.add(primary)
+            log.warning(
+                "cancel refused (%s) alert_id=%s device_id=%s", reason, primary.alert_id, device_id
+            )
+            return [self._cancel_rejected(device_id, msg.alert_id, reason)]
+
+        if device is not None and device.pin_failures:
+            pins.clear_failures(device)
+            session.add(device)
+        device_cancelled = primary.state == "cancelled" or primary.duress
+        if primary.state == "resolved" and not device_cancelled:
+            return [self._cancel_rejected(device_id, msg.alert_id, "already_closed")]
+        # From here on the device receives the same thing for both PINs.
+        refs = [AlertRef.of(alert)] + [
+            r
+            for r in self._incident_refs(session, primary.alert_id)
+            if r.device_alert_id != alert.device_alert_id
+        ]
+        if verdict is PinVerdict.DURESS:
+            if not primary.duress:
+                alerts.mark_duress(session, alert=primary, now=now, actor=device_id)
+                log.warning("DURESS alert_id=%s device_id=%s", primary.alert_id, device_id)
+                if self.dispatcher is not None and primary.dispatched_at is not None:
+                    self.dispatcher.mark_duress(session, primary.alert_id, now)
+        elif primary.duress:
+            # Once under duress, a later "cancel" cannot stand the alert down: it may be
+            # typed under the same threat.
+            alerts.add_event(
+                session,
+                alert_id=primary.alert_id,
+                at=now,
+                type_="cancel_after_duress",
+                actor=device_id,
+            )
+        elif primary.state in ("open", "acknowledged"):
+            alerts.close_incident(session, alert=primary, state="cancelled", now=now)
+            alerts.add_event(
+                session, alert_id=primary.alert_id, at=now, type_="cancelled", actor=device_id
+            )
+            log.info("alert cancelled alert_id=%s device_id=%s", primary.alert_id, device_id)
+            if self.dispatcher is not None:
+                self.dispatcher.stand_down(session, primary.alert_id, now, "cancel_pin")
+        # Sent as the device knew the alerts before this cancel: a duress cancel must not
+        # mark the reply any differently from a real one.
+        plain = [AlertRef(r.device_id, r.device_alert_id, quiet=False) for r in refs]
+
+        def reply() -> None:
+            for ref in plain:
+                self.downlink.alert(ref, "alert.cancelled")
+
+        return [reply]
+
+    def _cancel_rejected(self, device_id: str, alert_id: str, reason: str) -> Callable[[], None]:
+        ref = AlertRef(device_id, alert_id, quiet=False)
+        return lambda: self.downlink.alert(ref, "cancel.rejected", reason=reason)
 
     def on_session(
         self, session: Session, *, device_id: str, msg: payloads.SessionMsg, now: datetime
     ) -> list[Callable[[], None]]:
-        return visits.on_message(session, device_id=device_id, msg=msg, now=now)
+        out = visits.on_message(
+            session,
+            device_id=device_id,
+            msg=msg,
+            now=now,
+            default_duration_s=self.session_default_duration_s,
+        )
+        fields: dict[str, Any] = {"session_id": msg.session_id, "action": msg.action}
+        if out.accepted:
+            fields["expected_end"] = rfc3339(out.expected_end) if out.expected_end else None
+            return [lambda: self.downlink.session(device_id, "session.accepted", **fields)]
+        log.warning(
+            "session refused (%s) device_id=%s session_id=%s", out.reason, device_id, msg.session_id
+        )
+        return [
+            lambda: self.downlink.session(
+                device_id, "session.rejected", reason=out.reason, **fields
+            )
+        ]
 
     def on_position(self, device_id: str, position: LastPosition) -> None:
         """A new position from a device (MQTT thread): moving alerts are re-routed."""
@@ -449,16 +553,6 @@ class Pipeline:
                             dep,
                         )
 
-    def _reply(
-        self, device_id: str, type_: payloads.CommandType, alert_id: str
-    ) -> Callable[[], None]:
-        def send() -> None:
-            self.publish(
-                topics.cmd(device_id), payloads.command(type_, utcnow(), alert_id=alert_id)
-            )
-
-        return send
-
     # -- dispatch hooks (dispatch.hooks.DispatchHooks) ----------------------------------------
     def on_acknowledged(
         self,
@@ -475,10 +569,11 @@ class Pipeline:
     def after_acknowledged(
         self, alert_id: str, by_name: str, by_phone: str | None, via: str, at: datetime
     ) -> None:
-        with session_scope(self.engine) as session:
-            alert = alerts.get_alert(session, alert_id=alert_id)
-        if alert is not None:
-            self._reply(alert.device_id, "alert.acknowledged", alert_id)()
+        with session_scope(self.engine, write=False) as session:
+            refs = self._incident_refs(session, alert_id)
+            by = _service_name(alerts.get_alert(session, alert_id=alert_id), by_name, via)
+        for ref in refs:
+            self.downlink.alert(ref, "alert.acknowledged", by=by)
         log.info("alert acknowledged alert_id=%s by=%s via=%s", alert_id, by_name, via)
 
     def on_exhausted(self, session: Session, alert_id: str, at: datetime) -> None:
@@ -493,6 +588,18 @@ class Pipeline:
 
     def after_change(self, alert_id: str) -> None:
         return None
+
+
+# What the device is told of who took its alert: a service's name, never a person's number.
+CONSOLE_SERVICE_NAME = "Centre de veille Vigie"
+_FORCE_LABEL = {"PN": "Police", "GN": "Gendarmerie"}
+
+
+def _service_name(alert: Alert | None, by_name: str, via: str) -> str:
+    if via not in ("sms", "voice"):
+        return CONSOLE_SERVICE_NAME
+    force = _FORCE_LABEL.get(alert.force or "") if alert is not None else None
+    return f"{force} — {by_name}" if force and force not in by_name else by_name
 
 
 def _locked_alert(session: Session, alert_id: str) -> Alert | None:

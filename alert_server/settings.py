@@ -62,6 +62,17 @@ class Settings(BaseSettings):
     # Secret used to sign dashboard sessions and API tokens.
     secret_key: SecretStr = SecretStr("change-me-in-production")
 
+    # --- Abuse and floods (alert_server/ingest) ----------------------------------------------
+    # A new alert of the same kind from the same device within this long of its previous
+    # press, while that alert is still open or acknowledged, joins it as one incident (stored,
+    # receipted, counted, never escalated again). A press after a silence this long is a new alert.
+    flood_window_s: float = Field(default=120.0, ge=0, le=3600)
+    # Cancel PINs: after this many wrong PINs within pin_window_s the device cannot cancel for
+    # pin_lockout_s (its alert keeps escalating; the dispatcher sees the errors).
+    pin_max_failures: int = Field(default=5, ge=1, le=100)
+    pin_window_s: float = Field(default=900.0, gt=0)
+    pin_lockout_s: float = Field(default=900.0, gt=0)
+
     # --- Timed visits (alert_server/sessions) ----------------------------------------------
     # Grace time per worker role between the `session.warning` (at the expected end) and the
     # `session_overdue` alert, in seconds. JSON in the environment, e.g.

@@ -64,7 +64,7 @@ class BenchDevice:
                 self.latency_ms.append((now - t0) * 1000)
                 self.receipts += 1
 
-    def alert(self) -> None:
+    def alert(self) -> str:
         aid = str(uuid.uuid4())
         payload = json.dumps(
             {
@@ -78,6 +78,7 @@ class BenchDevice:
         with self._lock:
             self.sent[aid] = time.perf_counter()
         self.client.publish(f"vigie/v1/dev/{self.device_id}/alert", payload, qos=1)
+        return aid
 
     def heartbeat(self, qos: int) -> None:
         self.client.publish(

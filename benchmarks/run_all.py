@@ -1,6 +1,6 @@
 """Run every benchmark, each beside its baseline, and append a dated section to RESULTS.md.
 
-    ./benchmarks/run [--quick] [--only ingest,geo,load,dispatch,memory]
+    ./benchmarks/run [--quick] [--only ingest,geo,load,dispatch,memory,abuse]
                      [--append | --no-append] [--out DIR] [--results FILE]
 
 Parts, in this order (each one a separate process; its JSON is kept in ``--out``):
@@ -11,7 +11,10 @@ Parts, in this order (each one a separate process; its JSON is kept in ``--out``
                             connected devices, vs the same fleet answered by a bare paho echo;
 - dispatch: ``dispatch.py`` step lateness with 10,000 open escalations (PostgreSQL when it is
                             reachable, and SQLite) vs the same schedule on an in-memory timer;
-- memory:   ``memory.py``   bytes per connected device, server vs Mosquitto (and simulator).
+- memory:   ``memory.py``   bytes per connected device, server vs Mosquitto (and simulator);
+- abuse:    ``abuse.py``    another device's press → ``alert.received`` while one device sends
+                            wrong PINs or floods, and press → first SMS with 2,000 open alerts
+                            holding codes on one number, each vs its quiet baseline.
 
 A full run takes about 15 minutes on 2 cores and appends to RESULTS.md unless ``--no-append``.
 ``--quick`` (small sizes, short windows: 2–3 minutes) is a smoke check and appends nothing
@@ -42,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.benchlib import machine_info, postgres_version  # noqa: E402
 
-PARTS = ("ingest", "geo", "load", "dispatch", "memory")
+PARTS = ("ingest", "geo", "load", "dispatch", "memory", "abuse")
 DB_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
 
@@ -100,6 +103,12 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
             300,
             1200,
         ),
+        "abuse": (
+            "--presses 20 --wrong-pins 50 --flood 200 --open 300 --first-sms-rounds 3",
+            "--presses 100 --wrong-pins 50 --flood 1000 --open 2000 --first-sms-rounds 10",
+            300,
+            900,
+        ),
     }
     extra = {
         "ingest": [],
@@ -107,6 +116,7 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
         "load": ["--baseline", "--out", str(out / "load")],
         "dispatch": ["--baseline"],
         "memory": [],
+        "abuse": [],
     }
     parts = []
     for name in args.only:
@@ -351,12 +361,46 @@ def rows_memory(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def rows_abuse(d: dict[str, Any]) -> list[Row]:
+    q = d["quiet"]
+    quiet = "quiet: " + _pair(q["p50_ms"], q["p99_ms"], "ms", ".2f")
+    rows: list[Row] = []
+    for key, label in (
+        ("wrong_pins", f"{d['config']['wrong_pins']} wrong-PIN cancels from one device"),
+        ("flood", f"{d['flood']['flood_alerts']:,} SOS from one device as fast as it can"),
+    ):
+        r = d[key]
+        note = f"×{_f(_ratio(r['p50_ms'], q['p50_ms']), '.2f')} at p50, max {_f(r['max_ms'])} ms"
+        if key == "flood":
+            note += f"; {r['flood_sms_to_referent']} SMS to the referent for the flood"
+        rows.append(
+            (
+                f"abuse: another device's press → `alert.received` during {label}, p50 / p99",
+                _pair(r["p50_ms"], r["p99_ms"], "ms", ".2f"),
+                quiet,
+                note,
+            )
+        )
+    o, n = d["first_sms_open"], d["first_sms_none_open"]
+    rows.append(
+        (
+            f"abuse: press → first SMS request with {o['open_alerts']:,} open alerts holding "
+            "codes on one number, p50 / p99",
+            _pair(o["p50_ms"], o["p99_ms"], "ms"),
+            "none open: " + _pair(n["p50_ms"], n["p99_ms"], "ms"),
+            f"×{_f(_ratio(o['p50_ms'], n['p50_ms']), '.2f')} at p50",
+        )
+    )
+    return rows
+
+
 BUILDERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "ingest": rows_ingest,
     "geo": rows_geo,
     "load": rows_load,
     "dispatch": rows_dispatch,
     "memory": rows_memory,
+    "abuse": rows_abuse,
 }
 
 

@@ -59,6 +59,11 @@ UI_PIN_ENTERED = "Code saisi"
 UI_FALL = "Chute détectée : annulez avant l'envoi de l'alerte"
 UI_FALL_CANCELLED = "Pré-alarme annulée"
 UI_SESSION_WARNING = "Visite dépassée : confirmez que tout va bien"
+UI_RAISED = "Alerte déclenchée par le centre (visite sans nouvelles)"
+UI_PIN_REFUSED = "Code refusé"
+UI_PIN_LOCKED = "Annulation bloquée : trop de codes erronés"
+UI_WATCHED = "Visite suivie"
+UI_NOT_WATCHED = "Visite NON suivie : le centre n'a pas accepté le message"
 
 
 @dataclass(frozen=True)
@@ -85,9 +90,10 @@ class DeviceConfig:
     hb_qos: int = 0
     # Separate ``pos`` messages between heartbeats (None: positions ride on heartbeats only).
     pos_interval_s: float | None = None
-    # Offline queue: first re-send after resend_min_s, growing ×1.5 up to resend_max_s (±20 %).
-    resend_min_s: float = 2.0
-    resend_max_s: float = 5.0
+    # An unreceipted alert is re-sent after resend_min_s, then every resend_max_s (protocol.md
+    # 1.1: 5 s, then every 10 s), each delay ±20 %.
+    resend_min_s: float = 5.0
+    resend_max_s: float = 10.0
     # Local pre-alarm of automatic alarms (DATI convention: ~30 s; never for the button).
     fall_cancel_window_s: float = 30.0
     keepalive_s: int = 60
@@ -628,7 +634,7 @@ class SimDevice:
 
     def _arm_resend(self, rec: AlertRecord) -> None:
         delay = rec.resend_delay_s * self.rng.uniform(0.8, 1.2)
-        rec.resend_delay_s = min(self.config.resend_max_s, rec.resend_delay_s * 1.5)
+        rec.resend_delay_s = self.config.resend_max_s
         rec.timer = self.shard.call_later(delay, self._resend_due, rec)
 
     def _resend_due(self, rec: AlertRecord) -> None:
@@ -739,6 +745,10 @@ class SimDevice:
             "alert.acknowledged": self._on_alert_state,
             "alert.cancelled": self._on_alert_state,
             "alert.resolved": self._on_alert_state,
+            "alert.raised": self._on_alert_state,
+            "cancel.rejected": self._on_alert_state,
+            "session.accepted": self._on_alert_state,
+            "session.rejected": self._on_alert_state,
             "session.warning": self._on_session_warning,
             "locate": self._on_locate,
         }.get(type_)
@@ -764,11 +774,16 @@ class SimDevice:
     def _on_alert_state(
         self, body: dict[str, Any], alert_id: str | None, mono: float, wall: float
     ) -> None:
+        type_ = str(body.get("type"))
         text = {
             "alert.acknowledged": UI_ACKNOWLEDGED,
             "alert.cancelled": UI_CANCELLED,
             "alert.resolved": UI_RESOLVED,
-        }[str(body.get("type"))]
+            "alert.raised": UI_RAISED,
+            "cancel.rejected": UI_PIN_LOCKED if body.get("reason") == "locked" else UI_PIN_REFUSED,
+            "session.accepted": UI_WATCHED,
+            "session.rejected": UI_NOT_WATCHED,
+        }[type_]
         self._ui_add(alert_id, text)
 
     def _on_session_warning(

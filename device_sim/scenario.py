@@ -30,11 +30,12 @@ session_extend, session_checkin, session_end, position, heartbeat, move, broker.
 broker.start, ack, wait.
 
 Expectations (``expect``, prefix ``no `` to negate the device ones): alert.received,
-alert.acknowledged, alert.cancelled, alert.resolved, session.warning, locate (commands the
-device received); <suffix>.sent (the device published on alert/cancel/session/pos/hb);
-ui.silent (nothing shown for that alert); ui.same (two alerts looked the same on screen);
-stored (the server's store: count, state, duress, kind); status.online / status.offline (seen
-on the broker, e.g. the last will).
+alert.acknowledged, alert.cancelled, alert.resolved, alert.raised, cancel.rejected,
+session.accepted, session.rejected, session.warning, locate (commands the device received);
+<suffix>.sent (the device published on alert/cancel/session/pos/hb); ui.silent (nothing
+shown for that alert); ui.same (two alerts looked the same on screen); stored (the server's
+store: count, state, duress, kind); status.online / status.offline (seen on the broker, e.g.
+the last will).
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ SCENARIO_DIR = Path(__file__).resolve().parent / "scenarios"
 SERVER_FEATURES = ("cancel", "dispatch", "sessions", "locate")
 COMMAND_TYPES = (
     "alert.received",
+    "cancel.rejected",
+    "alert.raised",
+    "session.accepted",
+    "session.rejected",
     "alert.acknowledged",
     "alert.cancelled",
     "alert.resolved",

@@ -53,6 +53,8 @@ class Device:
     password: str
     port: int
     commands: list[dict[str, Any]] = field(default_factory=list)
+    # (monotonic arrival time, MQTT 5 message expiry or None) of each command, in order.
+    arrivals: list[tuple[float, int | None]] = field(default_factory=list)
     connect_rc: Any = None
     client: mqtt.Client | None = None
     _connected: threading.Event = field(default_factory=threading.Event)
@@ -95,8 +97,10 @@ class Device:
         self._connected.set()
 
     def _on_message(self, client: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
+        expiry = getattr(msg.properties, "MessageExpiryInterval", None)
         with self._lock:
             self.commands.append(json.loads(msg.payload))
+            self.arrivals.append((time.monotonic(), expiry))
 
     def publish(self, suffix: str, body: dict[str, Any] | bytes | str, qos: int = 1) -> None:
         assert self.client is not None
@@ -107,6 +111,27 @@ class Device:
     def publish_raw_topic(self, topic: str, payload: bytes | str, qos: int = 1) -> None:
         assert self.client is not None
         self.client.publish(topic, payload, qos=qos).wait_for_publish(5)
+
+    def arrival(self, type_: str, alert_id: str) -> float:
+        """Monotonic time the first ``type_`` command about ``alert_id`` arrived."""
+        with self._lock:
+            for c, (at, _) in zip(self.commands, self.arrivals, strict=True):
+                if c.get("type") == type_ and c.get("alert_id") == alert_id:
+                    return at
+        raise AssertionError(f"no {type_} for {alert_id}")
+
+    def expiry(self, type_: str) -> int | None:
+        """The MQTT 5 message expiry of the first ``type_`` command."""
+        with self._lock:
+            for c, (_, expiry) in zip(self.commands, self.arrivals, strict=True):
+                if c.get("type") == type_:
+                    return expiry
+        raise AssertionError(f"no {type_}")
+
+    def about(self, alert_id: str) -> list[str]:
+        """The types of every command about ``alert_id``, in arrival order."""
+        with self._lock:
+            return [c["type"] for c in self.commands if c.get("alert_id") == alert_id]
 
     def received(self, type_: str, alert_id: str | None = None) -> list[dict[str, Any]]:
         with self._lock:
@@ -148,7 +173,13 @@ class ServerProcess:
         )
         log.close()
         if wait_healthy:
-            wait_until(lambda: self.health()[0] == 200, 30, "server /healthz 200")
+            try:
+                wait_until(lambda: self.health()[0] == 200, 30, "server /healthz 200")
+            except BaseException:
+                # Never leave a server behind when its start fails: it would load the
+                # machine for every later test.
+                self.kill()
+                raise
         return self
 
     def health(self) -> tuple[int, dict[str, Any]]:
@@ -176,7 +207,8 @@ class ServerProcess:
 
     def kill(self) -> None:
         assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
 
     def terminate(self) -> int:

@@ -55,10 +55,30 @@ def test_unreadable_alert_gets_a_stable_id() -> None:
     assert {"malformed", "no_alert_id", "unknown_kind", "no_position"} <= set(a.flags)
 
 
-def test_naive_and_offset_timestamps_are_refused() -> None:
-    for ts in ("2026-11-22T18:04:05", "2026-11-22T19:04:05+01:00", 1763834645):
+def test_naive_and_numeric_timestamps_are_refused() -> None:
+    for ts in (
+        "2026-11-22T18:04:05",
+        "2026-11-22 18:04:05Z",
+        1763834645,
+        "2026-11-22T18:04:05+0100",
+    ):
         d = interpret_alert("nurse-1", _alert(ts=ts), NOW)
         assert "malformed" in d.flags and d.alert_id == "a-1"
+
+
+def test_any_rfc3339_offset_is_read_as_utc() -> None:
+    """protocol.md 1.1: Z, z or a numeric offset; stored as UTC."""
+    expected = datetime(2026, 11, 22, 18, 4, 5, 123456, tzinfo=UTC)
+    for ts in (
+        "2026-11-22T18:04:05.123456Z",
+        "2026-11-22t18:04:05.123456z",
+        "2026-11-22T19:04:05.123456+01:00",
+        "2026-11-22T18:04:05.123456+00:00",
+        "2026-11-22T13:04:05.123456789-05:00",
+    ):
+        d = interpret_alert("nurse-1", _alert(ts=ts), NOW)
+        assert "malformed" not in d.flags, ts
+        assert d.device_ts == expected and d.device_ts.utcoffset() == timedelta(0), ts
 
 
 def test_booleans_are_not_numbers() -> None:

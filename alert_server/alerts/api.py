@@ -78,8 +78,9 @@ def list_visible(
     departement: str | None = None,
     limit: int = 100,
 ) -> list[Alert]:
-    """Visible alerts, newest first."""
-    stmt = select(Alert).where(scope_clause(principal))
+    """Visible alerts, newest first. The presses attached to an incident are not listed on
+    their own: the incident's first alert carries their count (``presses``)."""
+    stmt = select(Alert).where(scope_clause(principal)).where(col(Alert.incident_of).is_(None))
     if states:
         stmt = stmt.where(col(Alert.state).in_(list(states)))
     if departement:
@@ -177,6 +178,9 @@ def to_summary(alert: Alert) -> AlertSummary:
         resolved_at=_utc(alert.resolved_at),
         outcome=alert.outcome,
         flags=list(alert.flags or []),
+        device_alert_id=alert.device_alert_id,
+        presses=alert.presses,
+        incident_of=alert.incident_of,
     )
 
 

@@ -72,6 +72,10 @@ FLAG_LABELS_FR: dict[str, str] = {
     "stale_position": "position ancienne",
     "no_directory": "annuaire des référents non chargé",
     "outside_france": "hors de France",
+    "repeated_presses": "appuis répétés",
+    "merged": "appui rattaché à l'alerte en cours",
+    "pin_errors": "codes d'annulation erronés",
+    "pin_locked": "annulation verrouillée (codes erronés répétés)",
 }
 
 EVENT_LABELS_FR: dict[str, str] = {
@@ -84,6 +88,9 @@ EVENT_LABELS_FR: dict[str, str] = {
     "pin_wrong": "Code d'annulation erroné",
     "pin_unverifiable": "Annulation impossible à vérifier (boîtier inconnu)",
     "cancel_after_duress": "Annulation refusée : alerte sous contrainte",
+    "pin_lockout": "Annulation verrouillée : trop de codes erronés",
+    "pin_locked_out": "Annulation refusée : boîtier verrouillé (codes erronés répétés)",
+    "press_merged": "Nouvel appui du même boîtier (rattaché à cette alerte)",
     "located": "Position localisée",
     "position": "Nouvelle position du boîtier",
     "dispatched": "Escalade lancée vers les référents",
@@ -103,6 +110,10 @@ DETAIL_LABELS_FR: dict[str, str] = {
     "lon": "longitude",
     "flags": "signalements",
     "errors": "erreurs",
+    "presses": "appuis",
+    "member": "appui",
+    "failures": "codes erronés",
+    "until": "jusqu'à",
 }
 
 
@@ -131,6 +142,16 @@ class AlertSummary(BaseModel):
     resolved_at: datetime | None
     outcome: str | None
     flags: list[str]
+    device_alert_id: str = Field(
+        description="L'alert_id envoyé par le boîtier (l'identité d'une alerte est le couple "
+        "boîtier, alert_id ; alert_id est la clé du serveur, égale à celui-ci quand il est libre)"
+    )
+    presses: int = Field(
+        1, description="Appuis du même boîtier rattachés à cette alerte (une seule escalade)"
+    )
+    incident_of: str | None = Field(
+        None, description="Pour un appui rattaché : l'alerte en cours à laquelle il appartient"
+    )
 
 
 class WorkerContact(BaseModel):

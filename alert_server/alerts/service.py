@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, SQLModel, select
@@ -13,19 +15,61 @@ from sqlmodel import Session, SQLModel, select
 from alert_server.alerts.models import Alert, AlertDepartement, AlertEvent
 
 
-def insert_alert(session: Session, *, values: dict[str, Any]) -> bool:
-    """Insert an alert unless its ``alert_id`` exists. True when this call created it.
+@dataclass(frozen=True, slots=True)
+class Stored:
+    created: bool  # False: a repeat of an alert already stored
+    alert_id: str  # the server's key of the alert (new or repeated)
+
+
+def derived_alert_id(device_id: str, device_alert_id: str) -> str:
+    """The server's key for an alert whose ``alert_id`` another device already used: stable,
+    so that the repeats of this device's alert (on any server) find the same row."""
+    digest = hashlib.sha256(f"{device_id}\0{device_alert_id}".encode()).hexdigest()[:40]
+    return f"d-{digest}"
+
+
+def store_alert(session: Session, *, values: dict[str, Any]) -> Stored:
+    """Insert an alert unless this device already sent this ``alert_id`` (protocol.md 1.1:
+    identity is ``(device_id, alert_id)``).
 
     ``INSERT … ON CONFLICT DO NOTHING``: correct even when two servers receive the same
-    alert at the same instant (only one insert wins, the other sees a repeat).
+    alert at the same instant (only one insert wins, the other sees a repeat). When the
+    ``alert_id`` is taken by another device's alert, this one is stored under a derived key.
     """
-    return _insert_ignore(session, Alert, values, ["alert_id"])
+    values = {**values}
+    values.setdefault("device_alert_id", values["alert_id"])
+    values.setdefault("last_press_at", values.get("created_at"))
+    device_id, device_alert_id = values["device_id"], values["device_alert_id"]
+    for key in (values["alert_id"], derived_alert_id(device_id, device_alert_id)):
+        values["alert_id"] = key
+        if _insert_ignore(session, Alert, values):
+            return Stored(created=True, alert_id=key)
+        existing = find_device_alert(session, device_id=device_id, device_alert_id=device_alert_id)
+        if existing is not None:
+            return Stored(created=False, alert_id=existing.alert_id)
+    # Only a SHA-256 collision gets here.
+    raise RuntimeError(f"alert key collision for device_id={device_id!r}")
+
+
+def insert_alert(session: Session, *, values: dict[str, Any]) -> bool:
+    """``store_alert`` when only "was it new?" matters."""
+    return store_alert(session, values=values).created
+
+
+def find_device_alert(session: Session, *, device_id: str, device_alert_id: str) -> Alert | None:
+    stmt = (
+        select(Alert)
+        .where(Alert.device_id == device_id)
+        .where(Alert.device_alert_id == device_alert_id)
+    )
+    return session.exec(stmt).first()
 
 
 def _insert_ignore(
-    session: Session, model: type[SQLModel], values: dict[str, Any], keys: list[str]
+    session: Session, model: type[SQLModel], values: dict[str, Any], keys: list[str] | None = None
 ) -> bool:
-    """``INSERT … ON CONFLICT (keys) DO NOTHING``; True when this statement inserted the row.
+    """``INSERT … ON CONFLICT (keys) DO NOTHING`` (any unique key when ``keys`` is None);
+    True when this statement inserted the row.
 
     RETURNING yields a row only when something was inserted (rowcount is not reliable for
     ON CONFLICT DO NOTHING across drivers).
@@ -41,10 +85,103 @@ def _insert_ignore(
     return session.connection().execute(stmt).first() is not None
 
 
+# --- incidents (a flood of presses collapses into one) -----------------------------------
+
+
+def incident_primary(
+    session: Session, *, device_id: str, kind: str, since: datetime
+) -> Alert | None:
+    """The first alert of the device's running incident of this kind, if its last press is
+    at or after ``since``: open or acknowledged (a cancelled or resolved alert ends its
+    incident, and a press after it is a new alert)."""
+    stmt = (
+        select(Alert)
+        .where(Alert.device_id == device_id)
+        .where(Alert.kind == kind)
+        .where(Alert.incident_of.is_(None))  # type: ignore[union-attr]
+        .where(Alert.state.in_(("open", "acknowledged")))  # type: ignore[attr-defined]
+        .where(Alert.last_press_at >= since)  # type: ignore[operator]
+        .order_by(Alert.last_press_at.desc())  # type: ignore[union-attr]
+        .limit(1)
+        .with_for_update()
+    )
+    return session.exec(stmt).first()
+
+
+def add_press(session: Session, *, primary: Alert, member_id: str, at: datetime) -> None:
+    """Count one more press on the incident's first alert (flagged for the dispatcher)."""
+    primary.presses += 1
+    primary.last_press_at = max(at, primary.last_press_at or at)
+    primary.flags = sorted({*primary.flags, "repeated_presses"})
+    session.add(primary)
+    add_event(
+        session,
+        alert_id=primary.alert_id,
+        at=at,
+        type_="press_merged",
+        member=member_id,
+        presses=primary.presses,
+    )
+
+
+def incident_members(session: Session, *, alert_id: str) -> list[Alert]:
+    """The alerts attached to this incident (not the first one itself)."""
+    stmt = select(Alert).where(Alert.incident_of == alert_id).order_by(Alert.id)  # type: ignore[arg-type]
+    return list(session.exec(stmt))
+
+
+def primary_of(session: Session, alert: Alert) -> Alert:
+    """The incident's first alert (the one that escalates) for any of its alerts."""
+    if alert.incident_of is None:
+        return alert
+    primary = get_alert(session, alert_id=alert.incident_of)
+    return primary if primary is not None else alert
+
+
+def _incident(alert_id: str) -> Any:
+    return or_(Alert.alert_id == alert_id, Alert.incident_of == alert_id)  # type: ignore[arg-type]
+
+
+def close_incident(
+    session: Session,
+    *,
+    alert: Alert,
+    state: str,
+    now: datetime,
+    outcome: str | None = None,
+    note: str | None = None,
+) -> None:
+    """``state`` (cancelled or resolved) for the incident's first alert and the presses
+    attached to it. The caller records the timeline event."""
+    values: dict[str, Any] = {"state": state, "resolved_at": now}
+    if outcome is not None:
+        values["outcome"] = outcome
+    if note is not None:
+        values["note"] = note
+    session.connection().execute(
+        update(Alert)
+        .where(_incident(alert.alert_id))
+        .where(Alert.state != "resolved")  # type: ignore[arg-type]
+        .values(**values)
+    )
+    session.refresh(alert)
+
+
+def mark_duress(session: Session, *, alert: Alert, now: datetime, actor: str) -> None:
+    """The duress PIN: the incident is marked (every press of it), and recorded."""
+    session.connection().execute(update(Alert).where(_incident(alert.alert_id)).values(duress=True))
+    session.refresh(alert)
+    alert.flags = sorted({*alert.flags, "duress"})
+    session.add(alert)
+    add_event(session, alert_id=alert.alert_id, at=now, type_="duress", actor=actor)
+
+
 def mark_acknowledged(
     session: Session, *, alert_id: str, actor: str, via: str, now: datetime
 ) -> bool:
-    """Compare-and-set open → acknowledged; True only for the one caller that wins."""
+    """Compare-and-set open → acknowledged; True only for the one caller that wins.
+
+    The alerts attached to the incident follow it."""
     result = session.connection().execute(
         update(Alert)
         .where(Alert.alert_id == alert_id)  # type: ignore[arg-type]
@@ -53,6 +190,12 @@ def mark_acknowledged(
     )
     won = result.rowcount == 1
     if won:
+        session.connection().execute(
+            update(Alert)
+            .where(Alert.incident_of == alert_id)  # type: ignore[arg-type]
+            .where(Alert.state == "open")  # type: ignore[arg-type]
+            .values(state="acknowledged", acknowledged_at=now, acknowledged_by=actor)
+        )
         add_event(session, alert_id=alert_id, at=now, type_="acknowledged", actor=actor, via=via)
     return won
 

@@ -63,7 +63,8 @@ class BoardFilter:
 
 
 def board_alerts(session: Session, *, principal: Principal, filt: BoardFilter) -> list[Alert]:
-    stmt = select(Alert).where(scope_clause(principal))
+    # The presses attached to an incident show on its first alert (their count), not as rows.
+    stmt = select(Alert).where(scope_clause(principal)).where(col(Alert.incident_of).is_(None))
     if filt.states is not None:
         stmt = stmt.where(col(Alert.state).in_(filt.states))
     if filt.departement == UNKNOWN_DEPARTEMENT:
@@ -93,6 +94,7 @@ def open_alert_ids(session: Session, *, principal: Principal) -> list[str]:
         select(Alert.alert_id)
         .where(scope_clause(principal))
         .where(Alert.state == "open")
+        .where(col(Alert.incident_of).is_(None))
         .order_by(col(Alert.created_at).desc())
         .limit(1000)
     )

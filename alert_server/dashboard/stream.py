@@ -137,6 +137,8 @@ def _poll(engine: Engine, sess: PageSession, view: StreamView, cursor: Cursor) -
     order = {alert_id: i for i, (_, alert_id) in enumerate(fresh)}
     with session_scope(engine) as session:
         alerts = visible_by_ids(session, principal=sess.principal, alert_ids=order)
+        # A press attached to an incident refreshes its incident's row (press_merged event).
+        alerts = [a for a in alerts if a.incident_of is None]
         alerts.sort(key=lambda a: order[a.alert_id])
         payloads = [
             row_payload(a, filt=view.board, csrf=view.csrf, prefix=view.prefix, now=now)

@@ -31,6 +31,10 @@ class Device(SQLModel, table=True):
     site_label: str | None = Field(default=None, max_length=200)
     created_at: datetime
     revoked_at: datetime | None = None
+    # Wrong cancel PINs (alert_server/ingest/pins.py): how many since when, and the lockout.
+    pin_failures: int = 0
+    pin_failure_since: datetime | None = None
+    pin_locked_until: datetime | None = None
     # Presence, written in batches by the presence tracker (never once per heartbeat).
     online: bool = False
     last_seen_at: datetime | None = None

@@ -1,5 +1,9 @@
 """Device presence (online/offline, last seen, battery, last position) without a database
 write per heartbeat: updates are merged in memory and flushed in one transaction at an interval.
+
+A device that stops sending heartbeats while its connection stays up (a phone app killed by
+the system, a tracker stuck) is marked offline after three missed heartbeat intervals
+(protocol.md 1.1), its interval learnt from the gaps between its own heartbeats.
 """
 
 from __future__ import annotations
@@ -36,6 +40,13 @@ class PresenceState:
     position: LastPosition | None = None
 
 
+# Heartbeat intervals outside this range are not learnt (a burst after reconnecting, a device
+# that sends one a day): the rule applies only to an interval the device keeps.
+MIN_HB_INTERVAL_S = 1.0
+MAX_HB_INTERVAL_S = 6 * 3600.0
+MISSED_HEARTBEATS = 3
+
+
 class PresenceTracker:
     def __init__(
         self,
@@ -53,6 +64,8 @@ class PresenceTracker:
         self._dirty: dict[str, PresenceState] = {}
         # The freshest known state, also after a flush (for the geolocation of alerts).
         self._latest: dict[str, PresenceState] = {}
+        # Per device: (time of its last heartbeat, its learnt interval in seconds or None).
+        self._heartbeats: dict[str, tuple[datetime, float | None]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -83,6 +96,38 @@ class PresenceTracker:
             )
             self._latest[device_id] = new
             self._dirty[device_id] = new
+
+    def heartbeat(self, device_id: str, at: datetime) -> None:
+        """Learn the device's heartbeat interval (the last gap, smoothed)."""
+        with self._lock:
+            prev = self._heartbeats.get(device_id)
+            interval = prev[1] if prev else None
+            if prev is not None:
+                gap = (at - prev[0]).total_seconds()
+                if MIN_HB_INTERVAL_S <= gap <= MAX_HB_INTERVAL_S:
+                    interval = gap if interval is None else 0.5 * interval + 0.5 * gap
+            self._heartbeats[device_id] = (at, interval)
+
+    def expire_silent(self, now: datetime) -> list[str]:
+        """Mark offline every device online by heartbeat that missed three intervals."""
+        expired: list[str] = []
+        with self._lock:
+            for device_id, (last, interval) in list(self._heartbeats.items()):
+                if interval is None:
+                    continue
+                if (now - last).total_seconds() <= MISSED_HEARTBEATS * interval:
+                    continue
+                del self._heartbeats[device_id]
+                cur = self._latest.get(device_id)
+                if cur is None or cur.online is False:
+                    continue
+                new = replace(cur, online=False)
+                self._latest[device_id] = new
+                self._dirty[device_id] = new
+                expired.append(device_id)
+        for device_id in expired:
+            log.warning("device_id=%s missed %d heartbeats: offline", device_id, MISSED_HEARTBEATS)
+        return expired
 
     def latest(self, device_id: str) -> PresenceState | None:
         with self._lock:
@@ -149,6 +194,7 @@ class PresenceTracker:
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
+            self.expire_silent(utcnow())
             self.flush()
 
     def stop(self) -> None:

@@ -9,7 +9,6 @@ the commit the device receives ``alert.cancelled`` (its pre-alarm display can st
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -17,31 +16,27 @@ from sqlmodel import Session
 
 from alert_server.alerts import service as alerts
 from alert_server.db import session_scope
-from alert_server.ingest import payloads, topics
-from alert_server.timeutil import utcnow
+from alert_server.ingest.downlink import AlertRef, Downlink
 
 log = logging.getLogger(__name__)
-
-Publish = Callable[[str, bytes], None]
 
 
 class WorkerOkBridge:
     """Implements ``dispatch.verification.VerificationHooks``."""
 
-    def __init__(self, engine: Engine, publish: Publish) -> None:
+    def __init__(self, engine: Engine, downlink: Downlink) -> None:
         self.engine = engine
-        self.publish = publish
+        self.downlink = downlink
 
     def on_worker_ok(self, session: Session, alert_id: str, at: datetime) -> None:
         alert = alerts.get_alert(session, alert_id=alert_id)
         if alert is None:
             return
         if alert.state in ("open", "acknowledged") and not alert.duress:
-            alert.state = "cancelled"
-            alert.resolved_at = at
             # Pre-filled for the statistics; a dispatcher resolving it later may change it.
-            alert.outcome = "false_alarm"
-            session.add(alert)
+            alerts.close_incident(
+                session, alert=alert, state="cancelled", now=at, outcome="false_alarm"
+            )
         alerts.add_event(
             session,
             alert_id=alert_id,
@@ -55,12 +50,13 @@ class WorkerOkBridge:
 
     def after_worker_ok(self, alert_id: str, at: datetime) -> None:
         try:
-            with session_scope(self.engine) as session:
+            with session_scope(self.engine, write=False) as session:
                 alert = alerts.get_alert(session, alert_id=alert_id)
-            if alert is not None:
-                self.publish(
-                    topics.cmd(alert.device_id),
-                    payloads.command("alert.cancelled", utcnow(), alert_id=alert_id),
-                )
+                refs = [AlertRef.of(a) for a in (alert,) if a is not None]
+                refs += [
+                    AlertRef.of(a) for a in alerts.incident_members(session, alert_id=alert_id)
+                ]
+            for ref in refs:
+                self.downlink.alert(ref, "alert.cancelled")
         except Exception:
             log.exception("could not tell the device alert_id=%s", alert_id)

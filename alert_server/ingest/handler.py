@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from alert_server.alerts import service as alerts
@@ -28,7 +28,9 @@ from alert_server.db import database_unavailable, session_scope
 from alert_server.devices.models import Device
 from alert_server.devices.presence import LastPosition, PresenceTracker
 from alert_server.ingest import payloads, topics
+from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.ingest.mqtt import AckToken
+from alert_server.ingest.pins import PinGate, PinVerdict
 from alert_server.metrics import Metrics
 from alert_server.timeutil import utcnow
 
@@ -47,8 +49,12 @@ class Inbound:
     device_id: str
     suffix: str
     payload: bytes
-    token: AckToken
+    # None once the broker has its PUBACK already (a cancel, acknowledged at its PIN check).
+    token: AckToken | None
     received_at: datetime
+    # A cancel, read and its PIN checked (off the writer) before it reaches the writer.
+    cancel: payloads.CancelMsg | None = None
+    verdict: PinVerdict | None = None
 
 
 @dataclass
@@ -65,11 +71,16 @@ class AlertDraft:
     pos: payloads.Position | None
     raw: str
     errors: list[str] = field(default_factory=list)
+    # Set while storing: the incident this press joined, and what its device must be told.
+    incident_of: str | None = None
+    incident_acknowledged_by: str | None = None
+    incident_duress: bool = False
 
     def values(self, created_at: datetime) -> dict[str, Any]:
         pos = self.pos
         return {
             "alert_id": self.alert_id,
+            "device_alert_id": self.alert_id,
             "device_id": self.device_id,
             "kind": self.kind,
             "original_kind": self.original_kind,
@@ -77,6 +88,7 @@ class AlertDraft:
             "duress": False,
             "flags": sorted(set(self.flags)),
             "created_at": created_at,
+            "last_press_at": created_at,
             "device_ts": self.device_ts,
             "batt": self.batt,
             "pos_lat": pos.lat if pos else None,
@@ -96,6 +108,12 @@ def _check_device(device_id: str, msg: Any) -> None:
         raise payloads.PayloadError(
             "device_mismatch", f"payload device_id {str(claimed)[:64]!r} != topic"
         )
+
+
+def _device_lock_key(device_id: str) -> int:
+    return int.from_bytes(
+        hashlib.sha256(b"vigie-device\0" + device_id.encode()).digest()[:8], "big", signed=True
+    )
 
 
 def _readable_alert_id(value: object) -> str | None:
@@ -216,7 +234,13 @@ class PipelinePort(Protocol):
     def alert_stored(self, alert_id: str) -> None: ...
 
     def on_cancel(
-        self, session: Session, *, device_id: str, msg: payloads.CancelMsg, now: datetime
+        self,
+        session: Session,
+        *,
+        device_id: str,
+        msg: payloads.CancelMsg,
+        verdict: PinVerdict,
+        now: datetime,
     ) -> list[Callable[[], None]]: ...
 
     def on_session(
@@ -224,9 +248,6 @@ class PipelinePort(Protocol):
     ) -> list[Callable[[], None]]: ...
 
     def on_position(self, device_id: str, position: LastPosition) -> None: ...
-
-
-Publish = Callable[[str, bytes], None]
 
 
 class Ingestor:
@@ -237,22 +258,30 @@ class Ingestor:
         presence: PresenceTracker,
         pipeline: PipelinePort,
         metrics: Metrics,
+        downlink: Downlink,
+        pins: PinGate,
+        flood_window_s: float = 120.0,
         batch_max: int = 200,
     ) -> None:
         self.engine = engine
         self.presence = presence
         self.pipeline = pipeline
         self.metrics = metrics
+        self.downlink = downlink
+        self.pins = pins
+        self.flood_window = timedelta(seconds=flood_window_s)
         self.batch_max = batch_max
-        self._publish: Publish = lambda topic, payload: None
         self._ack: Callable[[AckToken], None] = lambda token: None
         self._queue: queue.Queue[Inbound | None] = queue.Queue()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def bind(self, *, publish: Publish, ack: Callable[[AckToken], None]) -> None:
-        self._publish = publish
+    def bind(self, *, ack: Callable[[AckToken], None]) -> None:
         self._ack = ack
+
+    def _ack_item(self, item: Inbound) -> None:
+        if item.token is not None:
+            self._ack(item.token)
 
     # -- paho thread ---------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, retain: bool, token: AckToken) -> None:
@@ -265,9 +294,10 @@ class Ingestor:
             self._ack(token)
             return
         device_id, suffix = parsed
+        received_at = utcnow()
         self.metrics.messages.labels(suffix).inc()
-        if suffix in ("alert", "cancel", "session"):
-            self._queue.put(Inbound(device_id, suffix, payload, token, utcnow()))
+        if suffix in ("alert", "session"):
+            self._queue.put(Inbound(device_id, suffix, payload, token, received_at))
             self.metrics.ingest_queue.set(self._queue.qsize())
             return
         try:
@@ -276,10 +306,32 @@ class Ingestor:
             msg = payloads.parse_uplink(suffix, payload)
             _check_device(device_id, msg)
             self._count_unknown_fields(suffix, msg)
-            self._presence(device_id, msg, retain)
+            if isinstance(msg, payloads.CancelMsg):
+                self._check_pin(device_id, payload, msg, received_at)
+            else:
+                self._presence(device_id, msg, retain)
         except payloads.PayloadError as exc:
             self._reject(suffix, exc.reason, topic, str(exc))
+            self.downlink.error(device_id, topic=topic, reason=exc.reason)
         self._ack(token)
+
+    def _check_pin(
+        self, device_id: str, payload: bytes, msg: payloads.CancelMsg, received_at: datetime
+    ) -> None:
+        """Hand the cancel to the PIN gate; its verdict goes to the writer.
+
+        The broker gets this cancel's PUBACK now, not after the commit: PUBACKs leave in
+        order, and one held for a PIN check (argon2) would hold back every later message of
+        every device. If the server dies before the verdict is committed the cancel is lost,
+        which fails safe: the alert keeps escalating and the device, with no
+        ``alert.cancelled``, lets the worker type her PIN again.
+        """
+
+        def decided(verdict: PinVerdict) -> None:
+            self._queue.put(Inbound(device_id, "cancel", payload, None, received_at, msg, verdict))
+            self.metrics.ingest_queue.set(self._queue.qsize())
+
+        self.pins.submit(device_id, msg.pin, decided)
 
     def _presence(self, device_id: str, msg: Any, retain: bool) -> None:
         now = utcnow()
@@ -297,6 +349,7 @@ class Ingestor:
             self.presence.seen(
                 device_id, now, batt=msg.batt, charging=msg.charging, position=position
             )
+            self.presence.heartbeat(device_id, now)
         elif isinstance(msg, payloads.PosMsg) and position is not None:
             self.presence.seen(device_id, now, position=position)
             self.pipeline.on_position(device_id, position)
@@ -317,6 +370,8 @@ class Ingestor:
     def stop(self) -> None:
         """Stop taking messages, commit and acknowledge everything already taken."""
         self._closing.set()
+        # The cancels already acknowledged to the broker are decided and committed first.
+        self.pins.stop()
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -386,7 +441,7 @@ class Ingestor:
                         item.device_id,
                         failures,
                     )
-                    self._ack(item.token)
+                    self._ack_item(item)
                 return
             except Exception as exc:
                 self.metrics.db_errors.inc()
@@ -402,7 +457,7 @@ class Ingestor:
                 delay = min(delay * 2, 2.0)
 
     def _commit_minimal_alert(self, item: Inbound) -> None:
-        now = utcnow()
+        now = item.received_at
         digest = hashlib.sha256(item.device_id.encode() + b"\0" + item.payload).hexdigest()
         try:
             data = payloads.decode_json(item.payload)
@@ -420,15 +475,14 @@ class Ingestor:
             "raw": payloads.db_text(item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace")),
         }
         with session_scope(self.engine, write=True) as session:
-            created = alerts.insert_alert(session, values=values)
+            stored = alerts.store_alert(session, values=values)
         self._received_sender(item.device_id, alert_id)()
-        self._ack(item.token)
-        if created:
+        self._ack_item(item)
+        if stored.created:
             self.metrics.alerts_stored.inc()
-            self.pipeline.alert_stored(alert_id)
+            self.pipeline.alert_stored(stored.alert_id)
 
     def _commit(self, batch: list[Inbound]) -> None:
-        now = utcnow()
         after: list[Callable[[], None]] = []
         new_alerts: list[str] = []
         with (
@@ -436,11 +490,18 @@ class Ingestor:
             session_scope(self.engine, write=True) as session,
         ):
             for item in batch:
+                # Every stored time is the arrival at the server, not the commit: a batch
+                # that waited (a slow disk, a database restart) must not hide the wait.
+                now = item.received_at
                 if item.suffix == "alert":
-                    created, draft = self._store_alert(session, item, now)
-                    if created:
-                        new_alerts.append(draft.alert_id)
+                    stored, draft = self._store_alert(session, item, now)
+                    if stored.created and draft.incident_of is None:
+                        new_alerts.append(stored.alert_id)
                     after.append(self._received_sender(item.device_id, draft.alert_id))
+                    if draft.incident_acknowledged_by is not None:
+                        after.append(
+                            self._acknowledged_sender(draft, draft.incident_acknowledged_by)
+                        )
                 elif item.suffix == "cancel":
                     after.extend(self._cancel(session, item, now))
                 else:
@@ -452,22 +513,21 @@ class Ingestor:
             except Exception:
                 log.exception("post-commit action failed")
         for item in batch:
-            self._ack(item.token)
+            self._ack_item(item)
         for alert_id in new_alerts:
             self.pipeline.alert_stored(alert_id)
 
     def _received_sender(self, device_id: str, alert_id: str) -> Callable[[], None]:
-        def send() -> None:
-            self._publish(
-                topics.cmd(device_id),
-                payloads.command("alert.received", utcnow(), alert_id=alert_id),
-            )
+        ref = AlertRef(device_id, alert_id, quiet=False)
+        return lambda: self.downlink.alert(ref, "alert.received")
 
-        return send
+    def _acknowledged_sender(self, draft: AlertDraft, by: str) -> Callable[[], None]:
+        ref = AlertRef(draft.device_id, draft.alert_id, quiet=draft.incident_duress)
+        return lambda: self.downlink.alert(ref, "alert.acknowledged", by=by)
 
     def _store_alert(
         self, session: Session, item: Inbound, now: datetime
-    ) -> tuple[bool, AlertDraft]:
+    ) -> tuple[alerts.Stored, AlertDraft]:
         draft = interpret_alert(item.device_id, item.payload, now)
         device = (
             session.get(Device, draft.device_id) if "bad_device_id" not in draft.flags else None
@@ -476,10 +536,31 @@ class Ingestor:
             draft.flags.append("unknown_device")
         elif device.revoked_at is not None:
             draft.flags.append("revoked_device")
-        created = alerts.insert_alert(session, values=draft.values(now))
-        if created:
+        values = draft.values(now)
+        # A new press of the same kind while the device's previous alert is still running
+        # (within the flood window) is part of that incident: stored and receipted, never
+        # escalated again (one device cannot make a referent receive a hundred SMS).
+        if session.get_bind().dialect.name == "postgresql":
+            # Two servers storing presses of one device decide its incident one at a time.
+            session.execute(select(func.pg_advisory_xact_lock(_device_lock_key(draft.device_id))))
+        primary = alerts.incident_primary(
+            session, device_id=draft.device_id, kind=draft.kind, since=now - self.flood_window
+        )
+        if primary is not None and primary.device_alert_id != draft.alert_id:
+            draft.incident_of = primary.alert_id
+            values.update(
+                incident_of=primary.alert_id,
+                state=primary.state,
+                duress=primary.duress,
+                dispatched_at=now,
+                acknowledged_at=primary.acknowledged_at,
+                acknowledged_by=primary.acknowledged_by,
+                flags=sorted({*values["flags"], "merged"}),
+            )
+        stored = alerts.store_alert(session, values=values)
+        if stored.created:
             self.metrics.alerts_stored.inc()
-            for flag in set(draft.flags):
+            for flag in set(values["flags"]):
                 self.metrics.alerts_flagged.labels(flag).inc()
             if "malformed" in draft.flags:
                 self.metrics.rejected.labels("alert", "kept_as_alert").inc()
@@ -491,45 +572,56 @@ class Ingestor:
                 )
             alerts.add_event(
                 session,
-                alert_id=draft.alert_id,
+                alert_id=stored.alert_id,
                 at=now,
                 type_="received",
                 actor=draft.device_id,
-                flags=sorted(set(draft.flags)),
+                flags=values["flags"],
                 errors=draft.errors,
+                **(
+                    {"device_alert_id": draft.alert_id} if stored.alert_id != draft.alert_id else {}
+                ),
+                **({"incident_of": draft.incident_of} if draft.incident_of else {}),
             )
+            if primary is not None and draft.incident_of is not None:
+                alerts.add_press(session, primary=primary, member_id=stored.alert_id, at=now)
+                if primary.state == "acknowledged":
+                    # Help is already on its way: this press is told so too.
+                    draft.incident_acknowledged_by = primary.acknowledged_by or ""
+                    draft.incident_duress = primary.duress
+                self.metrics.alerts_merged.inc()
             log.info(
-                "alert stored alert_id=%s device_id=%s kind=%s flags=%s",
-                draft.alert_id,
+                "alert stored alert_id=%s device_id=%s kind=%s flags=%s%s",
+                stored.alert_id,
                 draft.device_id,
                 draft.kind,
-                ",".join(sorted(set(draft.flags))),
+                ",".join(values["flags"]),
+                f" incident_of={draft.incident_of}" if draft.incident_of else "",
             )
         else:
+            draft.incident_of = None
             self.metrics.alert_repeats.inc()
             alerts.add_event(
-                session, alert_id=draft.alert_id, at=now, type_="repeat", actor=draft.device_id
+                session, alert_id=stored.alert_id, at=now, type_="repeat", actor=draft.device_id
             )
-        return created, draft
+        return stored, draft
 
     def _cancel(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
-        try:
-            msg = payloads.parse_uplink("cancel", item.payload)
-            _check_device(item.device_id, msg)
-        except payloads.PayloadError as exc:
-            self._reject("cancel", exc.reason, topics.uplink(item.device_id, "cancel"), str(exc))
-            return []
-        assert isinstance(msg, payloads.CancelMsg)
-        self._count_unknown_fields("cancel", msg)
-        return self.pipeline.on_cancel(session, device_id=item.device_id, msg=msg, now=now)
+        assert item.cancel is not None and item.verdict is not None
+        return self.pipeline.on_cancel(
+            session, device_id=item.device_id, msg=item.cancel, verdict=item.verdict, now=now
+        )
 
     def _session(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
+        topic = topics.uplink(item.device_id, "session")
         try:
+            if not topics.valid_device_id(item.device_id):
+                raise payloads.PayloadError("bad_device_id", "invalid device id")
             msg = payloads.parse_uplink("session", item.payload)
             _check_device(item.device_id, msg)
         except payloads.PayloadError as exc:
-            self._reject("session", exc.reason, topics.uplink(item.device_id, "session"), str(exc))
-            return []
+            self._reject("session", exc.reason, topic, str(exc))
+            return [self._session_refused(item, exc)]
         assert isinstance(msg, payloads.SessionMsg)
         self._count_unknown_fields("session", msg)
         if msg.pos is not None:
@@ -540,3 +632,27 @@ class Ingestor:
                 position=LastPosition(p.lat, p.lon, p.acc_m, p.ts or msg.ts, p.src),
             )
         return self.pipeline.on_session(session, device_id=item.device_id, msg=msg, now=now)
+
+    def _session_refused(self, item: Inbound, exc: payloads.PayloadError) -> Callable[[], None]:
+        """``session.rejected`` when the message names its session, ``error`` otherwise: the
+        worker must know she is NOT being watched."""
+        data = _lenient_decode(item.payload) or {}
+        session_id = _readable_alert_id(data.get("session_id"))
+        action = data.get("action") if data.get("action") in payloads.SESSION_ACTIONS else None
+        reason = "memo_too_long" if exc.field == "memo" else "bad_payload"
+        device_id = item.device_id
+        topic = topics.uplink(device_id, "session")
+
+        def tell() -> None:
+            if session_id is None:
+                self.downlink.error(device_id, topic=topic, reason=exc.reason)
+            else:
+                self.downlink.session(
+                    device_id,
+                    "session.rejected",
+                    session_id=session_id,
+                    action=action,
+                    reason=reason,
+                )
+
+        return tell

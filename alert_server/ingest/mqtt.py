@@ -196,8 +196,21 @@ class MqttLink:
         return self.connected.wait(timeout_s)
 
     # -- outgoing ------------------------------------------------------------------------
-    def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
-        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+    def publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        expiry_s: int | None = None,
+    ) -> None:
+        props = None
+        if expiry_s is not None and self.v5:
+            # Message Expiry Interval: a device back after it is not told stale news.
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = expiry_s
+        info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("publish on %s failed: rc=%s", topic, info.rc)
 

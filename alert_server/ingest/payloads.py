@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime
+import re
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -34,21 +35,32 @@ POS_SOURCES = frozenset({"gps", "wifi", "cell", "fixed", "manual"})
 class PayloadError(ValueError):
     """A message that cannot be read as what its topic says; ``reason`` is a metric label."""
 
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+        # The first field at fault, when there is one ("memo", "pos.lat", …).
+        self.field = field
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def _parse_ts(value: object) -> datetime:
-    if not isinstance(value, str) or not value.endswith("Z"):
-        raise ValueError("timestamp must be an RFC 3339 UTC string with a 'Z' suffix")
+    """Any RFC 3339 date-time (protocol.md 1.1: ``Z``, ``z`` or a numeric offset), as UTC."""
+    if not isinstance(value, str) or not _RFC3339.match(value):
+        raise ValueError("timestamp must be an RFC 3339 date-time with Z or an offset")
+    text = value[:-1] + "+00:00" if value[-1] in "Zz" else value
+    frac = re.search(r"\.(\d+)", text)
+    if frac is not None and len(frac.group(1)) > 6:
+        # Python reads at most microseconds; RFC 3339 allows any precision.
+        text = text[: frac.start(1) + 6] + text[frac.end(1) :]
     try:
-        return datetime.fromisoformat(value)
-    except ValueError as exc:
+        return datetime.fromisoformat(text).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
         raise ValueError(f"timestamp is not RFC 3339: {value!r}") from exc
 
 
-# An RFC 3339 string with a Z suffix on the wire, an aware UTC datetime in Python.
+# An RFC 3339 date-time on the wire, an aware UTC datetime in Python.
 Timestamp = Annotated[datetime, BeforeValidator(_parse_ts)]
 
 Number = StrictInt | StrictFloat
@@ -113,6 +125,9 @@ class CancelMsg(_Msg):
     pin: Annotated[StrictStr, Field(min_length=1, max_length=32)]
 
 
+SESSION_ACTIONS = ("start", "extend", "checkin", "end")
+
+
 class SessionMsg(_Msg):
     v: Literal[1]
     session_id: Annotated[StrictStr, Field(min_length=1, max_length=64)]
@@ -156,20 +171,21 @@ CommandType = Literal[
     "alert.acknowledged",
     "alert.cancelled",
     "alert.resolved",
+    "alert.raised",
+    "cancel.rejected",
+    "session.accepted",
+    "session.rejected",
     "session.warning",
     "locate",
+    "error",
 ]
 
 
-def command(
-    type_: CommandType, at: datetime, *, alert_id: str | None = None, **extra: Any
-) -> bytes:
-    """A downlink ``cmd`` payload."""
+def command(type_: CommandType, at: datetime, **fields: Any) -> bytes:
+    """A downlink ``cmd`` payload: ``{"v":1,"type":…,…,"ts":…}``, None fields left out."""
     body: dict[str, Any] = {"v": 1, "type": type_}
-    if alert_id is not None:
-        body["alert_id"] = alert_id
+    body.update({k: v for k, v in fields.items() if v is not None})
     body["ts"] = rfc3339(at)
-    body.update(extra)
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -233,4 +249,4 @@ def parse_uplink(suffix: str, payload: bytes) -> _Msg:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "payload"
-        raise PayloadError("invalid", f"{where}: {first['msg']}") from exc
+        raise PayloadError("invalid", f"{where}: {first['msg']}", field=where) from exc

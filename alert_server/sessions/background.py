@@ -15,7 +15,8 @@ from alert_server.followup.notices import NoticeConfig
 from alert_server.followup.retention import RetentionPolicy, purge
 from alert_server.followup.verification import WorkerOkBridge
 from alert_server.followup.victim_support import load_directory
-from alert_server.sessions.engine import AlertStored, Publish, SessionConfig, SessionEngine
+from alert_server.ingest.downlink import Downlink
+from alert_server.sessions.engine import AlertStored, SessionConfig, SessionEngine
 from alert_server.settings import Settings
 from alert_server.timeutil import utcnow
 from dispatch.channels.base import Notifier
@@ -42,7 +43,7 @@ class Background:
         settings: Settings,
         engine: Engine,
         *,
-        publish: Publish,
+        downlink: Downlink,
         alert_stored: AlertStored,
         notifier: Notifier,
         dispatcher: Dispatcher,
@@ -50,10 +51,10 @@ class Background:
         s = settings
         # The worker's "I am fine" on the verification call lands on the alert (dispatch
         # cannot import the alert server: it calls this bridge).
-        dispatcher.verification_hooks = WorkerOkBridge(engine, publish)
+        dispatcher.verification_hooks = WorkerOkBridge(engine, downlink)
         sessions = SessionEngine(
             engine,
-            publish=publish,
+            downlink=downlink,
             alert_stored=alert_stored,
             config=SessionConfig(
                 grace_s=dict(s.session_grace_s),

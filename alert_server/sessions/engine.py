@@ -35,7 +35,7 @@ from sqlmodel import Session
 from alert_server.alerts import service as alerts
 from alert_server.db import session_scope
 from alert_server.devices.models import Device, Worker
-from alert_server.ingest import payloads, topics
+from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
 from alert_server.timeutil import as_utc, rfc3339, utcnow
@@ -46,7 +46,6 @@ S = SESSION_TABLE
 DEVICE = Device.__table__  # type: ignore[attr-defined]
 WORKER = Worker.__table__  # type: ignore[attr-defined]
 
-Publish = Callable[[str, bytes], None]
 AlertStored = Callable[[str], None]
 
 OVERDUE_KIND = "session_overdue"
@@ -84,12 +83,12 @@ class SessionEngine:
         self,
         engine: Engine,
         *,
-        publish: Publish,
+        downlink: Downlink,
         alert_stored: AlertStored,
         config: SessionConfig | None = None,
     ) -> None:
         self.engine = engine
-        self.publish = publish
+        self.downlink = downlink
         self.alert_stored = alert_stored
         self.config = config or SessionConfig()
 
@@ -241,15 +240,12 @@ class SessionEngine:
         )
 
         def send() -> None:
-            self.publish(
-                topics.cmd(device_id),
-                payloads.command(
-                    "session.warning",
-                    utcnow(),
-                    session_id=session_id,
-                    expected_end=rfc3339(expected_end) if expected_end else None,
-                    grace_s=round(grace),
-                ),
+            self.downlink.session(
+                device_id,
+                "session.warning",
+                session_id=session_id,
+                expected_end=rfc3339(expected_end) if expected_end else None,
+                grace_s=round(grace),
             )
 
         after.append(send)
@@ -339,5 +335,8 @@ class SessionEngine:
             reason,
         )
         # Committed first, then handed to the pipeline (whose sweep also catches it if this
-        # server dies in between): same path as a device's alert.
+        # server dies in between): same path as a device's alert. The device is told the
+        # server raised it (protocol.md 1.1): she can cancel it with her PIN.
+        ref = AlertRef(device_id, alert_id, quiet=False)
+        after.append(lambda: self.downlink.alert(ref, "alert.raised", kind=kind))
         after.append(lambda: self.alert_stored(alert_id))

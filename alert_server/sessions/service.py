@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -118,10 +117,34 @@ def _position_values(pos: payloads.Position | None, msg_ts: datetime) -> dict[st
     }
 
 
+@dataclass(frozen=True, slots=True)
+class SessionOutcome:
+    """What the device is told (protocol.md 1.1): ``session.accepted`` with the deadline on
+    the server's clock, or ``session.rejected`` with a reason — the worker must know whether
+    she is being watched."""
+
+    accepted: bool
+    reason: str | None = None
+    expected_end: datetime | None = None
+
+
 def on_message(
-    session: Session, *, device_id: str, msg: payloads.SessionMsg, now: datetime
-) -> list[Callable[[], None]]:
+    session: Session,
+    *,
+    device_id: str,
+    msg: payloads.SessionMsg,
+    now: datetime,
+    default_duration_s: float | None = None,
+) -> SessionOutcome:
     """Apply one Session message (start, extend, checkin, end). Idempotent for repeats."""
+    if (
+        msg.action in ("start", "extend")
+        and msg.expected_end is not None
+        and as_utc(msg.expected_end) <= as_utc(msg.ts)
+    ):
+        # Past by the device's own clock: a mistake the worker must hear about, not a visit
+        # that would raise its alarm at once.
+        return SessionOutcome(accepted=False, reason="in_the_past")
     expected_end = server_expected_end(msg.expected_end, msg.ts, now) if msg.expected_end else None
     row = get(session, device_id=device_id, session_id=msg.session_id)
     if row is None:
@@ -129,12 +152,18 @@ def on_message(
             log.info(
                 "end of an unknown session device_id=%s session_id=%s", device_id, msg.session_id
             )
-            return []
+            return SessionOutcome(accepted=False, reason="unknown_session")
         if msg.action == "start":
             # A new visit while another is still running: the worker has moved on (she is
             # alive and using the device), so the older one is closed rather than left to raise
             # an overdue alert for a visit that is over.
             for other in running_for_device(session, device_id=device_id):
+                log.info(
+                    "session superseded device_id=%s session_id=%s by=%s",
+                    device_id,
+                    other.session_id,
+                    msg.session_id,
+                )
                 other.state, other.ended_at, other.end_reason = ENDED, now, "superseded"
                 other.due_at = other.offline_since = other.offline_due_at = None
                 other.updated_at = now
@@ -163,7 +192,9 @@ def on_message(
             msg.session_id,
             expected_end.isoformat() if expected_end else None,
         )
-        return []
+        if expected_end is None and default_duration_s is not None:
+            expected_end = now + timedelta(seconds=default_duration_s)
+        return SessionOutcome(accepted=True, expected_end=expected_end)
 
     _set_position(row, msg.pos, msg.ts)
     if msg.memo and not row.memo:
@@ -185,10 +216,10 @@ def on_message(
         if msg.action == "end":
             row.state, row.ended_at, row.end_reason = ENDED, now, "end"
         session.add(row)
-        return []
+        return _accepted(row)
     if row.state == ENDED:
         session.add(row)
-        return []
+        return _accepted(row)
 
     if msg.action == "start":
         pass  # a repeat of the start: nothing else changes
@@ -218,7 +249,12 @@ def on_message(
         msg.session_id,
         row.state,
     )
-    return []
+    return _accepted(row)
+
+
+def _accepted(row: VisitSession) -> SessionOutcome:
+    end = as_utc(row.expected_end) if row.expected_end is not None else None
+    return SessionOutcome(accepted=True, expected_end=end)
 
 
 def _session_of_alert(session: Session, alert: Alert) -> VisitSession | None:

@@ -19,6 +19,7 @@ from sqlmodel import select
 from alert_server.alerts import service as alerts_service
 from alert_server.db import migrate, session_scope
 from alert_server.devices import service as devices_service
+from alert_server.ingest.downlink import Downlink
 from alert_server.localbroker import free_port
 from alert_server.main import Runtime, create_app
 from alert_server.settings import Settings
@@ -115,10 +116,10 @@ def make_stack(db_url: str, tmp_path: Path, **settings: Any) -> tuple[ApiStack, 
     migrate(runtime.engine)
     stack = ApiStack(url="", runtime=runtime)
 
-    def record(topic: str, payload: bytes) -> None:
+    def record(topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
         stack.published.append((topic, json.loads(payload)))
 
-    runtime.pipeline.publish = record
+    runtime.pipeline.downlink = Downlink(record)
     server = ThreadedServer(app).start()
     stack.url = server.url
     return stack, server

@@ -464,6 +464,10 @@ def settle(db_url: str, pressed: list[str], timeout_s: float = 120.0) -> None:
         try:
             with engine.connect() as conn:
                 stored = conn.execute(select(func.count()).select_from(a)).scalar_one()
+                # A press that joined its device's running incident is not escalated again.
+                merged = conn.execute(
+                    select(func.count()).select_from(a).where(a.c.incident_of.is_not(None))
+                ).scalar_one()
                 escalations = conn.execute(select(func.count()).select_from(e)).scalar_one()
                 pending = conn.execute(
                     select(func.count())
@@ -472,7 +476,9 @@ def settle(db_url: str, pressed: list[str], timeout_s: float = 120.0) -> None:
                 ).scalar_one()
         except Exception:
             return False
-        return bool(stored >= len(pressed) and escalations >= len(pressed) and pending == 0)
+        return bool(
+            stored >= len(pressed) and escalations + merged >= len(pressed) and pending == 0
+        )
 
     try:
         with contextlib.suppress(AssertionError):
@@ -489,7 +495,7 @@ def account(db_url: str, twilio: FakeTwilio, pressed: list[str]) -> Account:
     e = Escalation.__table__  # type: ignore[attr-defined]
     try:
         with engine.connect() as conn:
-            alerts = conn.execute(select(a.c.alert_id, a.c.flags)).all()
+            alerts = conn.execute(select(a.c.alert_id, a.c.flags, a.c.incident_of)).all()
             received = Counter(
                 row[0] for row in conn.execute(select(ev.c.alert_id).where(ev.c.type == "received"))
             )
@@ -505,6 +511,9 @@ def account(db_url: str, twilio: FakeTwilio, pressed: list[str]) -> Account:
     stored_ids = Counter(row[0] for row in alerts)
     flags = {row[0]: (json.loads(row[1]) if isinstance(row[1], str) else row[1]) for row in alerts}
     pressed_set = set(pressed)
+    # A press that joined its device's running incident is escalated through that incident.
+    incident = {row[0]: row[2] for row in alerts}
+    escalated |= {k for k, first in incident.items() if first is not None and first in escalated}
     alert_notes = [x for x in notes if x.kind == KIND_ALERT]
     db_sids = Counter(x.provider_sid for x in notes if x.provider_sid)
     with twilio.lock:
@@ -523,7 +532,7 @@ def account(db_url: str, twilio: FakeTwilio, pressed: list[str]) -> Account:
         unexpected_alerts=sorted(set(stored_ids) - pressed_set),
         received_events=Counter({k: received.get(k, 0) for k in pressed_set}),
         degraded=sorted(k for k, f in flags.items() if "ingest_error" in (f or [])),
-        escalations=len(escalated),
+        escalations=len({k for k in escalated if incident.get(k) is None}),
         not_dispatched=sorted(pressed_set - escalated),
         steps_planned=len(alert_notes),
         steps_sent=sum(1 for x in alert_notes if x.status == SENT),

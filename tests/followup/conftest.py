@@ -22,6 +22,7 @@ from alert_server.alerts.models import Alert
 from alert_server.db import session_scope
 from alert_server.devices.presence import PresenceTracker
 from alert_server.followup.verification import WorkerOkBridge
+from alert_server.ingest.downlink import Downlink
 from alert_server.pipeline import Pipeline
 from alert_server.referents import service as referents
 from dispatch.channels.twilio import TwilioNotifier
@@ -114,15 +115,16 @@ def stack(engine: Engine, tmp_path: Path) -> Iterator[Stack]:
     published: list[tuple[str, dict[str, Any]]] = []
     lock = threading.Lock()
 
-    def publish(topic: str, payload: bytes) -> None:
+    def publish(topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
         with lock:
             published.append((topic, json.loads(payload)))
 
+    downlink = Downlink(publish)
     pipeline = Pipeline(
-        engine, presence=PresenceTracker(engine), publish=publish, dispatcher=dispatcher
+        engine, presence=PresenceTracker(engine), downlink=downlink, dispatcher=dispatcher
     )
     dispatcher.hooks = pipeline
-    dispatcher.verification_hooks = WorkerOkBridge(engine, publish)
+    dispatcher.verification_hooks = WorkerOkBridge(engine, downlink)
     directory = tmp_path / "referents.yaml"
     directory.write_text(DIRECTORY, encoding="utf-8")
     referents.import_directory(engine, directory)

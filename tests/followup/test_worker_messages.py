@@ -17,6 +17,7 @@ from alert_server.followup import service as followup
 from alert_server.followup.messenger import WorkerMessenger
 from alert_server.followup.notices import NoticeConfig
 from alert_server.followup.victim_support import load_directory
+from alert_server.ingest.downlink import Downlink
 from alert_server.pipeline import Pipeline
 from dispatch.channels.base import SendResult
 from dispatch.messages import is_gsm7
@@ -147,7 +148,11 @@ def test_victim_support_after_a_genuine_incident_only(engine: Engine, tmp_path: 
     path.write_text(DIRECTORY, encoding="utf-8")
     rec = RecordingNotifier()
     m = WorkerMessenger(engine, rec, notices=NOTICES, support=load_directory(path))
-    pipeline = Pipeline(engine, presence=PresenceTracker(engine), publish=lambda t, p: None)
+    pipeline = Pipeline(
+        engine,
+        presence=PresenceTracker(engine),
+        downlink=Downlink(lambda t, p, expiry_s=None: None),
+    )
     try:
         genuine, false_alarm, opted_out = _alert(engine), _alert(engine), _alert(engine)
         assert pipeline.resolve(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -329,13 +330,14 @@ TS_LIKE = st.from_regex(
 @given(TS_LIKE | st.text(STORABLE, max_size=30))
 def test_accepted_timestamps_are_always_aware_utc(text: str) -> None:
     """Whatever string is offered as ``ts``, it is refused (PayloadError "invalid" naming ``ts``)
-    or read as an aware UTC datetime: never a naive or non-UTC one, and it must end with Z."""
+    or read as an aware UTC datetime: never a naive or non-UTC one, and it must end with Z, z or
+    a numeric offset (protocol.md 1.1)."""
     got = _parse("hb", json.dumps({"v": 1, "ts": text}).encode())
     if isinstance(got, payloads.PayloadError):
         assert got.reason == "invalid" and _where(got) == "ts"
     else:
         assert isinstance(got, payloads.HeartbeatMsg)
-        assert text.endswith("Z")
+        assert re.search(r"([Zz]|[+-]\d{2}:\d{2})\Z", text)
         assert got.ts.utcoffset() == timedelta(0)
 
 

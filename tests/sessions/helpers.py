@@ -15,6 +15,7 @@ from alert_server.alerts.models import Alert
 from alert_server.db import session_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.ingest import payloads
+from alert_server.ingest.downlink import Downlink
 from alert_server.sessions import service as visits
 from alert_server.sessions.engine import SessionConfig, SessionEngine
 from alert_server.sessions.models import VisitSession
@@ -113,7 +114,7 @@ class Recorder:
     stored: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def publish(self, topic: str, payload: bytes) -> None:
+    def publish(self, topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
         with self.lock:
             self.published.append((topic, json.loads(payload)))
 
@@ -126,7 +127,9 @@ class Recorder:
 
 
 def make_engine(engine: Engine, rec: Recorder, config: SessionConfig = CONFIG) -> SessionEngine:
-    return SessionEngine(engine, publish=rec.publish, alert_stored=rec.alert_stored, config=config)
+    return SessionEngine(
+        engine, downlink=Downlink(rec.publish), alert_stored=rec.alert_stored, config=config
+    )
 
 
 def alerts_of(engine: Engine) -> list[Alert]:
