@@ -18,7 +18,7 @@ from alert_server.ingest import topics
 from device_sim.device import BrokerTarget, DeviceConfig, SimDevice
 from device_sim.reactor import Reactor
 from tests.device_sim.helpers import ServerAccount
-from tests.support import ServerProcess, add_device, wait_until
+from tests.support import SECRET_KEY, ServerProcess, add_device, wait_until
 
 
 @pytest.fixture
@@ -144,6 +144,8 @@ def test_vigie_server_and_simulated_device_over_mqtt_311(tmp_path: Path) -> None
     broker = EmbeddedBroker(passwd_file=passwd, acl_file=acl).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
     env.update(
+        VIGIE_TELEPHONY="simulated",
+        VIGIE_SECRET_KEY=SECRET_KEY,
         VIGIE_DATABASE_URL=f"sqlite:///{tmp_path / 'vigie.db'}",
         VIGIE_MQTT_URL=broker.server_url(),
         VIGIE_MQTT_PROTOCOL="3.1.1",
