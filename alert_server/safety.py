@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import re
 
+from alert_server.devices.broker_files import reserved_for_servers
+from alert_server.ingest.topics import SERVER_USERNAME
 from alert_server.settings import Settings
 
 TELEPHONY_CHOICES = ("twilio", "simulated")
@@ -93,6 +95,12 @@ def problems(settings: Settings) -> list[str]:
     secret = _secret_problem(settings.secret_key.get_secret_value())
     if secret is not None:
         found.append(secret)
+    if not reserved_for_servers(settings.mqtt_client_id):
+        found.append(
+            f"VIGIE_MQTT_CLIENT_ID={settings.mqtt_client_id!r} hors des noms réservés aux "
+            f"serveurs ({SERVER_USERNAME} ou {SERVER_USERNAME}-…) : un boîtier de ce nom "
+            "pourrait prendre la session MQTT du serveur"
+        )
     return found
 
 

@@ -119,9 +119,29 @@ def test_placeholder_secret_keys(secret: str, says: str) -> None:
     assert len(found) == 1 and found[0].startswith(says), found
 
 
+def test_server_client_id_outside_the_reserved_names_is_refused(tmp_path: Path) -> None:
+    out = run_server(
+        tmp_path,
+        VIGIE_TELEPHONY="simulated",
+        VIGIE_SECRET_KEY=GOOD_KEY,
+        VIGIE_MQTT_CLIENT_ID="nurse-0042",
+    )
+    assert_refused(out, tmp_path, "VIGIE_MQTT_CLIENT_ID='nurse-0042'")
+
+
 def test_safe_settings_have_no_problem() -> None:
     assert problems(Settings(telephony="simulated", secret_key=SecretStr(GOOD_KEY))) == []
     assert problems(Settings(secret_key=SecretStr(GOOD_KEY), **_twilio_fields())) == []
+    assert (
+        problems(
+            Settings(
+                telephony="simulated",
+                secret_key=SecretStr(GOOD_KEY),
+                mqtt_client_id="vigie-server-2",
+            )
+        )
+        == []
+    )
 
 
 def test_create_app_refuses_too() -> None:
