@@ -33,7 +33,7 @@ def notifier(fake: FakeTwilio, *, token: str | None = None, **kw: float) -> Twil
         api_base=fake.url,
         public_url="http://127.0.0.1:9",
         health=ProviderHealth(),
-        **kw,  # type: ignore[arg-type]
+        **kw,
     )
 
 
