@@ -18,6 +18,8 @@ from alert_server.geo.cli import app as geo_app
 from alert_server.referents.cli import app as referents_app
 from alert_server.referents.parser import parse_directory
 from alert_server.referents.schemas import DirectoryError
+from alert_server.safety import UnsafeConfiguration
+from alert_server.safety import check as check_safety
 from alert_server.settings import Settings, load_settings
 from alert_server.timeutil import utcnow
 from alert_server.users.cli import app as users_app
@@ -74,6 +76,11 @@ def server(
 
     _logging()
     settings = _settings(config)
+    try:
+        # Missing Twilio settings, a placeholder secret key…: refuse, never fall back silently.
+        check_safety(settings)
+    except UnsafeConfiguration as exc:
+        fail(str(exc))
     if settings.referents_file is not None:
         # Refuse to start on a broken directory, with every error named, rather than start a
         # server that cannot call anyone.

@@ -186,6 +186,10 @@ class Demo:
             VIGIE_SIMULATED_AUTO_ACK_S=str(self.auto_ack_s),
             VIGIE_PUBLIC_URL=self.url,
             VIGIE_SECRET_KEY=secrets.token_hex(32),
+            # The demo's own default (operations.md): nothing is sent, the fictional referent
+            # answers, and the console says "démonstration" discreetly.
+            VIGIE_TELEPHONY="simulated",
+            VIGIE_DEMO="true",
         )
         if self.mosquitto is not None:
             env["VIGIE_BROKER_PID_FILE"] = str(self.mosquitto.pid_file)

@@ -22,13 +22,19 @@ What it keeps of the Mosquitto setup, and why it does not use amqtt's stock plug
   subscribe and delivery, and honours the revoked list of the ACL file.
 - **Client id = username for devices.** Mosquitto forces it (``use_username_as_clientid``);
   amqtt cannot, so a device connecting under another client id is refused.
+- **Two listeners, as with Mosquitto (``per_listener_settings true``).** The devices' port
+  admits device accounts only, the servers' port (``server_port``, ``server_url()``) the
+  server account only. amqtt does not tell its auth plugins which listener a connection came
+  in on, so ``_GuardedBroker`` records it in a context variable for them.
+- **No session touched before authentication.** amqtt 0.12.1 looks a CONNECT's client id up
+  (and, with a clean session, deletes that session: subscriptions and queued messages) before
+  any plugin authenticates it: anyone on the machine could have discarded the server's session
+  with a wrong password. ``_GuardedBroker`` checks the CONNECT first and gives a refused one a
+  client id of its own, so it never reaches anyone else's session.
 
 Gaps that remain (amqtt 0.12.1):
 - MQTT 3.1.1 only: the server must run with ``VIGIE_MQTT_PROTOCOL=3.1.1`` and no shared group.
 - Sessions, queued messages and retained messages live in memory: a restart loses them.
-- amqtt handles a client-id takeover *before* authentication: a client that knows a device's id
-  can, even with a wrong password, close that device's current connection (it is refused right
-  after, and the device reconnects). Acceptable on a loopback-only demo broker, not beyond.
 - A revoked device's open connection is closed at its next packet, not at once.
 """
 
@@ -40,13 +46,19 @@ import contextlib
 import logging
 import threading
 from collections.abc import Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
+from amqtt.utils import format_client_message, gen_client_id
 
 from alert_server.devices import broker_files
 from alert_server.ingest import topics
@@ -55,6 +67,14 @@ log = logging.getLogger(__name__)
 
 # Fixed on purpose: the embedded broker has no TLS and is for one machine.
 LOOPBACK = "127.0.0.1"
+# amqtt requires a listener named "default": it is the devices' one.
+DEVICES_LISTENER = "default"
+SERVERS_LISTENER = "servers"
+# The listener the connection being handled came in on (each connection is its own asyncio
+# task, and the tasks amqtt starts for the auth plugins inherit the variable).
+_LISTENER: ContextVar[str] = ContextVar("vigie_embedded_listener", default="")
+# Client ids given to refused CONNECTs: "/" is in no device's nor server's client id.
+_REFUSED_PREFIX = "refused/"
 
 _DEVICE_WRITE_SUFFIXES = topics.UPLINKS
 _SERVER_READ = (*(f"{topics.PREFIX}/+/{s}" for s in topics.UPLINKS), "$SYS/#")
@@ -138,43 +158,134 @@ def _device_may_write(username: str, topic: str) -> bool:
     return any(topic == topics.uplink(username, s) for s in _DEVICE_WRITE_SUFFIXES)
 
 
+def _refusal(accounts: _Accounts | None, listener: str, session: Session) -> str | None:
+    """Why this CONNECT is refused, or None when it is admitted (the one rule for both the
+    early check of ``_GuardedBroker`` and ``VigieAuthPlugin``)."""
+    if accounts is None or not session.username:
+        return "no account"
+    if listener not in (DEVICES_LISTENER, SERVERS_LISTENER):
+        return f"unknown listener {listener!r}"
+    username = session.username
+    encoded = accounts.hash_for(username)
+    if encoded is None or not broker_files.verify_mosquitto_hash(session.password or "", encoded):
+        return "bad credentials"
+    if (session.client_id or "").startswith(_REFUSED_PREFIX):
+        return "refused earlier"
+    server = username == topics.SERVER_USERNAME
+    if listener == SERVERS_LISTENER:
+        # Server accounts only: no device can take a server's client id here.
+        return None if server else "not a server account (servers' listener)"
+    if server:
+        return "server account on the devices' listener"
+    if (
+        not topics.valid_device_id(username)
+        or broker_files.reserved_for_servers(username)
+        or accounts.revoked(username)
+    ):
+        return "invalid or revoked"
+    if session.client_id != username:
+        # Mosquitto forces client id = username; without it a device could take over
+        # another device's session.
+        return f"client id {session.client_id!r} must equal the username"
+    if session.will_flag and not _device_may_write(username, session.will_topic or ""):
+        # The broker publishes the will on the client's behalf: hold it to the same ACL.
+        return "will on a foreign topic"
+    return None
+
+
 class VigieAuthPlugin(BaseAuthPlugin):
-    """Username + password against the Vigie accounts; never anonymous."""
+    """Username + password against the Vigie accounts, per listener; never anonymous."""
 
     @dataclass
     class Config:
         accounts_key: str = ""
 
     async def authenticate(self, *, session: Session) -> bool | None:
-        accounts = _ACCOUNTS.get(self.config.accounts_key)
-        if accounts is None or session is None or not session.username:
+        if session is None:
             return False
-        username = session.username
-        encoded = accounts.hash_for(username)
-        if encoded is None or not broker_files.verify_mosquitto_hash(
-            session.password or "", encoded
-        ):
-            log.warning("embedded broker: refused %r (bad credentials)", username)
-            return False
-        if username == topics.SERVER_USERNAME:
-            return True
-        if not topics.valid_device_id(username) or accounts.revoked(username):
-            log.warning("embedded broker: refused %r (invalid or revoked)", username)
-            return False
-        if session.client_id != username:
-            # Mosquitto forces client id = username; without it a device could take over
-            # another device's session.
+        refusal = _refusal(_ACCOUNTS.get(self.config.accounts_key), _LISTENER.get(), session)
+        if refusal is not None:
             log.warning(
-                "embedded broker: refused %r (client id %r must equal the username)",
-                username,
-                session.client_id,
+                "embedded broker: refused %r on the %s listener (%s)",
+                session.username,
+                _LISTENER.get() or "?",
+                refusal,
             )
             return False
-        if session.will_flag and not _device_may_write(username, session.will_topic or ""):
-            # The broker publishes the will on the client's behalf: hold it to the same ACL.
-            log.warning("embedded broker: refused %r (will on a foreign topic)", username)
-            return False
         return True
+
+
+class _GuardedBroker(Broker):
+    """amqtt's broker with two changes: it remembers which listener each connection came in
+    on, and a CONNECT that will be refused never touches an existing session."""
+
+    def __init__(self, config: dict[str, Any], *, accounts_key: str) -> None:
+        super().__init__(config, loop=asyncio.get_running_loop())
+        self._vigie_accounts_key = accounts_key
+
+    async def _client_connected(
+        self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
+    ) -> None:
+        _LISTENER.set(listener_name)
+        await super()._client_connected(listener_name, reader, writer)
+
+    async def _initialize_client_session(
+        self,
+        reader: ReaderAdapter,
+        writer: WriterAdapter,
+        remote_address: str,
+        remote_port: int,
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        """amqtt 0.12.1's own method, with one change marked VIGIE below."""
+        peer = format_client_message(address=remote_address, port=remote_port)
+        try:
+            handler, client_session = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
+        except AMQTTError as exc:
+            self.logger.warning(f"[MQTT-3.1.0-1] {peer}: Can't read first packet as CONNECT: {exc}")
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            self.logger.warning(f"Invalid connection from {peer}")
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except NoDataError as exc:
+            self.logger.error(f"No data from {peer} : {exc}")
+            raise AMQTTError(exc) from exc
+
+        # VIGIE: amqtt looks the client id up below (deleting the session it finds when this
+        # CONNECT asks for a clean one) before any plugin has authenticated the client. A
+        # CONNECT that is going to be refused gets a client id of its own instead, under a
+        # prefix no real client uses; VigieAuthPlugin then refuses it.
+        accounts = _ACCOUNTS.get(self._vigie_accounts_key)
+        if _refusal(accounts, _LISTENER.get(), client_session) is not None:
+            client_session.client_id = _REFUSED_PREFIX + (client_session.client_id or "")
+            client_session.clean_session = True
+
+        if client_session.clean_session:
+            if client_session.client_id is not None and client_session.client_id != "":
+                await self._delete_session(client_session.client_id)
+            else:
+                client_session.client_id = gen_client_id()
+            client_session.parent = 0
+        elif client_session.client_id in self._sessions:
+            existing_client_session, _ = self._sessions[client_session.client_id]
+            existing_client_session.will_flag = client_session.will_flag
+            existing_client_session.will_message = client_session.will_message
+            existing_client_session.will_topic = client_session.will_topic
+            existing_client_session.will_qos = client_session.will_qos
+            existing_client_session.keep_alive = client_session.keep_alive
+            existing_client_session.username = client_session.username
+            existing_client_session.password = client_session.password
+            client_session = existing_client_session
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+
+        timeout_disconnect_delay = self.config.get("timeout-disconnect-delay", 0)
+        if client_session.keep_alive > 0 and isinstance(timeout_disconnect_delay, int):
+            client_session.keep_alive += timeout_disconnect_delay
+        return handler, client_session
 
 
 class VigieTopicPlugin(BaseTopicPlugin):
@@ -216,15 +327,16 @@ class VigieTopicPlugin(BaseTopicPlugin):
 class EmbeddedBroker:
     """amqtt on 127.0.0.1 with Vigie's accounts and ACL. ``start()`` / ``stop()``.
 
-    Mirrors the parts of ``LocalMosquitto`` that ``vigie demo`` needs: ``port``,
-    ``server_port`` (the same port: amqtt has no client-id override to separate listeners
-    for), ``server_password``, ``server_url()``, ``passwd_file``, ``acl_file``.
+    Mirrors the parts of ``LocalMosquitto`` that ``vigie demo`` needs: ``port`` (devices),
+    ``server_port`` (servers), ``server_password``, ``server_url()``, ``passwd_file``,
+    ``acl_file``.
     """
 
     passwd_file: Path | None = None
     acl_file: Path | None = None
     users: Mapping[str, str] = field(default_factory=dict)  # username → plain password
-    port: int = 0  # 0: any free port, read back after start
+    port: int = 0  # devices' listener; 0: any free port, read back after start
+    server_port: int = 0  # servers' listener; 0: any free port, read back after start
     server_password: str = field(default_factory=broker_files.generate_password)
     max_connections: int = 0  # 0: unlimited
     quiet: bool = True  # amqtt logs every connection at INFO
@@ -235,12 +347,10 @@ class EmbeddedBroker:
 
     host = LOOPBACK
 
-    @property
-    def server_port(self) -> int:
-        return self.port
-
     def server_url(self) -> str:
-        return f"mqtt://{topics.SERVER_USERNAME}:{self.server_password}@{LOOPBACK}:{self.port}"
+        return (
+            f"mqtt://{topics.SERVER_USERNAME}:{self.server_password}@{LOOPBACK}:{self.server_port}"
+        )
 
     @property
     def pid_file(self) -> None:
@@ -260,11 +370,16 @@ class EmbeddedBroker:
     def _config(self) -> dict[str, Any]:
         return {
             "listeners": {
-                "default": {
+                DEVICES_LISTENER: {
                     "type": "tcp",
                     "bind": f"{LOOPBACK}:{self.port}",
                     "max_connections": self.max_connections,
-                }
+                },
+                SERVERS_LISTENER: {
+                    "type": "tcp",
+                    "bind": f"{LOOPBACK}:{self.server_port}",
+                    "max_connections": self.max_connections,
+                },
             },
             # Only our two plugins: no anonymous plugin, no $SYS, no packet logger.
             "plugins": {
@@ -283,7 +398,7 @@ class EmbeddedBroker:
         in_memory = {u: broker_files.mosquitto_hash(p) for u, p in self.users.items()}
         in_memory[topics.SERVER_USERNAME] = broker_files.mosquitto_hash(self.server_password)
         _ACCOUNTS[self._key] = _Accounts(self.passwd_file, self.acl_file, in_memory)
-        started: concurrent.futures.Future[int] = concurrent.futures.Future()
+        started: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(
@@ -291,24 +406,29 @@ class EmbeddedBroker:
         )
         self._thread.start()
         try:
-            self.port = started.result(timeout_s)
+            self.port, self.server_port = started.result(timeout_s)
         except BaseException:
             self.stop()
             raise
-        log.info("embedded MQTT broker (amqtt, MQTT 3.1.1) on %s:%d", LOOPBACK, self.port)
+        log.info(
+            "embedded MQTT broker (amqtt, MQTT 3.1.1) on %s: devices %d, servers %d",
+            LOOPBACK,
+            self.port,
+            self.server_port,
+        )
         return self
 
     def _run(
-        self, loop: asyncio.AbstractEventLoop, started: concurrent.futures.Future[int]
+        self, loop: asyncio.AbstractEventLoop, started: concurrent.futures.Future[tuple[int, int]]
     ) -> None:
         asyncio.set_event_loop(loop)
         try:
-            port = loop.run_until_complete(self._start_broker())
+            ports = loop.run_until_complete(self._start_broker())
         except BaseException as exc:
             started.set_exception(exc)
             loop.close()
             return
-        started.set_result(port)
+        started.set_result(ports)
         try:
             loop.run_forever()
         finally:
@@ -322,22 +442,21 @@ class EmbeddedBroker:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    async def _start_broker(self) -> int:
-        # Imported here: amqtt pulls in websockets and friends, only the demo needs them.
-        from amqtt.broker import Broker
-
-        self._broker = Broker(self._config(), loop=asyncio.get_running_loop())
+    async def _start_broker(self) -> tuple[int, int]:
+        self._broker = _GuardedBroker(self._config(), accounts_key=self._key)
         await self._broker.start()
-        return self.bound_addresses()[0][1]
+        return self._bound(DEVICES_LISTENER)[0][1], self._bound(SERVERS_LISTENER)[0][1]
+
+    def _bound(self, listener: str) -> list[tuple[str, int]]:
+        out: list[tuple[str, int]] = []
+        for sock in self._broker._servers[listener].instance.sockets:
+            host, port = sock.getsockname()[:2]
+            out.append((str(host), int(port)))
+        return out
 
     def bound_addresses(self) -> list[tuple[str, int]]:
-        """``(host, port)`` of every listening socket (all on 127.0.0.1)."""
-        out: list[tuple[str, int]] = []
-        for server in self._broker._servers.values():
-            for sock in server.instance.sockets:
-                host, port = sock.getsockname()[:2]
-                out.append((str(host), int(port)))
-        return out
+        """``(host, port)`` of every listening socket (all on 127.0.0.1), devices' first."""
+        return self._bound(DEVICES_LISTENER) + self._bound(SERVERS_LISTENER)
 
     def stop(self, timeout_s: float = 10.0) -> None:
         loop, thread = self._loop, self._thread

@@ -49,7 +49,9 @@ def wait_for_port(port: int, timeout_s: float = 10.0) -> None:
 
 @dataclass
 class LocalMosquitto:
-    """Mosquitto on two free loopback ports: one for devices, one for servers."""
+    """Mosquitto on two free loopback ports: one for devices, one for servers, each with its own
+    password file and ACL (``per_listener_settings true``): a device account cannot log in on
+    the servers' listener."""
 
     data_dir: Path
     port: int = 0
@@ -64,6 +66,14 @@ class LocalMosquitto:
     @property
     def acl_file(self) -> Path:
         return self.data_dir / "acl"
+
+    @property
+    def servers_passwd_file(self) -> Path:
+        return self.data_dir / "servers.passwd"
+
+    @property
+    def servers_acl_file(self) -> Path:
+        return self.data_dir / "servers.acl"
 
     @property
     def pid_file(self) -> Path:
@@ -84,11 +94,16 @@ class LocalMosquitto:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.server_port = self.server_port or free_port()
+        # Devices' files (vigie devices add/revoke write them): no server account in there.
         if not self.passwd_file.exists():
             broker_files.write_passwd(self.passwd_file, {})
-        broker_files.set_password(self.passwd_file, SERVER_USERNAME, self.server_password)
         if not self.acl_file.exists():
             broker_files.write_acl(self.acl_file, [])
+        broker_files.write_passwd(
+            self.servers_passwd_file,
+            {SERVER_USERNAME: broker_files.mosquitto_hash(self.server_password)},
+        )
+        broker_files.write_servers_acl(self.servers_acl_file)
         template = (BROKER_CONFIG_DIR / "mosquitto.local.conf").read_text(encoding="utf-8")
         self.conf_file.write_text(
             template.format(
@@ -97,6 +112,8 @@ class LocalMosquitto:
                 data_dir=self.data_dir,
                 passwd_file=self.passwd_file,
                 acl_file=self.acl_file,
+                servers_passwd_file=self.servers_passwd_file,
+                servers_acl_file=self.servers_acl_file,
                 pid_file=self.pid_file,
                 user=getpass.getuser(),
             ),

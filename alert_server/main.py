@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,10 +31,12 @@ from alert_server.ingest.pins import PinGate, PinPolicy
 from alert_server.metrics import Metrics
 from alert_server.pipeline import SWEEP_GRACE, Pipeline
 from alert_server.referents import service as referents_service
+from alert_server.safety import UnsafeConfiguration, problems
+from alert_server.safety import check as check_safety
 from alert_server.sessions.background import Background
 from alert_server.settings import Settings
 from alert_server.timeutil import utcnow
-from dispatch.channels.base import Notifier
+from dispatch.channels.base import Notifier, ProviderHealth
 from dispatch.channels.simulated import SimulatedNotifier
 from dispatch.channels.twilio import TwilioNotifier
 from dispatch.clock import Clock
@@ -57,6 +60,8 @@ class Runtime:
     dispatcher: Dispatcher
     clock: Clock
     notifier: Notifier
+    # The last request to the telephony provider (shared with the notifier), for /healthz.
+    provider_health: ProviderHealth
     scheduler: BackgroundScheduler = field(
         default_factory=lambda: BackgroundScheduler(timezone="UTC")
     )
@@ -65,6 +70,9 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
+        # `vigie server` refuses first with a one-line message; this keeps any other way of
+        # building a server (tests, embedding) from running on an unsafe configuration.
+        check_safety(settings)
         engine = make_engine(settings.database_url)
         metrics = Metrics()
         presence = PresenceTracker(
@@ -84,7 +92,8 @@ class Runtime:
             lockout_s=settings.pin_lockout_s,
         )
 
-        notifier = _notifier(settings)
+        provider_health = ProviderHealth()
+        notifier = _notifier(settings, provider_health)
         dispatcher = Dispatcher(
             engine,
             notifier,
@@ -146,6 +155,7 @@ class Runtime:
             dispatcher=dispatcher,
             clock=Clock(dispatcher),
             notifier=notifier,
+            provider_health=provider_health,
             background=background,
         )
 
@@ -171,6 +181,13 @@ class Runtime:
         self.scheduler.start()
         # Alerts stored by a server that died before routing them: do not wait for the sweep.
         self.pipeline.sweep(utcnow() + SWEEP_GRACE)
+        check_credentials = getattr(self.notifier, "check_credentials", None)
+        if callable(check_credentials):
+            # Rejected Twilio credentials show on /healthz now rather than at the first alert;
+            # in the background, so a slow provider never delays the start.
+            threading.Thread(
+                target=check_credentials, name="vigie-telephony-check", daemon=True
+            ).start()
         log.info(
             "vigie server started (database %s, telephony %s)",
             self.engine.url.render_as_string(),
@@ -222,18 +239,26 @@ class Runtime:
         return {"database": db_ok, "broker": self.link.connected.is_set()}
 
 
-def _notifier(settings: Settings) -> Notifier:
+def _notifier(settings: Settings, health: ProviderHealth) -> Notifier:
+    """The telephony ``VIGIE_TELEPHONY`` names, never another one (``check_safety`` has made
+    sure that the Twilio settings are all there when it says "twilio")."""
     s = settings
-    if s.twilio_account_sid and s.twilio_auth_token is not None and s.twilio_from:
+    if s.telephony == "twilio" and s.twilio_account_sid and s.twilio_auth_token and s.twilio_from:
         return TwilioNotifier(
             account_sid=s.twilio_account_sid,
             auth_token=s.twilio_auth_token.get_secret_value(),
             from_number=s.twilio_from,
             api_base=s.twilio_api_base,
             public_url=s.public_url,
+            health=health,
         )
-    log.warning("Twilio is not configured: SMS and calls go to the simulated telephony")
-    return SimulatedNotifier(auto_ack_after_s=s.simulated_auto_ack_s)
+    if s.telephony == "simulated":
+        log.warning(
+            "VIGIE_TELEPHONY=simulated: no SMS and no call is sent%s",
+            " (demo)" if s.demo else "",
+        )
+        return SimulatedNotifier(auto_ack_after_s=s.simulated_auto_ack_s, health=health)
+    raise UnsafeConfiguration(problems(s) or [f"VIGIE_TELEPHONY={s.telephony!r}"])
 
 
 def _providers(settings: Settings) -> list[RadioLocator]:
@@ -276,9 +301,19 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         checks = runtime.healthy()
-        ok = all(checks.values())
+        provider = runtime.provider_health.snapshot()
+        # A provider that answers 5xx, 429 or nothing at the moment does not make the server
+        # unhealthy (sends are retried); one that rejects our credentials does: nothing will
+        # go out until the settings are fixed.
+        ok = all(checks.values()) and not provider["credentials_rejected"]
         return JSONResponse(
-            {"status": "ok" if ok else "degraded", **checks}, status_code=200 if ok else 503
+            {
+                "status": "ok" if ok else "degraded",
+                **checks,
+                "telephony": settings.telephony,
+                "provider": provider,
+            },
+            status_code=200 if ok else 503,
         )
 
     @app.get("/metrics", include_in_schema=False)

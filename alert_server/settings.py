@@ -44,6 +44,13 @@ class Settings(BaseSettings):
     broker_acl_file: Path | None = None
     # PID file of the Mosquitto process to signal (SIGHUP) after the password/ACL files change.
     broker_pid_file: Path | None = None
+    # "twilio" (the default: real SMS and calls; the three Twilio settings are then required)
+    # or "simulated" (nothing is sent: for the demo and tests, with a red banner in the
+    # console). Checked by ``alert_server.safety``: never a silent fall-back.
+    telephony: str = "twilio"
+    # Set by `vigie demo` only: the console then says "démonstration" discreetly instead of
+    # the red simulated-telephony banner (which no setting can hide).
+    demo: bool = False
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
     twilio_from: str | None = None
@@ -59,8 +66,9 @@ class Settings(BaseSettings):
     # Presence (heartbeats, status) is written to the database in batches at this interval
     # rather than once per message.
     presence_flush_s: float = Field(default=2.0, gt=0)
-    # Secret used to sign dashboard sessions and API tokens.
-    secret_key: SecretStr = SecretStr("change-me-in-production")
+    # Secret used to sign dashboard sessions and API tokens: long and random, the same on every
+    # server. Unset (empty), a placeholder or a short one is refused (alert_server.safety).
+    secret_key: SecretStr = SecretStr("")
 
     # --- Abuse and floods (alert_server/ingest) ----------------------------------------------
     # A new alert of the same kind from the same device within this long of its previous

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -50,6 +51,7 @@ class LocalStack:
     embedded: EmbeddedBroker | None = None
     server: subprocess.Popen[bytes] | None = None
     http_port: int = 0
+    secret_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     @property
     def protocol(self) -> str:
@@ -88,6 +90,9 @@ class LocalStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
         env.update({k: os.environ[k] for k in _PASS_THROUGH if k in os.environ})
         env.update(
+            # A throw-away system: nothing is sent, and the console says so.
+            VIGIE_TELEPHONY="simulated",
+            VIGIE_SECRET_KEY=self.secret_key,
             VIGIE_DATABASE_URL=self.db_url,
             VIGIE_MQTT_URL=self.server_mqtt_url(),
             VIGIE_BROKER_PASSWD_FILE=str(self.passwd_file),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -24,6 +25,9 @@ from alert_server.localbroker import LocalMosquitto, free_port
 from alert_server.timeutil import rfc3339, utcnow
 
 REPO = Path(__file__).resolve().parent.parent
+# One random key per test run, shared by every server a test starts (as in production, where
+# all servers must have the same one).
+SECRET_KEY = secrets.token_hex(32)
 
 
 def wait_until(pred: Callable[[], bool], timeout_s: float = 10.0, what: str = "condition") -> None:
@@ -225,8 +229,12 @@ class ServerProcess:
 
 
 def server_env(broker: LocalMosquitto, db_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a ``vigie server`` on ``broker``: simulated telephony unless
+    ``extra`` says ``VIGIE_TELEPHONY="twilio"`` (with the fake Twilio's settings)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
     env.update(
+        VIGIE_TELEPHONY="simulated",
+        VIGIE_SECRET_KEY=SECRET_KEY,
         VIGIE_DATABASE_URL=db_url,
         VIGIE_MQTT_URL=broker.server_url(),
         VIGIE_BROKER_PASSWD_FILE=str(broker.passwd_file),

@@ -42,8 +42,14 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path, broker: str) -> No
         assert f"http://127.0.0.1:{port}/dashboard/" in text
         assert "Mot de passe" in text
         assert ("intégré" in text) == (broker == "embedded")
-        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
-        assert httpx.get(f"http://127.0.0.1:{port}/dashboard/login", timeout=5).status_code == 200
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+        assert health.status_code == 200
+        assert health.json()["telephony"] == "simulated"
+        login = httpx.get(f"http://127.0.0.1:{port}/dashboard/login", timeout=5)
+        assert login.status_code == 200
+        # The demo's discreet line, not the red banner of a server that calls nobody.
+        assert "Démonstration : téléphonie simulée" in login.text
+        assert "Téléphonie SIMULÉE" not in login.text
         engine = make_engine(f"sqlite:///{workdir / 'vigie-demo.db'}")
 
         def routed() -> bool:

@@ -6,7 +6,6 @@ routers, the pages, the live stream, the static files and the security headers.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
@@ -22,17 +21,11 @@ from alert_server.users import api as users_api
 if TYPE_CHECKING:
     from alert_server.main import Runtime
 
-log = logging.getLogger(__name__)
-
-DEFAULT_SECRET = "change-me-in-production"  # noqa: S105  (the value we warn about)
-
 
 def install_dashboard(app: FastAPI, runtime: Runtime) -> None:
+    # (A placeholder VIGIE_SECRET_KEY never gets here: alert_server.safety refuses it.)
     config = DashboardConfig.from_settings(runtime.settings)
     app.state.dashboard = config
-    if runtime.settings.secret_key.get_secret_value() == DEFAULT_SECRET:
-        # Anyone knowing the default can mint API tokens: say it loudly at every start.
-        log.warning("VIGIE_SECRET_KEY is the default value: set a long random secret")
     app.add_middleware(SecurityHeaders, config=config)
     install_auth_handlers(app)
     app.include_router(users_api.router)

@@ -50,6 +50,9 @@ class DashboardConfig:
     tile_attribution: str
     static_version: str
     geo_dir: Path | None
+    # "simulated": the permanent red banner (no SMS nor call goes out); "demo": the discreet
+    # one of `vigie demo`; None with real telephony.
+    telephony_banner: str | None = None
     prefix: str = "/dashboard"
 
     @property
@@ -80,6 +83,9 @@ class DashboardConfig:
             tile_attribution=os.environ.get("VIGIE_MAP_TILE_ATTRIBUTION", "").strip(),
             static_version=_static_version(),
             geo_dir=geo_dir,
+            telephony_banner=(
+                None if settings.telephony == "twilio" else "demo" if settings.demo else "simulated"
+            ),
         )
 
     def content_security_policy(self) -> str:

@@ -22,6 +22,15 @@ _ITERATIONS = 1000
 _SALT_BYTES = 12
 
 
+def reserved_for_servers(name: str) -> bool:
+    """Server accounts and MQTT client ids are ``vigie-server`` or ``vigie-server-…``; no device
+    may take such a name, because on the devices' listener a device's client id is its name
+    and a client id taken by another connection closes the first one (and may discard its
+    session)."""
+    lowered = name.lower()
+    return lowered == SERVER_USERNAME or lowered.startswith(SERVER_USERNAME + "-")
+
+
 def mosquitto_hash(password: str, *, iterations: int = _ITERATIONS) -> str:
     salt = secrets.token_bytes(_SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
@@ -84,11 +93,8 @@ def remove_user(path: Path, username: str) -> bool:
     return found
 
 
-_ACL_HEADER = f"""\
-# Vigie broker ACL (Mosquitto 2.0 acl_file). Maintained by `vigie devices add/revoke`:
-# edits below the "revoked" marker are overwritten.
-#
-# The server account reads every uplink and writes every command.
+# What the servers' account(s) may do: read every uplink, write every command.
+_SERVER_RULES = f"""\
 user {SERVER_USERNAME}
 topic read {PREFIX}/+/alert
 topic read {PREFIX}/+/cancel
@@ -98,7 +104,17 @@ topic read {PREFIX}/+/pos
 topic read {PREFIX}/+/status
 topic write {PREFIX}/+/cmd
 topic read $SYS/#
+"""
 
+_ACL_HEADER = f"""\
+# Vigie broker ACL for the DEVICES' listener (Mosquitto 2.0 acl_file). Maintained by
+# `vigie devices add/revoke`: edits below the "revoked" marker are overwritten.
+#
+# The server account's rules are also here so that a broker still configured with one
+# password and ACL file for both listeners (per_listener_settings false, before Vigie 1.1)
+# keeps delivering alerts to the server. With broker_config/ (one file pair per listener) the
+# server account is not in this listener's password file, so these lines grant nothing here.
+{_SERVER_RULES}
 # Every device: only its own uplink topics and its own command topic. %u is the MQTT username,
 # which the broker also uses as the client id (use_username_as_clientid), and is the device_id.
 pattern write {PREFIX}/%u/alert
@@ -113,10 +129,25 @@ _REVOKED_MARKER = "# --- revoked devices (deny is checked before any grant) ---"
 
 
 def render_acl(revoked: list[str]) -> str:
+    """The devices' ACL (``VIGIE_BROKER_ACL_FILE``), with a deny block per revoked device."""
     lines = [_ACL_HEADER, _REVOKED_MARKER]
     for device_id in sorted(set(revoked)):
         lines.append(f"user {device_id}\ntopic deny {PREFIX}/{device_id}/#\ntopic deny #")
     return "\n".join(lines) + "\n"
+
+
+def render_servers_acl() -> str:
+    """The servers' listener ACL (``broker_config/servers.acl``): the server account only."""
+    return (
+        "# Vigie broker ACL for the SERVERS' listener (Mosquitto 2.0 acl_file): only server\n"
+        "# accounts log in there (their own password file). Generated from\n"
+        "# alert_server/devices/broker_files.py; tests/integration/test_listeners.py checks it.\n"
+        + _SERVER_RULES
+    )
+
+
+def write_servers_acl(path: Path) -> None:
+    _atomic_write(path, render_servers_acl())
 
 
 def read_revoked(path: Path) -> list[str]:

@@ -1,12 +1,16 @@
 """Cut a revoked device off the broker at once, not at its next reconnect.
 
 Mosquitto re-reads its files on SIGHUP but leaves connected clients alone. So a revocation:
-1. replaces the device's password by a throw-away one and denies all its topics in the ACL,
-   then reloads the broker (from now on every publish and delivery is refused);
-2. connects once as the device with the throw-away password: the broker hands the client id
-   over to this new connection and closes the device's own (session takeover), and the clean
-   start with no session expiry discards its queued messages;
-3. removes the device from the password file and reloads again, so it can never log in.
+1. removes the device from the password file and denies all its topics in the ACL, then
+   reloads the broker (from now on it cannot log in, and every publish and delivery is
+   refused);
+2. connects once with the server's own account (``VIGIE_MQTT_URL``, the servers' listener)
+   under the device's client id: client ids are one namespace for the whole broker, so the
+   broker hands the id over to this new connection and closes the device's own (session
+   takeover), and the clean start with no session expiry discards its queued messages.
+
+(The device's own account cannot be used for this: device accounts are refused on the
+servers' listener, the only one the server knows the address of.)
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from alert_server.ingest.mqtt import BrokerAddress
 log = logging.getLogger(__name__)
 
 
-def _take_over(address: BrokerAddress, device_id: str, password: str, timeout_s: float) -> bool:
+def _take_over(address: BrokerAddress, device_id: str, timeout_s: float) -> bool:
     done = threading.Event()
     ok: list[bool] = []
 
@@ -38,7 +42,8 @@ def _take_over(address: BrokerAddress, device_id: str, password: str, timeout_s:
     client = mqtt.Client(
         mqtt.CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5
     )
-    client.username_pw_set(device_id, password)
+    if address.username is not None:
+        client.username_pw_set(address.username, address.password)
     if address.tls:
         client.tls_set()
     client.on_connect = on_connect
@@ -68,12 +73,9 @@ def cut_off(
     """Revoke ``device_id`` on the broker. True when its live connection was also closed."""
     revoked = broker_files.read_revoked(acl_file)
     broker_files.write_acl(acl_file, [*revoked, device_id])
-    throwaway = broker_files.generate_password()
-    broker_files.set_password(passwd_file, device_id, throwaway)
+    broker_files.remove_user(passwd_file, device_id)
     reloaded = broker_files.reload_broker(pid_file)
     kicked = False
     if reloaded and broker_url:
-        kicked = _take_over(BrokerAddress.parse(broker_url), device_id, throwaway, timeout_s)
-    broker_files.remove_user(passwd_file, device_id)
-    broker_files.reload_broker(pid_file)
+        kicked = _take_over(BrokerAddress.parse(broker_url), device_id, timeout_s)
     return kicked

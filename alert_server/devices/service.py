@@ -11,6 +11,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, select
 
+from alert_server.devices.broker_files import reserved_for_servers
 from alert_server.devices.models import Device, Worker
 from alert_server.ingest.topics import SERVER_USERNAME, valid_device_id
 
@@ -65,6 +66,11 @@ class NewDevice:
                     if self.device_id == SERVER_USERNAME
                     else ""
                 )
+            )
+        if reserved_for_servers(self.device_id):
+            raise DeviceInputError(
+                f"DEVICE_ID: {self.device_id!r} est réservé aux serveurs (les noms "
+                f"{SERVER_USERNAME} et {SERVER_USERNAME}-… sont les leurs sur le broker)"
             )
         if not self.worker.strip():
             raise DeviceInputError("--worker: le nom ne peut pas être vide")

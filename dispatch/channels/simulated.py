@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from dispatch.channels.base import SendResult
+from dispatch.channels.base import ProviderHealth, SendResult
 
 if TYPE_CHECKING:
     from dispatch.engine import Dispatcher
@@ -43,8 +43,11 @@ class SimulatedNotifier:
         *,
         auto_ack_after_s: float | None = None,
         report_delivery: bool = True,
+        health: ProviderHealth | None = None,
     ) -> None:
         self.auto_ack_after_s = auto_ack_after_s
+        # Every simulated "request" succeeds; kept so /healthz has the same shape either way.
+        self.health = health if health is not None else ProviderHealth()
         self.report_delivery = report_delivery
         self.sent: list[SimulatedMessage] = []
         self._lock = threading.Lock()
@@ -68,6 +71,7 @@ class SimulatedNotifier:
     def _record(self, msg: SimulatedMessage) -> None:
         with self._lock:
             self.sent.append(msg)
+        self.health.succeeded(msg.at)
         if self.report_delivery:
             self._later(0.2, self._deliver, msg)
 

@@ -10,16 +10,23 @@ otherwise ``TWILIO_EDGE``/``TWILIO_REGION`` in the environment would rewrite its
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 from datetime import datetime
 
 import requests
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
-from dispatch.channels.base import PermanentSendError, SendResult, TransientSendError
+from dispatch.channels.base import (
+    PermanentSendError,
+    ProviderHealth,
+    SendError,
+    SendResult,
+    TransientSendError,
+)
 
 DEFAULT_API_BASE = "https://api.twilio.com"
 # Newest first; far more than one number receives between a crash and the lease's expiry.
@@ -41,6 +48,7 @@ class TwilioNotifier:
         sms_validity_s: int = 300,
         ring_timeout_s: int = 25,
         http_timeout_s: float = 10.0,
+        health: ProviderHealth | None = None,
     ) -> None:
         self.account_sid = account_sid
         self._auth_token = auth_token
@@ -54,6 +62,8 @@ class TwilioNotifier:
         self.ring_timeout_s = ring_timeout_s
         # Bounded so a hung provider cannot hold an engine worker longer than the lease.
         self.http_timeout_s = http_timeout_s
+        # The outcome of every request to Twilio, for /healthz.
+        self.health = health if health is not None else ProviderHealth()
         # requests.Session is not documented as thread-safe: one client per sending thread.
         self._local = threading.local()
         # twilio-python imports its REST resources lazily (~250 ms on first use): pay it now,
@@ -128,31 +138,64 @@ class TwilioNotifier:
                         to=to, from_=self.from_number, limit=RECONCILE_LIMIT
                     )
                 ]
-        except TwilioRestException as exc:
-            raise TransientSendError(exc.msg or "twilio error", code=str(exc.code)) from exc
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise TransientSendError(f"{type(exc).__name__}: {exc}", code="timeout") from exc
+        except (TwilioException, requests.Timeout, requests.ConnectionError) as exc:
+            # A failed lookup only means "send again": always transient for the caller.
+            # (A list page answered with an error is a plain TwilioException, not a
+            # TwilioRestException: twilio/base/page.py.)
+            error = _classify(exc)
+            self.health.failed(error)
+            raise TransientSendError(error.message, code=error.code, status=error.status) from exc
+        self.health.succeeded()
         return [(r, at) for r, at in found if isinstance(at, datetime) and at >= since]
+
+    def check_credentials(self) -> bool:
+        """Fetch our own account (``GET /2010-04-01/Accounts/{sid}.json``): a wrong SID or
+        token shows on /healthz when the server starts, not at the first alert. The outcome is
+        recorded in ``health``; never raises. True when Twilio accepted the credentials."""
+        try:
+            self.client.api.v2010.accounts(self.account_sid).fetch()
+        except (TwilioException, requests.Timeout, requests.ConnectionError) as exc:
+            error = _classify(exc)
+            self.health.failed(error)
+            log.warning("twilio credentials check failed: %s", error.message)
+            return False
+        self.health.succeeded()
+        return True
 
     def _call(self, create: object, *, alert_id: str, notification_id: int) -> SendResult:
         assert callable(create)
         try:
             result: SendResult = create()
-            return result
-        except TwilioRestException as exc:
-            code = str(exc.code) if exc.code is not None else None
-            # 429 (and Twilio's 20429), 5xx: the provider or the network is the problem.
-            if exc.status == 429 or exc.status >= 500 or code == "20429":
-                raise TransientSendError(
-                    exc.msg or "twilio error", code=code or str(exc.status), status=exc.status
-                ) from exc
-            # Any other 4xx (21211 invalid number, 21614 not a mobile, 21610 STOP…) will not
-            # succeed by retrying: move on at once.
-            raise PermanentSendError(
-                exc.msg or "twilio error", code=code or str(exc.status), status=exc.status
-            ) from exc
-        except (requests.Timeout, requests.ConnectionError) as exc:
-            raise TransientSendError(f"{type(exc).__name__}: {exc}", code="timeout") from exc
+        except (TwilioException, requests.Timeout, requests.ConnectionError) as exc:
+            error = _classify(exc)
+            self.health.failed(error)
+            raise error from exc
+        self.health.succeeded()
+        return result
+
+
+def _classify(exc: Exception) -> SendError:
+    if isinstance(exc, TwilioRestException):
+        status: int | None = exc.status
+        code = str(exc.code) if exc.code is not None else None
+        message = exc.msg or "twilio error"
+    elif isinstance(exc, TwilioException):
+        # ("Unable to fetch page", response): the error body is Twilio's usual JSON.
+        response = exc.args[1] if len(exc.args) > 1 else None
+        status = getattr(response, "status_code", None)
+        try:
+            code = str(json.loads(getattr(response, "text", ""))["code"])
+        except (ValueError, KeyError, TypeError):
+            code = None
+        message = str(exc.args[0]) if exc.args else "twilio error"
+    else:
+        return TransientSendError(f"{type(exc).__name__}: {exc}", code="timeout")
+    # 429 (and Twilio's 20429), 5xx: the provider or the network is the problem.
+    if status is None or status == 429 or status >= 500 or code == "20429":
+        return TransientSendError(message, code=code or str(status), status=status)
+    # Any other 4xx (21211 invalid number, 21614 not a mobile, 21610 STOP, 20003 rejected
+    # credentials…) will not succeed by retrying: move on at once.
+    return PermanentSendError(message, code=code or str(status), status=status)
 
 
 # --- webhooks: signature and TwiML (here so that this module stays the only twilio user) ---

@@ -260,6 +260,7 @@ class ChaosStack:
             self.db_url,
             VIGIE_GEO_DIR=str(geo_subset(self.geo_dir, self.workdir / "geo")),
             VIGIE_REFERENTS_FILE=str(directory),
+            VIGIE_TELEPHONY="twilio",
             VIGIE_TWILIO_ACCOUNT_SID=self.twilio.account_sid,
             VIGIE_TWILIO_AUTH_TOKEN=self.twilio.auth_token,
             VIGIE_TWILIO_FROM=self.twilio.from_number,

@@ -18,7 +18,7 @@ from alert_server.ingest import topics
 from device_sim.device import BrokerTarget, DeviceConfig, SimDevice
 from device_sim.reactor import Reactor
 from tests.device_sim.helpers import ServerAccount
-from tests.support import ServerProcess, add_device, wait_until
+from tests.support import SECRET_KEY, ServerProcess, add_device, wait_until
 
 
 @pytest.fixture
@@ -62,20 +62,25 @@ def _close(c: mqtt.Client) -> None:
 
 
 def test_listens_on_loopback_only(embedded: EmbeddedBroker) -> None:
-    assert embedded.bound_addresses() == [("127.0.0.1", embedded.port)]
+    assert embedded.server_port != embedded.port
+    assert embedded.bound_addresses() == [
+        ("127.0.0.1", embedded.port),
+        ("127.0.0.1", embedded.server_port),
+    ]
     assert embedded.host == "127.0.0.1"
     if os.path.exists("/proc/net/tcp"):
-        # Every listening socket on this port: local address 0100007F (127.0.0.1), none on
+        # Every listening socket on these ports: local address 0100007F (127.0.0.1), none on
         # 00000000 (0.0.0.0).
-        port_hex = f"{embedded.port:04X}"
-        listening = []
-        for path in ("/proc/net/tcp", "/proc/net/tcp6"):
-            if os.path.exists(path):
-                for line in Path(path).read_text().splitlines()[1:]:
-                    local, state = line.split()[1], line.split()[3]
-                    if local.endswith(":" + port_hex) and state == "0A":
-                        listening.append(local)
-        assert listening == [f"0100007F:{port_hex}"]
+        for port in (embedded.port, embedded.server_port):
+            port_hex = f"{port:04X}"
+            listening = []
+            for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+                if os.path.exists(path):
+                    for line in Path(path).read_text().splitlines()[1:]:
+                        local, state = line.split()[1], line.split()[3]
+                        if local.endswith(":" + port_hex) and state == "0A":
+                            listening.append(local)
+            assert listening == [f"0100007F:{port_hex}"]
 
 
 @pytest.mark.parametrize(
@@ -93,6 +98,95 @@ def test_refused(
     c, rc = _connect(embedded.port, client_id, username, password)
     assert rc is not None and rc.is_failure
     _close(c)
+
+
+def test_each_listener_admits_only_its_own_accounts(embedded: EmbeddedBroker) -> None:
+    # A device account on the servers' port, even with its own client id and password.
+    c, rc = _connect(embedded.server_port, "nurse-a", "nurse-a", "pw-a")
+    assert rc is not None and rc.is_failure
+    _close(c)
+    # The server account on the devices' port.
+    c, rc = _connect(embedded.port, "vigie-test", topics.SERVER_USERNAME, embedded.server_password)
+    assert rc is not None and rc.is_failure
+    _close(c)
+    # Each on its own: admitted.
+    c, rc = _connect(embedded.port, "nurse-a", "nurse-a", "pw-a")
+    assert not rc.is_failure
+    _close(c)
+    c, rc = _connect(
+        embedded.server_port, "vigie-test", topics.SERVER_USERNAME, embedded.server_password
+    )
+    assert not rc.is_failure
+    _close(c)
+
+
+def _server_session(embedded: EmbeddedBroker, client_id: str) -> tuple[mqtt.Client, Any]:
+    """The server account with a persistent session subscribed to every alert."""
+    box: dict[str, Any] = {"alerts": [], "disconnected": threading.Event()}
+    ready = threading.Event()
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        clean_session=False,
+    )
+    c.username_pw_set(topics.SERVER_USERNAME, embedded.server_password)
+    c.on_connect = lambda cl, u, f, rc, p: cl.subscribe(f"{topics.PREFIX}/+/alert", 1)
+    c.on_subscribe = lambda *a: ready.set()
+    c.on_message = lambda cl, u, m: box["alerts"].append(m.payload)
+    c.on_disconnect = lambda *a: box["disconnected"].set()
+    c.reconnect_delay_set(30, 60)  # a kick must show, not be papered over by a reconnect
+    c.connect("127.0.0.1", embedded.server_port, keepalive=30)
+    c.loop_start()
+    assert ready.wait(10)
+    return c, box
+
+
+@pytest.mark.parametrize(
+    ("listener", "username", "password"),
+    [
+        ("devices", "nurse-a", "pw-a"),  # a device account, on its own listener
+        ("servers", "nurse-a", "pw-a"),  # a device account, on the servers' listener
+        ("devices", topics.SERVER_USERNAME, "guess"),  # the server's name, a wrong password
+        ("servers", topics.SERVER_USERNAME, "guess"),
+    ],
+)
+def test_nobody_else_takes_the_servers_client_id(
+    embedded: EmbeddedBroker, listener: str, username: str, password: str
+) -> None:
+    server, box = _server_session(embedded, "vigie-server-1")
+    port = embedded.port if listener == "devices" else embedded.server_port
+    rogue, rc = _connect(port, "vigie-server-1", username, password)
+    assert rc is not None and rc.is_failure
+    _close(rogue)
+    # Still connected, and its session (subscriptions) intact: an alert still reaches it.
+    dev, rc = _connect(embedded.port, "nurse-b", "nurse-b", "pw-b")
+    assert not rc.is_failure
+    dev.publish(topics.uplink("nurse-b", "alert"), b'{"v":1}', qos=1).wait_for_publish(5)
+    wait_until(lambda: bool(box["alerts"]), 5, "the alert, through the server's session")
+    assert not box["disconnected"].is_set(), "the server was disconnected"
+    _close(dev)
+    _close(server)
+
+
+def test_a_refused_clean_connect_does_not_discard_the_servers_queued_alerts(
+    embedded: EmbeddedBroker,
+) -> None:
+    server, box = _server_session(embedded, "vigie-server-1")
+    _close(server)  # the server is away; its session keeps what arrives
+    dev, rc = _connect(embedded.port, "nurse-a", "nurse-a", "pw-a")
+    assert not rc.is_failure
+    dev.publish(
+        topics.uplink("nurse-a", "alert"), b'{"v":1,"alert_id":"queued"}', qos=1
+    ).wait_for_publish(5)  # PUBACK: the broker holds it for the server's session
+    # amqtt 0.12.1 deleted the session named by a clean CONNECT before authenticating it.
+    rogue, rc = _connect(embedded.port, "vigie-server-1", topics.SERVER_USERNAME, "guess")
+    assert rc.is_failure
+    _close(rogue)
+    server, box = _server_session(embedded, "vigie-server-1")
+    wait_until(lambda: bool(box["alerts"]), 5, "the alert queued while the server was away")
+    _close(server)
+    _close(dev)
 
 
 def test_device_and_server_account_exchange_messages_within_the_acl(
@@ -144,6 +238,8 @@ def test_vigie_server_and_simulated_device_over_mqtt_311(tmp_path: Path) -> None
     broker = EmbeddedBroker(passwd_file=passwd, acl_file=acl).start()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
     env.update(
+        VIGIE_TELEPHONY="simulated",
+        VIGIE_SECRET_KEY=SECRET_KEY,
         VIGIE_DATABASE_URL=f"sqlite:///{tmp_path / 'vigie.db'}",
         VIGIE_MQTT_URL=broker.server_url(),
         VIGIE_MQTT_PROTOCOL="3.1.1",

@@ -4,6 +4,8 @@ phone DSL to drive it (after GoAlert's ``devtools/mocktwilio`` and smoke-test ha
 - ``POST /2010-04-01/Accounts/{sid}/Messages.json`` and ``Calls.json``: basic auth checked,
   ``To``/``From`` validated, Twilio-shaped JSON (201) or Twilio error bodies (4xx/5xx).
 - ``GET`` on the same paths lists what was accepted (newest first, ``To``/``From`` filters).
+- ``GET /2010-04-01/Accounts/{sid}.json``: the account itself (the server's start-up check of
+  its credentials); 401 with code 20003 for a wrong SID or token, like every other path.
 - Failures can be injected: HTTP 500, 429, a time-out (the request is held then dropped),
   ``accept_hold`` (accepted, then the answer is held and dropped: a crash's duplicate window),
   21211 (invalid number), 21614 (not a mobile), per number and for the next N requests.
@@ -53,7 +55,7 @@ class Injected:
     mode: str  # "500", "429", "timeout", "accept_hold", "21211", "21614"
     times: int  # how many requests it applies to (-1: always)
     to: str | None = None
-    kind: str | None = None  # "sms", "call" or None for both
+    kind: str | None = None  # "sms", "call" or None for both; "account" for the account fetch
 
 
 @dataclass
@@ -236,6 +238,10 @@ class _Handler(BaseHTTPRequestHandler):
         fake = self.server.fake
         url = urllib.parse.urlsplit(self.path)
         query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query).items()}
+        account = re.fullmatch(r"/2010-04-01/Accounts/([^/]+)\.json", url.path)
+        if account:
+            self._account(account.group(1))
+            return
         m = re.fullmatch(r"/2010-04-01/Accounts/([^/]+)/(Messages|Calls)\.json", url.path)
         if not m:
             self._error(404, 20404, "The requested resource was not found")
@@ -285,6 +291,28 @@ class _Handler(BaseHTTPRequestHandler):
                 "page_size": size,
                 "start": 0,
                 "end": max(0, len(records) - 1),
+            },
+        )
+
+    def _account(self, account_sid: str) -> None:
+        fake = self.server.fake
+        if not self._authorized(account_sid):
+            return
+        # Only injections aimed at "account": those for SMS and calls stay for them.
+        injected = fake._take_injection("account", "", explicit=True)
+        if injected in ("500", "429"):
+            self._error(int(injected), 20000 + int(injected), "injected")
+            return
+        with fake.lock:
+            fake.account_checks += 1
+        self._json(
+            200,
+            {
+                "sid": fake.account_sid,
+                "friendly_name": "Fake Twilio",
+                "status": "active",
+                "type": "Full",
+                "uri": f"/2010-04-01/Accounts/{fake.account_sid}.json",
             },
         )
 
@@ -431,6 +459,7 @@ class FakeTwilio:
         self.calls: list[FakeCall] = []
         self.requests: list[dict[str, Any]] = []
         self.list_requests: list[dict[str, Any]] = []
+        self.account_checks = 0
         self.invalid_numbers: set[str] = set()
         self.landlines: set[str] = set()
         self.lock = threading.Lock()
@@ -463,10 +492,12 @@ class FakeTwilio:
         with self.lock:
             self._injections.append(Injected(mode=mode, times=times, to=to, kind=kind))
 
-    def _take_injection(self, kind: str, to: str) -> str | None:
+    def _take_injection(self, kind: str, to: str, *, explicit: bool = False) -> str | None:
         with self.lock:
             for inj in self._injections:
                 if inj.times == 0 or (inj.to and inj.to != to) or (inj.kind and inj.kind != kind):
+                    continue
+                if explicit and inj.kind != kind:
                     continue
                 if inj.times > 0:
                     inj.times -= 1

@@ -85,6 +85,7 @@ def stack(
         db_url,
         VIGIE_GEO_DIR=str(geo_subset),
         VIGIE_REFERENTS_FILE=str(directory),
+        VIGIE_TELEPHONY="twilio",
         VIGIE_TWILIO_ACCOUNT_SID=twilio.account_sid,
         VIGIE_TWILIO_AUTH_TOKEN=twilio.auth_token,
         VIGIE_TWILIO_FROM=twilio.from_number,
