@@ -1,5 +1,4 @@
-"""Alert identity is (device_id, device_alert_id); floods collapse into incidents; wrong
-cancel PINs are counted on the device (lockout).
+"""Alert identity (device, alert_id), incidents of repeated presses, wrong-PIN lockout.
 
 Revision ID: core_0003
 Revises: core_0002
