@@ -567,6 +567,8 @@ def check(title: str, stack: ChaosStack, report: LoadReport, pressed: list[str],
     problems = acc.problems()
     assert acc.pressed > 0, "no alert was pressed"
     assert report.alerts_lost == 0, f"devices never got alert.received: {report.lost_alert_ids}"
-    assert acc.steps_planned >= STEPS_PER_CHAIN * acc.pressed
+    # Every escalation plans its chain (a press that joined its device's running incident is
+    # escalated through that incident, not on its own).
+    assert acc.escalations > 0 and acc.steps_planned >= STEPS_PER_CHAIN * acc.escalations
     assert not problems, "\n".join(problems)
     return acc
