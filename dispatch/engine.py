@@ -617,10 +617,14 @@ class Dispatcher:
         left ``sending`` by a dead server. The provider's list gives what it accepted for that
         number since then that no row holds; those are matched to the group in time order,
         but only when there are exactly as many as rows (every send of the group went
-        through). Otherwise which row went through cannot be told (a call speaks its own
-        row's alert): the group is sent again, a duplicate rather than a loss, and those
-        provider messages are set aside so that no later decision adopts them. Decided under
-        a lock per number, so that two rows of one group never decide apart.
+        through) and none of them may be the request of a send outside the group whose SID is
+        not stored yet (in flight here or on a live server, or crashed in another window):
+        one created after that send began. Otherwise which row went through cannot be told (a
+        call speaks its own row's alert): the group is sent again, a duplicate rather than a
+        loss, those provider messages are set aside so that no later decision adopts them, and
+        the decision is kept on every row of the group (``sending_at`` cleared), so that no
+        row of it decides again once the group's new sends are in the provider's list.
+        Decided under a lock per number, so that two rows of one group never decide apart.
         """
         finder = getattr(self.notifier, "find_accepted", None)
         if finder is None or n.sending_at is None:
@@ -658,18 +662,23 @@ class Dispatcher:
                     hashlib.sha256(n.phone.encode()).digest()[:8], "big", signed=True
                 )
                 s.execute(select(func.pg_advisory_xact_lock(key)))
-            q = select(NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.sending_at).where(
+            # Every row to this number whose send may have reached the provider, SID not stored.
+            unrecorded = [
                 NOTIF.c.phone == n.phone,
                 NOTIF.c.channel == n.channel,
                 NOTIF.c.provider_sid.is_(None),
                 crashed,
+            ]
+            if sms:
+                unrecorded.append(NOTIF.c.body_sha256 == n.body_sha256)
+            q = select(NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.sending_at).where(
+                *unrecorded,
                 NOTIF.c.sending_at >= since,
                 NOTIF.c.sending_at <= now - lease,
             )
-            if sms:
-                q = q.where(NOTIF.c.body_sha256 == n.body_sha256)
             group = sorted(s.execute(q).all(), key=lambda r: (r.sending_at, r.id))
-            if n.id not in {r.id for r in group}:
+            group_ids = [r.id for r in group]
+            if n.id not in group_ids:
                 s.rollback()
                 return False
             sids = [r.sid for r, _ in candidates]
@@ -692,7 +701,26 @@ class Dispatcher:
             if not free:
                 s.rollback()
                 return False
-            if len(free) != len(group):
+            # A send outside the group whose SID is not stored may own what the provider
+            # created after it began (the `newest` cut-off cannot tell: a live server may store
+            # its SID later than the HTTP time-out, and `now` may run ahead of the provider).
+            began = [
+                at if at.tzinfo else at.replace(tzinfo=UTC)
+                for at in s.execute(
+                    select(NOTIF.c.sending_at).where(
+                        *unrecorded,
+                        NOTIF.c.id.not_in(group_ids),
+                        NOTIF.c.sending_at.is_not(None),
+                    )
+                ).scalars()
+            ]
+            contested = any(at >= min(began) - skew for _, at in free) if began else False
+            if len(free) != len(group) or contested:
+                s.execute(
+                    update(NOTIF)
+                    .where(NOTIF.c.id.in_(group_ids), NOTIF.c.provider_sid.is_(None), crashed)
+                    .values(sending_at=None)
+                )
                 for result, _ in free:
                     service._event(
                         s,
@@ -712,6 +740,7 @@ class Dispatcher:
                     notification=n.id,
                     rows=len(group),
                     accepted=len(free),
+                    contested=contested,
                 )
                 return False
             rank_map = service.SMS_RANK if sms else service.CALL_RANK
