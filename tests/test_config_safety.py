@@ -88,7 +88,7 @@ def test_invalid_telephony_is_refused(tmp_path: Path) -> None:
     [
         (None, "VIGIE_SECRET_KEY manquant"),
         ("change-me-in-production", "VIGIE_SECRET_KEY est une valeur d'exemple"),
-        (secrets.token_hex(8), "VIGIE_SECRET_KEY trop court (16 caractères, 32 au moins"),
+        ("0f3a9c27e4b1d856", "VIGIE_SECRET_KEY trop court (16 caractères, 32 au moins"),
     ],
 )
 def test_unset_placeholder_or_short_secret_key_is_refused(
