@@ -178,7 +178,7 @@ class ServerProcess:
         log.close()
         if wait_healthy:
             try:
-                wait_until(lambda: self.health()[0] == 200, 30, "server /healthz 200")
+                wait_until(lambda: self.health()[0] == 200, 180, "server /healthz 200")
             except BaseException:
                 # Never leave a server behind when its start fails: it would load the
                 # machine for every later test.
