@@ -38,7 +38,7 @@ from alert_server.localbroker import LocalMosquitto
 from alert_server.timeutil import rfc3339, utcnow
 from benchmarks.benchlib import machine_info, write_json
 from benchmarks.ingest import BenchDevice, pct
-from dispatch import service as dispatch_service
+from dispatch import lifecycle
 from dispatch.policy import EscalationPolicy
 from dispatch.schemas import AlertBrief, Chain, Contact
 from tests.fakes.fake_twilio import FakeTwilio
@@ -112,7 +112,7 @@ def seed_open_escalations(db_url: str, n: int) -> None:
             brief = AlertBrief(
                 alert_id=f"seed-{i:05d}", device_id="seed", kind="sos", created_at=now
             )
-            dispatch_service.start(s, brief=brief, chains=[chain], policy=policy, now=now)
+            lifecycle.start(s, brief=brief, chains=[chain], policy=policy, now=now)
     with session_scope(engine, write=True) as s:
         s.execute(
             text(

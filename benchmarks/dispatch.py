@@ -58,7 +58,7 @@ from dispatch.models import (  # noqa: E402
 )
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy, Step, plan  # noqa: E402
 from dispatch.schemas import AlertBrief, Chain, Contact  # noqa: E402
-from dispatch.service import brief_to_json  # noqa: E402
+from dispatch.store import brief_to_json  # noqa: E402
 from tests.fakes.fake_twilio import FakeTwilio  # noqa: E402
 
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")

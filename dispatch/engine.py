@@ -43,7 +43,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlmodel import Session
 
-from dispatch import messages, service, verification
+from dispatch import callbacks, inbound, lifecycle, messages, reads, store, throttle, verification
 from dispatch.channels.base import Notifier, PermanentSendError, SendResult, TransientSendError
 from dispatch.hooks import DispatchHooks, NoopHooks
 from dispatch.messages import Lang, MessageContext
@@ -69,7 +69,7 @@ from dispatch.models import (
 )
 from dispatch.policy import EscalationPolicy
 from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
-from dispatch.service import EVENTS, NOTIF, alog
+from dispatch.store import EVENTS, NOTIF, alog
 
 log = logging.getLogger("dispatch")
 
@@ -222,9 +222,9 @@ class Dispatcher:
         all are worked in parallel and the first acknowledgement wins. Once the caller commits,
         the first notification is sent at once when a clock is running (``run_due`` otherwise).
         """
-        created = service.start(session, brief=brief, chains=chains, policy=policy, now=now)
+        created = lifecycle.start(session, brief=brief, chains=chains, policy=policy, now=now)
         if created:
-            service.after_commit(session, lambda: self._kick(brief.alert_id))
+            store.after_commit(session, lambda: self._kick(brief.alert_id))
         return created
 
     def verify_first(self, session: Session, brief: AlertBrief, now: datetime) -> bool:
@@ -245,13 +245,13 @@ class Dispatcher:
             return verification.get(s, alert_id)
 
     def add_chain(self, session: Session, alert_id: str, chain: Chain, now: datetime) -> bool:
-        added = service.add_chain(session, alert_id=alert_id, chain=chain, now=now)
+        added = lifecycle.add_chain(session, alert_id=alert_id, chain=chain, now=now)
         if added:
-            service.after_commit(session, lambda: self._kick(alert_id))
+            store.after_commit(session, lambda: self._kick(alert_id))
         return added
 
     def update_brief(self, session: Session, brief: AlertBrief, now: datetime) -> bool:
-        return service.update_brief(session, brief=brief, now=now)
+        return lifecycle.update_brief(session, brief=brief, now=now)
 
     def acknowledge(
         self,
@@ -263,7 +263,7 @@ class Dispatcher:
         *,
         by_phone: str | None = None,
     ) -> AckResult:
-        return service.acknowledge(
+        return lifecycle.acknowledge(
             session,
             alert_id=alert_id,
             by_name=by,
@@ -275,7 +275,7 @@ class Dispatcher:
         )
 
     def stand_down(self, session: Session, alert_id: str, now: datetime, reason: str) -> bool:
-        return service.stand_down(
+        return lifecycle.stand_down(
             session,
             alert_id=alert_id,
             now=now,
@@ -285,7 +285,7 @@ class Dispatcher:
         )
 
     def mark_duress(self, session: Session, alert_id: str, now: datetime) -> bool:
-        return service.mark_duress(
+        return lifecycle.mark_duress(
             session,
             alert_id=alert_id,
             now=now,
@@ -294,16 +294,16 @@ class Dispatcher:
         )
 
     def close(self, session: Session, alert_id: str, now: datetime) -> bool:
-        return service.close(session, alert_id=alert_id, now=now, hooks=self.hooks)
+        return lifecycle.close(session, alert_id=alert_id, now=now, hooks=self.hooks)
 
     def timeline(self, session: Session, alert_id: str) -> list[TimelineEntry]:
-        return service.timeline(session, alert_id=alert_id)
+        return reads.timeline(session, alert_id=alert_id)
 
     def view(self, session: Session, alert_id: str) -> EscalationView | None:
-        return service.view(session, alert_id=alert_id)
+        return reads.view(session, alert_id=alert_id)
 
     def exhausted(self, session: Session) -> list[str]:
-        return service.list_escalations(session)
+        return reads.list_escalations(session)
 
     # --- the engine -------------------------------------------------------------------------
 
@@ -312,8 +312,8 @@ class Dispatcher:
         sends are handed to the worker threads."""
         report = TickReport()
         with self.session() as s:
-            service.lock_for_write(s)
-            report.exhausted = service.exhaust_due(s, now=now, hooks=self.hooks)
+            store.lock_for_write(s)
+            report.exhausted = lifecycle.exhaust_due(s, now=now, hooks=self.hooks)
             verification.expire_due(s, now=now)
             s.commit()
         self._claim_and_send(now, None, wait, report)
@@ -445,13 +445,13 @@ class Dispatcher:
         cfg = self.config
         window = timedelta(seconds=cfg.per_number_window_s)
         spacing = window / max(1, cfg.per_number_max)
-        service.advisory_lock(s, f"dispatch-slots:{n.phone}")
-        free_at = service.number_free_at(
+        throttle.advisory_lock(s, f"dispatch-slots:{n.phone}")
+        free_at = throttle.number_free_at(
             s, phone=n.phone, now=now, per_number_max=cfg.per_number_max, window=window
         )
         lined_up = 0
         if free_at is not None:
-            slot = service.throttle_slot(
+            slot = throttle.throttle_slot(
                 s, phone=n.phone, priority=n.priority, free_at=free_at, spacing=spacing, now=now
             )
         else:
@@ -479,7 +479,7 @@ class Dispatcher:
             s.rollback()
             return "skipped"
         if free_at is not None:
-            lined_up = service.line_up_due(s, phone=n.phone, after=slot, spacing=spacing, now=now)
+            lined_up = throttle.line_up_due(s, phone=n.phone, after=slot, spacing=spacing, now=now)
         s.commit()
         alog(
             logging.INFO,
@@ -497,7 +497,7 @@ class Dispatcher:
             self._global_sends.append(now)
 
     def _body(self, n: Notification, esc: Escalation, now: datetime) -> str:
-        brief = service.brief_from_json(esc.brief)
+        brief = store.brief_from_json(esc.brief)
         ctx = MessageContext(
             brief=brief,
             code=n.ack_code or esc.ack_code,
@@ -545,7 +545,7 @@ class Dispatcher:
                 return "skipped"
             if claim.takeover and n.sending_at is not None and self._reconcile(n, now):
                 return "sent"  # the provider had accepted it before the crash: recorded
-            service.lock_for_write(s)
+            store.lock_for_write(s)
             if n.kind == KIND_ALERT and esc.status not in OPEN_STATUSES:
                 self._cas(s, claim, CLAIMED, status=CANCELLED, finished_at=now, updated_at=now)
                 s.commit()
@@ -579,7 +579,7 @@ class Dispatcher:
                 s.rollback()
                 return "skipped"  # cancelled by an acknowledgement, or taken over
             if claim.takeover:
-                service._event(
+                store.add_event(
                     s,
                     alert_id=n.alert_id,
                     at=now,
@@ -656,7 +656,7 @@ class Dispatcher:
             and_(NOTIF.c.status == CLAIMED, NOTIF.c.error_message == TAKEOVER_MARK),
         )
         with self.session() as s:
-            service.lock_for_write(s)
+            store.lock_for_write(s)
             if s.get_bind().dialect.name == "postgresql":
                 key = int.from_bytes(
                     hashlib.sha256(n.phone.encode()).digest()[:8], "big", signed=True
@@ -722,7 +722,7 @@ class Dispatcher:
                     .values(sending_at=None)
                 )
                 for result, _ in free:
-                    service._event(
+                    store.add_event(
                         s,
                         alert_id=n.alert_id,
                         at=now,
@@ -743,7 +743,7 @@ class Dispatcher:
                     contested=contested,
                 )
                 return False
-            rank_map = service.SMS_RANK if sms else service.CALL_RANK
+            rank_map = callbacks.SMS_RANK if sms else callbacks.CALL_RANK
             for row, (result, created) in zip(group, free, strict=True):
                 s.execute(
                     update(NOTIF)
@@ -759,7 +759,7 @@ class Dispatcher:
                         updated_at=now,
                     )
                 )
-                service._event(
+                store.add_event(
                     s,
                     alert_id=row.alert_id,
                     at=now,
@@ -769,7 +769,7 @@ class Dispatcher:
                     phone=n.phone,
                     detail=result.sid,
                 )
-                service.replay_unmatched(s, sid=result.sid, now=now)
+                callbacks.replay_unmatched(s, sid=result.sid, now=now)
                 alog(
                     logging.WARNING,
                     "accepted before a crash: recorded, not sent again",
@@ -790,9 +790,9 @@ class Dispatcher:
     ) -> str:
         pulled = False
         with self.session() as s:
-            service.lock_for_write(s)
+            store.lock_for_write(s)
             if result is not None:
-                rank_map = service.SMS_RANK if n.channel == "sms" else service.CALL_RANK
+                rank_map = callbacks.SMS_RANK if n.channel == "sms" else callbacks.CALL_RANK
                 stored = self._cas(
                     s,
                     claim,
@@ -809,7 +809,7 @@ class Dispatcher:
                     alog(logging.WARNING, "sent but claim lost", n.alert_id, sid=result.sid)
                     s.rollback()
                     return "skipped"
-                pulled = service.replay_unmatched(s, sid=result.sid, now=now)
+                pulled = callbacks.replay_unmatched(s, sid=result.sid, now=now)
                 s.commit()
                 outcome = "sent"
                 alog(
@@ -865,7 +865,7 @@ class Dispatcher:
                 if not ok:
                     s.rollback()
                     return "skipped"
-                service._event(
+                store.add_event(
                     s,
                     alert_id=n.alert_id,
                     at=now,
@@ -884,7 +884,7 @@ class Dispatcher:
                             s, alert_id=n.alert_id, now=now, reason="call_failed"
                         )
                     else:
-                        pulled = service.pull_forward(s, notification=n, now=now)
+                        pulled = lifecycle.pull_forward(s, notification=n, now=now)
                 s.commit()
                 alog(
                     logging.WARNING if not permanent else logging.ERROR,
@@ -913,10 +913,10 @@ class Dispatcher:
         error_code: str | None,
         error_message: str | None,
         now: datetime,
-    ) -> service.StatusOutcome:
+    ) -> callbacks.StatusOutcome:
         with self.session() as s:
-            service.lock_for_write(s)
-            out = service.record_status(
+            store.lock_for_write(s)
+            out = callbacks.record_status(
                 s,
                 sid=sid,
                 status=status,
@@ -933,10 +933,10 @@ class Dispatcher:
 
     def handle_inbound_sms(
         self, *, from_phone: str, to_phone: str | None, body: str, sid: str | None, now: datetime
-    ) -> tuple[service.InboundOutcome, str | None]:
+    ) -> tuple[inbound.InboundOutcome, str | None]:
         """Returns the outcome and the text to answer with (None: answer nothing)."""
         with self.session() as s:
-            out = service.handle_inbound_sms(
+            out = inbound.handle_inbound_sms(
                 s,
                 from_phone=from_phone,
                 to_phone=to_phone,
@@ -955,7 +955,7 @@ class Dispatcher:
                     esc = s.get(Escalation, alert_id)
                     if esc is not None:
                         ctx = MessageContext(
-                            brief=service.brief_from_json(esc.brief),
+                            brief=store.brief_from_json(esc.brief),
                             code=esc.ack_code,
                             public_url=self.config.public_url,
                             lang=self.config.lang,
@@ -975,7 +975,7 @@ class Dispatcher:
         self, *, notification_id: int, digits: str, now: datetime
     ) -> tuple[AckResult | None, Notification | None, Escalation | None]:
         with self.session() as s:
-            result = service.record_digits(
+            result = callbacks.record_digits(
                 s,
                 notification_id=notification_id,
                 digits=digits,
@@ -984,7 +984,7 @@ class Dispatcher:
                 on_committed=lambda: self._kick(None),
                 verify_hooks=self.verification_hooks,
             )
-            loaded = service.load_for_send(s, notification_id)
+            loaded = callbacks.load_for_send(s, notification_id)
             s.commit()
         if loaded is None:
             return result, None, None
@@ -992,11 +992,11 @@ class Dispatcher:
 
     def load_call(self, notification_id: int) -> tuple[Notification, Escalation] | None:
         with self.session() as s:
-            return service.load_for_send(s, notification_id)
+            return callbacks.load_for_send(s, notification_id)
 
     def message_context(self, esc: Escalation, code: str | None = None) -> MessageContext:
         return MessageContext(
-            brief=service.brief_from_json(esc.brief),
+            brief=store.brief_from_json(esc.brief),
             code=code or esc.ack_code,
             public_url=self.config.public_url,
             duress=esc.duress,
@@ -1005,4 +1005,4 @@ class Dispatcher:
 
     def next_due_at(self, now: datetime) -> datetime | None:
         with self.session() as s:
-            return service.next_due_at(s, now=now)
+            return reads.next_due_at(s, now=now)

@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from alert_server.alerts import dispatch_timeline
 from alert_server.db import alembic_config, make_engine, migrate
-from dispatch import messages, service
+from dispatch import codes, inbound, lifecycle, messages, store
 from dispatch.channels.base import SendResult
 from dispatch.engine import DispatchConfig, Dispatcher, TickReport
 from dispatch.models import (
@@ -58,7 +58,7 @@ def open_alerts_on_the_fallback(
     (recorded as the engine records a send)."""
     with Session(engine) as s:
         for i in range(n):
-            service.start(
+            lifecycle.start(
                 s,
                 brief=brief(f"{prefix}{i}", created_at=created_at),
                 chains=[FALLBACK_ONLY],
@@ -108,7 +108,7 @@ def test_2000_open_alerts_on_the_fallback_do_not_hold_a_new_alert(engine: Engine
         ).scalars()
         held = list(held)
         assert len(held) == 1000 + 1 == len(set(held))  # active ones + the new alert
-        assert all(service.parse_ack(f"OK {c}") == ("code", c) for c in held)
+        assert all(inbound.parse_ack(f"OK {c}") == ("code", c) for c in held)
         # The exhausted ones released theirs, but none was given again.
         everything = list(
             s.execute(select(AckCode.code).where(AckCode.phone == NAT.phone)).scalars()  # type: ignore[call-overload]
@@ -142,15 +142,15 @@ def test_codes_are_3_digits_while_free_then_longer(engine: Engine) -> None:
             for i in range(100, 1000)
         )
         s.commit()
-        codes = service._reserve_codes(
+        reserved = codes.reserve_codes(
             s, alert_id="a", phones=[REF1.phone, NAT.phone], preferred="482", now=T0
         )
         s.commit()
-    assert codes[REF1.phone] == "482"  # free for REF1: the alert's code
-    long_code = codes[NAT.phone]
+    assert reserved[REF1.phone] == "482"  # free for REF1: the alert's code
+    long_code = reserved[NAT.phone]
     assert long_code is not None and len(long_code) == 4
-    assert service.parse_ack(f"OK {long_code}") == ("code", long_code)
-    assert service.parse_ack(" ".join(long_code)) == ("code", long_code)
+    assert inbound.parse_ack(f"OK {long_code}") == ("code", long_code)
+    assert inbound.parse_ack(" ".join(long_code)) == ("code", long_code)
 
 
 def test_codes_are_freed_whatever_ends_the_escalation(engine: Engine) -> None:
@@ -188,7 +188,7 @@ def test_no_code_left_the_sms_goes_out_anyway(
 ) -> None:
     """If a number really had no code left (here: codes capped at 3 digits and all 900 held),
     the alert still starts and its SMS goes out, saying to use the link or the call."""
-    monkeypatch.setattr(service, "ACK_CODE_MAX_DIGITS", 3)
+    monkeypatch.setattr(codes, "ACK_CODE_MAX_DIGITS", 3)
     with Session(engine) as s:
         s.add_all(
             AckCode(alert_id=f"x{i}", phone=REF1.phone, code=str(i), created_at=T0)
@@ -529,6 +529,6 @@ def test_wrong_codes_go_on_the_most_recent_open_alerts_of_the_number(engine: Eng
                 select(Event.alert_id).where(Event.kind == "wrong_code")  # type: ignore[call-overload]
             ).scalars()
         )
-        n_inbound = s.execute(select(func.count()).select_from(service.INBOUND)).scalar_one()
+        n_inbound = s.execute(select(func.count()).select_from(store.INBOUND)).scalar_one()
     assert on == ["a1", "a2", "a3"] and n_inbound == 1
     d.shutdown()

@@ -22,7 +22,7 @@ from dispatch.channels.twilio import TwilioNotifier
 from dispatch.engine import DispatchConfig, Dispatcher
 from dispatch.models import SENDING, SENT, Event, Notification
 from dispatch.policy import EscalationPolicy, Step
-from dispatch.service import NOTIF
+from dispatch.store import NOTIF
 from tests.dispatch.conftest import CHAIN_13, REF1, brief
 from tests.fakes.fake_twilio import FakeTwilio
 

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, select
 from sqlmodel import Session, SQLModel
 
-from dispatch import messages, service
+from dispatch import inbound, messages
 from dispatch.channels.base import PermanentSendError, SendResult, TransientSendError
 from dispatch.channels.simulated import SimulatedNotifier
 from dispatch.engine import DispatchConfig, Dispatcher
@@ -165,13 +165,13 @@ def test_voice_text_is_french_and_asks_for_1() -> None:
 
 def test_parse_ack() -> None:
     for body in ("OK 482", "ok482", " Ok  4 8 2 ", "482", "OK 482.", "o k 482"):
-        assert service.parse_ack(body) == ("code", "482"), body
-    assert service.parse_ack("OK 4821") == ("code", "4821")  # longer codes, when issued
-    assert service.parse_ack("ok 482 105") == ("code", "482105")
-    assert service.parse_ack("ok") == ("ok", None)
-    assert service.parse_ack("OK 48") == ("other", None)
-    assert service.parse_ack("OK 4821567") == ("other", None)  # longer than ever issued
-    assert service.parse_ack("j'arrive") == ("other", None)
+        assert inbound.parse_ack(body) == ("code", "482"), body
+    assert inbound.parse_ack("OK 4821") == ("code", "4821")  # longer codes, when issued
+    assert inbound.parse_ack("ok 482 105") == ("code", "482105")
+    assert inbound.parse_ack("ok") == ("ok", None)
+    assert inbound.parse_ack("OK 48") == ("other", None)
+    assert inbound.parse_ack("OK 4821567") == ("other", None)  # longer than ever issued
+    assert inbound.parse_ack("j'arrive") == ("other", None)
 
 
 # --- policy ---------------------------------------------------------------------------------
