@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
-from alert_server.db import session_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.devices import service as devices
 from alert_server.devices.models import Device, Worker
 from alert_server.devices.presence import LastPosition, PresenceTracker
@@ -110,7 +110,7 @@ class Pipeline:
         # take their own connections and a position provider is an HTTP call. Inside the
         # write lock they would hold up every other writer (on SQLite, with every pooled
         # connection waiting on that lock, this one's own connection request would wait too).
-        with session_scope(self.engine, write=False) as session:
+        with read_scope(self.engine) as session:
             seen = session.exec(select(Alert).where(Alert.alert_id == alert_id)).first()
             if seen is None or seen.dispatched_at is not None or seen.state != "open":
                 return
@@ -118,7 +118,7 @@ class Pipeline:
         device, worker = found if found is not None else (None, None)
         directory = referents.current_directory(self.engine)
         resolved = self._locate(seen, device, directory, now)
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             alert = _locked_alert(session, alert_id)
             # Acknowledged, cancelled or resolved before it was routed: nothing to escalate.
             if alert is None or alert.dispatched_at is not None or alert.state != "open":
@@ -265,7 +265,7 @@ class Pipeline:
         if self.dispatcher is None:
             return 0
         now = now or utcnow()
-        with session_scope(self.engine) as session:
+        with write_scope(self.engine) as session:
             pending = alerts.undispatched(session, older_than=now - SWEEP_GRACE)
         for alert_id in pending:
             log.warning("alert_id=%s was stored but never dispatched; dispatching now", alert_id)
@@ -284,18 +284,18 @@ class Pipeline:
         acknowledgement. With an escalation running, dispatch stops it in the same
         transaction (and tells everyone notified who took it).
         """
-        with session_scope(self.engine, write=False) as session:
+        with read_scope(self.engine) as session:
             # A press attached to an incident is taken in charge with its incident.
             found = alerts.get_alert(session, alert_id=alert_id)
             if found is not None:
                 alert_id = alerts.primary_of(session, found).alert_id
         if self.dispatcher is not None:
-            with session_scope(self.engine, write=True) as session:
+            with write_scope(self.engine) as session:
                 result = self.dispatcher.acknowledge(session, alert_id, actor, via, now)
             if result.status != "unknown":
                 return result.accepted
         # No escalation (not routed yet, or no dispatch): acknowledge the alert row itself.
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             won = alerts.mark_acknowledged(
                 session, alert_id=alert_id, actor=actor, via=via, now=now
             )
@@ -309,7 +309,7 @@ class Pipeline:
         self, alert_id: str, *, actor: str, outcome: str, note: str | None, now: datetime
     ) -> bool:
         """Close the alert (any state but resolved). True when this call closed it."""
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             alert = alerts.get_alert(session, alert_id=alert_id)
             if alert is None:
                 return False
@@ -504,7 +504,7 @@ class Pipeline:
         assert self.dispatcher is not None
         directory = referents.current_directory(self.engine)
         index = geo_service.current_index(self.engine)
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             open_alerts = alerts.open_for_device(session, device_id=device_id)
             for alert in open_alerts:
                 fix = Fix(
@@ -569,7 +569,7 @@ class Pipeline:
     def after_acknowledged(
         self, alert_id: str, by_name: str, by_phone: str | None, via: str, at: datetime
     ) -> None:
-        with session_scope(self.engine, write=False) as session:
+        with read_scope(self.engine) as session:
             refs = self._incident_refs(session, alert_id)
             by = _service_name(alerts.get_alert(session, alert_id=alert_id), by_name, via)
         for ref in refs:

@@ -82,7 +82,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def load_background(engine: Engine, now: datetime, n_open: int = N_OPEN) -> None:
-    """Bulk-load n_open open escalations, as ``dispatch.service.start`` would write them."""
+    """Bulk-load n_open open escalations, as ``dispatch.lifecycle.start`` would write them."""
     rng = random.Random(42)
     esc, chains, contacts, codes, notifs = [], [], [], [], []
     contact_id = 0

@@ -24,7 +24,8 @@ from dispatch.models import (
     Notification,
 )
 from dispatch.schemas import AckResult
-from dispatch.store import EVENTS, NOTIF, add_event, after_commit, alog, lock_for_write, log
+from dispatch.store import EVENTS, NOTIF, add_event, after_commit, alog, log
+from vigie.persistence import take_write_lock
 
 if TYPE_CHECKING:
     from dispatch.verification import VerificationHooks
@@ -181,7 +182,7 @@ def record_digits(
     On a verification call (the worker's own phone) a key NEVER acknowledges: it is handed to
     ``dispatch.verification`` (1: I am fine, 2: I need help) and None is returned.
     """
-    lock_for_write(session)
+    take_write_lock(session)
     n = session.get(Notification, notification_id)
     if n is None:
         return None

@@ -19,7 +19,8 @@ from dispatch.models import (
     ACK_CODE_MIN_DIGITS,
     OPEN_STATUSES,
 )
-from dispatch.store import CODES, ESC, alog, insert_ignore
+from dispatch.store import CODES, ESC, alog
+from vigie.persistence import insert_ignore
 
 if TYPE_CHECKING:
     pass

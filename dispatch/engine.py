@@ -70,6 +70,7 @@ from dispatch.models import (
 from dispatch.policy import EscalationPolicy
 from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
 from dispatch.store import EVENTS, NOTIF, alog
+from vigie.persistence import claim_due, take_write_lock
 
 log = logging.getLogger("dispatch")
 
@@ -312,7 +313,7 @@ class Dispatcher:
         sends are handed to the worker threads."""
         report = TickReport()
         with self.session() as s:
-            store.lock_for_write(s)
+            take_write_lock(s)
             report.exhausted = lifecycle.exhaust_due(s, now=now, hooks=self.hooks)
             verification.expire_due(s, now=now)
             s.commit()
@@ -383,35 +384,34 @@ class Dispatcher:
             # A server died (or hangs) holding this row: take it over.
             and_(NOTIF.c.status.in_([CLAIMED, SENDING]), NOTIF.c.lease_until < now),
         )
-        pick = select(NOTIF.c.id).where(due)
+        where = []
         if alert_id is not None:
-            pick = pick.where(NOTIF.c.alert_id == alert_id)
+            where.append(NOTIF.c.alert_id == alert_id)
         if urgent is True:
-            pick = pick.where(NOTIF.c.priority <= PRIORITY_URGENT)
+            where.append(NOTIF.c.priority <= PRIORITY_URGENT)
         elif urgent is False:
-            pick = pick.where(NOTIF.c.priority > PRIORITY_URGENT)
-        pick = pick.order_by(NOTIF.c.priority, NOTIF.c.next_action_at, NOTIF.c.id).limit(limit)
+            where.append(NOTIF.c.priority > PRIORITY_URGENT)
         with self.session() as s:
-            if s.get_bind().dialect.name == "postgresql":
-                # Several servers: each picks rows nobody else is claiming right now.
-                pick = pick.with_for_update(skip_locked=True)
-            stmt = (
-                update(NOTIF)
-                # `due` again: the compare-and-set that makes the claim exclusive.
-                .where(NOTIF.c.id.in_(pick.scalar_subquery()), due)
-                .values(
-                    status=CLAIMED,
-                    claim_token=token,
-                    claimed_by=self.config.server_id[:100],
-                    lease_until=now + timedelta(seconds=self.config.lease_s),
-                    updated_at=now,
-                    error_message=case(
+            # Several servers: each picks rows nobody else is claiming right now.
+            rows = claim_due(
+                s,
+                NOTIF,
+                due=due,
+                where=where,
+                order_by=[NOTIF.c.priority, NOTIF.c.next_action_at, NOTIF.c.id],
+                limit=limit,
+                claim={
+                    "status": CLAIMED,
+                    "claim_token": token,
+                    "claimed_by": self.config.server_id[:100],
+                    "lease_until": now + timedelta(seconds=self.config.lease_s),
+                    "updated_at": now,
+                    "error_message": case(
                         (NOTIF.c.status == SENDING, TAKEOVER_MARK), else_=NOTIF.c.error_message
                     ),
-                )
-                .returning(NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.error_message, NOTIF.c.priority)
+                },
+                returning=[NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.error_message, NOTIF.c.priority],
             )
-            rows = s.execute(stmt).all()
             s.commit()
         claims = [
             _Claim(r[0], r[1], token, r[2] == TAKEOVER_MARK, r[3] <= PRIORITY_URGENT) for r in rows
@@ -545,7 +545,7 @@ class Dispatcher:
                 return "skipped"
             if claim.takeover and n.sending_at is not None and self._reconcile(n, now):
                 return "sent"  # the provider had accepted it before the crash: recorded
-            store.lock_for_write(s)
+            take_write_lock(s)
             if n.kind == KIND_ALERT and esc.status not in OPEN_STATUSES:
                 self._cas(s, claim, CLAIMED, status=CANCELLED, finished_at=now, updated_at=now)
                 s.commit()
@@ -656,7 +656,7 @@ class Dispatcher:
             and_(NOTIF.c.status == CLAIMED, NOTIF.c.error_message == TAKEOVER_MARK),
         )
         with self.session() as s:
-            store.lock_for_write(s)
+            take_write_lock(s)
             if s.get_bind().dialect.name == "postgresql":
                 key = int.from_bytes(
                     hashlib.sha256(n.phone.encode()).digest()[:8], "big", signed=True
@@ -790,7 +790,7 @@ class Dispatcher:
     ) -> str:
         pulled = False
         with self.session() as s:
-            store.lock_for_write(s)
+            take_write_lock(s)
             if result is not None:
                 rank_map = callbacks.SMS_RANK if n.channel == "sms" else callbacks.CALL_RANK
                 stored = self._cas(
@@ -915,7 +915,7 @@ class Dispatcher:
         now: datetime,
     ) -> callbacks.StatusOutcome:
         with self.session() as s:
-            store.lock_for_write(s)
+            take_write_lock(s)
             out = callbacks.record_status(
                 s,
                 sid=sid,

@@ -27,8 +27,9 @@ from dispatch.models import (
     SENT,
 )
 from dispatch.schemas import AckResult
-from dispatch.store import CODES, ESC, INBOUND, NOTIF, add_event, after_commit, alog, lock_for_write
+from dispatch.store import CODES, ESC, INBOUND, NOTIF, add_event, after_commit, alog
 from dispatch.throttle import advisory_lock
+from vigie.persistence import take_write_lock
 
 if TYPE_CHECKING:
     pass
@@ -148,7 +149,7 @@ def handle_inbound_sms(
     """An SMS reply. Acknowledges only with a code reserved for this number and only if this
     number was notified for that alert, and only while the number is not blocked for too many
     wrong codes. Everything is recorded, matched or not; wrong codes also on the alerts."""
-    lock_for_write(session)
+    take_write_lock(session)
     # One number's replies are decided one at a time: two simultaneous guesses must not both
     # slip under the wrong-code limit.
     advisory_lock(session, f"dispatch-inbound:{from_phone}")

@@ -40,16 +40,8 @@ from dispatch.models import (
 )
 from dispatch.policy import EscalationPolicy, plan, total_length_s
 from dispatch.schemas import AckResult, AlertBrief, Chain
-from dispatch.store import (
-    ESC,
-    NOTIF,
-    add_event,
-    after_commit,
-    alog,
-    brief_to_json,
-    insert_ignore,
-    lock_for_write,
-)
+from dispatch.store import ESC, NOTIF, add_event, after_commit, alog, brief_to_json
+from vigie.persistence import insert_ignore, take_write_lock
 
 if TYPE_CHECKING:
     pass
@@ -227,7 +219,7 @@ def add_chain(session: Session, *, alert_id: str, chain: Chain, now: datetime) -
     told anything yet, and firing all its past-due steps at once would be a burst of calls.
     Returns False if the alert is not open or the same chain is already worked.
     """
-    lock_for_write(session)
+    take_write_lock(session)
     esc = session.get(Escalation, alert_id)
     if esc is None or esc.status not in OPEN_STATUSES:
         return False
@@ -282,7 +274,7 @@ def add_chain(session: Session, *, alert_id: str, chain: Chain, now: datetime) -
 
 def update_brief(session: Session, *, brief: AlertBrief, now: datetime) -> bool:
     """Replace what later messages say (a fresher position, a commune). Not the timing."""
-    lock_for_write(session)
+    take_write_lock(session)
     res = session.execute(
         update(ESC)
         .where(ESC.c.alert_id == brief.alert_id)

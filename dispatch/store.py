@@ -8,8 +8,9 @@ change is durable (publishing to the device, waking the clock) is queued with
 
 SQLite note: in WAL mode a transaction that read and then writes fails at once with
 "database is locked" if another connection wrote in between (the busy timeout cannot help).
-Every function that reads before it writes first calls ``lock_for_write``, which takes
-SQLite's write lock up front (waiting with the busy timeout). PostgreSQL needs nothing.
+Every function that reads before it writes first calls ``vigie.persistence.take_write_lock``,
+which takes SQLite's write lock up front (waiting with the busy timeout). PostgreSQL needs
+nothing.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Table, event, text
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, event
 from sqlmodel import Session
 
 from dispatch.models import (
@@ -79,32 +79,6 @@ def _run_after_commit(session: Session) -> None:
 
 def _drop_after_commit(session: Session) -> None:
     session.info.pop(_AFTER_KEY, None)
-
-
-def is_sqlite(session: Session) -> bool:
-    return session.get_bind().dialect.name == "sqlite"
-
-
-def lock_for_write(session: Session) -> None:
-    """On SQLite, take the write lock now (see the module docstring). No-op elsewhere."""
-    if is_sqlite(session):
-        session.execute(text("UPDATE dispatch_escalation SET status = status WHERE 1 = 0"))
-
-
-def insert_ignore(session: Session, table: Table, rows: list[dict[str, Any]]) -> int:
-    """INSERT … ON CONFLICT DO NOTHING; returns how many rows were inserted."""
-    if not rows:
-        return 0
-    if session.get_bind().dialect.name == "postgresql":
-        stmt: Any = postgresql.insert(table).on_conflict_do_nothing()
-    else:
-        stmt = sqlite.insert(table).on_conflict_do_nothing()
-    # RETURNING rather than rowcount: psycopg reports -1 for some INSERTs.
-    stmt = stmt.returning(*table.primary_key.columns)
-    inserted = 0
-    for row in rows:
-        inserted += len(session.execute(stmt.values(**row)).all())
-    return inserted
 
 
 def add_event(

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 def advisory_lock(session: Session, name: str) -> None:
     """PostgreSQL: a transaction-scoped lock on ``name`` (decisions about one number taken one
-    at a time across servers). SQLite: ``lock_for_write`` already serialises every writer."""
+    at a time across servers). SQLite: ``take_write_lock`` already serialises every writer."""
     if session.get_bind().dialect.name == "postgresql":
         key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
         session.execute(select(func.pg_advisory_xact_lock(key)))

@@ -46,6 +46,7 @@ from dispatch.models import (
     Verification,
 )
 from dispatch.schemas import AlertBrief
+from vigie.persistence import insert_ignore
 
 log = logging.getLogger("dispatch.verification")
 
@@ -127,7 +128,7 @@ def start(session: Session, *, brief: AlertBrief, hold_s: float, now: datetime) 
         # No contact at all (exhausted at start) or already over: nothing to hold.
         return False
     deadline = now + timedelta(seconds=hold_s)
-    inserted = store.insert_ignore(
+    inserted = insert_ignore(
         session,
         VERIF,
         [
@@ -153,7 +154,7 @@ def start(session: Session, *, brief: AlertBrief, hold_s: float, now: datetime) 
     if first_due is not None and first_due < deadline:
         # The first step lands exactly on the deadline, the others keep their spacing.
         held = _shift_held(session, alert_id, deadline - first_due, now)
-    store.insert_ignore(
+    insert_ignore(
         session,
         NOTIF,
         [

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices.presence import PresenceTracker
 from alert_server.followup.verification import WorkerOkBridge
 from alert_server.ingest.downlink import Downlink
@@ -75,7 +75,7 @@ class Stack:
             "raw": "{}",
             **values,
         }
-        with session_scope(self.engine, write=True) as s:
+        with write_scope(self.engine) as s:
             assert alerts.insert_alert(s, values=row)
         self.clock.set(T0)
         self.pipeline.process(alert_id, T0)
@@ -83,13 +83,13 @@ class Stack:
         return alert_id
 
     def alert(self, alert_id: str) -> Alert:
-        with session_scope(self.engine) as s:
+        with write_scope(self.engine) as s:
             a = alerts.get_alert(s, alert_id=alert_id)
         assert a is not None
         return a
 
     def event_types(self, alert_id: str) -> list[str]:
-        with session_scope(self.engine) as s:
+        with write_scope(self.engine) as s:
             return [e.type for e in alerts.events(s, alert_id=alert_id)]
 
     def commands(self, type_: str) -> list[dict[str, Any]]:
