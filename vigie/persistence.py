@@ -147,13 +147,11 @@ def write_scope(engine: Engine) -> Iterator[Session]:
 
 @contextmanager
 def read_scope(engine: Engine) -> Iterator[Session]:
-    """A transaction that only reads: no write lock, and nothing is ever committed (the
-    transaction is rolled back at the end, so a write slipped in by mistake is undone)."""
+    """A transaction that only reads: no write lock, and nothing is ever committed (closing
+    the session ends the transaction without a commit, so a write slipped in by mistake is
+    undone). Objects read stay loaded after the scope, detached."""
     with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-        finally:
-            session.rollback()
+        yield session
 
 
 # --- insert or ignore -----------------------------------------------------------------------
