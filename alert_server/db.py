@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
 from vigie.persistence import (
+    NAMING_CONVENTION,
     is_sqlite,
     make_engine,
     read_scope,
@@ -34,14 +35,7 @@ __all__ = [
     "write_scope",
 ]
 
-# Named constraints, so that SQLite batch migrations can refer to them.
-SQLModel.metadata.naming_convention = {
-    "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "pk": "pk_%(table_name)s",
-}
+SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Each package owns an Alembic branch in its own folder (dispatch never imports alert_server).

@@ -28,15 +28,13 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,9 +42,17 @@ from sqlalchemy import Engine, and_, case, func, or_, select, update
 from sqlmodel import Session
 
 from dispatch import callbacks, inbound, lifecycle, messages, reads, store, throttle, verification
-from dispatch.channels.base import Notifier, PermanentSendError, SendResult, TransientSendError
-from dispatch.hooks import DispatchHooks, NoopHooks
-from dispatch.messages import Lang, MessageContext
+from dispatch.channels.base import (
+    Notifier,
+    PermanentSendError,
+    Reconciles,
+    SendError,
+    SendResult,
+    TransientSendError,
+)
+from dispatch.config import DispatchConfig, TickReport
+from dispatch.hooks import DispatchHooks
+from dispatch.messages import MessageContext
 from dispatch.models import (
     CANCELLED,
     CLAIMED,
@@ -67,9 +73,9 @@ from dispatch.models import (
     Verification,
     priority_of,
 )
-from dispatch.policy import EscalationPolicy
-from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
+from dispatch.schemas import AckResult
 from dispatch.store import EVENTS, NOTIF, alog
+from dispatch.verification import VerificationHooks
 from vigie.persistence import claim_due, take_write_lock
 
 log = logging.getLogger("dispatch")
@@ -78,64 +84,6 @@ TAKEOVER_MARK = "lease expired while sending: possible duplicate"
 # Provider and server clocks differ: what the provider accepted this long before a row's
 # ``sending_at`` still counts as a candidate for that row.
 RECONCILE_SKEW_S = 5.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _default_server_id() -> str:
-    return f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-@dataclass(frozen=True)
-class DispatchConfig:
-    public_url: str = "http://127.0.0.1:8000"
-    lang: Lang = "fr"
-    # A claim not finished within the lease is taken over by another server. Longer than the
-    # provider time-out (10 s) so a slow but alive server is never overtaken.
-    lease_s: float = 60.0
-    batch_size: int = 200
-    # Send workers for the urgent class (first pass of a chain, duress, verification calls)
-    # and, apart, for the lower classes (reminders, "taken by", stand-down): a flood of
-    # low-class messages can never occupy a worker an alert needs.
-    send_workers: int = 8
-    low_send_workers: int = 4
-    # Transient failures (5xx, 429, time-out): retried after these delays, then given up
-    # (and the next step pulled forward).
-    retry_backoff_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-    # Rate limits. The urgent class is never limited (GoAlert #2778: a throttle must never
-    # hold back a life-safety page); the lower classes (repeat passes, "taken by",
-    # "cancelled") wait when a number or the server is too busy: a number's waiting messages
-    # are lined up on its next free slots (one every window/max), each deferred once.
-    per_number_max: int = 10
-    per_number_window_s: float = 60.0
-    global_max: int = 30
-    global_window_s: float = 1.0
-    # SMS acknowledgement: after this many wrong codes from one number within the window, its
-    # code replies are refused for a while (the call and the console still work).
-    sms_ack_max_wrong: int = 5
-    sms_ack_lock_window_s: float = 900.0
-    server_id: str = field(default_factory=_default_server_id)
-    # Automatic alarms of these kinds first call the worker's own phone ("press 1 if you are
-    # fine"); the chain is held this long, then notified whatever happened. 0 disables it
-    # (dispatch on its own); the alert server passes its setting (30 s by default).
-    verify_s: float = 0.0
-    verify_kinds: tuple[str, ...] = ("fall", "no_motion")
-
-
-@dataclass
-class TickReport:
-    claimed: int = 0
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    deferred: int = 0
-    skipped: int = 0
-    exhausted: list[str] = field(default_factory=list)
-
-    def add(self, outcome: str) -> None:
-        setattr(self, outcome, getattr(self, outcome) + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,29 +95,35 @@ class _Claim:
     urgent: bool = True  # which send pool (and in-flight count) it belongs to
 
 
-class Dispatcher:
-    """Everything the alert server calls. Thread-safe; one per process.
+class SendEngine:
+    """The engine behind ``dispatch.api.Dispatcher``: claims due rows and sends them, and
+    applies the provider's callbacks. Thread-safe; one per process.
 
     ``engine`` is the SQLAlchemy engine of the shared database; ``notifier`` the channel
-    (``TwilioNotifier`` or ``SimulatedNotifier``); ``hooks`` the alert server's callbacks.
-    ``clock`` is only used by the drivers that have no ``now`` of their own (the after-commit
-    kick, webhooks); every decision takes ``now`` as a parameter.
+    (``TwilioNotifier`` or ``SimulatedNotifier``); ``hooks`` the alert server's callbacks;
+    ``on_new_work`` is called when work may be due sooner than planned (the background clock
+    re-arms its wake-up). ``clock`` is only used by the drivers that have no ``now`` of their
+    own (the after-commit kick, webhooks); every decision takes ``now`` as a parameter.
     """
 
     def __init__(
         self,
+        *,
         engine: Engine,
         notifier: Notifier,
-        *,
-        hooks: DispatchHooks | None = None,
-        config: DispatchConfig | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        hooks: DispatchHooks,
+        verification_hooks: VerificationHooks | None,
+        config: DispatchConfig,
+        clock: Callable[[], datetime],
+        on_new_work: Callable[[str | None], None],
     ) -> None:
         self.engine = engine
         self.notifier = notifier
-        self.hooks: DispatchHooks = hooks or NoopHooks()
-        self.config = config or DispatchConfig()
+        self.hooks = hooks
+        self.verification_hooks = verification_hooks
+        self.config = config
         self.clock = clock
+        self._on_new_work = on_new_work
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.send_workers, thread_name_prefix="dispatch-send"
         )
@@ -182,18 +136,11 @@ class Dispatcher:
         self._in_flight_lock = threading.Lock()
         self._global_sends: collections.deque[datetime] = collections.deque()
         self._global_lock = threading.Lock()
-        # Called when new work may be due sooner than planned (the clock re-arms its wake-up).
-        self.on_new_work: Callable[[str | None], None] | None = None
-        # The alert server's side of the verification of automatic alarms (worker says OK).
-        self.verification_hooks: verification.VerificationHooks | None = None
         self._closed = False
-        attach = getattr(notifier, "attach", None)
-        if callable(attach):
-            attach(self)
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self, *, wait: bool = True) -> None:
         self._closed = True
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
         self._low_pool.shutdown(wait=wait, cancel_futures=not wait)
@@ -201,114 +148,16 @@ class Dispatcher:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
-    def _kick(self, alert_id: str | None) -> None:
-        cb = self.on_new_work
-        if cb is not None:
-            try:
-                cb(alert_id)
-            except Exception:
-                log.exception("wake-up failed alert_id=%s", alert_id)
-
-    # --- the public API, in the caller's transaction --------------------------------------
-
-    def start(
-        self,
-        session: Session,
-        brief: AlertBrief,
-        chains: Sequence[Chain],
-        policy: EscalationPolicy,
-        now: datetime,
-    ) -> bool:
-        """Start the escalation (idempotent per alert_id). Several chains = ambiguous border:
-        all are worked in parallel and the first acknowledgement wins. Once the caller commits,
-        the first notification is sent at once when a clock is running (``run_due`` otherwise).
-        """
-        created = lifecycle.start(session, brief=brief, chains=chains, policy=policy, now=now)
-        if created:
-            store.after_commit(session, lambda: self._kick(brief.alert_id))
-        return created
-
-    def verify_first(self, session: Session, brief: AlertBrief, now: datetime) -> bool:
-        """Right after ``start`` for the same alert, in the same transaction: for an automatic
-        alarm (fall, no_motion) call the worker's own phone first and hold the chain for
-        ``config.verify_s`` seconds. SOS, discreet SOS, duress: never (returns False)."""
-        cfg = self.config
-        if not verification.should_verify(brief, kinds=cfg.verify_kinds, hold_s=cfg.verify_s):
-            return False
-        if getattr(self.notifier, "auto_ack_after_s", None) is not None:
-            # The demo's simulated responder presses 1 on every call: it would impersonate
-            # the worker and stand every fall down. Straight to the chain instead.
-            return False
-        return verification.start(session, brief=brief, hold_s=cfg.verify_s, now=now)
-
-    def verification(self, alert_id: str) -> Verification | None:
-        with self.session() as s:
-            return verification.get(s, alert_id)
-
-    def add_chain(self, session: Session, alert_id: str, chain: Chain, now: datetime) -> bool:
-        added = lifecycle.add_chain(session, alert_id=alert_id, chain=chain, now=now)
-        if added:
-            store.after_commit(session, lambda: self._kick(alert_id))
-        return added
-
-    def update_brief(self, session: Session, brief: AlertBrief, now: datetime) -> bool:
-        return lifecycle.update_brief(session, brief=brief, now=now)
-
-    def acknowledge(
-        self,
-        session: Session,
-        alert_id: str,
-        by: str,
-        via: str,
-        now: datetime,
-        *,
-        by_phone: str | None = None,
-    ) -> AckResult:
-        return lifecycle.acknowledge(
-            session,
-            alert_id=alert_id,
-            by_name=by,
-            by_phone=by_phone,
-            via=via,
-            now=now,
-            hooks=self.hooks,
-            on_committed=lambda: self._kick(alert_id),
-        )
-
-    def stand_down(self, session: Session, alert_id: str, now: datetime, reason: str) -> bool:
-        return lifecycle.stand_down(
-            session,
-            alert_id=alert_id,
-            now=now,
-            reason=reason,
-            hooks=self.hooks,
-            on_committed=lambda: self._kick(alert_id),
-        )
-
-    def mark_duress(self, session: Session, alert_id: str, now: datetime) -> bool:
-        return lifecycle.mark_duress(
-            session,
-            alert_id=alert_id,
-            now=now,
-            hooks=self.hooks,
-            on_committed=lambda: self._kick(alert_id),
-        )
-
-    def close(self, session: Session, alert_id: str, now: datetime) -> bool:
-        return lifecycle.close(session, alert_id=alert_id, now=now, hooks=self.hooks)
-
-    def timeline(self, session: Session, alert_id: str) -> list[TimelineEntry]:
-        return reads.timeline(session, alert_id=alert_id)
-
-    def view(self, session: Session, alert_id: str) -> EscalationView | None:
-        return reads.view(session, alert_id=alert_id)
-
-    def exhausted(self, session: Session) -> list[str]:
-        return reads.list_escalations(session)
+    def kick(self, alert_id: str | None) -> None:
+        """New work may be due sooner than planned: tell whoever drives the engine."""
+        try:
+            self._on_new_work(alert_id)
+        except Exception:
+            log.exception("wake-up failed alert_id=%s", alert_id)
 
     # --- the engine -------------------------------------------------------------------------
 
-    def tick(self, now: datetime, *, wait: bool = True) -> TickReport:
+    def tick(self, *, now: datetime, wait: bool = True) -> TickReport:
         """Advance every due escalation once. ``wait=False`` (the clock) returns as soon as the
         sends are handed to the worker threads."""
         report = TickReport()
@@ -320,7 +169,7 @@ class Dispatcher:
         self._claim_and_send(now, None, wait, report)
         return report
 
-    def run_due(self, alert_id: str, now: datetime, *, wait: bool = True) -> TickReport:
+    def run_due(self, *, alert_id: str, now: datetime, wait: bool = True) -> TickReport:
         """Run the due work of ONE alert right away (the first SMS as soon as it is stored)."""
         report = TickReport()
         self._claim_and_send(now, alert_id, wait, report)
@@ -371,7 +220,7 @@ class Dispatcher:
             and fut.exception() is None
             and fut.result() in {"retried", "failed"}
         ):
-            self._kick(None)  # a retry or a pulled-forward step is due sooner than planned
+            self.kick(None)  # a retry or a pulled-forward step is due sooner than planned
 
     def _claim(
         self, now: datetime, alert_id: str | None, limit: int, *, urgent: bool | None = None
@@ -626,15 +475,15 @@ class Dispatcher:
         row of it decides again once the group's new sends are in the provider's list.
         Decided under a lock per number, so that two rows of one group never decide apart.
         """
-        finder = getattr(self.notifier, "find_accepted", None)
-        if finder is None or n.sending_at is None:
+        if not isinstance(self.notifier, Reconciles) or n.sending_at is None:
             return False
+        finder = self.notifier.find_accepted
         sending_at = n.sending_at if n.sending_at.tzinfo else n.sending_at.replace(tzinfo=UTC)
         skew = timedelta(seconds=RECONCILE_SKEW_S)
         lease = timedelta(seconds=self.config.lease_s)
         since = sending_at - lease - skew
         # A send started after this may still be in flight on a live server: not a candidate.
-        http_s = float(getattr(self.notifier, "http_timeout_s", 10.0))
+        http_s = float(self.notifier.http_timeout_s)
         newest = now - timedelta(seconds=http_s) - skew
         sms = n.channel == "sms"
         try:
@@ -824,8 +673,10 @@ class Dispatcher:
                 )
             else:
                 assert error is not None
-                code = getattr(error, "code", None)
-                message = str(getattr(error, "message", None) or error)[:500]
+                code = error.code if isinstance(error, SendError) else None
+                message = str((error.message if isinstance(error, SendError) else None) or error)[
+                    :500
+                ]
                 # A verification call is never retried: the chain is called instead, now.
                 permanent = isinstance(error, PermanentSendError) or n.kind == KIND_VERIFY
                 attempt = n.attempts + 1
@@ -900,7 +751,7 @@ class Dispatcher:
         except Exception:
             log.exception("after_change hook failed alert_id=%s", n.alert_id)
         if pulled:
-            self._kick(n.alert_id)
+            self.kick(n.alert_id)
         return outcome
 
     # --- webhook entry points (own transaction each) ---------------------------------------
@@ -928,7 +779,7 @@ class Dispatcher:
         if out.alert_id:
             self.hooks.after_change(out.alert_id)
         if out.pulled_forward:
-            self._kick(out.alert_id)
+            self.kick(out.alert_id)
         return out
 
     def handle_inbound_sms(
@@ -944,7 +795,7 @@ class Dispatcher:
                 sid=sid,
                 now=now,
                 hooks=self.hooks,
-                on_committed=lambda: self._kick(None),
+                on_committed=lambda: self.kick(None),
                 max_wrong=self.config.sms_ack_max_wrong,
                 lock_window=timedelta(seconds=self.config.sms_ack_lock_window_s),
             )
@@ -981,7 +832,7 @@ class Dispatcher:
                 digits=digits,
                 now=now,
                 hooks=self.hooks,
-                on_committed=lambda: self._kick(None),
+                on_committed=lambda: self.kick(None),
                 verify_hooks=self.verification_hooks,
             )
             loaded = callbacks.load_for_send(s, notification_id)
@@ -990,11 +841,11 @@ class Dispatcher:
             return result, None, None
         return result, loaded[0], loaded[1]
 
-    def load_call(self, notification_id: int) -> tuple[Notification, Escalation] | None:
+    def load_call(self, *, notification_id: int) -> tuple[Notification, Escalation] | None:
         with self.session() as s:
             return callbacks.load_for_send(s, notification_id)
 
-    def message_context(self, esc: Escalation, code: str | None = None) -> MessageContext:
+    def message_context(self, *, esc: Escalation, code: str | None = None) -> MessageContext:
         return MessageContext(
             brief=store.brief_from_json(esc.brief),
             code=code or esc.ack_code,
@@ -1003,6 +854,6 @@ class Dispatcher:
             lang=self.config.lang,
         )
 
-    def next_due_at(self, now: datetime) -> datetime | None:
+    def next_due_at(self, *, now: datetime) -> datetime | None:
         with self.session() as s:
             return reads.next_due_at(s, now=now)

@@ -39,6 +39,16 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
+# Named constraints, so that SQLite batch migrations can refer to them. Every package's tables
+# share SQLModel's metadata, so every package applies the same convention.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
 # Arbitrary constant: serialises migrations when several servers start on one PostgreSQL.
 PG_MIGRATION_LOCK = 0x56494749  # "VIGI"
 
