@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from alert_server.db import make_engine, migrate, write_scope
+from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.devices import broker_files, service
 from alert_server.devices.revocation import cut_off
 from alert_server.followup.cli import app as purge_app
@@ -180,7 +180,7 @@ def devices_list(
     settings = _settings(config)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    with write_scope(engine) as session:
+    with read_scope(engine) as session:
         rows = service.list_devices(session)
         out = [
             {

@@ -268,7 +268,7 @@ class Pipeline:
         if self.dispatcher is None:
             return 0
         now = now or utcnow()
-        with write_scope(self.engine) as session:
+        with read_scope(self.engine) as session:
             pending = alerts.undispatched(session, older_than=now - SWEEP_GRACE)
         for alert_id in pending:
             log.warning("alert_id=%s was stored but never dispatched; dispatching now", alert_id)

@@ -34,7 +34,7 @@ from alert_server.alerts.schemas import (
     TimelineEntry,
     WorkerContact,
 )
-from alert_server.db import write_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.timeutil import as_utc, utcnow
 from alert_server.users import service as users_service
@@ -227,7 +227,7 @@ def acknowledge(
     engine: Engine, pipeline: Pipeline, *, principal: Principal, client: Client, alert_id: str
 ) -> ActionResult | None:
     """Take a visible alert in charge (first acknowledgement wins); None when not visible."""
-    with write_scope(engine) as session:
+    with read_scope(engine) as session:
         if get_visible(session, principal=principal, alert_id=alert_id) is None:
             return None
     now = utcnow()
@@ -261,7 +261,7 @@ def resolve(
     request: ResolveRequest,
 ) -> ActionResult | None:
     """Close a visible alert with an outcome; None when not visible."""
-    with write_scope(engine) as session:
+    with read_scope(engine) as session:
         if get_visible(session, principal=principal, alert_id=alert_id) is None:
             return None
     now = utcnow()
@@ -336,7 +336,7 @@ def api_list_alerts(
     departement: Annotated[str | None, Query(max_length=3)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AlertSummary]:
-    with write_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         rows = list_visible(
             session,
             principal=principal,
@@ -355,7 +355,7 @@ def api_list_alerts(
 )
 def api_get_alert(request: Request, principal: PrincipalDep, alert_id: AlertIdPath) -> AlertDetail:
     engine = engine_of(request)
-    with write_scope(engine) as session:
+    with read_scope(engine) as session:
         alert = get_visible(session, principal=principal, alert_id=alert_id)
         if alert is None:
             raise _not_found()

@@ -284,7 +284,7 @@ def board(
     departement: Annotated[str | None, Query(max_length=10)] = None,
 ) -> HTMLResponse:
     filt = BoardFilter.parse(sess.principal, state, departement)
-    with write_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         alerts = board_alerts(session, principal=sess.principal, filt=filt)
     counts = {
@@ -317,7 +317,7 @@ def board_rows(
     filt = BoardFilter.parse(sess.principal, state, departement)
     prefix = dashboard_config(request).prefix
     now = utcnow()
-    with write_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         rows = [
             render_row(a, csrf=sess.csrf_token, prefix=prefix, now=now)
@@ -371,7 +371,7 @@ def _trail(session: Session, alert: Alert, entries: list[TimelineEntry]) -> list
 
 def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[str, Any] | None:
     config = dashboard_config(request)
-    with write_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         alert = alerts_api.get_visible(session, principal=sess.principal, alert_id=alert_id)
         if alert is None:
@@ -537,7 +537,7 @@ def devices_page(request: Request, sess: SessionDep) -> HTMLResponse:
     if sess.principal.restricted:
         return _page(request, sess, "forbidden.html", active="devices", status_code=403)
     now = utcnow()
-    with write_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         rows = session.exec(
             select(Device, Worker)
@@ -607,7 +607,7 @@ def _coverage(request: Request, principal: Principal) -> dict[str, Any]:
 
 @router.get("/coverage")
 def coverage_page(request: Request, sess: SessionDep) -> HTMLResponse:
-    with write_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
     return _page(
         request,
@@ -656,7 +656,7 @@ def alert_onvs_csv(request: Request, sess: SessionDep, alert_id: str) -> Respons
 def audit_page(request: Request, sess: SessionDep) -> HTMLResponse:
     if sess.principal.role != ADMIN:
         return _page(request, sess, "forbidden.html", active="audit", status_code=403)
-    with write_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         records = users_service.recent_audit(session, limit=300)
     return _page(request, sess, "audit.html", active="audit", records=records, **live)

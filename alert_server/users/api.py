@@ -15,7 +15,7 @@ from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from sqlalchemy import Engine
 
 from alert_server.alerts.schemas import Problem, Token
-from alert_server.db import write_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.timeutil import utcnow
 from alert_server.users import service
 from alert_server.users.schemas import Principal
@@ -65,7 +65,7 @@ def api_principal(request: Request, token: Annotated[str | None, Depends(_bearer
     """The caller of an API route, from its bearer token (401 otherwise)."""
     if not token:
         raise _unauthorized("Authentification requise")
-    with write_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         principal = service.principal_for_token(
             session, secret=secret_of(request), token=token, now=utcnow()
         )

@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from alert_server.db import make_engine, migrate, write_scope
+from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.settings import Settings, load_settings
 from alert_server.timeutil import utcnow
 from alert_server.users import service
@@ -103,7 +103,7 @@ def users_list(
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
-        with write_scope(engine) as session:
+        with read_scope(engine) as session:
             rows = [
                 {
                     "username": a.username,
