@@ -171,11 +171,11 @@ def test_a_crashed_row_does_not_adopt_the_call_a_live_server_has_not_recorded_ye
     reports = []
 
     def server2_takes_over() -> None:
-        reports.append(server2.run_due("alert-crashed", now2))
+        reports.append(server2.run_due(alert_id="alert-crashed", now=now2))
 
     assert isinstance(server1.notifier, HookedNotifier)
     server1.notifier.after_accept = server2_takes_over
-    report1 = server1.run_due("alert-live", now1)
+    report1 = server1.run_due(alert_id="alert-live", now=now1)
     server1.shutdown()
     server2.shutdown()
     engine2.dispose()

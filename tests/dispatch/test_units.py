@@ -323,11 +323,11 @@ def test_lease_of_a_dead_server_is_taken_over_once(engine: Engine) -> None:
     dead, dead_rec = make(engine, lease_s=20.0)
     alive, rec = make(engine, lease_s=20.0)
     start(dead)
-    claims = dead._claim(T0, None, 10)  # claimed, then the server "dies"
+    claims = dead.sender._claim(T0, None, 10)  # claimed, then the server "dies"
     assert len(claims) == 1 and dead_rec.sent == []
-    assert alive.tick(at(1)).claimed == 0  # the lease still holds
-    assert alive.tick(at(21)).sent == 1
-    assert alive.tick(at(22)).claimed == 0
+    assert alive.tick(now=at(1)).claimed == 0  # the lease still holds
+    assert alive.tick(now=at(21)).sent == 1
+    assert alive.tick(now=at(22)).claimed == 0
     assert len(rec.sent) == 1
     dead.shutdown()
     alive.shutdown()
