@@ -25,15 +25,15 @@ from pathlib import Path
 import httpx
 
 from alert_server.db import make_engine, migrate, session_scope
-from alert_server.devices import broker_files
 from alert_server.devices import service as devices
-from alert_server.embedded_broker import EmbeddedBroker
-from alert_server.localbroker import REPO_ROOT, LocalMosquitto, free_port, stop_process
-from alert_server.timeutil import utcnow
 from alert_server.users import service as users
 from device_sim.device import BrokerTarget, DeviceConfig, Role, SimDevice
 from device_sim.geo import CommuneIndex, FixedSite, Mobility, NurseRound, Pinned, default_index_path
 from device_sim.reactor import Reactor
+from vigie.brokers import files as broker_files
+from vigie.brokers.embedded import EmbeddedBroker
+from vigie.brokers.mosquitto import REPO_ROOT, LocalMosquitto, free_port, stop_process
+from vigie.timeutil import utcnow
 
 # Numbers from the ranges ARCEP reserves for fiction (01 99 00, 04 65 71): nobody answers them.
 DEMO_DIRECTORY = """\

@@ -35,13 +35,13 @@ from alert_server.safety import UnsafeConfiguration, problems
 from alert_server.safety import check as check_safety
 from alert_server.sessions.background import Background
 from alert_server.settings import Settings
-from alert_server.timeutil import utcnow
 from dispatch.channels.base import Notifier, ProviderHealth
 from dispatch.channels.simulated import SimulatedNotifier
 from dispatch.channels.twilio import TwilioNotifier
 from dispatch.clock import Clock
 from dispatch.engine import DispatchConfig, Dispatcher
 from dispatch.webhooks import make_router
+from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -36,16 +36,17 @@ from alert_server.geo.schemas import (
     Site,
     WifiAccessPoint,
 )
-from alert_server.ingest import payloads, pins
+from alert_server.ingest import pins
 from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.ingest.pins import PinPolicy, PinVerdict
 from alert_server.referents import chains as referent_chains
 from alert_server.referents import service as referents
 from alert_server.referents.schemas import Directory
 from alert_server.sessions import service as visits
-from alert_server.timeutil import as_utc, rfc3339, utcnow
 from dispatch.engine import Dispatcher
 from dispatch.schemas import AlertBrief
+from vigie import payloads
+from vigie.timeutil import as_utc, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -38,10 +38,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alert_server.ingest import topics
-from alert_server.timeutil import rfc3339
 from device_sim.geo import Fix, FixedSite, Mobility
 from device_sim.reactor import Shard, TimerHandle
+from vigie import topics
+from vigie.timeutil import rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import httpx
 
-from alert_server.devices import broker_files
-from alert_server.embedded_broker import EmbeddedBroker
-from alert_server.localbroker import LocalMosquitto, free_port, stop_process
 from device_sim.provision import VigieCliProvisioner
+from vigie.brokers import files as broker_files
+from vigie.brokers.embedded import EmbeddedBroker
+from vigie.brokers.mosquitto import LocalMosquitto, free_port, stop_process
 
 _REPO = Path(__file__).resolve().parent.parent
 # Settings a spawned server inherits from the caller's environment (data, not wiring).

@@ -21,8 +21,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alert_server.localbroker import LocalMosquitto, free_port
-from alert_server.timeutil import rfc3339, utcnow
+from vigie.brokers.mosquitto import LocalMosquitto, free_port
+from vigie.timeutil import rfc3339, utcnow
 
 REPO = Path(__file__).resolve().parent.parent
 # One random key per test run, shared by every server a test starts (as in production, where

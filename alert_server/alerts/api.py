@@ -36,10 +36,10 @@ from alert_server.alerts.schemas import (
 )
 from alert_server.db import session_scope
 from alert_server.devices.models import Device, Worker
-from alert_server.timeutil import as_utc, utcnow
 from alert_server.users import service as users_service
 from alert_server.users.api import UNAUTHORIZED, Client, api_principal, client_of, engine_of
 from alert_server.users.schemas import Principal
+from vigie.timeutil import as_utc, utcnow
 
 if TYPE_CHECKING:
     from alert_server.pipeline import Pipeline

@@ -43,10 +43,10 @@ from alert_server.dashboard.render import render
 from alert_server.db import session_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
-from alert_server.timeutil import as_utc, rfc3339, utcnow
 from alert_server.users import service as users_service
 from alert_server.users.api import client_of
 from alert_server.users.schemas import ADMIN, Principal
+from vigie.timeutil import as_utc, rfc3339, utcnow
 
 if TYPE_CHECKING:
     from alert_server.pipeline import Pipeline

@@ -20,7 +20,7 @@ from alert_server.alerts.schemas import (
     STATE_LABELS_FR,
 )
 from alert_server.dashboard.config import BOUNDARY_ATTRIBUTION, TEMPLATES_DIR
-from alert_server.timeutil import as_utc, rfc3339
+from vigie.timeutil import as_utc, rfc3339
 
 PARIS = ZoneInfo("Europe/Paris")
 

@@ -34,8 +34,8 @@ from alert_server.db import session_scope
 from alert_server.devices.models import Device
 from alert_server.followup.models import FAILED, SENT, SKIPPED, WorkerMessage
 from alert_server.sessions.models import ENDED, OPEN, VisitSession
-from alert_server.timeutil import rfc3339
 from dispatch.models import KIND_VERIFY, Escalation, Event, Notification, Verification
+from vigie.timeutil import rfc3339
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-from alert_server.ingest import topics
-from alert_server.ingest.payloads import command
-from alert_server.timeutil import utcnow
+from vigie import topics
+from vigie.payloads import command
+from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

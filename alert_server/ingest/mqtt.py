@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alert_server.ingest import topics
+from vigie import topics
 
 log = logging.getLogger(__name__)
 

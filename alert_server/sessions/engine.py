@@ -38,7 +38,7 @@ from alert_server.devices.models import Device, Worker
 from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
-from alert_server.timeutil import as_utc, rfc3339, utcnow
+from vigie.timeutil import as_utc, rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 

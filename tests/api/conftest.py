@@ -20,14 +20,14 @@ from alert_server.alerts import service as alerts_service
 from alert_server.db import migrate, session_scope
 from alert_server.devices import service as devices_service
 from alert_server.ingest.downlink import Downlink
-from alert_server.localbroker import free_port
 from alert_server.main import Runtime, create_app
 from alert_server.settings import Settings
-from alert_server.timeutil import utcnow
 from alert_server.users import service as users_service
 from alert_server.users.models import AuditRecord
 from alert_server.users.schemas import NewAccount
 from tests.fakes.app_server import ThreadedServer
+from vigie.brokers.mosquitto import free_port
+from vigie.timeutil import utcnow
 
 SECRET = "test-secret-key-for-the-api-tests-0123456789"
 PASSWORD = "mot de passe très long"

@@ -10,10 +10,10 @@ from alert_server.alerts import api as alerts_api
 from alert_server.alerts import service as alerts_service
 from alert_server.alerts.schemas import TimelineEntry
 from alert_server.db import session_scope
-from alert_server.timeutil import utcnow
 from alert_server.users import service as users_service
 from alert_server.users.schemas import Principal
 from tests.api.conftest import SECRET, ApiStack, ago
+from vigie.timeutil import utcnow
 
 
 def test_token_flow_and_bad_tokens(api: ApiStack) -> None:

@@ -25,7 +25,7 @@ from pydantic import (
     ValidationError,
 )
 
-from alert_server.timeutil import rfc3339
+from vigie.timeutil import rfc3339
 
 MAX_PAYLOAD_BYTES = 4096
 KNOWN_KINDS = frozenset({"sos", "sos_silent", "fall", "no_motion"})
