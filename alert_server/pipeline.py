@@ -47,6 +47,7 @@ from dispatch.engine import Dispatcher
 from dispatch.schemas import AlertBrief
 from vigie import payloads
 from vigie.timeutil import as_utc, rfc3339, utcnow
+from vigie.vocabulary import DownlinkType
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class Pipeline:
                 self.dispatcher.mark_duress(session, alert_id, now)
             if geo_resolve.needs_locate(resolved):
                 ref = AlertRef.of(alert)
-                after.append(lambda: self.downlink.alert(ref, "locate"))
+                after.append(lambda: self.downlink.alert(ref, DownlinkType.LOCATE))
         for action in after:
             action()
 
@@ -303,7 +304,7 @@ class Pipeline:
             refs = self._incident_refs(session, alert_id) if won else []
             by = _service_name(alerts.get_alert(session, alert_id=alert_id), actor, via)
         for ref in refs:
-            self.downlink.alert(ref, "alert.acknowledged", by=by)
+            self.downlink.alert(ref, DownlinkType.ALERT_ACKNOWLEDGED, by=by)
         return won
 
     def resolve(
@@ -330,7 +331,7 @@ class Pipeline:
                 self.dispatcher.close(session, alert_id, now)
             victim_support.offer(session, alert_id=alert_id, outcome=outcome, now=now)
         for ref in refs:
-            self.downlink.alert(ref, "alert.resolved")
+            self.downlink.alert(ref, DownlinkType.ALERT_RESOLVED)
         return True
 
     def _incident_refs(self, session: Session, alert_id: str) -> list[AlertRef]:
@@ -456,13 +457,13 @@ class Pipeline:
 
         def reply() -> None:
             for ref in plain:
-                self.downlink.alert(ref, "alert.cancelled")
+                self.downlink.alert(ref, DownlinkType.ALERT_CANCELLED)
 
         return [reply]
 
     def _cancel_rejected(self, device_id: str, alert_id: str, reason: str) -> Callable[[], None]:
         ref = AlertRef(device_id, alert_id, quiet=False)
-        return lambda: self.downlink.alert(ref, "cancel.rejected", reason=reason)
+        return lambda: self.downlink.alert(ref, DownlinkType.CANCEL_REJECTED, reason=reason)
 
     def on_session(
         self, session: Session, *, device_id: str, msg: payloads.SessionMsg, now: datetime
@@ -477,13 +478,15 @@ class Pipeline:
         fields: dict[str, Any] = {"session_id": msg.session_id, "action": msg.action}
         if out.accepted:
             fields["expected_end"] = rfc3339(out.expected_end) if out.expected_end else None
-            return [lambda: self.downlink.session(device_id, "session.accepted", **fields)]
+            return [
+                lambda: self.downlink.session(device_id, DownlinkType.SESSION_ACCEPTED, **fields)
+            ]
         log.warning(
             "session refused (%s) device_id=%s session_id=%s", out.reason, device_id, msg.session_id
         )
         return [
             lambda: self.downlink.session(
-                device_id, "session.rejected", reason=out.reason, **fields
+                device_id, DownlinkType.SESSION_REJECTED, reason=out.reason, **fields
             )
         ]
 
@@ -574,7 +577,7 @@ class Pipeline:
             refs = self._incident_refs(session, alert_id)
             by = _service_name(alerts.get_alert(session, alert_id=alert_id), by_name, via)
         for ref in refs:
-            self.downlink.alert(ref, "alert.acknowledged", by=by)
+            self.downlink.alert(ref, DownlinkType.ALERT_ACKNOWLEDGED, by=by)
         log.info("alert acknowledged alert_id=%s by=%s via=%s", alert_id, by_name, via)
 
     def on_exhausted(self, session: Session, alert_id: str, at: datetime) -> None:

@@ -26,9 +26,10 @@ from pydantic import (
 )
 
 from vigie.timeutil import rfc3339
+from vigie.vocabulary import DEVICE_KINDS, DownlinkType
 
 MAX_PAYLOAD_BYTES = 4096
-KNOWN_KINDS = frozenset({"sos", "sos_silent", "fall", "no_motion"})
+KNOWN_KINDS = DEVICE_KINDS
 POS_SOURCES = frozenset({"gps", "wifi", "cell", "fixed", "manual"})
 
 
@@ -166,19 +167,7 @@ UPLINK_MODELS: dict[str, type[_Msg]] = {
     "status": StatusMsg,
 }
 
-CommandType = Literal[
-    "alert.received",
-    "alert.acknowledged",
-    "alert.cancelled",
-    "alert.resolved",
-    "alert.raised",
-    "cancel.rejected",
-    "session.accepted",
-    "session.rejected",
-    "session.warning",
-    "locate",
-    "error",
-]
+CommandType = DownlinkType
 
 
 def command(type_: CommandType, at: datetime, **fields: Any) -> bytes:

@@ -40,6 +40,7 @@ from alert_server.users import service as users_service
 from alert_server.users.api import UNAUTHORIZED, Client, api_principal, client_of, engine_of
 from alert_server.users.schemas import Principal
 from vigie.timeutil import as_utc, utcnow
+from vigie.vocabulary import AlertState as State
 
 if TYPE_CHECKING:
     from alert_server.pipeline import Pipeline
@@ -300,7 +301,7 @@ def audit_view(engine: Engine, *, principal: Principal, client: Client, alert_id
 
 
 def conflict_message(alert: Alert) -> str:
-    if alert.state == "acknowledged":
+    if alert.state == State.ACKNOWLEDGED:
         return f"Alerte déjà prise en charge par {alert.acknowledged_by}"
     return f"Alerte {STATE_LABELS_FR.get(alert.state, alert.state).lower()} : action impossible"
 

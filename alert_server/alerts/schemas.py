@@ -16,15 +16,18 @@ from pydantic import (
 )
 
 from alert_server.followup import outcomes as followup_outcomes
+from vigie.vocabulary import AlertState as State
 
+# The API spells the states out as a plain string enum (its OpenAPI schema stays as it was);
+# tests/test_vocabulary.py checks it against vigie.vocabulary.AlertState.
 AlertState = Literal["open", "acknowledged", "cancelled", "resolved"]
-ALERT_STATES: tuple[str, ...] = ("open", "acknowledged", "cancelled", "resolved")
+ALERT_STATES: tuple[str, ...] = tuple(State)
 
 STATE_LABELS_FR: dict[str, str] = {
-    "open": "Non prise en charge",
-    "acknowledged": "Prise en charge",
-    "cancelled": "Annulée",
-    "resolved": "Clôturée",
+    State.OPEN: "Non prise en charge",
+    State.ACKNOWLEDGED: "Prise en charge",
+    State.CANCELLED: "Annulée",
+    State.RESOLVED: "Clôturée",
 }
 
 KIND_LABELS_FR: dict[str, str] = {

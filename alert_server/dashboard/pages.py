@@ -47,6 +47,7 @@ from alert_server.users import service as users_service
 from alert_server.users.api import client_of
 from alert_server.users.schemas import ADMIN, Principal
 from vigie.timeutil import as_utc, rfc3339, utcnow
+from vigie.vocabulary import AlertState
 
 if TYPE_CHECKING:
     from alert_server.pipeline import Pipeline
@@ -288,8 +289,8 @@ def board(
         live = _live_context(session, sess.principal)
         alerts = board_alerts(session, principal=sess.principal, filt=filt)
     counts = {
-        "open": sum(1 for a in alerts if a.state == "open"),
-        "acknowledged": sum(1 for a in alerts if a.state == "acknowledged"),
+        "open": sum(1 for a in alerts if a.state == AlertState.OPEN),
+        "acknowledged": sum(1 for a in alerts if a.state == AlertState.ACKNOWLEDGED),
     }
     return _page(
         request,

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from alert_server.alerts import service as alerts
 from alert_server.db import session_scope
 from alert_server.ingest.downlink import AlertRef, Downlink
+from vigie.vocabulary import DownlinkType
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,6 @@ class WorkerOkBridge:
                     AlertRef.of(a) for a in alerts.incident_members(session, alert_id=alert_id)
                 ]
             for ref in refs:
-                self.downlink.alert(ref, "alert.cancelled")
+                self.downlink.alert(ref, DownlinkType.ALERT_CANCELLED)
         except Exception:
             log.exception("could not tell the device alert_id=%s", alert_id)

@@ -33,6 +33,7 @@ from alert_server.ingest.pins import PinGate, PinVerdict
 from alert_server.metrics import Metrics
 from vigie import payloads, topics
 from vigie.timeutil import utcnow
+from vigie.vocabulary import AlertState, DownlinkType, UplinkTopic
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class AlertDraft:
             "device_id": self.device_id,
             "kind": self.kind,
             "original_kind": self.original_kind,
-            "state": "open",
+            "state": AlertState.OPEN,
             "duress": False,
             "flags": sorted(set(self.flags)),
             "created_at": created_at,
@@ -468,7 +469,7 @@ class Ingestor:
             "alert_id": alert_id,
             "device_id": payloads.db_text(item.device_id[:64]),
             "kind": "sos",
-            "state": "open",
+            "state": AlertState.OPEN,
             "duress": False,
             "flags": ["ingest_error", "malformed"],
             "created_at": now,
@@ -519,11 +520,11 @@ class Ingestor:
 
     def _received_sender(self, device_id: str, alert_id: str) -> Callable[[], None]:
         ref = AlertRef(device_id, alert_id, quiet=False)
-        return lambda: self.downlink.alert(ref, "alert.received")
+        return lambda: self.downlink.alert(ref, DownlinkType.ALERT_RECEIVED)
 
     def _acknowledged_sender(self, draft: AlertDraft, by: str) -> Callable[[], None]:
         ref = AlertRef(draft.device_id, draft.alert_id, quiet=draft.incident_duress)
-        return lambda: self.downlink.alert(ref, "alert.acknowledged", by=by)
+        return lambda: self.downlink.alert(ref, DownlinkType.ALERT_ACKNOWLEDGED, by=by)
 
     def _store_alert(
         self, session: Session, item: Inbound, now: datetime
@@ -585,7 +586,7 @@ class Ingestor:
             )
             if primary is not None and draft.incident_of is not None:
                 alerts.add_press(session, primary=primary, member_id=stored.alert_id, at=now)
-                if primary.state == "acknowledged":
+                if primary.state == AlertState.ACKNOWLEDGED:
                     # Help is already on its way: this press is told so too.
                     draft.incident_acknowledged_by = primary.acknowledged_by or ""
                     draft.incident_duress = primary.duress
@@ -613,7 +614,7 @@ class Ingestor:
         )
 
     def _session(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
-        topic = topics.uplink(item.device_id, "session")
+        topic = topics.uplink(item.device_id, UplinkTopic.SESSION)
         try:
             if not topics.valid_device_id(item.device_id):
                 raise payloads.PayloadError("bad_device_id", "invalid device id")
@@ -641,7 +642,7 @@ class Ingestor:
         action = data.get("action") if data.get("action") in payloads.SESSION_ACTIONS else None
         reason = "memo_too_long" if exc.field == "memo" else "bad_payload"
         device_id = item.device_id
-        topic = topics.uplink(device_id, "session")
+        topic = topics.uplink(device_id, UplinkTopic.SESSION)
 
         def tell() -> None:
             if session_id is None:
@@ -649,7 +650,7 @@ class Ingestor:
             else:
                 self.downlink.session(
                     device_id,
-                    "session.rejected",
+                    DownlinkType.SESSION_REJECTED,
                     session_id=session_id,
                     action=action,
                     reason=reason,

@@ -39,6 +39,7 @@ from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
 from vigie.timeutil import as_utc, rfc3339, utcnow
+from vigie.vocabulary import AlertKind, AlertState, DownlinkType
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,9 @@ WORKER = Worker.__table__  # type: ignore[attr-defined]
 
 AlertStored = Callable[[str], None]
 
-OVERDUE_KIND = "session_overdue"
+OVERDUE_KIND = AlertKind.SESSION_OVERDUE
 # Not a protocol kind: dispatch escalates it as an SOS and names it (messages.kind_label).
-OFFLINE_KIND = "session_offline"
+OFFLINE_KIND = AlertKind.SESSION_OFFLINE
 
 
 @dataclass(frozen=True)
@@ -242,7 +243,7 @@ class SessionEngine:
         def send() -> None:
             self.downlink.session(
                 device_id,
-                "session.warning",
+                DownlinkType.SESSION_WARNING,
                 session_id=session_id,
                 expected_end=rfc3339(expected_end) if expected_end else None,
                 grace_s=round(grace),
@@ -300,7 +301,7 @@ class SessionEngine:
                 "device_id": device_id,
                 "kind": kind,
                 "original_kind": None,
-                "state": "open",
+                "state": AlertState.OPEN,
                 "duress": False,
                 "flags": sorted(flags),
                 "created_at": now,
@@ -338,5 +339,5 @@ class SessionEngine:
         # server dies in between): same path as a device's alert. The device is told the
         # server raised it (protocol.md 1.1): she can cancel it with her PIN.
         ref = AlertRef(device_id, alert_id, quiet=False)
-        after.append(lambda: self.downlink.alert(ref, "alert.raised", kind=kind))
+        after.append(lambda: self.downlink.alert(ref, DownlinkType.ALERT_RAISED, kind=kind))
         after.append(lambda: self.alert_stored(alert_id))

@@ -141,8 +141,7 @@ def render_servers_acl() -> str:
     return (
         "# Vigie broker ACL for the SERVERS' listener (Mosquitto 2.0 acl_file): only server\n"
         "# accounts log in there (their own password file). Generated from\n"
-        "# vigie/brokers/files.py; tests/integration/test_listeners.py checks it.\n"
-        + _SERVER_RULES
+        "# vigie/brokers/files.py; tests/integration/test_listeners.py checks it.\n" + _SERVER_RULES
     )
 
 
