@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from alert_server.alerts import lifecycle
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
 from alert_server.db import session_scope
@@ -47,7 +48,7 @@ from dispatch.engine import Dispatcher
 from dispatch.schemas import AlertBrief
 from vigie import payloads
 from vigie.timeutil import as_utc, rfc3339, utcnow
-from vigie.vocabulary import DownlinkType
+from vigie.vocabulary import AlertEventType, AlertState, DownlinkType
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class Pipeline:
         # connection waiting on that lock, this one's own connection request would wait too).
         with session_scope(self.engine, write=False) as session:
             seen = session.exec(select(Alert).where(Alert.alert_id == alert_id)).first()
-            if seen is None or seen.dispatched_at is not None or seen.state != "open":
+            if seen is None or seen.dispatched_at is not None or seen.state != AlertState.OPEN:
                 return
             found = devices.device_and_worker(session, seen.device_id)
         device, worker = found if found is not None else (None, None)
@@ -123,15 +124,13 @@ class Pipeline:
         with session_scope(self.engine, write=True) as session:
             alert = _locked_alert(session, alert_id)
             # Acknowledged, cancelled or resolved before it was routed: nothing to escalate.
-            if alert is None or alert.dispatched_at is not None or alert.state != "open":
+            if alert is None or alert.dispatched_at is not None or alert.state != AlertState.OPEN:
                 return
             self._apply_position(session, alert, resolved, now)
             if directory is None:
                 # Nobody to call: keep the alert loudly open and retry at every sweep (an
                 # import of the directory makes the next sweep dispatch it).
-                if "no_directory" not in alert.flags:
-                    alert.flags = sorted({*alert.flags, "no_directory"})
-                    session.add(alert)
+                lifecycle.flag(session, alert=alert, flags={"no_directory"})
                 log.error("no referent directory loaded: alert_id=%s cannot be escalated", alert_id)
                 return
             chains = referent_chains.chains_for_position(directory, resolved, now)
@@ -141,13 +140,10 @@ class Pipeline:
             self.dispatcher.start(session, brief, chains, directory.escalation, now)
             # fall / no_motion: the worker's own phone first, the chain held (never for SOS).
             self.dispatcher.verify_first(session, brief, now)
-            alert.dispatched_at = now
-            session.add(alert)
-            alerts.add_event(
+            lifecycle.dispatched(
                 session,
-                alert_id=alert_id,
+                alert=alert,
                 at=now,
-                type_="dispatched",
                 chains=[
                     {
                         "departement": c.departement,
@@ -240,20 +236,14 @@ class Pipeline:
             alert.pos_acc_m = resolved.acc_m
             alert.pos_at = resolved.measured_at
             alert.pos_src = resolved.source
-        session.add(alert)
-        for dep in resolved.departements:
-            alerts.add_departement(
-                session,
-                alert_id=alert.alert_id,
-                departement=dep,
-                at=now,
-                reason="ambiguous_border" if dep != resolved.departement else "position",
-            )
-        alerts.add_event(
+        lifecycle.located(
             session,
-            alert_id=alert.alert_id,
+            alert=alert,
+            concerns={
+                dep: "ambiguous_border" if dep != resolved.departement else "position"
+                for dep in resolved.departements
+            },
             at=now,
-            type_="located",
             source=resolved.source,
             acc_m=resolved.acc_m,
             age_s=resolved.age_s,
@@ -298,9 +288,7 @@ class Pipeline:
                 return result.accepted
         # No escalation (not routed yet, or no dispatch): acknowledge the alert row itself.
         with session_scope(self.engine, write=True) as session:
-            won = alerts.mark_acknowledged(
-                session, alert_id=alert_id, actor=actor, via=via, now=now
-            )
+            won = lifecycle.acknowledge(session, alert_id=alert_id, actor=actor, via=via, at=now)
             refs = self._incident_refs(session, alert_id) if won else []
             by = _service_name(alerts.get_alert(session, alert_id=alert_id), actor, via)
         for ref in refs:
@@ -317,16 +305,11 @@ class Pipeline:
                 return False
             alert = alerts.primary_of(session, alert)
             alert_id = alert.alert_id
-            if alert.state == "resolved":
+            if not lifecycle.allowed(alert, lifecycle.Transition.RESOLVE):
                 return False
             # As the devices know them before the change: a cancelled alert stays quiet.
             refs = self._incident_refs(session, alert_id)
-            alerts.close_incident(
-                session, alert=alert, state="resolved", now=now, outcome=outcome, note=note
-            )
-            alerts.add_event(
-                session, alert_id=alert_id, at=now, type_="resolved", actor=actor, outcome=outcome
-            )
+            lifecycle.resolve(session, alert=alert, at=now, actor=actor, outcome=outcome, note=note)
             if self.dispatcher is not None:
                 self.dispatcher.close(session, alert_id, now)
             victim_support.offer(session, alert_id=alert_id, outcome=outcome, now=now)
@@ -377,9 +360,9 @@ class Pipeline:
                 PinVerdict.WRONG: "wrong_pin",
             }[verdict]
             event = {
-                PinVerdict.UNVERIFIABLE: "pin_unverifiable",
-                PinVerdict.LOCKED: "pin_locked_out",
-                PinVerdict.WRONG: "pin_wrong",
+                PinVerdict.UNVERIFIABLE: AlertEventType.PIN_UNVERIFIABLE,
+                PinVerdict.LOCKED: AlertEventType.PIN_LOCKED_OUT,
+                PinVerdict.WRONG: AlertEventType.PIN_WRONG,
             }[verdict]
             flags = {"pin_errors"} if verdict is PinVerdict.WRONG else set()
             if verdict is PinVerdict.LOCKED:
@@ -399,7 +382,7 @@ class Pipeline:
                         session,
                         alert_id=primary.alert_id,
                         at=now,
-                        type_="pin_lockout",
+                        type_=AlertEventType.PIN_LOCKOUT,
                         actor=device_id,
                         failures=device.pin_failures,
                         until=device.pin_locked_until.isoformat()
@@ -407,9 +390,7 @@ class Pipeline:
                         else None,
                     )
                 session.add(device)
-            if flags - set(primary.flags):
-                primary.flags = sorted({*primary.flags, *flags})
-                session.add(primary)
+            lifecycle.flag(session, alert=primary, flags=flags)
             log.warning(
                 "cancel refused (%s) alert_id=%s device_id=%s", reason, primary.alert_id, device_id
             )
@@ -418,8 +399,8 @@ class Pipeline:
         if device is not None and device.pin_failures:
             pins.clear_failures(device)
             session.add(device)
-        device_cancelled = primary.state == "cancelled" or primary.duress
-        if primary.state == "resolved" and not device_cancelled:
+        device_cancelled = primary.state == AlertState.CANCELLED or primary.duress
+        if primary.state == AlertState.RESOLVED and not device_cancelled:
             return [self._cancel_rejected(device_id, msg.alert_id, "already_closed")]
         # From here on the device receives the same thing for both PINs.
         refs = [AlertRef.of(alert)] + [
@@ -429,25 +410,16 @@ class Pipeline:
         ]
         if verdict is PinVerdict.DURESS:
             if not primary.duress:
-                alerts.mark_duress(session, alert=primary, now=now, actor=device_id)
+                lifecycle.duress(session, alert=primary, at=now, actor=device_id)
                 log.warning("DURESS alert_id=%s device_id=%s", primary.alert_id, device_id)
                 if self.dispatcher is not None and primary.dispatched_at is not None:
                     self.dispatcher.mark_duress(session, primary.alert_id, now)
         elif primary.duress:
             # Once under duress, a later "cancel" cannot stand the alert down: it may be
             # typed under the same threat.
-            alerts.add_event(
-                session,
-                alert_id=primary.alert_id,
-                at=now,
-                type_="cancel_after_duress",
-                actor=device_id,
-            )
-        elif primary.state in ("open", "acknowledged"):
-            alerts.close_incident(session, alert=primary, state="cancelled", now=now)
-            alerts.add_event(
-                session, alert_id=primary.alert_id, at=now, type_="cancelled", actor=device_id
-            )
+            lifecycle.cancel_after_duress(session, alert=primary, at=now, actor=device_id)
+        elif lifecycle.allowed(primary, lifecycle.Transition.CANCEL):
+            lifecycle.cancel(session, alert=primary, at=now, actor=device_id)
             log.info("alert cancelled alert_id=%s device_id=%s", primary.alert_id, device_id)
             if self.dispatcher is not None:
                 self.dispatcher.stand_down(session, primary.alert_id, now, "cancel_pin")
@@ -527,25 +499,20 @@ class Pipeline:
                 if not resolved.has_position or "stale_position" in resolved.flags:
                     continue
                 current = alerts.departements(session, alert_id=alert.alert_id)
-                alert.pos_lat, alert.pos_lon = position.lat, position.lon
-                alert.pos_acc_m, alert.pos_at = position.acc_m, position.at
-                alert.pos_src = position.src
-                session.add(alert)
-                alerts.add_event(
+                added = list(geo_resolve.departements_to_add(tuple(current), resolved))
+                lifecycle.moved(
                     session,
-                    alert_id=alert.alert_id,
-                    at=now,
-                    type_="position",
+                    alert=alert,
                     lat=position.lat,
                     lon=position.lon,
                     acc_m=position.acc_m,
-                    departements=list(resolved.departements),
+                    pos_at=position.at,
+                    src=position.src,
+                    departements_now=list(resolved.departements),
+                    added=added,
+                    at=now,
                 )
-                added = geo_resolve.departements_to_add(tuple(current), resolved)
                 for dep in added:
-                    alerts.add_departement(
-                        session, alert_id=alert.alert_id, departement=dep, at=now, reason="moved"
-                    )
                     if directory is not None and alert.dispatched_at is not None:
                         chain = referent_chains.chain_for(
                             directory, dep, resolved.force_for(dep), now
@@ -568,7 +535,7 @@ class Pipeline:
         at: datetime,
     ) -> None:
         # Same transaction as dispatch's own acknowledgement: all or nothing.
-        alerts.mark_acknowledged(session, alert_id=alert_id, actor=by_name, via=via, now=at)
+        lifecycle.acknowledge(session, alert_id=alert_id, actor=by_name, via=via, at=at)
 
     def after_acknowledged(
         self, alert_id: str, by_name: str, by_phone: str | None, via: str, at: datetime
@@ -582,10 +549,8 @@ class Pipeline:
 
     def on_exhausted(self, session: Session, alert_id: str, at: datetime) -> None:
         alert = alerts.get_alert(session, alert_id=alert_id)
-        if alert is not None and "exhausted" not in alert.flags:
-            alert.flags = sorted({*alert.flags, "exhausted"})
-            session.add(alert)
-            alerts.add_event(session, alert_id=alert_id, at=at, type_="exhausted")
+        if alert is not None:
+            lifecycle.exhausted(session, alert=alert, at=at)
 
     def after_exhausted(self, alert_id: str, at: datetime) -> None:
         log.error("escalation exhausted, nobody acknowledged alert_id=%s", alert_id)

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
+from alert_server.alerts import lifecycle
 from alert_server.alerts import service as alerts
 from alert_server.db import database_unavailable, session_scope
 from alert_server.devices.models import Device
@@ -33,7 +34,7 @@ from alert_server.ingest.pins import PinGate, PinVerdict
 from alert_server.metrics import Metrics
 from vigie import payloads, topics
 from vigie.timeutil import utcnow
-from vigie.vocabulary import AlertState, DownlinkType, UplinkTopic
+from vigie.vocabulary import AlertEventType, AlertKind, AlertState, DownlinkType, UplinkTopic
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,6 @@ class AlertDraft:
             "device_id": self.device_id,
             "kind": self.kind,
             "original_kind": self.original_kind,
-            "state": AlertState.OPEN,
             "duress": False,
             "flags": sorted(set(self.flags)),
             "created_at": created_at,
@@ -468,15 +468,15 @@ class Ingestor:
         values = {
             "alert_id": alert_id,
             "device_id": payloads.db_text(item.device_id[:64]),
-            "kind": "sos",
-            "state": AlertState.OPEN,
+            "kind": AlertKind.SOS,
             "duress": False,
             "flags": ["ingest_error", "malformed"],
             "created_at": now,
             "raw": payloads.db_text(item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace")),
         }
         with session_scope(self.engine, write=True) as session:
-            stored = alerts.store_alert(session, values=values)
+            # No event: the minimal record of a message that could not be stored normally.
+            stored = lifecycle.receive(session, values=values, event=None)
         self._received_sender(item.device_id, alert_id)()
         self._ack_item(item)
         if stored.created:
@@ -551,14 +551,24 @@ class Ingestor:
             draft.incident_of = primary.alert_id
             values.update(
                 incident_of=primary.alert_id,
-                state=primary.state,
                 duress=primary.duress,
                 dispatched_at=now,
                 acknowledged_at=primary.acknowledged_at,
                 acknowledged_by=primary.acknowledged_by,
                 flags=sorted({*values["flags"], "merged"}),
             )
-        stored = alerts.store_alert(session, values=values)
+        stored = lifecycle.receive(
+            session,
+            values=values,
+            incident=primary if draft.incident_of is not None else None,
+            event={
+                "at": now,
+                "actor": draft.device_id,
+                "flags": values["flags"],
+                "errors": draft.errors,
+                **({"incident_of": draft.incident_of} if draft.incident_of else {}),
+            },
+        )
         if stored.created:
             self.metrics.alerts_stored.inc()
             for flag in set(values["flags"]):
@@ -571,21 +581,8 @@ class Ingestor:
                     draft.device_id,
                     "; ".join(draft.errors),
                 )
-            alerts.add_event(
-                session,
-                alert_id=stored.alert_id,
-                at=now,
-                type_="received",
-                actor=draft.device_id,
-                flags=values["flags"],
-                errors=draft.errors,
-                **(
-                    {"device_alert_id": draft.alert_id} if stored.alert_id != draft.alert_id else {}
-                ),
-                **({"incident_of": draft.incident_of} if draft.incident_of else {}),
-            )
             if primary is not None and draft.incident_of is not None:
-                alerts.add_press(session, primary=primary, member_id=stored.alert_id, at=now)
+                lifecycle.press_merged(session, primary=primary, member_id=stored.alert_id, at=now)
                 if primary.state == AlertState.ACKNOWLEDGED:
                     # Help is already on its way: this press is told so too.
                     draft.incident_acknowledged_by = primary.acknowledged_by or ""
@@ -603,7 +600,11 @@ class Ingestor:
             draft.incident_of = None
             self.metrics.alert_repeats.inc()
             alerts.add_event(
-                session, alert_id=stored.alert_id, at=now, type_="repeat", actor=draft.device_id
+                session,
+                alert_id=stored.alert_id,
+                at=now,
+                type_=AlertEventType.REPEAT,
+                actor=draft.device_id,
             )
         return stored, draft
 

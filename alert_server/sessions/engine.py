@@ -32,14 +32,14 @@ from typing import Any
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlmodel import Session
 
-from alert_server.alerts import service as alerts
+from alert_server.alerts import lifecycle
 from alert_server.db import session_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
 from vigie.timeutil import as_utc, rfc3339, utcnow
-from vigie.vocabulary import AlertKind, AlertState, DownlinkType
+from vigie.vocabulary import AlertKind, DownlinkType
 
 log = logging.getLogger(__name__)
 
@@ -294,14 +294,13 @@ class SessionEngine:
             "warned_at": rfc3339(r["warned_at"]) if r["warned_at"] else None,
             "offline_since": rfc3339(r["offline_since"]) if r["offline_since"] else None,
         }
-        created = alerts.insert_alert(
+        created = lifecycle.receive(
             session,
             values={
                 "alert_id": alert_id,
                 "device_id": device_id,
                 "kind": kind,
                 "original_kind": None,
-                "state": AlertState.OPEN,
                 "duress": False,
                 "flags": sorted(flags),
                 "created_at": now,
@@ -314,19 +313,16 @@ class SessionEngine:
                 "pos_src": r["pos_src"] if has_pos else None,
                 "raw": json.dumps(raw, ensure_ascii=False),
             },
-        )
+            event={
+                "at": now,
+                "actor": "server",
+                "flags": sorted(flags),
+                "session_id": session_id,
+                "reason": reason,
+            },
+        ).created
         if not created:
             return
-        alerts.add_event(
-            session,
-            alert_id=alert_id,
-            at=now,
-            type_="received",
-            actor="server",
-            flags=sorted(flags),
-            session_id=session_id,
-            reason=reason,
-        )
         report.alerts.append(alert_id)
         log.error(
             "session alert raised alert_id=%s device_id=%s session_id=%s reason=%s",
