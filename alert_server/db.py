@@ -14,7 +14,7 @@ from typing import Any
 import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
 
@@ -150,10 +150,3 @@ def database_unavailable(exc: BaseException) -> bool:
     # Connection failures, administrator shutdown, crash recovery, deadlocks and
     # serialisation failures: all psycopg.OperationalError, all worth the same retry.
     return isinstance(orig, psycopg.OperationalError)
-
-
-def metadata() -> MetaData:
-    """All tables, with every model module imported (for migration checks)."""
-    import alert_server.models  # noqa: F401  (registers every table)
-
-    return SQLModel.metadata

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 
 from alert_server.alerts import dispatch_timeline
 from alert_server.alerts.api import register_timeline_source
+from alert_server.background import Background
 from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate
 from alert_server.devices.presence import PresenceTracker
@@ -33,7 +34,6 @@ from alert_server.pipeline import SWEEP_GRACE, Pipeline
 from alert_server.referents import service as referents_service
 from alert_server.safety import UnsafeConfiguration, problems
 from alert_server.safety import check as check_safety
-from alert_server.sessions.background import Background
 from alert_server.settings import Settings
 from dispatch.channels.base import Notifier, ProviderHealth
 from dispatch.channels.simulated import SimulatedNotifier
@@ -320,7 +320,7 @@ def create_app(settings: Settings) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    install_dashboard(app, runtime)
+    install_dashboard(app, runtime.settings)
     register_timeline_source(dispatch_timeline.source(runtime.dispatcher))
     app.include_router(followup_api.router)
     return app

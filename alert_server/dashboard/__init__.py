@@ -1,12 +1,10 @@
 """The dispatcher console (server-rendered French pages, live stream) and the HTTP API.
 
-``install_dashboard(app, runtime)`` is the one call the app factory makes: it mounts the API
+``install_dashboard(app, settings)`` is the one call the app factory makes: it mounts the API
 routers, the pages, the live stream, the static files and the security headers.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
@@ -16,15 +14,13 @@ from alert_server.dashboard import geo, pages, stream
 from alert_server.dashboard.auth import install_auth_handlers
 from alert_server.dashboard.config import STATIC_DIR, DashboardConfig
 from alert_server.dashboard.security import SecurityHeaders
+from alert_server.settings import Settings
 from alert_server.users import api as users_api
 
-if TYPE_CHECKING:
-    from alert_server.main import Runtime
 
-
-def install_dashboard(app: FastAPI, runtime: Runtime) -> None:
+def install_dashboard(app: FastAPI, settings: Settings) -> None:
     # (A placeholder VIGIE_SECRET_KEY never gets here: alert_server.safety refuses it.)
-    config = DashboardConfig.from_settings(runtime.settings)
+    config = DashboardConfig.from_settings(settings)
     app.state.dashboard = config
     app.add_middleware(SecurityHeaders, config=config)
     install_auth_handlers(app)
