@@ -286,11 +286,7 @@ class ChaosStack:
         for s in self.servers[1:]:
             s.start(wait_healthy=False)
         for s in self.servers[1:]:
-
-            def healthy(s: ServerProcess = s) -> bool:
-                return s.health()[0] == 200
-
-            wait_until(healthy, 60, f"{s.log_path.name} /healthz 200")
+            s.wait_healthy()
         return self.servers
 
     def stop(self) -> None:
