@@ -73,7 +73,7 @@ def server(
     """API HTTP + console, ingestion MQTT et moteur d'escalade, dans un seul processus."""
     import uvicorn
 
-    from alert_server.main import create_app
+    from alert_server.app import create_app
 
     _logging()
     settings = _settings(config)

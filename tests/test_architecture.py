@@ -15,8 +15,8 @@ From the bottom up:
 - ``pipeline``: the use cases, written out; may use every stage.
 - the adapters: the console (``dashboard``) and each stage's HTTP router and commands
   (``<stage>/api.py``, ``<stage>/cli.py``); may use the pipeline and any stage.
-- the composition: ``main`` (the app), ``background``, ``cli``, ``demo``, ``models`` (every
-  table), ``safety``, ``migrations``: build and wire everything.
+- the composition: ``app`` (the one composition root), ``background``, ``cli``, ``demo``,
+  ``models`` (every table), ``safety``, ``migrations``: build and wire everything.
 
 No cycle between any two of these units.
 """
@@ -33,7 +33,7 @@ PACKAGES = ("vigie", "dispatch", "device_sim", "alert_server")
 KERNEL = {"settings", "db", "metrics"}
 STAGES = {"alerts", "devices", "geo", "ingest", "referents", "sessions", "users", "followup"}
 ADAPTER_MODULES = {"api", "cli"}
-COMPOSITION = {"main", "app", "background", "cli", "demo", "models", "safety", "migrations"}
+COMPOSITION = {"app", "background", "cli", "demo", "models", "safety", "migrations"}
 
 # Layer rank of each kind of unit: a unit may import units of its own rank or below only
 # (stages: not even each other).
@@ -222,7 +222,7 @@ def test_the_graph_sees_imports_inside_functions_and_cycles() -> None:
     # The checks above would pass vacuously on an empty or blind graph.
     edges = import_graph()
     assert ("alert_server.pipeline", "alert_server.alerts") in edges
-    assert ("alert_server.main", "vigie") in edges or ("alert_server.main", "dispatch") in edges
+    assert ("alert_server.app", "vigie") in edges or ("alert_server.app", "dispatch") in edges
     assert cycles({("a", "b"): {"x"}, ("b", "c"): {"y"}, ("c", "a"): {"z"}}) == [["a", "b", "c"]]
     assert unit("alert_server.alerts.api") == "adapters:alerts"
     assert kind(unit("alert_server.geo.index")) == "stage"

@@ -377,7 +377,7 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         alert = alerts_api.get_visible(session, principal=sess.principal, alert_id=alert_id)
         if alert is None:
             return None
-        entries = alerts_api.timeline(session, alert)
+        entries = alerts_api.timeline(session, alert, alerts_api.timeline_sources(request))
         worker = alerts_api.worker_contact(session, alert)
         trail = _trail(session, alert, entries)
         # Its own, the other side of an ambiguous border, any it moved into.

@@ -1,4 +1,5 @@
-"""App factory and lifespan: start the database, presence, ingest, MQTT; stop in reverse order."""
+"""The composition root: builds and wires every part of one server (``Runtime.build``), then
+the FastAPI app around it (``create_app``); starts them in order and stops them in reverse."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
 from alert_server.alerts import dispatch_timeline
-from alert_server.alerts.api import register_timeline_source
 from alert_server.background import Background
 from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate
@@ -320,7 +320,10 @@ def create_app(settings: Settings) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    install_dashboard(app, runtime.settings)
-    register_timeline_source(dispatch_timeline.source(runtime.dispatcher))
+    install_dashboard(
+        app,
+        runtime.settings,
+        timeline_sources=[dispatch_timeline.source(runtime.dispatcher)],
+    )
     app.include_router(followup_api.router)
     return app
