@@ -29,7 +29,8 @@ from vigie.timeutil import rfc3339
 from vigie.vocabulary import DEVICE_KINDS, DownlinkType
 
 MAX_PAYLOAD_BYTES = 4096
-KNOWN_KINDS = DEVICE_KINDS
+# Plain strings: what the wire carries (the enum members compare equal to them).
+KNOWN_KINDS: frozenset[str] = frozenset(k.value for k in DEVICE_KINDS)
 POS_SOURCES = frozenset({"gps", "wifi", "cell", "fixed", "manual"})
 
 
