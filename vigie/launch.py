@@ -9,7 +9,7 @@ promises:
   left behind would load a shared machine for every later run.
 - **A deadline that fits the machine.** How long a start may take is derived from the starts
   measured on this machine (a small JSON file in the temporary folder): ten times the slowest
-  recent start, never under 60 s nor over 600 s; 180 s when nothing was measured yet. A busy
+  recent start, never under 180 s nor over 600 s (180 s when nothing was measured yet). A busy
   machine gets a wide margin; a broken start is still reported within minutes.
 """
 
@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 FIRST_DEADLINE_S = 180.0
-MIN_DEADLINE_S = 60.0
+MIN_DEADLINE_S = 180.0
 MAX_DEADLINE_S = 600.0
 MARGIN = 10.0
 KEPT_STARTS = 20
