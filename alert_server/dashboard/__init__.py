@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from alert_server.alerts import api as alerts_api
-from alert_server.dashboard import geo, pages, stream
+from alert_server.dashboard import geo, links, pages, renewal, stream
 from alert_server.dashboard.auth import install_auth_handlers
 from alert_server.dashboard.config import STATIC_DIR, DashboardConfig
 from alert_server.dashboard.security import SecurityHeaders
@@ -34,4 +34,6 @@ def install_dashboard(app: FastAPI, runtime: Runtime) -> None:
     app.include_router(pages.root_router)
     app.include_router(stream.router)
     app.include_router(geo.router)
+    app.include_router(links.router)
+    app.include_router(renewal.router)
     app.mount(config.static_prefix, StaticFiles(directory=STATIC_DIR), name="dashboard-static")

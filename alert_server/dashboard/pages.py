@@ -402,6 +402,7 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         "worker": worker,
         "concerned": concerned,
         "map_data": map_data,
+        "place": {"address": None},
         **live,
     }
 

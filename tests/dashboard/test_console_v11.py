@@ -1,0 +1,384 @@
+"""The console's version 1.1 promises in Debian's Chromium (issue "a console no dispatcher can
+miss"): the SMS link on a phone, the alarm that cannot go silent, sessions that do not drop a
+watch, pages that fit 390 px and 1366/1440 px, the queue by urgency.
+
+One app (uvicorn thread, SQLite) and one browser for the whole module; alerts are written
+straight into the database, as the pipeline would, and reach the pages through the live stream.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlmodel import select
+
+from alert_server.db import session_scope
+from alert_server.timeutil import as_utc, utcnow
+from alert_server.users.models import WebSession
+from tests.api.conftest import PASSWORD, ApiStack, close_stack, make_stack
+from tests.conftest import GEO_DIR
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, artifact
+from tests.support import wait_until
+
+DESKTOP = {"width": 1440, "height": 900}
+LAPTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
+VIEWPORTS = {"1440": DESKTOP, "1366": LAPTOP, "390": PHONE}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
+    tmp: Path = tmp_path_factory.mktemp("console11")
+    stack, server = make_stack(f"sqlite:///{tmp / 'vigie.db'}", tmp, geo_dir=GEO_DIR)
+    stack.add_user("regulation")
+    stack.add_user("admin", role="admin")
+    stack.add_device("nurse-001")
+    try:
+        yield stack
+    finally:
+        close_stack(stack, server)
+
+
+@pytest.fixture(scope="module")
+def quiet_browser(chromium: Any) -> Iterator[Any]:
+    """Chromium with its default autoplay policy: no sound before a click."""
+    args = [a for a in CHROMIUM_ARGS if not a.startswith("--autoplay-policy")]
+    browser = chromium.browser_type.launch(executable_path=str(CHROMIUM), headless=True, args=args)
+    try:
+        yield browser
+    finally:
+        browser.close()
+
+
+def new_page(browser: Any, viewport: dict[str, int] = DESKTOP, **kw: Any) -> tuple[Any, Any]:
+    context = browser.new_context(
+        viewport=viewport, locale="fr-FR", timezone_id="Europe/Paris", **kw
+    )
+    pg = context.new_page()
+    pg.set_default_timeout(15_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda exc: errors.append(str(exc)))
+    pg.errors = errors
+    return context, pg
+
+
+OVERFLOWING = """() => Array.from(document.querySelectorAll('body *'))
+  .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .slice(0, 8).map(e => e.tagName + '#' + e.id + '.' + e.className + ' ' +
+    Math.round(e.getBoundingClientRect().right))"""
+
+
+def assert_fits(pg: Any, width: int, what: str = "") -> None:
+    scroll = pg.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= width, (what, scroll, pg.evaluate(OVERFLOWING))
+
+
+def login(pg: Any, base: str, path: str = "/dashboard/", user: str = "regulation") -> None:
+    pg.goto(base + path)
+    assert "/dashboard/login" in pg.url
+    pg.fill("input[name=username]", user)
+    pg.fill("input[name=password]", PASSWORD)
+    pg.click("button[type=submit]")
+    pg.wait_for_load_state()
+
+
+def close_open_alerts(stack: ApiStack) -> None:
+    from alert_server.alerts.models import Alert
+
+    with session_scope(stack.runtime.engine) as s:
+        for a in s.exec(select(Alert).where(Alert.state == "open")):
+            a.state = "resolved"
+            a.resolved_at = utcnow()
+            s.add(a)
+    # One timeline row so that the open consoles hear of it (the stream follows the rows).
+    from alert_server.alerts import service as alerts_service
+
+    with session_scope(stack.runtime.engine) as s:
+        for a in s.exec(select(Alert).where(Alert.state == "resolved")):
+            alerts_service.add_event(s, alert_id=a.alert_id, at=utcnow(), type_="resolved")
+
+
+# -- 1. the SMS link ----------------------------------------------------------------------
+
+
+def test_sms_link_on_a_phone_goes_through_login_back_to_the_alert(
+    stack: ApiStack, chromium: Any
+) -> None:
+    alert_id = stack.add_alert(
+        "13", commune_nom="Marseille", device_ts=utcnow() - timedelta(seconds=40)
+    )
+    context, pg = new_page(chromium, PHONE, is_mobile=True, has_touch=True)
+    try:
+        pg.goto(f"{stack.url}/alerts/{alert_id}")  # as in the SMS
+        assert "/dashboard/login" in pg.url
+        pg.screenshot(path=str(artifact("v11-login-390.png")))
+        pg.fill("input[name=username]", "regulation")
+        pg.fill("input[name=password]", PASSWORD)
+        pg.click("button[type=submit]")
+        pg.wait_for_url(f"{stack.url}/dashboard/alerts/{alert_id}")
+        essentials = pg.inner_text("#essentials")
+        assert "Inès" in essentials  # who
+        assert "Marseille" in essentials and "(13)" in essentials  # where
+        assert re.search(r"appui à \d\d:\d\d:\d\d", essentials)  # since when
+        # "Je prends en charge" within the first screen, no scrolling.
+        box = pg.locator("#ack-button").bounding_box()
+        assert box is not None and box["y"] + box["height"] <= PHONE["height"], box
+        assert pg.inner_text("#ack-button") == "Je prends en charge"
+        assert_fits(pg, PHONE["width"])
+        pg.screenshot(path=str(artifact("v11-alert-390-first-screen.png")))
+        pg.click("#ack-button")
+        pg.wait_for_selector("#alert-status[data-state=acknowledged]")
+        assert "regulation" in pg.inner_text("#alert-status")
+        assert pg.errors == []
+    finally:
+        context.close()
+    # Logged in on a desktop: the same link opens the alert at once.
+    context, pg = new_page(chromium)
+    try:
+        login(pg, stack.url)
+        pg.goto(f"{stack.url}/alerts/{alert_id}")
+        assert pg.url == f"{stack.url}/dashboard/alerts/{alert_id}"
+    finally:
+        context.close()
+
+
+# -- 2. the unmissable alarm --------------------------------------------------------------
+
+SPY = """
+(() => {
+  const N = window.Notification;
+  if (!N) return;
+  class Spy extends N {
+    constructor(title, options) {
+      super(title, options);
+      const shown = JSON.parse(sessionStorage.getItem('shown') || '[]');
+      shown.push(title);
+      sessionStorage.setItem('shown', JSON.stringify(shown));
+    }
+  }
+  Spy.requestPermission = function (...args) {
+    sessionStorage.setItem('asks', String(Number(sessionStorage.getItem('asks') || 0) + 1));
+    return N.requestPermission(...args);
+  };
+  window.Notification = Spy;
+})();
+"""
+
+
+def test_sound_gate_blocks_until_a_click_unlocks_the_alarm(
+    stack: ApiStack, quiet_browser: Any
+) -> None:
+    context, pg = new_page(quiet_browser)
+    try:
+        login(pg, stack.url)
+        # Loaded without a click that counts for the autoplay policy (a navigation after the
+        # login submit): reload to be sure no gesture is left.
+        pg.reload()
+        pg.wait_for_selector("#sound-gate:not([hidden])")
+        assert "Cliquez pour activer l'alarme sonore" in pg.inner_text("#sound-gate")
+        assert pg.get_attribute("body", "data-sound") == "off"
+        pg.screenshot(path=str(artifact("v11-sound-gate-1440.png")))
+        pg.click("#sound-gate-button")
+        pg.wait_for_selector("#sound-gate", state="hidden")
+        assert pg.get_attribute("body", "data-sound") == "on"
+    finally:
+        context.close()
+
+
+def test_notifications_asked_once_title_favicon_blink_and_alarm_repeats(
+    stack: ApiStack, chromium: Any
+) -> None:
+    close_open_alerts(stack)
+    context, pg = new_page(chromium)
+    try:
+        pg.add_init_script(SPY)
+        login(pg, stack.url)
+        wait_until(lambda: pg.evaluate("sessionStorage.getItem('asks')") == "1", 5, "asked")
+        pg.reload()
+        pg.wait_for_selector("#live-status[data-state=live]")
+        assert pg.evaluate("sessionStorage.getItem('asks')") == "1"  # asked once only
+        context.grant_permissions(["notifications"], origin=stack.url)
+        assert pg.title() == "Alertes — Vigie"
+
+        first = stack.add_alert("13", commune_nom="Aubagne")
+        pg.wait_for_selector(f'tr[data-alert-id="{first}"]')
+        wait_until(
+            lambda: "Nouvelle alerte — SOS — Aubagne" in pg.evaluate("sessionStorage.shown"),
+            5,
+            "a notification for the new alert",
+        )
+        duress = stack.add_alert("13", duress=True)
+        pg.wait_for_selector(f'tr[data-alert-id="{duress}"]')
+        wait_until(
+            lambda: "CONTRAINTE" in pg.evaluate("sessionStorage.shown"), 5, "duress notified"
+        )
+        # Title and favicon blink while anything waits.
+        titles, icons = set(), set()
+
+        def seen_both() -> bool:
+            titles.add(pg.title())
+            icons.add(pg.get_attribute("#favicon", "href"))
+            return len(titles) >= 2 and len(icons) >= 2
+
+        wait_until(seen_both, 5, "title and favicon blinking")
+        assert any("ALERTE" in t for t in titles)
+        assert any("favicon-alert" in (i or "") for i in icons)
+        # The alarm repeats until someone takes the alerts.
+        beeps = pg.evaluate("Vigie.alarm.beeps")
+        wait_until(lambda: pg.evaluate("Vigie.alarm.beeps") >= beeps + 2, 10, "repeated beeps")
+        for alert_id in (duress, first):
+            pg.locator(f'tr[data-alert-id="{alert_id}"] button.btn-ack').click()
+            pg.wait_for_selector("#alert-status[data-state=acknowledged]")
+            pg.goto(stack.url + "/dashboard/")
+        pg.wait_for_selector("#alarm-banner", state="hidden")
+        beeps = pg.evaluate("Vigie.alarm.beeps")
+        pg.wait_for_timeout(3000)
+        assert pg.evaluate("Vigie.alarm.beeps") == beeps
+        assert pg.title() == "Alertes — Vigie"
+        assert "favicon-alert" not in (pg.get_attribute("#favicon", "href") or "")
+        assert pg.errors == []
+    finally:
+        context.close()
+
+
+# -- 3. sessions ------------------------------------------------------------------------------
+
+
+def _sessions(stack: ApiStack) -> list[WebSession]:
+    with session_scope(stack.runtime.engine) as s:
+        return list(s.exec(select(WebSession).where(WebSession.revoked_at.is_(None))))  # type: ignore[union-attr]
+
+
+def test_session_renewed_while_open_and_a_real_expiry_is_loud(
+    stack: ApiStack, chromium: Any
+) -> None:
+    close_open_alerts(stack)
+    context, pg = new_page(chromium)
+    try:
+        before = {s.id for s in _sessions(stack)}
+        login(pg, stack.url)
+        pg.wait_for_selector("#live-status[data-state=live]")
+        (mine,) = [s for s in _sessions(stack) if s.id not in before]
+        # Near its end: the page's renewal pushes it back to a full term.
+        with session_scope(stack.runtime.engine) as s:
+            row = s.get(WebSession, mine.id)
+            assert row is not None
+            row.expires_at = utcnow() + timedelta(minutes=2)
+            s.add(row)
+        pg.evaluate("Vigie.session.renew()")
+        wait_until(lambda: pg.evaluate("Vigie.session.renewals") >= 1, 5, "a renewal")
+        with session_scope(stack.runtime.engine) as s:
+            row = s.get(WebSession, mine.id)
+            assert row is not None
+            assert as_utc(row.expires_at) > utcnow() + timedelta(hours=11)
+        # A renewal needs the page's anti-forgery token.
+        status = pg.evaluate("fetch('/dashboard/session', {method: 'POST'}).then(r => r.status)")
+        assert status == 403
+
+        alert_id = stack.add_alert("13", commune_nom="Cassis")
+        pg.wait_for_selector(f'tr[data-alert-id="{alert_id}"]')
+        # Really expired (e.g. the account's tokens revoked): loud, and the page stays.
+        with session_scope(stack.runtime.engine) as s:
+            row = s.get(WebSession, mine.id)
+            assert row is not None
+            row.expires_at = utcnow() - timedelta(seconds=1)
+            s.add(row)
+        pg.evaluate("Vigie.session.renew()")
+        pg.wait_for_selector("#session-banner:not([hidden])")
+        assert "SESSION EXPIRÉE" in pg.inner_text("#session-banner")
+        assert "/dashboard/login" not in pg.url
+        assert pg.locator(f'tr[data-alert-id="{alert_id}"]').count() == 1  # still shown
+        beeps = pg.evaluate("Vigie.alarm.beeps")
+        wait_until(lambda: pg.evaluate("Vigie.alarm.beeps") > beeps, 5, "the expiry alarm")
+        pg.screenshot(path=str(artifact("v11-session-expired-1440.png")))
+        assert pg.errors == []
+    finally:
+        context.close()
+    close_open_alerts(stack)
+
+
+# -- 5. the queue -----------------------------------------------------------------------------
+
+
+def test_queue_by_urgency_and_timers_from_the_press(stack: ApiStack, chromium: Any) -> None:
+    close_open_alerts(stack)
+    now = utcnow()
+    # Five presses 9–69 s before they were all received at once (a restart).
+    pressed = {
+        s: stack.add_alert("13", created_at=now, device_ts=now - timedelta(seconds=s))
+        for s in (9, 24, 39, 54, 69)
+    }
+    duress = stack.add_alert(
+        "13", created_at=now, device_ts=now - timedelta(seconds=5), duress=True
+    )
+    skewed = stack.add_alert(
+        "13", created_at=now, device_ts=now + timedelta(hours=3), flags=["clock_skew"]
+    )
+    taken = stack.add_alert(
+        "13",
+        created_at=now - timedelta(minutes=5),
+        state="acknowledged",
+        acknowledged_by="x",
+        acknowledged_at=now,
+    )
+    context, pg = new_page(chromium)
+    try:
+        login(pg, stack.url)
+        pg.wait_for_selector("#live-status[data-state=live]")
+        order = pg.eval_on_selector_all("tr.alert-row", "rs => rs.map(r => r.dataset.alertId)")
+        expected = [duress] + [pressed[s] for s in (69, 54, 39, 24, 9)] + [skewed]
+        assert order[: len(expected)] == expected
+        assert order.index(taken) > order.index(skewed)
+        oldest = pg.inner_text(f'tr[data-alert-id="{pressed[69]}"] .timer')
+        assert oldest.startswith("1 min"), oldest  # from the press, not from reception
+        assert "horloge du boîtier décalée" in pg.inner_text(f'tr[data-alert-id="{skewed}"]')
+        # A new press arriving live goes where its press time puts it, not on top.
+        late = stack.add_alert("13", device_ts=utcnow() - timedelta(seconds=45))
+        pg.wait_for_selector(f'tr[data-alert-id="{late}"]')
+        order = pg.eval_on_selector_all("tr.alert-row", "rs => rs.map(r => r.dataset.alertId)")
+        assert (
+            order.index(late) == order.index(pressed[39]) + 1
+            or order.index(late) == order.index(pressed[54]) + 1
+        )
+        assert order.index(pressed[69]) < order.index(late) < order.index(pressed[9])
+        pg.screenshot(path=str(artifact("v11-queue-1440.png")), full_page=True)
+    finally:
+        context.close()
+
+
+# -- 4. every page fits -----------------------------------------------------------------------
+
+PAGES = [
+    "/dashboard/",
+    "/dashboard/devices",
+    "/dashboard/coverage",
+    "/dashboard/stats",
+    "/dashboard/audit",
+]
+
+
+def test_every_page_fits_390_1366_1440_without_horizontal_scroll(
+    stack: ApiStack, chromium: Any
+) -> None:
+    alert_id = stack.add_alert(
+        "13", commune_nom="Marseille", kind="sos_silent", device_id="nurse-001"
+    )
+    for name, viewport in VIEWPORTS.items():
+        context, pg = new_page(chromium, viewport)
+        try:
+            login(pg, stack.url, user="admin")
+            pg.wait_for_selector("#live-status[data-state=live]")
+            for path in [*PAGES, f"/dashboard/alerts/{alert_id}"]:
+                pg.goto(stack.url + path)
+                pg.wait_for_load_state("networkidle")
+                assert_fits(pg, viewport["width"], f"{path} at {name}")
+                slug = path.strip("/").replace("/", "-").replace(alert_id, "alert") or "board"
+                pg.screenshot(path=str(artifact(f"v11-{slug}-{name}.png")), full_page=True)
+            assert pg.errors == []
+        finally:
+            context.close()
