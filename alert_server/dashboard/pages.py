@@ -40,6 +40,7 @@ from alert_server.dashboard.board import (
 )
 from alert_server.dashboard.config import BOUNDARY_ATTRIBUTION
 from alert_server.dashboard.render import render
+from alert_server.dashboard.summary import escalation_summary, plain_timeline
 from alert_server.db import session_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
@@ -403,6 +404,8 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         "concerned": concerned,
         "map_data": map_data,
         "place": {"address": None},
+        "summary": escalation_summary(entries, utcnow()),
+        "lines": plain_timeline(entries),
         **live,
     }
 
