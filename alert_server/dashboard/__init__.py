@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
 
 from alert_server.alerts import api as alerts_api
-from alert_server.dashboard import geo, links, pages, renewal, stream
+from alert_server.dashboard import geo, history, links, notes, pages, renewal, stream
 from alert_server.dashboard.auth import install_auth_handlers
 from alert_server.dashboard.config import STATIC_DIR, DashboardConfig
 from alert_server.dashboard.security import SecurityHeaders
@@ -27,6 +28,9 @@ def install_dashboard(app: FastAPI, runtime: Runtime) -> None:
     config = DashboardConfig.from_settings(runtime.settings)
     app.state.dashboard = config
     app.add_middleware(SecurityHeaders, config=config)
+    # Pages, scripts, outlines and API answers compressed (a phone on 3G opening the SMS
+    # link); Starlette never compresses the live stream (text/event-stream).
+    app.add_middleware(GZipMiddleware, minimum_size=1000)
     install_auth_handlers(app)
     app.include_router(users_api.router)
     app.include_router(alerts_api.router)
@@ -36,4 +40,6 @@ def install_dashboard(app: FastAPI, runtime: Runtime) -> None:
     app.include_router(geo.router)
     app.include_router(links.router)
     app.include_router(renewal.router)
+    app.include_router(notes.router)
+    app.include_router(history.router)
     app.mount(config.static_prefix, StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -380,6 +380,14 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         entries = alerts_api.timeline(session, alert)
         worker = alerts_api.worker_contact(session, alert)
         trail = _trail(session, alert, entries)
+        from alert_server.dashboard import notes
+
+        extras = {
+            "annotations": notes.annotations_of(session, alert.alert_id),
+            "others": notes.other_alerts(
+                session, principal=sess.principal, alert=alert, now=utcnow()
+            ),
+        }
         # Its own, the other side of an ambiguous border, any it moved into.
         concerned = sorted(
             {*alerts_service.departements(session, alert_id=alert.alert_id)}
@@ -406,6 +414,7 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         "place": {"address": None},
         "summary": escalation_summary(entries, utcnow()),
         "lines": plain_timeline(entries),
+        **extras,
         **live,
     }
 

@@ -57,7 +57,7 @@ class RestartableServer(ServerProcess):
         log.close()
         if wait_healthy:
             try:
-                wait_until(lambda: self.health()[0] == 200, 30, "server /healthz 200")
+                wait_until(lambda: self.health()[0] == 200, 180, "server /healthz 200")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\n--- server log ---\n{self.log()[-3000:]}") from exc
         return self

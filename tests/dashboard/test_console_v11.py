@@ -359,6 +359,7 @@ PAGES = [
     "/dashboard/coverage",
     "/dashboard/stats",
     "/dashboard/audit",
+    "/dashboard/history",
 ]
 
 
@@ -382,3 +383,53 @@ def test_every_page_fits_390_1366_1440_without_horizontal_scroll(
             assert pg.errors == []
         finally:
             context.close()
+
+
+# -- 6, 7. summary, notes, incident number, caution, the worker's other alerts, history -------
+
+
+def test_alert_page_summary_notes_incident_number_caution_and_history(
+    stack: ApiStack, chromium: Any
+) -> None:
+    older = stack.add_alert(
+        "13", created_at=utcnow() - timedelta(days=3), state="resolved", device_id="nurse-001"
+    )
+    alert_id = stack.add_alert("13", kind="sos_silent", device_id="nurse-001")
+    for i in range(120):  # more than a page, more than the old 200-row cap is not needed
+        stack.add_alert("84", created_at=utcnow() - timedelta(hours=i + 1), device_id=f"d-{i}")
+    context, pg = new_page(chromium)
+    try:
+        login(pg, stack.url, f"/dashboard/alerts/{alert_id}")
+        pg.wait_for_selector("#live-status[data-state=live]")
+        # The escalation summary is at the top, in French (no escalation in this app).
+        summary = pg.inner_text("#summary")
+        assert summary == "Aucun référent n'a encore été prévenu par Vigie."
+        # Silent SOS: do not call the device back.
+        assert "NE PAS RAPPELER LE BOÎTIER" in pg.inner_text("#caution").upper()
+        # The worker's other recent alerts.
+        assert pg.locator(f'#others a[href$="{older}"]').count() == 1
+        # A note at any time, and the police's incident number: in the timeline, live.
+        pg.fill("#note-text", "Patrouille demandée au CIC, arrivée estimée 8 min.")
+        pg.click("#note-button")
+        pg.wait_for_selector("text=Note ajoutée à la chronologie.")
+        assert "Note : Patrouille demandée au CIC" in pg.inner_text("#alert-timeline")
+        pg.fill("#police-ref", "PV 2026/013/004512")
+        pg.click("#police-ref-button")
+        pg.wait_for_selector("#police-ref-current")
+        assert "PV 2026/013/004512" in pg.inner_text("#police-ref-current")
+        assert "PV 2026/013/004512" in pg.inner_text("#alert-timeline")
+        actions = [a.action for a in stack.audit()]
+        assert "alert.note" in actions and "alert.police_ref" in actions
+        pg.screenshot(path=str(artifact("v11-alert-annotated-1440.png")), full_page=True)
+        # History: search, and pages with no cap.
+        pg.goto(stack.url + "/dashboard/history")
+        count = pg.inner_text("#history-count")
+        total = int(count.split(" ")[0])
+        assert total >= 122
+        pg.click("#history-next")
+        assert "page 2 sur" in pg.inner_text("#history-count")
+        pg.goto(stack.url + "/dashboard/history?q=d-119")
+        assert pg.inner_text("#history-count").startswith("1 alerte(s)")
+        assert pg.errors == []
+    finally:
+        context.close()
