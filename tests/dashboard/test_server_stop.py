@@ -21,19 +21,21 @@ def test_stop_with_three_consoles_open_ends_every_stream(
     opened = threading.Barrier(4, timeout=60)
 
     def console() -> None:
-        with http_login(base, "regulation") as client:
-            with client.stream("GET", "/dashboard/stream", timeout=60) as r:
-                assert r.status_code == 200
-                assert "content-encoding" not in r.headers  # a stream is never buffered
-                lines = r.iter_lines()
-                while "event: hello" not in next(lines):
+        with (
+            http_login(base, "regulation") as client,
+            client.stream("GET", "/dashboard/stream", timeout=60) as r,
+        ):
+            assert r.status_code == 200
+            assert "content-encoding" not in r.headers  # a stream is never buffered
+            lines = r.iter_lines()
+            while "event: hello" not in next(lines):
+                pass
+            opened.wait()
+            try:
+                for _ in lines:
                     pass
-                opened.wait()
-                try:
-                    for _ in lines:
-                        pass
-                except httpx.HTTPError:
-                    pass
+            except httpx.HTTPError:
+                pass
         ended.append(time.monotonic())
 
     threads = [threading.Thread(target=console, daemon=True) for _ in range(3)]
