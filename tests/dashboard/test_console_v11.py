@@ -8,6 +8,7 @@ straight into the database, as the pipeline would, and reach the pages through t
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from datetime import timedelta
@@ -23,6 +24,8 @@ from alert_server.users.models import WebSession
 from tests.api.conftest import PASSWORD, ApiStack, close_stack, make_stack
 from tests.conftest import GEO_DIR
 from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, artifact
+from tests.fakes import ban
+from tests.fakes.app_server import ThreadedServer
 from tests.support import wait_until
 
 DESKTOP = {"width": 1440, "height": 900}
@@ -34,7 +37,17 @@ VIEWPORTS = {"1440": DESKTOP, "1366": LAPTOP, "390": PHONE}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
     tmp: Path = tmp_path_factory.mktemp("console11")
-    stack, server = make_stack(f"sqlite:///{tmp / 'vigie.db'}", tmp, geo_dir=GEO_DIR)
+    ban_app, _ = ban.make_app()
+    ban_server = ThreadedServer(ban_app).start()
+    saved = os.environ.get("VIGIE_GEOCODER_URL")
+    os.environ["VIGIE_GEOCODER_URL"] = ban_server.url + "/reverse"
+    try:
+        stack, server = make_stack(f"sqlite:///{tmp / 'vigie.db'}", tmp, geo_dir=GEO_DIR)
+    finally:
+        if saved is None:
+            os.environ.pop("VIGIE_GEOCODER_URL", None)
+        else:
+            os.environ["VIGIE_GEOCODER_URL"] = saved
     stack.add_user("regulation")
     stack.add_user("admin", role="admin")
     stack.add_device("nurse-001")
@@ -42,6 +55,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiStack]:
         yield stack
     finally:
         close_stack(stack, server)
+        ban_server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -430,6 +444,54 @@ def test_alert_page_summary_notes_incident_number_caution_and_history(
         assert "page 2 sur" in pg.inner_text("#history-count")
         pg.goto(stack.url + "/dashboard/history?q=d-119")
         assert pg.inner_text("#history-count").startswith("1 alerte(s)")
+        assert pg.errors == []
+    finally:
+        context.close()
+
+
+# -- 8. where, for real -----------------------------------------------------------------------
+
+
+def test_address_map_links_and_new_positions_drawn_live(stack: ApiStack, chromium: Any) -> None:
+    from alert_server.alerts import service as alerts_service
+
+    alert_id = stack.add_alert("13", commune_nom="Marseille")  # at 43.2965, 5.3698
+    nowhere = stack.add_alert("13", commune_nom="Cassis", pos_lat=43.25, pos_lon=5.6)
+    context, pg = new_page(chromium)
+    try:
+        login(pg, stack.url, f"/dashboard/alerts/{alert_id}")
+        pg.wait_for_selector("#detail[data-address=found]")
+        where = pg.inner_text("#essential-where")
+        assert "2 Quai du Port 13002 Marseille" in where and "Marseille" in where
+        assert "43.2965" in (pg.get_attribute("#link-geoportail", "href") or "")
+        assert "www.geoportail.gouv.fr/carte" in (
+            pg.get_attribute("#link-geoportail", "href") or ""
+        )
+        osm = pg.get_attribute("#link-osm", "href") or ""
+        assert osm.startswith("https://www.openstreetmap.org/?mlat=43.2965&mlon=5.3698")
+        pg.wait_for_selector("#map[data-outlines]")
+        assert pg.get_attribute("#map", "data-positions") == "1"
+        # The worker moves: the new position is drawn without reloading.
+        with session_scope(stack.runtime.engine) as s:
+            alerts_service.add_event(
+                s,
+                alert_id=alert_id,
+                at=utcnow(),
+                type_="position",
+                lat=43.2990,
+                lon=5.3720,
+                acc_m=15,
+                source="gps",
+            )
+        pg.wait_for_selector("#map[data-positions='2']")
+        assert pg.locator(".leaflet-tooltip-pane, path.leaflet-interactive").count() >= 1
+        assert "2 Quai du Port" in pg.inner_text("#essential-where")  # kept after refresh
+        pg.screenshot(path=str(artifact("v11-alert-where-1440.png")), full_page=True)
+        # No address found (or the service unreachable): the commune alone.
+        pg.goto(f"{stack.url}/dashboard/alerts/{nowhere}")
+        pg.wait_for_selector("#detail[data-address=none]")
+        assert pg.inner_text("#where-address") == ""
+        assert "Cassis" in pg.inner_text("#essential-where")
         assert pg.errors == []
     finally:
         context.close()
