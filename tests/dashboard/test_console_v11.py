@@ -92,6 +92,22 @@ def assert_fits(pg: Any, width: int, what: str = "") -> None:
     assert scroll <= width, (what, scroll, pg.evaluate(OVERFLOWING))
 
 
+AXE = (Path(__file__).resolve().parents[1] / "vendor" / "axe-core" / "axe.min.js").read_text()
+
+
+def assert_accessible(pg: Any, what: str) -> None:
+    """axe-core (vendored from npm, injected here): no serious or critical violation."""
+    if not pg.evaluate("typeof window.axe !== 'undefined'"):
+        pg.add_script_tag(content=AXE)
+    result = pg.evaluate(
+        """() => axe.run(document, {resultTypes: ['violations']}).then(r =>
+            r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+             .map(v => v.id + ' (' + v.impact + '): ' +
+                  v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | ')))"""
+    )
+    assert result == [], (what, result)
+
+
 def login(pg: Any, base: str, path: str = "/dashboard/", user: str = "regulation") -> None:
     pg.goto(base + path)
     assert "/dashboard/login" in pg.url
@@ -384,14 +400,20 @@ def test_every_page_fits_390_1366_1440_without_horizontal_scroll(
         "13", commune_nom="Marseille", kind="sos_silent", device_id="nurse-001"
     )
     for name, viewport in VIEWPORTS.items():
-        context, pg = new_page(chromium, viewport)
+        # axe-core is injected into the page: the console's own CSP would refuse it.
+        context, pg = new_page(chromium, viewport, bypass_csp=True)
         try:
+            pg.goto(stack.url + "/dashboard/login")
+            assert_fits(pg, viewport["width"], f"login at {name}")
+            assert_accessible(pg, f"login at {name}")
             login(pg, stack.url, user="admin")
             pg.wait_for_selector("#live-status[data-state=live]")
             for path in [*PAGES, f"/dashboard/alerts/{alert_id}"]:
                 pg.goto(stack.url + path)
                 pg.wait_for_load_state("networkidle")
                 assert_fits(pg, viewport["width"], f"{path} at {name}")
+                if name != "1366":
+                    assert_accessible(pg, f"{path} at {name}")
                 slug = path.strip("/").replace("/", "-").replace(alert_id, "alert") or "board"
                 pg.screenshot(path=str(artifact(f"v11-{slug}-{name}.png")), full_page=True)
             assert pg.errors == []
