@@ -13,7 +13,17 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
 from alert_server.alerts import api as alerts_api
-from alert_server.dashboard import geo, geocode, history, links, notes, pages, renewal, stream
+from alert_server.dashboard import (
+    fleet,
+    geo,
+    geocode,
+    history,
+    links,
+    notes,
+    pages,
+    renewal,
+    stream,
+)
 from alert_server.dashboard.auth import install_auth_handlers
 from alert_server.dashboard.config import STATIC_DIR, DashboardConfig
 from alert_server.dashboard.security import SecurityHeaders
@@ -43,5 +53,6 @@ def install_dashboard(app: FastAPI, runtime: Runtime) -> None:
     app.include_router(notes.router)
     app.include_router(history.router)
     app.include_router(geocode.router)
+    app.include_router(fleet.router)
     app.state.geocoder = geocode.Geocoder.from_env()
     app.mount(config.static_prefix, StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -410,7 +410,7 @@ def test_every_page_fits_390_1366_1440_without_horizontal_scroll(
             pg.wait_for_selector("#live-status[data-state=live]")
             for path in [*PAGES, f"/dashboard/alerts/{alert_id}"]:
                 pg.goto(stack.url + path)
-                pg.wait_for_load_state("networkidle")
+                pg.wait_for_selector("#live-status[data-state=live]")
                 assert_fits(pg, viewport["width"], f"{path} at {name}")
                 if name != "1366":
                     assert_accessible(pg, f"{path} at {name}")
@@ -428,9 +428,9 @@ def test_alert_page_summary_notes_incident_number_caution_and_history(
     stack: ApiStack, chromium: Any
 ) -> None:
     older = stack.add_alert(
-        "13", created_at=utcnow() - timedelta(days=3), state="resolved", device_id="nurse-001"
+        "13", created_at=utcnow() - timedelta(days=3), state="resolved", device_id="nurse-077"
     )
-    alert_id = stack.add_alert("13", kind="sos_silent", device_id="nurse-001")
+    alert_id = stack.add_alert("13", kind="sos_silent", device_id="nurse-077")
     for i in range(120):  # more than a page, more than the old 200-row cap is not needed
         stack.add_alert("84", created_at=utcnow() - timedelta(hours=i + 1), device_id=f"d-{i}")
     context, pg = new_page(chromium)
@@ -515,5 +515,55 @@ def test_address_map_links_and_new_positions_drawn_live(stack: ApiStack, chromiu
         assert pg.inner_text("#where-address") == ""
         assert "Cassis" in pg.inner_text("#essential-where")
         assert pg.errors == []
+    finally:
+        context.close()
+
+
+def test_fleet_map_devices_online_and_visits_in_progress(stack: ApiStack, chromium: Any) -> None:
+    from alert_server.devices.models import Device
+    from alert_server.sessions.models import ACTIVE, VisitSession
+
+    now = utcnow()
+    with session_scope(stack.runtime.engine) as s:
+        device = (
+            s.get(Device, "nurse-001")
+            or s.exec(select(Device).where(Device.device_id == "nurse-001")).one()
+        )
+        device.online = True
+        device.last_seen_at = now
+        device.last_lat, device.last_lon, device.last_acc_m = 43.30, 5.40, 20.0
+        device.last_pos_at = now
+        s.add(device)
+        s.add(
+            VisitSession(
+                device_id="nurse-001",
+                session_id="visit-1",
+                state=ACTIVE,
+                memo="12 rue du Patient (jamais envoyé à la carte)",
+                started_at=now - timedelta(minutes=25),
+                expected_end=now + timedelta(minutes=20),
+                pos_lat=43.301,
+                pos_lon=5.401,
+                updated_at=now,
+            )
+        )
+    context, pg = new_page(chromium)
+    try:
+        login(pg, stack.url, "/dashboard/devices", user="admin")
+        pg.wait_for_selector("#fleet-map[data-devices='1'][data-visits='1']")
+        visits = pg.inner_text("#visits")
+        assert "nurse-001" in visits and "25 min" in visits and "en cours" in visits
+        assert "Patient" not in pg.content()  # the memo never reaches the map
+        pg.screenshot(path=str(artifact("v11-fleet-1440.png")), full_page=True)
+        assert pg.errors == []
+    finally:
+        context.close()
+    # An account restricted to départements does not see the fleet (as the devices page).
+    stack.add_user("bdr", departements=("13",))
+    context, pg = new_page(chromium)
+    try:
+        login(pg, stack.url, user="bdr")
+        status = pg.evaluate("fetch('/dashboard/fleet.json').then(r => r.status)")
+        assert status == 403
     finally:
         context.close()

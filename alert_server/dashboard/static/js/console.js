@@ -211,7 +211,8 @@
     if (alarm.expired && n === 0) {
       document.title = on ? "SESSION EXPIRÉE — Vigie" : baseTitle;
     } else {
-      document.title = on ? "(" + n + ") ALERTE — " + baseTitle : "⚠ " + n + " EN ATTENTE — Vigie";
+      // The count stays first (a tab strip shows only the start), the rest blinks.
+      document.title = "(" + n + ") ALERTE — " + (on ? baseTitle : "⚠ EN ATTENTE ⚠");
     }
     setFavicon(on);
   }
