@@ -59,6 +59,8 @@ class RestartableServer(ServerProcess):
             try:
                 wait_until(lambda: self.health()[0] == 200, 180, "server /healthz 200")
             except AssertionError as exc:
+                self.proc.kill()  # never left running when the readiness wait gives up
+                self.proc.wait(30)
                 raise AssertionError(f"{exc}\n--- server log ---\n{self.log()[-3000:]}") from exc
         return self
 
