@@ -16,7 +16,7 @@ from sqlmodel import Session, col, select
 
 from alert_server.dashboard import pages
 from alert_server.dashboard.auth import engine_of
-from alert_server.db import session_scope
+from alert_server.db import read_scope
 from alert_server.devices.models import Device
 from alert_server.sessions.models import RUNNING, VisitSession
 from alert_server.timeutil import as_utc, rfc3339, utcnow
@@ -65,6 +65,6 @@ def fleet_json(request: Request) -> Response:
     sess = pages.page_session(request)
     if sess.principal.restricted:
         return Response(status_code=403)
-    with session_scope(engine_of(request), write=False) as session:
+    with read_scope(engine_of(request)) as session:
         body = fleet(session, utcnow())
     return JSONResponse(body)

@@ -19,7 +19,7 @@ from alert_server.alerts.api import scope_clause
 from alert_server.alerts.models import Alert
 from alert_server.dashboard import pages
 from alert_server.dashboard.auth import engine_of
-from alert_server.db import session_scope
+from alert_server.db import read_scope
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
@@ -50,7 +50,7 @@ def search(request: Request, q: str, page: int) -> HistoryPage:
                 col(Alert.acknowledged_by).ilike(like),
             )
         )
-    with session_scope(engine_of(request), write=False) as session:
+    with read_scope(engine_of(request)) as session:
         total = int(session.exec(select(func.count()).select_from(stmt.subquery())).one())
         pages_count = max(1, -(-total // PAGE_SIZE))
         page = min(max(1, page), pages_count)

@@ -22,7 +22,7 @@ from alert_server.alerts import service as alerts_service
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.dashboard import pages
 from alert_server.dashboard.auth import check_csrf, engine_of
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.timeutil import utcnow
 from alert_server.users import service as users_service
 from alert_server.users.api import client_of
@@ -92,7 +92,7 @@ def _write(request: Request, alert_id: str, type_: str, action: str, **detail: s
     sess = pages.page_session(request)
     client = client_of(request)
     now = utcnow()
-    with session_scope(engine_of(request)) as session:
+    with write_scope(engine_of(request)) as session:
         alert = alerts_api.get_visible(session, principal=sess.principal, alert_id=alert_id)
         if alert is None:
             return False

@@ -25,7 +25,7 @@ from alert_server.dashboard.auth import (
     optional_session,
     set_session_cookie,
 )
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.timeutil import as_utc, rfc3339, utcnow
 from alert_server.users import service as users_service
 from alert_server.users.models import WebSession
@@ -53,7 +53,7 @@ def renew_session(request: Request) -> Response:
     if not submitted or not hmac.compare_digest(submitted.encode(), sess.csrf_token.encode()):
         return Response(status_code=403)
     now = utcnow()
-    with session_scope(engine_of(request)) as session:
+    with write_scope(engine_of(request)) as session:
         expires = renew(session, token=sess.token, now=now)
     if expires is None:
         return Response(status_code=401)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from sqlmodel import select
 
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.timeutil import as_utc, utcnow
 from alert_server.users.models import WebSession
 from tests.api.conftest import PASSWORD, ApiStack, close_stack, make_stack
@@ -120,7 +120,7 @@ def login(pg: Any, base: str, path: str = "/dashboard/", user: str = "regulation
 def close_open_alerts(stack: ApiStack) -> None:
     from alert_server.alerts.models import Alert
 
-    with session_scope(stack.runtime.engine) as s:
+    with write_scope(stack.runtime.engine) as s:
         for a in s.exec(select(Alert).where(Alert.state == "open")):
             a.state = "resolved"
             a.resolved_at = utcnow()
@@ -128,7 +128,7 @@ def close_open_alerts(stack: ApiStack) -> None:
     # One timeline row so that the open consoles hear of it (the stream follows the rows).
     from alert_server.alerts import service as alerts_service
 
-    with session_scope(stack.runtime.engine) as s:
+    with write_scope(stack.runtime.engine) as s:
         for a in s.exec(select(Alert).where(Alert.state == "resolved")):
             alerts_service.add_event(s, alert_id=a.alert_id, at=utcnow(), type_="resolved")
 
@@ -280,7 +280,7 @@ def test_notifications_asked_once_title_favicon_blink_and_alarm_repeats(
 
 
 def _sessions(stack: ApiStack) -> list[WebSession]:
-    with session_scope(stack.runtime.engine) as s:
+    with write_scope(stack.runtime.engine) as s:
         return list(s.exec(select(WebSession).where(WebSession.revoked_at.is_(None))))  # type: ignore[union-attr]
 
 
@@ -295,14 +295,14 @@ def test_session_renewed_while_open_and_a_real_expiry_is_loud(
         pg.wait_for_selector("#live-status[data-state=live]")
         (mine,) = [s for s in _sessions(stack) if s.id not in before]
         # Near its end: the page's renewal pushes it back to a full term.
-        with session_scope(stack.runtime.engine) as s:
+        with write_scope(stack.runtime.engine) as s:
             row = s.get(WebSession, mine.id)
             assert row is not None
             row.expires_at = utcnow() + timedelta(minutes=2)
             s.add(row)
         pg.evaluate("Vigie.session.renew()")
         wait_until(lambda: pg.evaluate("Vigie.session.renewals") >= 1, 5, "a renewal")
-        with session_scope(stack.runtime.engine) as s:
+        with write_scope(stack.runtime.engine) as s:
             row = s.get(WebSession, mine.id)
             assert row is not None
             assert as_utc(row.expires_at) > utcnow() + timedelta(hours=11)
@@ -313,7 +313,7 @@ def test_session_renewed_while_open_and_a_real_expiry_is_loud(
         alert_id = stack.add_alert("13", commune_nom="Cassis")
         pg.wait_for_selector(f'tr[data-alert-id="{alert_id}"]')
         # Really expired (e.g. the account's tokens revoked): loud, and the page stays.
-        with session_scope(stack.runtime.engine) as s:
+        with write_scope(stack.runtime.engine) as s:
             row = s.get(WebSession, mine.id)
             assert row is not None
             row.expires_at = utcnow() - timedelta(seconds=1)
@@ -494,7 +494,7 @@ def test_address_map_links_and_new_positions_drawn_live(stack: ApiStack, chromiu
         pg.wait_for_selector("#map[data-outlines]")
         assert pg.get_attribute("#map", "data-positions") == "1"
         # The worker moves: the new position is drawn without reloading.
-        with session_scope(stack.runtime.engine) as s:
+        with write_scope(stack.runtime.engine) as s:
             alerts_service.add_event(
                 s,
                 alert_id=alert_id,
@@ -524,7 +524,7 @@ def test_fleet_map_devices_online_and_visits_in_progress(stack: ApiStack, chromi
     from alert_server.sessions.models import ACTIVE, VisitSession
 
     now = utcnow()
-    with session_scope(stack.runtime.engine) as s:
+    with write_scope(stack.runtime.engine) as s:
         device = (
             s.get(Device, "nurse-001")
             or s.exec(select(Device).where(Device.device_id == "nurse-001")).one()
