@@ -21,6 +21,7 @@ from alert_server.dashboard.presstime import urgency_key
 from alert_server.dashboard.render import STATE_FILTERS, render
 from alert_server.geo.codes import DEPARTEMENT_CODES
 from alert_server.users.schemas import Principal
+from vigie.vocabulary import AlertState
 
 BOARD_LIMIT = 200
 UNKNOWN_DEPARTEMENT = "inconnu"
@@ -73,7 +74,7 @@ def board_alerts(session: Session, *, principal: Principal, filt: BoardFilter) -
     elif filt.departement:
         stmt = stmt.where(Alert.departement == filt.departement)
     # Waiting alerts are never pushed out of the limit by closed ones.
-    waiting_first = case((col(Alert.state) == "open", 0), else_=1)
+    waiting_first = case((col(Alert.state) == AlertState.OPEN, 0), else_=1)
     stmt = stmt.order_by(waiting_first, col(Alert.created_at).desc(), col(Alert.id).desc())
     stmt = stmt.limit(BOARD_LIMIT)
     return sort_for_board(session.exec(stmt))

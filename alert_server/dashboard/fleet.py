@@ -19,7 +19,7 @@ from alert_server.dashboard.auth import engine_of
 from alert_server.db import read_scope
 from alert_server.devices.models import Device
 from alert_server.sessions.models import RUNNING, VisitSession
-from alert_server.timeutil import as_utc, rfc3339, utcnow
+from vigie.timeutil import as_utc, rfc3339, utcnow
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 

@@ -23,10 +23,11 @@ from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.dashboard import pages
 from alert_server.dashboard.auth import check_csrf, engine_of
 from alert_server.db import write_scope
-from alert_server.timeutil import utcnow
 from alert_server.users import service as users_service
 from alert_server.users.api import client_of
 from alert_server.users.schemas import Principal
+from vigie.timeutil import utcnow
+from vigie.vocabulary import AlertEventType
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 
@@ -57,16 +58,16 @@ def annotations_of(session: Session, alert_id: str) -> Annotations:
         session.exec(
             select(AlertEvent)
             .where(AlertEvent.alert_id == alert_id)
-            .where(col(AlertEvent.type).in_(("note", "police_ref")))
+            .where(col(AlertEvent.type).in_((AlertEventType.NOTE, AlertEventType.POLICE_REF)))
             .order_by(col(AlertEvent.id))
         )
     )
-    refs = [r for r in rows if r.type == "police_ref"]
+    refs = [r for r in rows if r.type == AlertEventType.POLICE_REF]
     last = refs[-1] if refs else None
     return Annotations(
         police_ref=str(last.detail.get("ref")) if last else None,
         police_ref_by=last.actor if last else None,
-        notes=sum(1 for r in rows if r.type == "note"),
+        notes=sum(1 for r in rows if r.type == AlertEventType.NOTE),
     )
 
 
@@ -87,7 +88,9 @@ def other_alerts(
     return list(session.exec(stmt))
 
 
-def _write(request: Request, alert_id: str, type_: str, action: str, **detail: str) -> bool:
+def _write(
+    request: Request, alert_id: str, *, type_: AlertEventType, action: str, **detail: str
+) -> bool:
     """Appends the row and its audit record; False when the alert is not visible."""
     sess = pages.page_session(request)
     client = client_of(request)
@@ -122,7 +125,9 @@ def add_note(
     check_csrf(sess, csrf_token)
     if not text.strip():
         return pages._to_detail(request, alert_id, "note_empty")
-    if not _write(request, alert_id, "note", "alert.note", text=text.strip()):
+    if not _write(
+        request, alert_id, type_=AlertEventType.NOTE, action="alert.note", text=text.strip()
+    ):
         return pages._not_found(request, sess)
     return pages._to_detail(request, alert_id, "note_ok")
 
@@ -138,6 +143,12 @@ def set_police_ref(
     check_csrf(sess, csrf_token)
     if not ref.strip():
         return pages._to_detail(request, alert_id, "ref_empty")
-    if not _write(request, alert_id, "police_ref", "alert.police_ref", ref=ref.strip()):
+    if not _write(
+        request,
+        alert_id,
+        type_=AlertEventType.POLICE_REF,
+        action="alert.police_ref",
+        ref=ref.strip(),
+    ):
         return pages._not_found(request, sess)
     return pages._to_detail(request, alert_id, "ref_ok")

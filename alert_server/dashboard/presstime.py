@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from alert_server.alerts.models import Alert
-from alert_server.timeutil import as_utc
+from vigie.timeutil import as_utc
+from vigie.vocabulary import AlertState
 
 # A device clock ahead of the server by less than this is ordinary drift: reception time.
 FUTURE_TOLERANCE = timedelta(minutes=2)
@@ -46,9 +47,9 @@ def press_time(alert: Alert) -> PressTime:
 
 def urgency_group(alert: Alert) -> int:
     """0 duress waiting, 1 waiting, 2 taken in charge, 3 closed or cancelled."""
-    if alert.state == "open":
+    if alert.state == AlertState.OPEN:
         return 0 if alert.duress else 1
-    return 2 if alert.state == "acknowledged" else 3
+    return 2 if alert.state == AlertState.ACKNOWLEDGED else 3
 
 
 def urgency_key(alert: Alert) -> tuple[int, float]:

@@ -26,9 +26,9 @@ from alert_server.dashboard.auth import (
     set_session_cookie,
 )
 from alert_server.db import write_scope
-from alert_server.timeutil import as_utc, rfc3339, utcnow
 from alert_server.users import service as users_service
 from alert_server.users.models import WebSession
+from vigie.timeutil import as_utc, rfc3339, utcnow
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 

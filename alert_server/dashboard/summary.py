@@ -24,7 +24,7 @@ from alert_server.alerts.schemas import (
     OUTCOMES,
     TimelineEntry,
 )
-from alert_server.timeutil import as_utc
+from vigie.timeutil import as_utc
 
 PARIS = ZoneInfo("Europe/Paris")
 

@@ -19,7 +19,6 @@ import pytest
 from sqlmodel import select
 
 from alert_server.db import write_scope
-from alert_server.timeutil import as_utc, utcnow
 from alert_server.users.models import WebSession
 from tests.api.conftest import PASSWORD, ApiStack, close_stack, make_stack
 from tests.conftest import GEO_DIR
@@ -27,6 +26,7 @@ from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, artifact
 from tests.fakes import ban
 from tests.fakes.app_server import ThreadedServer
 from tests.support import wait_until
+from vigie.timeutil import as_utc, utcnow
 
 DESKTOP = {"width": 1440, "height": 900}
 LAPTOP = {"width": 1366, "height": 768}

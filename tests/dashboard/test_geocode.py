@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from alert_server.dashboard.geocode import BAN_REVERSE_URL, Geocoder, parse
-from alert_server.localbroker import free_port
 from tests.fakes import ban
 from tests.fakes.app_server import ThreadedServer
+from vigie.brokers.mosquitto import free_port
 
 
 @pytest.fixture(scope="module")
