@@ -95,7 +95,11 @@ def server(
             for line in exc.errors:
                 typer.echo(f"vigie: erreur: {line}", err=True)
             raise typer.Exit(2) from exc
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # Live streams end by themselves on stop (dashboard.stream); the grace period is the
+    # backstop for any response that would not, so that a stop never hangs.
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=3
+    )
 
 
 @devices_app.command("add")

@@ -99,6 +99,8 @@ class AlertEventType(StrEnum):
     SESSION_EXTEND_AFTER_ALERT = "session_extend_after_alert"
     SESSION_CHECKIN_AFTER_ALERT = "session_checkin_after_alert"
     SESSION_END_AFTER_ALERT = "session_end_after_alert"
+    NOTE = "note"
+    POLICE_REF = "police_ref"
 
 
 class Role(StrEnum):

@@ -98,6 +98,8 @@ EVENT_LABELS_FR: dict[str, str] = {
     "position": "Nouvelle position du boîtier",
     "dispatched": "Escalade lancée vers les référents",
     "exhausted": "Escalade épuisée : personne n'a pris en charge",
+    "note": "Note de l'opérateur",
+    "police_ref": "N° d'intervention des forces de l'ordre",
 }
 
 # Timeline details: French names for the keys the stages write, in display order.

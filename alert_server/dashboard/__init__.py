@@ -10,10 +10,21 @@ from collections.abc import Sequence
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
 
 from alert_server.alerts import api as alerts_api
 from alert_server.alerts.api import TimelineSource
-from alert_server.dashboard import geo, pages, stream
+from alert_server.dashboard import (
+    fleet,
+    geo,
+    geocode,
+    history,
+    links,
+    notes,
+    pages,
+    renewal,
+    stream,
+)
 from alert_server.dashboard.auth import install_auth_handlers
 from alert_server.dashboard.config import STATIC_DIR, DashboardConfig
 from alert_server.dashboard.security import SecurityHeaders
@@ -31,6 +42,9 @@ def install_dashboard(
     app.state.dashboard = config
     app.state.timeline_sources = tuple(timeline_sources)
     app.add_middleware(SecurityHeaders, config=config)
+    # Pages, scripts, outlines and API answers compressed (a phone on 3G opening the SMS
+    # link); Starlette never compresses the live stream (text/event-stream).
+    app.add_middleware(GZipMiddleware, minimum_size=1000)
     install_auth_handlers(app)
     app.include_router(users_api.router)
     app.include_router(alerts_api.router)
@@ -38,4 +52,11 @@ def install_dashboard(
     app.include_router(pages.root_router)
     app.include_router(stream.router)
     app.include_router(geo.router)
+    app.include_router(links.router)
+    app.include_router(renewal.router)
+    app.include_router(notes.router)
+    app.include_router(history.router)
+    app.include_router(geocode.router)
+    app.include_router(fleet.router)
+    app.state.geocoder = geocode.Geocoder.from_env()
     app.mount(config.static_prefix, StaticFiles(directory=STATIC_DIR), name="dashboard-static")

@@ -11,15 +11,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from alert_server.alerts.api import scope_clause
 from alert_server.alerts.models import Alert, AlertEvent
+from alert_server.alerts.schemas import KIND_LABELS_FR
+from alert_server.dashboard.presstime import urgency_key
 from alert_server.dashboard.render import STATE_FILTERS, render
 from alert_server.geo.codes import DEPARTEMENT_CODES
 from alert_server.users.schemas import Principal
-from vigie.timeutil import as_utc
+from vigie.vocabulary import AlertState
 
 BOARD_LIMIT = 200
 UNKNOWN_DEPARTEMENT = "inconnu"
@@ -71,20 +73,16 @@ def board_alerts(session: Session, *, principal: Principal, filt: BoardFilter) -
         stmt = stmt.where(col(Alert.departement).is_(None))
     elif filt.departement:
         stmt = stmt.where(Alert.departement == filt.departement)
-    stmt = stmt.order_by(col(Alert.created_at).desc(), col(Alert.id).desc()).limit(BOARD_LIMIT)
+    # Waiting alerts are never pushed out of the limit by closed ones.
+    waiting_first = case((col(Alert.state) == AlertState.OPEN, 0), else_=1)
+    stmt = stmt.order_by(waiting_first, col(Alert.created_at).desc(), col(Alert.id).desc())
+    stmt = stmt.limit(BOARD_LIMIT)
     return sort_for_board(session.exec(stmt))
 
 
 def sort_for_board(alerts: Iterable[Alert]) -> list[Alert]:
-    """Unacknowledged first (duress before the rest), then newest first."""
-    return sorted(
-        alerts,
-        key=lambda a: (
-            a.state != "open",
-            not a.duress,
-            -as_utc(a.created_at).timestamp(),
-        ),
-    )
+    """By urgency (``presstime.urgency_key``): duress, then the longest waiting."""
+    return sorted(alerts, key=urgency_key)
 
 
 def open_alert_ids(session: Session, *, principal: Principal) -> list[str]:
@@ -119,6 +117,16 @@ def row_payload(
         "alert_id": alert.alert_id,
         "state": alert.state,
         "duress": alert.duress,
+        # For the desktop notification: what and where, in French.
+        "label": " — ".join(
+            p
+            for p in (
+                KIND_LABELS_FR.get(alert.kind, alert.kind),
+                alert.commune_nom
+                or (f"département {alert.departement}" if alert.departement else ""),
+            )
+            if p
+        ),
     }
     if filt is not None:
         match = filt.matches(alert)

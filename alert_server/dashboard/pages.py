@@ -40,6 +40,7 @@ from alert_server.dashboard.board import (
 )
 from alert_server.dashboard.config import BOUNDARY_ATTRIBUTION
 from alert_server.dashboard.render import render
+from alert_server.dashboard.summary import escalation_summary, plain_timeline
 from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
@@ -380,6 +381,14 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         entries = alerts_api.timeline(session, alert, alerts_api.timeline_sources(request))
         worker = alerts_api.worker_contact(session, alert)
         trail = _trail(session, alert, entries)
+        from alert_server.dashboard import notes
+
+        extras = {
+            "annotations": notes.annotations_of(session, alert.alert_id),
+            "others": notes.other_alerts(
+                session, principal=sess.principal, alert=alert, now=utcnow()
+            ),
+        }
         # Its own, the other side of an ambiguous border, any it moved into.
         concerned = sorted(
             {*alerts_service.departements(session, alert_id=alert.alert_id)}
@@ -403,6 +412,10 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         "worker": worker,
         "concerned": concerned,
         "map_data": map_data,
+        "place": {"address": None},
+        "summary": escalation_summary(entries, utcnow()),
+        "lines": plain_timeline(entries),
+        **extras,
         **live,
     }
 

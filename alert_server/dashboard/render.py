@@ -20,6 +20,7 @@ from alert_server.alerts.schemas import (
     STATE_LABELS_FR,
 )
 from alert_server.dashboard.config import BOUNDARY_ATTRIBUTION, TEMPLATES_DIR
+from alert_server.dashboard.presstime import press_time, urgency_group
 from vigie.timeutil import as_utc, rfc3339
 from vigie.vocabulary import ACTIVE_STATES, AlertState
 
@@ -150,6 +151,8 @@ def _env() -> Environment:
         worker_role=lambda r: WORKER_ROLES_FR.get(r, r),
         pos_source=lambda s: POS_SOURCES_FR.get(s, s or "source inconnue"),
         seconds=lambda v: "—" if v is None else f"{v:.0f} s" if v < 120 else f"{v / 60:.1f} min",
+        press_time=press_time,
+        urgency=urgency_group,
         percent=lambda v: "—" if v is None else f"{100 * v:.0f} %",
     )
     env.globals.update(

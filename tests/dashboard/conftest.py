@@ -4,8 +4,6 @@ Chromium through Playwright (never a downloaded browser)."""
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,8 +17,8 @@ from typer.testing import CliRunner
 from alert_server.users.cli import app as users_app
 from tests.api.conftest import ApiStack, close_stack, make_stack
 from tests.conftest import GEO_DIR
-from tests.support import REPO, ServerProcess, server_env, wait_until
-from vigie.brokers.mosquitto import LocalMosquitto, free_port
+from tests.support import REPO, ServerProcess, server_env
+from vigie.brokers.mosquitto import LocalMosquitto
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,25 +39,14 @@ SECRET = "dashboard-tests-secret-key-0123456789abcdef"
 
 @dataclass
 class RestartableServer(ServerProcess):
-    """A server process that comes back on the same port (the browser keeps its URL)."""
+    """A server process that comes back on the same port (the browser keeps its URL).
+
+    ``ServerProcess.start`` keeps a port once chosen and starts through ``vigie.launch`` (the
+    process is killed when its readiness wait gives up, with a deadline measured on this
+    machine)."""
 
     def start(self, wait_healthy: bool = True) -> RestartableServer:
-        if not self.port:
-            self.port = free_port()
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.port)],
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        log.close()
-        if wait_healthy:
-            try:
-                wait_until(lambda: self.health()[0] == 200, 30, "server /healthz 200")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n--- server log ---\n{self.log()[-3000:]}") from exc
+        super().start(wait_healthy)
         return self
 
 

@@ -1,6 +1,6 @@
 /* Vigie — the live board: rows arrive and change through the stream, without reloading.
    Rows are rendered by the server (same template as the first paint) and inserted as HTML
-   the server escaped; unacknowledged alerts stay on top, duress first, newest first. */
+   the server escaped; duress first, then the unacknowledged who waited longest. */
 (function () {
   "use strict";
 
@@ -24,12 +24,12 @@
     return null;
   }
 
+  // The server's order (presstime.urgency_key): duress waiting, then waiting longest first
+  // (time of the press on the device), then taken in charge and closed, newest first.
   function rank(tr) {
-    return [
-      tr.dataset.state === "open" ? 0 : 1,
-      tr.dataset.duress === "true" ? 0 : 1,
-      -(Date.parse(tr.dataset.created) || 0),
-    ];
+    var group = Number(tr.dataset.urgency || 3);
+    var at = Date.parse(tr.dataset.pressed || tr.dataset.created) || 0;
+    return [group, group < 2 ? at : -at];
   }
 
   function compare(a, b) {

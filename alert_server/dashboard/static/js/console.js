@@ -73,9 +73,12 @@
   tick();
 
   // ---- the alarm ------------------------------------------------------------------------
-  // Browsers refuse to play sound before the page has had a click or a key press; the
-  // button in the top bar says so until then, and any click on the page unlocks it.
+  // Browsers refuse to play sound before the page has had a click or a key press (autoplay
+  // policy): after a reload, a bookmark or a browser restart the alarm would be silent. The
+  // console checks on load and, while the browser will not play sound, covers the page with
+  // a blocking "Cliquez pour activer l'alarme sonore" until one click unlocks it.
   var openIds = new Set();
+  var duressIds = new Set();
   try {
     JSON.parse(document.getElementById("open-alerts").textContent || "[]").forEach(function (id) {
       openIds.add(id);
@@ -85,21 +88,27 @@
   }
   var audio = null;
   var beepTimer = null;
+  var blinkTimer = null;
   var alarmBanner = document.getElementById("alarm-banner");
   var alarmCount = document.getElementById("alarm-count");
   var soundButton = document.getElementById("sound-button");
+  var soundGate = document.getElementById("sound-gate");
+  var favicon = document.getElementById("favicon");
   var baseTitle = document.title;
-  var alarm = { beeps: 0, attempts: 0 };
+  var alarm = { beeps: 0, attempts: 0, blinks: 0, notifications: 0, expired: false };
 
   function audioRunning() {
     return audio !== null && audio.state === "running";
   }
 
   function showSoundState() {
-    if (!soundButton) return;
     var on = audioRunning();
-    soundButton.dataset.state = on ? "on" : "off";
-    soundButton.textContent = on ? "Son actif" : "Son coupé : activer";
+    if (soundButton) {
+      soundButton.dataset.state = on ? "on" : "off";
+      soundButton.textContent = on ? "Son actif" : "Son coupé : activer";
+    }
+    if (soundGate) soundGate.hidden = on;
+    body.dataset.sound = on ? "on" : "off";
   }
 
   function unlockAudio() {
@@ -124,10 +133,20 @@
       beep();
     });
   }
+  if (soundGate) {
+    document.getElementById("sound-gate-button").addEventListener("click", function () {
+      unlockAudio();
+      askNotifications();
+      beep();
+    });
+  }
 
   function beep() {
     alarm.attempts++;
-    if (!audioRunning()) return;
+    if (!audioRunning()) {
+      showSoundState();
+      return;
+    }
     var t0 = audio.currentTime;
     [0, 0.28].forEach(function (delay, i) {
       var osc = audio.createOscillator();
@@ -145,24 +164,99 @@
     alarm.beeps++;
   }
 
+  // ---- desktop notifications: asked once, used for every new alert and every duress ------
+  var ASKED_KEY = "vigie.notifications.asked";
+
+  function askNotifications() {
+    if (!("Notification" in window) || Notification.permission !== "default") return;
+    try {
+      if (window.localStorage.getItem(ASKED_KEY)) return;
+      window.localStorage.setItem(ASKED_KEY, new Date().toISOString());
+    } catch (err) {
+      /* private mode: ask anyway */
+    }
+    try {
+      var asked = Notification.requestPermission();
+      if (asked && asked.then) asked.then(function () {}, function () {});
+    } catch (err) {
+      /* old browsers: callback form only */
+    }
+  }
+
+  function notify(title, text, tag) {
+    if (!("Notification" in window) || Notification.permission !== "granted") return;
+    try {
+      var n = new Notification(title, { body: text, tag: tag, requireInteraction: true });
+      n.onclick = function () {
+        window.focus();
+        window.location.href = prefix + "/alerts/" + encodeURIComponent(tag.split(":")[0]);
+      };
+      alarm.notifications++;
+    } catch (err) {
+      /* notifications unavailable (e.g. service-worker-only platforms): sound and banner */
+    }
+  }
+
+  // ---- title and favicon blink while anything waits --------------------------------------
+  function setFavicon(alerting) {
+    if (!favicon) return;
+    var href = alerting ? body.dataset.faviconAlert : body.dataset.favicon;
+    if (href && favicon.getAttribute("href") !== href) favicon.setAttribute("href", href);
+  }
+
+  function blink() {
+    alarm.blinks++;
+    var n = openIds.size;
+    var on = alarm.blinks % 2 === 1;
+    if (alarm.expired && n === 0) {
+      document.title = on ? "SESSION EXPIRÉE — Vigie" : baseTitle;
+    } else {
+      // The count stays first (a tab strip shows only the start), the rest blinks.
+      document.title = "(" + n + ") ALERTE — " + (on ? baseTitle : "⚠ EN ATTENTE ⚠");
+    }
+    setFavicon(on);
+  }
+
   function refreshAlarm() {
     var n = openIds.size;
+    var ringing = n > 0 || alarm.expired;
     if (alarmBanner) alarmBanner.hidden = n === 0;
     if (alarmCount) alarmCount.textContent = String(n);
     body.classList.toggle("alarm", n > 0);
-    document.title = (n ? "(" + n + ") ALERTE — " : "") + baseTitle;
-    if (n > 0 && beepTimer === null) {
+    if (ringing) {
+      if (blinkTimer === null) {
+        alarm.blinks = 0;
+        blink();
+        blinkTimer = setInterval(blink, 1000);
+      }
+    } else {
+      if (blinkTimer !== null) clearInterval(blinkTimer);
+      blinkTimer = null;
+      document.title = baseTitle;
+      setFavicon(false);
+    }
+    // The alarm repeats until someone takes the alert (or the session is back).
+    if (ringing && beepTimer === null) {
       beep();
       beepTimer = setInterval(beep, 2500);
-    } else if (n === 0 && beepTimer !== null) {
+    } else if (!ringing && beepTimer !== null) {
       clearInterval(beepTimer);
       beepTimer = null;
     }
   }
 
-  alarm.update = function (alertId, state) {
+  alarm.update = function (alertId, state, data) {
+    var isNew = state === "open" && !openIds.has(alertId);
+    var newDuress = !!(data && data.duress) && !duressIds.has(alertId);
     if (state === "open") openIds.add(alertId);
     else openIds.delete(alertId);
+    if (data && data.duress) duressIds.add(alertId);
+    var what = (data && data.label) || "Alerte";
+    if (newDuress) {
+      notify("CONTRAINTE — " + what, "Le travailleur est menacé : ne pas rappeler le boîtier.", alertId + ":duress");
+    } else if (isNew) {
+      notify("Nouvelle alerte — " + what, "En attente de prise en charge.", alertId + ":new");
+    }
     refreshAlarm();
   };
   alarm.reset = function (ids) {
@@ -171,6 +265,60 @@
   };
   alarm.openCount = function () {
     return openIds.size;
+  };
+
+  // ---- the session: renewed while the page is open; a real expiry is loud ---------------
+  var RENEW_MS = 60000;
+  var sessionBanner = document.getElementById("session-banner");
+  var sessionLogin = document.getElementById("session-login");
+  var session = { renewals: 0, timer: null };
+
+  function sessionExpired() {
+    if (alarm.expired) return;
+    alarm.expired = true;
+    if (live.source) live.source.close();
+    if (sessionBanner) sessionBanner.hidden = false;
+    if (sessionLogin) {
+      sessionLogin.href =
+        prefix + "/login?next=" + encodeURIComponent(window.location.pathname + window.location.search);
+    }
+    body.classList.add("expired");
+    refreshAlarm();
+  }
+
+  function sessionBack() {
+    if (!alarm.expired) return;
+    alarm.expired = false;
+    if (sessionBanner) sessionBanner.hidden = true;
+    body.classList.remove("expired");
+    refreshAlarm();
+    // A new login has a new anti-forgery token: reload once the page can be trusted again.
+    window.location.reload();
+  }
+
+  session.renew = function () {
+    if (alarm.expired) {
+      return fetch(prefix + "/session", { credentials: "same-origin", cache: "no-store" }).then(
+        function (resp) {
+          if (resp.status === 204) sessionBack();
+        },
+        function () {}
+      );
+    }
+    return fetch(prefix + "/session", {
+      method: "POST",
+      credentials: "same-origin",
+      cache: "no-store",
+      headers: { "X-CSRF-Token": body.dataset.csrf || "" },
+    }).then(
+      function (resp) {
+        if (resp.status === 401 || resp.status === 403) sessionExpired();
+        else if (resp.ok) session.renewals++;
+      },
+      function () {
+        /* server unreachable: the connection banner says so; try again later */
+      }
+    );
   };
 
   // ---- the live stream ------------------------------------------------------------------
@@ -205,11 +353,6 @@
     setState("lost");
   }
 
-  function goLogin() {
-    window.location.href =
-      prefix + "/login?next=" + encodeURIComponent(window.location.pathname + window.location.search);
-  }
-
   function streamUrl() {
     var base = body.dataset.stream;
     return base + (base.indexOf("?") >= 0 ? "&" : "?") + "last_id=" + encodeURIComponent(live.lastId);
@@ -238,7 +381,7 @@
       live.lastMessageAt = Date.now();
       if (ev.lastEventId) live.lastId = ev.lastEventId;
       var data = JSON.parse(ev.data);
-      alarm.update(data.alert_id, data.state);
+      alarm.update(data.alert_id, data.state, data);
       emit("alert", data);
     });
     source.addEventListener("ping", function (ev) {
@@ -247,7 +390,7 @@
     });
     source.addEventListener("session", function () {
       source.close();
-      goLogin();
+      sessionExpired();
     });
     source.onerror = function () {
       markLost();
@@ -258,7 +401,7 @@
   }
 
   function scheduleReconnect() {
-    if (live.retryTimer !== null || live.unloading) return;
+    if (live.retryTimer !== null || live.unloading || alarm.expired) return;
     if (live.source) live.source.close();
     var delay = live.retryDelayMs;
     live.retryDelayMs = Math.min(live.retryDelayMs * 2, 5000);
@@ -266,7 +409,7 @@
       live.retryTimer = null;
       fetch(prefix + "/session", { credentials: "same-origin", cache: "no-store" }).then(
         function (resp) {
-          if (resp.status === 401) goLogin();
+          if (resp.status === 401) sessionExpired();
           else connect();
         },
         function () {
@@ -279,7 +422,7 @@
   // A connection can die silently (half-open TCP, a proxy holding it): no message for too
   // long is a lost connection too.
   setInterval(function () {
-    if (Date.now() - live.lastMessageAt > WATCHDOG_MS) {
+    if (!alarm.expired && Date.now() - live.lastMessageAt > WATCHDOG_MS) {
       markLost();
       live.lastMessageAt = Date.now();
       scheduleReconnect();
@@ -297,10 +440,15 @@
     elapsed: elapsed,
     alarm: alarm,
     live: live,
+    session: session,
     prefix: prefix,
   };
 
   refreshAlarm();
   unlockAudio();
+  // The check after load: a context that is still suspended will not ring (the gate shows).
+  setTimeout(showSoundState, 300);
+  askNotifications();
+  session.timer = setInterval(session.renew, RENEW_MS);
   if (body.dataset.stream) connect();
 })();

@@ -11,6 +11,7 @@
   // ---- live refresh of the parts that change (the resolve form is left alone, so a note
   // being typed is never wiped) ---------------------------------------------------------
   var pending = false;
+  var onMapData = null;
 
   function refresh() {
     if (pending) return;
@@ -31,11 +32,45 @@
         }
         var status = document.getElementById("alert-status");
         if (status) detail.dataset.state = status.dataset.state;
+        showAddress();
+        if (onMapData) onMapData();
       })
       .catch(function () {
         pending = false;
       });
   }
+
+  // ---- the address (reverse geocoding, asked after the page is shown: nothing waits) ----
+  var address = null;
+
+  function showAddress() {
+    var el = document.getElementById("where-address");
+    if (el && address) el.textContent = address;
+  }
+
+  function askAddress() {
+    var el = document.getElementById("where-address");
+    if (!el || !el.dataset.lat) return;
+    var url =
+      Vigie.prefix +
+      "/geo/address?lat=" +
+      encodeURIComponent(el.dataset.lat) +
+      "&lon=" +
+      encodeURIComponent(el.dataset.lon);
+    fetch(url, { cache: "no-store" })
+      .then(function (resp) {
+        return resp.ok ? resp.json() : null;
+      })
+      .then(function (data) {
+        address = data && data.address ? data.address : null;
+        showAddress();
+        detail.dataset.address = address ? "found" : "none";
+      })
+      .catch(function () {
+        detail.dataset.address = "none";
+      });
+  }
+  if (Vigie) askAddress();
 
   if (Vigie) {
     Vigie.on("alert", function (data) {
@@ -116,6 +151,51 @@
   if (pos.acc_m) {
     map.fitBounds(L.latLng(center).toBounds(pos.acc_m * 2), { maxZoom: maxZoom, padding: [30, 30] });
   }
+
+  // ---- new positions, drawn as they arrive (position rows reach the page through the
+  // live refresh: #map-live carries the whole trail) --------------------------------------
+  var drawn = {};
+  (data.trail || []).forEach(function (p) {
+    drawn[p.at + p.lat + p.lon] = true;
+  });
+  var liveLine = L.polyline([], { color: "#1565c0", weight: 3 }).addTo(map);
+  var latest = null;
+  var latestCircle = null;
+  mapEl.dataset.positions = String((data.trail || []).length);
+  onMapData = function () {
+    var el = document.getElementById("map-live");
+    if (!el) return;
+    var fresh = JSON.parse(el.textContent);
+    var trail = fresh.trail || [];
+    var added = 0;
+    trail.forEach(function (p) {
+      var key = p.at + p.lat + p.lon;
+      if (drawn[key]) return;
+      drawn[key] = true;
+      added++;
+    });
+    if (!added) return;
+    liveLine.setLatLngs(
+      trail.map(function (p) {
+        return [p.lat, p.lon];
+      })
+    );
+    var last = trail[trail.length - 1];
+    var here = [last.lat, last.lon];
+    if (latest === null) {
+      latest = L.circleMarker(here, { radius: 8, color: "#ffffff", weight: 3, fillColor: "#1565c0", fillOpacity: 1 })
+        .bindTooltip("Dernière position")
+        .addTo(map);
+    } else {
+      latest.setLatLng(here);
+    }
+    if (latestCircle) map.removeLayer(latestCircle);
+    latestCircle = last.acc_m
+      ? L.circle(here, { radius: last.acc_m, color: "#1565c0", weight: 2, fillOpacity: 0.12 }).addTo(map)
+      : null;
+    if (!map.getBounds().contains(here)) map.panTo(here);
+    mapEl.dataset.positions = String(trail.length);
+  };
 
   var bbox = [pos.lon - 1.5, pos.lat - 1.0, pos.lon + 1.5, pos.lat + 1.0].join(",");
   fetch(data.outlines_url + "?bbox=" + encodeURIComponent(bbox), { cache: "default" })
