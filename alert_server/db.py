@@ -9,14 +9,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, MetaData, create_engine, event, text
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import Session, SQLModel
+
+from alert_server.migration_heads import at_heads
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+# Alembic and psycopg are imported where they are used: a command on an up-to-date SQLite
+# database needs neither, and importing them cost about a second of every start.
 
 # Named constraints, so that SQLite batch migrations can refer to them.
 SQLModel.metadata.naming_convention = {
@@ -81,6 +86,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
@@ -93,6 +100,15 @@ def alembic_config(engine: Engine) -> Config:
 
 def migrate(engine: Engine) -> None:
     """Apply every migration (all heads). Safe when several servers start at once."""
+    with engine.connect() as conn:
+        # Already current (the usual case for every start after the first): nothing to do, and
+        # no need to import Alembic to find that out.
+        current = at_heads(conn, VERSION_LOCATIONS)
+        conn.rollback()
+    if current:
+        return
+    from alembic import command
+
     cfg = alembic_config(engine)
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
@@ -147,6 +163,8 @@ def database_unavailable(exc: BaseException) -> bool:
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int):
         return code & 0xFF in _SQLITE_UNAVAILABLE
+    import psycopg
+
     # Connection failures, administrator shutdown, crash recovery, deadlocks and
     # serialisation failures: all psycopg.OperationalError, all worth the same retry.
     return isinstance(orig, psycopg.OperationalError)
