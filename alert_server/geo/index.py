@@ -83,6 +83,21 @@ def _to_local(geoms: np.ndarray, lat0: float, lon0: float) -> np.ndarray:
     return shapely.transform(geoms, lambda c: (c - origin) * scale)
 
 
+def _segments_distance_m(coords: np.ndarray, lat0: float, lon0: float) -> np.ndarray:
+    """Metric distance from (lat0, lon0) to each polyline of ``coords`` (k, n, 2: lon, lat),
+    in the local plane of ``_to_local``: the same planar distance GEOS computes there."""
+    kx, ky = _scales(lat0)
+    local = (coords - np.array([lon0, lat0])) * np.array([kx, ky])
+    a = local[:, :-1]
+    ab = local[:, 1:] - a
+    len2 = np.einsum("ksi,ksi->ks", ab, ab)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(len2 > 0, -np.einsum("ksi,ksi->ks", a, ab) / len2, 0.0)
+    t = np.clip(t, 0.0, 1.0)
+    closest = a + t[..., None] * ab
+    return np.sqrt(np.einsum("ksi,ksi->ks", closest, closest).min(axis=1))
+
+
 @dataclass(frozen=True, slots=True)
 class CommuneHit:
     code: str
@@ -121,13 +136,21 @@ class _Layer:
     def __len__(self) -> int:
         return len(self.codes)
 
-    def hits(self, lat: float, lon: float) -> list[int]:
+    def hits(self, lat: float, lon: float, point: shapely.Geometry | None = None) -> list[int]:
+        """Indexes of the polygons containing the point (or with it on their edge), sorted.
+
+        ``point``: the same point as a geometry, when the caller already made one (making a
+        shapely point costs about as much as the tree query itself).
+        """
         if not len(self.codes):
             return []
-        candidates = self.tree.query(shapely.Point(lon, lat))
+        candidates = self.tree.query(point if point is not None else shapely.Point(lon, lat))
+        if not len(candidates):
+            return []
         with self._lock:
-            found = [int(i) for i in candidates if shapely.intersects_xy(self.geoms[i], lon, lat)]
-        return sorted(found)
+            # One vectorised call for every candidate rather than one call each.
+            inside = shapely.intersects_xy(self.geoms[candidates], lon, lat)
+        return sorted(candidates[inside].tolist())
 
 
 class _Outlines:
@@ -146,6 +169,13 @@ class _Outlines:
         self.owners = np.array(owner_list, dtype=object)
         self.pieces = np.array([shapely.linestrings(c) for c in coords_list], dtype=object)
         self.tree = STRtree(self.pieces)
+        # The same pieces as one (pieces, _CHUNK_VERTICES + 1, 2) array, short pieces padded by
+        # repeating their last vertex (a zero-length segment adds no new distance): a query
+        # computes point-to-segment distances in numpy, without building a geometry per piece.
+        self.coords = np.empty((len(coords_list), _CHUNK_VERTICES + 1, 2))
+        for i, c in enumerate(coords_list):
+            self.coords[i, : len(c)] = c
+            self.coords[i, len(c) :] = c[-1]
 
     def distances_m(
         self, lat: float, lon: float, radius_m: float, exclude: Iterable[str] = ()
@@ -157,8 +187,7 @@ class _Outlines:
             idx = idx[[owner not in skip for owner in self.owners[idx]]]
         if not len(idx):
             return {}
-        local = _to_local(self.pieces[idx], lat, lon)
-        dist = shapely.distance(local, shapely.Point(0.0, 0.0))
+        dist = _segments_distance_m(self.coords[idx], lat, lon)
         best: dict[str, float] = {}
         for owner, d in zip(self.owners[idx], dist, strict=True):
             if d <= radius_m and d < best.get(owner, math.inf):
@@ -209,23 +238,27 @@ class GeoIndex:
         return not len(self._deps) and not len(self._communes)
 
     # -- point in polygon ------------------------------------------------------------------
-    def departements_at(self, lat: float, lon: float) -> tuple[str, ...]:
+    def departements_at(
+        self, lat: float, lon: float, point: shapely.Geometry | None = None
+    ) -> tuple[str, ...]:
         """Département polygons containing the point (normally none or one)."""
         if not valid_lat_lon(lat, lon):
             return ()
         if len(self._deps):
-            return tuple(self._deps.codes[i] for i in self._deps.hits(lat, lon))
-        hit = self.commune_at(lat, lon)
+            return tuple(self._deps.codes[i] for i in self._deps.hits(lat, lon, point))
+        hit = self.commune_at(lat, lon, point)
         return (hit.departement,) if hit else ()
 
     def departement_at(self, lat: float, lon: float) -> str | None:
         found = self.departements_at(lat, lon)
         return found[0] if found else None
 
-    def commune_at(self, lat: float, lon: float) -> CommuneHit | None:
+    def commune_at(
+        self, lat: float, lon: float, point: shapely.Geometry | None = None
+    ) -> CommuneHit | None:
         if not valid_lat_lon(lat, lon):
             return None
-        hits = self._communes.hits(lat, lon)
+        hits = self._communes.hits(lat, lon, point)
         if not hits:
             return None
         i = hits[0]
@@ -281,7 +314,18 @@ class GeoIndex:
         ]
         if not idx:
             return None
-        local = _to_local(self._communes.geoms[idx], lat, lon)
+        geoms = self._communes.geoms[idx]
+        if len(idx) > 1:
+            # Projecting whole commune polygons is the costly part: bound each metric distance
+            # by its distance in degrees (one degree of longitude is the shortest, of latitude
+            # the longest, anywhere in the search box) and project only the possible nearest.
+            deg = shapely.distance(geoms, shapely.Point(lon, lat))
+            kx, ky = _scales(lat)
+            k_lo, k_hi = min(kx, ky) * 0.99, max(kx, ky) * 1.01
+            keep = deg * k_lo <= (deg.min() * k_hi)
+            idx = [i for i, k in zip(idx, keep, strict=True) if k]
+            geoms = geoms[keep]
+        local = _to_local(geoms, lat, lon)
         dist = shapely.distance(local, shapely.Point(0.0, 0.0))
         j = int(np.argmin(dist))
         if dist[j] > radius_m:
@@ -310,9 +354,10 @@ class GeoIndex:
         )
         if not valid_lat_lon(lat, lon):
             return Place(lat, lon, radius, None, (), None, False, False)
-        inside_deps = self.departements_at(lat, lon)
+        point = shapely.Point(lon, lat)  # made once for both layers
+        inside_deps = self.departements_at(lat, lon, point)
         touched = list(self._touching(lat, lon, radius, inside_deps))
-        commune = self.commune_at(lat, lon)
+        commune = self.commune_at(lat, lon, point)
         if commune is not None and commune.departement not in touched:
             # The commune and département layers disagree (they were simplified separately):
             # the point is at most ~100 m from a border, so both are notified.
