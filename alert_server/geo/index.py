@@ -83,21 +83,6 @@ def _to_local(geoms: np.ndarray, lat0: float, lon0: float) -> np.ndarray:
     return shapely.transform(geoms, lambda c: (c - origin) * scale)
 
 
-def _segments_distance_m(coords: np.ndarray, lat0: float, lon0: float) -> np.ndarray:
-    """Metric distance from (lat0, lon0) to each polyline of ``coords`` (k, n, 2: lon, lat),
-    in the local plane of ``_to_local``: the same planar distance GEOS computes there."""
-    kx, ky = _scales(lat0)
-    local = (coords - np.array([lon0, lat0])) * np.array([kx, ky])
-    a = local[:, :-1]
-    ab = local[:, 1:] - a
-    len2 = np.einsum("ksi,ksi->ks", ab, ab)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        t = np.where(len2 > 0, -np.einsum("ksi,ksi->ks", a, ab) / len2, 0.0)
-    t = np.clip(t, 0.0, 1.0)
-    closest = a + t[..., None] * ab
-    return np.sqrt(np.einsum("ksi,ksi->ks", closest, closest).min(axis=1))
-
-
 @dataclass(frozen=True, slots=True)
 class CommuneHit:
     code: str
@@ -169,13 +154,6 @@ class _Outlines:
         self.owners = np.array(owner_list, dtype=object)
         self.pieces = np.array([shapely.linestrings(c) for c in coords_list], dtype=object)
         self.tree = STRtree(self.pieces)
-        # The same pieces as one (pieces, _CHUNK_VERTICES + 1, 2) array, short pieces padded by
-        # repeating their last vertex (a zero-length segment adds no new distance): a query
-        # computes point-to-segment distances in numpy, without building a geometry per piece.
-        self.coords = np.empty((len(coords_list), _CHUNK_VERTICES + 1, 2))
-        for i, c in enumerate(coords_list):
-            self.coords[i, : len(c)] = c
-            self.coords[i, len(c) :] = c[-1]
 
     def distances_m(
         self, lat: float, lon: float, radius_m: float, exclude: Iterable[str] = ()
@@ -187,7 +165,8 @@ class _Outlines:
             idx = idx[[owner not in skip for owner in self.owners[idx]]]
         if not len(idx):
             return {}
-        dist = _segments_distance_m(self.coords[idx], lat, lon)
+        local = _to_local(self.pieces[idx], lat, lon)
+        dist = shapely.distance(local, shapely.Point(0.0, 0.0))
         best: dict[str, float] = {}
         for owner, d in zip(self.owners[idx], dist, strict=True):
             if d <= radius_m and d < best.get(owner, math.inf):
@@ -314,18 +293,7 @@ class GeoIndex:
         ]
         if not idx:
             return None
-        geoms = self._communes.geoms[idx]
-        if len(idx) > 1:
-            # Projecting whole commune polygons is the costly part: bound each metric distance
-            # by its distance in degrees (one degree of longitude is the shortest, of latitude
-            # the longest, anywhere in the search box) and project only the possible nearest.
-            deg = shapely.distance(geoms, shapely.Point(lon, lat))
-            kx, ky = _scales(lat)
-            k_lo, k_hi = min(kx, ky) * 0.99, max(kx, ky) * 1.01
-            keep = deg * k_lo <= (deg.min() * k_hi)
-            idx = [i for i, k in zip(idx, keep, strict=True) if k]
-            geoms = geoms[keep]
-        local = _to_local(geoms, lat, lon)
+        local = _to_local(self._communes.geoms[idx], lat, lon)
         dist = shapely.distance(local, shapely.Point(0.0, 0.0))
         j = int(np.argmin(dist))
         if dist[j] > radius_m:
