@@ -125,7 +125,7 @@ def devices_add(
     config: ConfigOpt = None,
 ) -> None:
     """Enregistre un boîtier et son travailleur ; affiche une fois son mot de passe MQTT."""
-    from alert_server.db import make_engine, migrate, session_scope
+    from alert_server.db import make_engine, migrate, write_scope
     from alert_server.devices import broker_files, service
     from alert_server.timeutil import utcnow
 
@@ -143,7 +143,7 @@ def devices_add(
     passwd, acl = settings.broker_passwd_file, settings.broker_acl_file
     wrote_passwd = False
     try:
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             service.add_device(session, new=new, now=utcnow())
             # Broker files are written inside the transaction: if they cannot be written the
             # device is not registered, and if the commit fails they are rolled back below.
@@ -194,13 +194,13 @@ def devices_list(
     config: ConfigOpt = None,
 ) -> None:
     """Liste les boîtiers, leur travailleur et leur présence."""
-    from alert_server.db import make_engine, migrate, session_scope
+    from alert_server.db import make_engine, migrate, read_scope
     from alert_server.devices import service
 
     settings = _settings(config)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         rows = service.list_devices(session)
         out = [
             {
@@ -236,7 +236,7 @@ def devices_revoke(
     config: ConfigOpt = None,
 ) -> None:
     """Révoque un boîtier : il perd aussitôt l'accès au broker."""
-    from alert_server.db import make_engine, migrate, session_scope
+    from alert_server.db import make_engine, migrate, write_scope
     from alert_server.devices import service
     from alert_server.devices.revocation import cut_off
     from alert_server.timeutil import utcnow
@@ -245,7 +245,7 @@ def devices_revoke(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             service.revoke_device(session, device_id=device_id, now=utcnow())
     except service.DeviceInputError as exc:
         fail(str(exc))
@@ -334,7 +334,7 @@ def devices_victim_support(
 ) -> None:
     """Le travailleur de ce boîtier reçoit-il, après un incident réel, le SMS d'aide aux
     victimes (116 006, association locale, dépôt de plainte) ? Il peut le refuser."""
-    from alert_server.db import make_engine, migrate, session_scope
+    from alert_server.db import make_engine, migrate, write_scope
     from alert_server.devices import service
     from alert_server.followup.service import set_victim_support_opt_out
     from alert_server.timeutil import utcnow
@@ -343,7 +343,7 @@ def devices_victim_support(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_scope(engine) as session:
+        with write_scope(engine) as session:
             found = service.device_and_worker(session, device_id)
             if found is None:
                 fail(f"DEVICE_ID: {device_id!r} inconnu")

@@ -15,7 +15,7 @@ from sqlmodel import select
 
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.devices.presence import PresenceTracker
 from alert_server.ingest.downlink import Downlink
 from alert_server.pipeline import Pipeline
@@ -66,7 +66,7 @@ def test_without_directory_flagged_once_then_escalated_after_import(
         dispatcher=dispatcher,  # type: ignore[arg-type]
     )
     now = utcnow()
-    with session_scope(engine) as session:
+    with write_scope(engine) as session:
         alerts.store_alert(
             session,
             values={
@@ -82,7 +82,7 @@ def test_without_directory_flagged_once_then_escalated_after_import(
         )
     try:
         pipeline.process("a-1", now)
-        with session_scope(engine, write=False) as session:
+        with read_scope(engine) as session:
             alert = session.exec(select(Alert).where(Alert.alert_id == "a-1")).first()
             assert alert is not None and "no_directory" in alert.flags
             assert alert.dispatched_at is None
@@ -106,7 +106,7 @@ def test_without_directory_flagged_once_then_escalated_after_import(
         referents.import_directory(engine, directory)
         pipeline.process("a-1", now + timedelta(seconds=20))
         assert dispatcher.started == ["a-1"]
-        with session_scope(engine, write=False) as session:
+        with read_scope(engine) as session:
             alert = session.exec(select(Alert).where(Alert.alert_id == "a-1")).first()
             assert alert is not None and alert.dispatched_at is not None
     finally:
