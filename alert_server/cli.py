@@ -81,7 +81,7 @@ def server(
     """API HTTP + console, ingestion MQTT et moteur d'escalade, dans un seul processus."""
     import uvicorn
 
-    from alert_server.main import create_app
+    from alert_server.app import create_app
     from alert_server.referents.parser import parse_directory
     from alert_server.referents.schemas import DirectoryError
     from alert_server.safety import UnsafeConfiguration
@@ -126,8 +126,9 @@ def devices_add(
 ) -> None:
     """Enregistre un boîtier et son travailleur ; affiche une fois son mot de passe MQTT."""
     from alert_server.db import make_engine, migrate, write_scope
-    from alert_server.devices import broker_files, service
-    from alert_server.timeutil import utcnow
+    from alert_server.devices import service
+    from vigie.brokers import files as broker_files
+    from vigie.timeutil import utcnow
 
     settings = _settings(config)
     new = service.NewDevice(
@@ -239,7 +240,7 @@ def devices_revoke(
     from alert_server.db import make_engine, migrate, write_scope
     from alert_server.devices import service
     from alert_server.devices.revocation import cut_off
-    from alert_server.timeutil import utcnow
+    from vigie.timeutil import utcnow
 
     settings = _settings(config)
     engine = make_engine(settings.database_url)
@@ -337,7 +338,7 @@ def devices_victim_support(
     from alert_server.db import make_engine, migrate, write_scope
     from alert_server.devices import service
     from alert_server.followup.service import set_victim_support_opt_out
-    from alert_server.timeutil import utcnow
+    from vigie.timeutil import utcnow
 
     settings = _settings(config)
     engine = make_engine(settings.database_url)

@@ -28,7 +28,7 @@ from typing import Any
 
 import httpx
 
-from alert_server.localbroker import LocalMosquitto
+from vigie.brokers.mosquitto import LocalMosquitto
 
 REPO = Path(__file__).resolve().parent.parent
 VIGIE = [sys.executable, "-m", "alert_server.cli"]

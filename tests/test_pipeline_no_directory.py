@@ -20,7 +20,7 @@ from alert_server.devices.presence import PresenceTracker
 from alert_server.ingest.downlink import Downlink
 from alert_server.pipeline import Pipeline
 from alert_server.referents import service as referents
-from alert_server.timeutil import utcnow
+from vigie.timeutil import utcnow
 
 DIRECTORY = """\
 version: 1
