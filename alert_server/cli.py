@@ -6,38 +6,44 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
-from alert_server.db import make_engine, migrate, read_scope, write_scope
-from alert_server.devices import service
-from alert_server.devices.revocation import cut_off
-from alert_server.followup.cli import app as purge_app
-from alert_server.geo.cli import app as geo_app
-from alert_server.referents.cli import app as referents_app
-from alert_server.referents.parser import parse_directory
-from alert_server.referents.schemas import DirectoryError
-from alert_server.safety import UnsafeConfiguration
-from alert_server.safety import check as check_safety
-from alert_server.settings import Settings, load_settings
-from alert_server.users.cli import app as users_app
-from device_sim.cli import app as sim_app
-from vigie.brokers import files as broker_files
-from vigie.timeutil import utcnow
+from alert_server.lazy_cli import LazyGroup
+
+if TYPE_CHECKING:
+    from alert_server.settings import Settings
+
+# Heavy modules (SQLAlchemy, Alembic, shapely, paho…) are imported inside the commands that
+# need them, so `vigie --help` and light commands start in a fraction of a second.
+
+
+class VigieGroup(LazyGroup):
+    lazy = {  # noqa: RUF012  (class-level table read by LazyGroup)
+        "users": ("alert_server.users.cli:app", "Comptes de la console et de l'API."),
+        "referents": (
+            "alert_server.referents.cli:app",
+            "Répertoire des référents police/gendarmerie.",
+        ),
+        "geo": ("alert_server.geo.cli:app", "Limites administratives et zones police/gendarmerie."),
+        "sim": ("device_sim.cli:app", "Simulateur de boîtiers (scénarios, charge)."),
+        "purge": ("alert_server.followup.cli:app", "Purge des données personnelles (CNIL)."),
+    }
+
 
 app = typer.Typer(
+    cls=VigieGroup,
+    # Plain Click help: rendering it with rich costs more than the rest of `vigie --help`.
+    rich_markup_mode=None,
     help="Vigie : alerte travailleur isolé pour les professionnels de santé.",
     no_args_is_help=True,
     add_completion=False,
 )
-devices_app = typer.Typer(help="Boîtiers d'alerte et travailleurs.", no_args_is_help=True)
+devices_app = typer.Typer(
+    help="Boîtiers d'alerte et travailleurs.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(devices_app, name="devices")
-app.add_typer(users_app, name="users", help="Comptes de la console et de l'API.")
-app.add_typer(referents_app, name="referents", help="Répertoire des référents police/gendarmerie.")
-app.add_typer(geo_app, name="geo", help="Limites administratives et zones police/gendarmerie.")
-app.add_typer(sim_app, name="sim", help="Simulateur de boîtiers (scénarios, charge).")
-app.add_typer(purge_app, name="purge", help="Purge des données personnelles (CNIL).")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="Fichier TOML de réglages (sinon VIGIE_*).")
@@ -50,6 +56,8 @@ def fail(message: str) -> NoReturn:
 
 
 def _settings(config: Path | None) -> Settings:
+    from alert_server.settings import load_settings
+
     try:
         return load_settings(config)
     except Exception as exc:
@@ -74,6 +82,10 @@ def server(
     import uvicorn
 
     from alert_server.app import create_app
+    from alert_server.referents.parser import parse_directory
+    from alert_server.referents.schemas import DirectoryError
+    from alert_server.safety import UnsafeConfiguration
+    from alert_server.safety import check as check_safety
 
     _logging()
     settings = _settings(config)
@@ -117,6 +129,11 @@ def devices_add(
     config: ConfigOpt = None,
 ) -> None:
     """Enregistre un boîtier et son travailleur ; affiche une fois son mot de passe MQTT."""
+    from alert_server.db import make_engine, migrate, write_scope
+    from alert_server.devices import service
+    from vigie.brokers import files as broker_files
+    from vigie.timeutil import utcnow
+
     settings = _settings(config)
     new = service.NewDevice(
         device_id, worker, role, phone, pin, duress_pin, site_lat, site_lon, site_label
@@ -182,6 +199,9 @@ def devices_list(
     config: ConfigOpt = None,
 ) -> None:
     """Liste les boîtiers, leur travailleur et leur présence."""
+    from alert_server.db import make_engine, migrate, read_scope
+    from alert_server.devices import service
+
     settings = _settings(config)
     engine = make_engine(settings.database_url)
     migrate(engine)
@@ -221,6 +241,11 @@ def devices_revoke(
     config: ConfigOpt = None,
 ) -> None:
     """Révoque un boîtier : il perd aussitôt l'accès au broker."""
+    from alert_server.db import make_engine, migrate, write_scope
+    from alert_server.devices import service
+    from alert_server.devices.revocation import cut_off
+    from vigie.timeutil import utcnow
+
     settings = _settings(config)
     engine = make_engine(settings.database_url)
     migrate(engine)
@@ -314,7 +339,10 @@ def devices_victim_support(
 ) -> None:
     """Le travailleur de ce boîtier reçoit-il, après un incident réel, le SMS d'aide aux
     victimes (116 006, association locale, dépôt de plainte) ? Il peut le refuser."""
+    from alert_server.db import make_engine, migrate, write_scope
+    from alert_server.devices import service
     from alert_server.followup.service import set_victim_support_opt_out
+    from vigie.timeutil import utcnow
 
     settings = _settings(config)
     engine = make_engine(settings.database_url)

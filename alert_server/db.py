@@ -8,13 +8,13 @@ and the one several servers share.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import psycopg
-from alembic.config import Config
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
+from alert_server.migration_heads import at_heads
 from vigie.persistence import (
     NAMING_CONVENTION,
     is_sqlite,
@@ -23,6 +23,9 @@ from vigie.persistence import (
     run_migrations,
     write_scope,
 )
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 __all__ = [
     "alembic_config",
@@ -48,6 +51,8 @@ VERSION_LOCATIONS = (
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("path_separator", "os")
@@ -60,6 +65,13 @@ def alembic_config(engine: Engine) -> Config:
 
 def migrate(engine: Engine) -> None:
     """Apply every migration (all heads). Safe when several servers start at once."""
+    with engine.connect() as conn:
+        # Already current (every start after the first): nothing to do, and no need to import
+        # Alembic (about a second) to find that out.
+        current = at_heads(conn, VERSION_LOCATIONS)
+        conn.rollback()
+    if current:
+        return
     run_migrations(engine, alembic_config(engine), "heads")
 
 
@@ -78,6 +90,8 @@ def database_unavailable(exc: BaseException) -> bool:
     code = getattr(orig, "sqlite_errorcode", None)
     if isinstance(code, int):
         return code & 0xFF in _SQLITE_UNAVAILABLE
+    import psycopg
+
     # Connection failures, administrator shutdown, crash recovery, deadlocks and
     # serialisation failures: all psycopg.OperationalError, all worth the same retry.
     return isinstance(orig, psycopg.OperationalError)

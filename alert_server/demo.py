@@ -196,7 +196,10 @@ class Demo:
         geo_dir = os.environ.get("VIGIE_GEO_DIR")
         if geo_dir:
             env["VIGIE_GEO_DIR"] = geo_dir
-            self._say(f"Limites administratives : {geo_dir} (premier chargement : ~15 s)")
+            self._say(
+                f"Limites administratives : {geo_dir} "
+                "(premier chargement : ~15 s, gardé ensuite en cache)"
+            )
         else:
             self._say(
                 "Limites administratives : VIGIE_GEO_DIR n'est pas réglé — la démonstration "

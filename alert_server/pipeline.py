@@ -121,6 +121,12 @@ class Pipeline:
             found = devices.device_and_worker(session, seen.device_id)
         device, worker = found if found is not None else (None, None)
         directory = referents.current_directory(self.engine)
+        if directory is None and "no_directory" in seen.flags:
+            # Already flagged and still nobody to call: the sweep's retry stops here, without
+            # locating again or taking the write lock (on SQLite that lock is the one ingest
+            # commits every alert under).
+            log.error("no referent directory loaded: alert_id=%s cannot be escalated", alert_id)
+            return
         resolved = self._locate(seen, device, directory, now)
         with write_scope(self.engine) as session:
             alert = _locked_alert(session, alert_id)

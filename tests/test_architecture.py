@@ -6,7 +6,8 @@ From the bottom up:
 - ``vigie``: the protocol and the vocabulary; imports nothing of the project.
 - ``dispatch``: the escalation engine; imports ``vigie`` only, never ``alert_server``.
 - ``device_sim``: the simulator; imports ``vigie`` only (the protocol, not the server).
-- ``alert_server``'s kernel (``settings``, ``db``, ``metrics``): imported by everything above.
+- ``alert_server``'s kernel (``settings``, ``db`` and its ``migration_heads`` check,
+  ``metrics``): imported by everything above.
 - the stages (``alerts``, ``devices``, ``geo``, ``ingest``, ``referents``, ``sessions``,
   ``users``, ``followup``): do not import one another; they talk through the pipeline, the
   vocabulary and small ports passed in. ``KNOWN_STAGE_IMPORTS`` lists the ones not yet undone:
@@ -16,7 +17,8 @@ From the bottom up:
   use every stage.
 - the adapters: the console (``dashboard``) and each stage's HTTP router and commands
   (``<stage>/api.py``, ``<stage>/cli.py``); may use the pipeline and any stage.
-- the composition: ``app`` (the one composition root), ``background``, ``cli``, ``demo``,
+- the composition: ``app`` (the one composition root), ``background``, ``cli`` (and its
+  ``lazy_cli`` loader of sub-commands), ``demo``,
   ``models`` (every table), ``safety``, ``migrations``: build and wire everything.
 
 No cycle between any two of these units.
@@ -31,12 +33,21 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("vigie", "dispatch", "device_sim", "alert_server")
-KERNEL = {"settings", "db", "metrics"}
+KERNEL = {"settings", "db", "metrics", "migration_heads"}
 STAGES = {"alerts", "devices", "geo", "ingest", "referents", "sessions", "users", "followup"}
 ADAPTER_MODULES = {"api", "cli"}
 # The use cases, and the alert server's side of dispatch's hooks beside them.
 PIPELINE = {"pipeline", "dispatch_bridge"}
-COMPOSITION = {"app", "background", "cli", "demo", "models", "safety", "migrations"}
+COMPOSITION = {
+    "app",
+    "background",
+    "cli",
+    "lazy_cli",
+    "demo",
+    "models",
+    "safety",
+    "migrations",
+}
 
 # Layer rank of each kind of unit: a unit may import units of its own rank or below only
 # (stages: not even each other).

@@ -20,10 +20,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     ColumnElement,
     Engine,
@@ -38,6 +36,10 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
+
+if TYPE_CHECKING:
+    # Alembic is imported when there is a migration to run (a second of every start).
+    from alembic.config import Config
 
 # Named constraints, so that SQLite batch migrations can refer to them. Every package's tables
 # share SQLModel's metadata, so every package applies the same convention.
@@ -108,6 +110,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def run_migrations(engine: Engine, cfg: Config, target: str = "heads") -> None:
     """``alembic upgrade target`` on ``engine``. Safe when several servers start at once: on
     PostgreSQL an advisory lock makes them migrate one after the other."""
+    from alembic import command
+
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_MIGRATION_LOCK})

@@ -22,7 +22,9 @@ from vigie.timeutil import utcnow
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+# Slots: one of each per connected device, held for as long as the process runs (a plain
+# dataclass carries a per-instance dict, several hundred bytes per device).
+@dataclass(frozen=True, slots=True)
 class LastPosition:
     lat: float
     lon: float
@@ -31,7 +33,7 @@ class LastPosition:
     src: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class PresenceState:
     online: bool | None = None
     last_seen_at: datetime | None = None

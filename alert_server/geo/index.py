@@ -121,13 +121,21 @@ class _Layer:
     def __len__(self) -> int:
         return len(self.codes)
 
-    def hits(self, lat: float, lon: float) -> list[int]:
+    def hits(self, lat: float, lon: float, point: shapely.Geometry | None = None) -> list[int]:
+        """Indexes of the polygons containing the point (or with it on their edge), sorted.
+
+        ``point``: the same point as a geometry, when the caller already made one (making a
+        shapely point costs about as much as the tree query itself).
+        """
         if not len(self.codes):
             return []
-        candidates = self.tree.query(shapely.Point(lon, lat))
+        candidates = self.tree.query(point if point is not None else shapely.Point(lon, lat))
+        if not len(candidates):
+            return []
         with self._lock:
-            found = [int(i) for i in candidates if shapely.intersects_xy(self.geoms[i], lon, lat)]
-        return sorted(found)
+            # One vectorised call for every candidate rather than one call each.
+            inside = shapely.intersects_xy(self.geoms[candidates], lon, lat)
+        return sorted(candidates[inside].tolist())
 
 
 class _Outlines:
@@ -209,23 +217,27 @@ class GeoIndex:
         return not len(self._deps) and not len(self._communes)
 
     # -- point in polygon ------------------------------------------------------------------
-    def departements_at(self, lat: float, lon: float) -> tuple[str, ...]:
+    def departements_at(
+        self, lat: float, lon: float, point: shapely.Geometry | None = None
+    ) -> tuple[str, ...]:
         """Département polygons containing the point (normally none or one)."""
         if not valid_lat_lon(lat, lon):
             return ()
         if len(self._deps):
-            return tuple(self._deps.codes[i] for i in self._deps.hits(lat, lon))
-        hit = self.commune_at(lat, lon)
+            return tuple(self._deps.codes[i] for i in self._deps.hits(lat, lon, point))
+        hit = self.commune_at(lat, lon, point)
         return (hit.departement,) if hit else ()
 
     def departement_at(self, lat: float, lon: float) -> str | None:
         found = self.departements_at(lat, lon)
         return found[0] if found else None
 
-    def commune_at(self, lat: float, lon: float) -> CommuneHit | None:
+    def commune_at(
+        self, lat: float, lon: float, point: shapely.Geometry | None = None
+    ) -> CommuneHit | None:
         if not valid_lat_lon(lat, lon):
             return None
-        hits = self._communes.hits(lat, lon)
+        hits = self._communes.hits(lat, lon, point)
         if not hits:
             return None
         i = hits[0]
@@ -310,9 +322,10 @@ class GeoIndex:
         )
         if not valid_lat_lon(lat, lon):
             return Place(lat, lon, radius, None, (), None, False, False)
-        inside_deps = self.departements_at(lat, lon)
+        point = shapely.Point(lon, lat)  # made once for both layers
+        inside_deps = self.departements_at(lat, lon, point)
         touched = list(self._touching(lat, lon, radius, inside_deps))
-        commune = self.commune_at(lat, lon)
+        commune = self.commune_at(lat, lon, point)
         if commune is not None and commune.departement not in touched:
             # The commune and département layers disagree (they were simplified separately):
             # the point is at most ~100 m from a border, so both are notified.

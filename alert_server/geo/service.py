@@ -16,9 +16,10 @@ from pathlib import Path
 import shapely
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text
 
-from alert_server.geo.boundaries import Area, BoundarySet, GeoDataError, parse_boundaries
+from alert_server.geo.boundaries import Area, BoundarySet, GeoDataError
 from alert_server.geo.index import GeoIndex
 from alert_server.geo.models import GeoCommune, GeoDepartement, GeoImport, GeoZone
+from alert_server.geo.parse_cache import parse_boundaries_cached
 from alert_server.geo.zones import Zone, ZoneSet, parse_zones
 from vigie.timeutil import utcnow
 
@@ -55,9 +56,12 @@ def parse_files(
     communes: Path | None = None,
     zones: Path | None = None,
 ) -> tuple[BoundarySet | None, BoundarySet | None, ZoneSet | None]:
-    """Read and check every given file; ``GeoDataError`` at the first bad one."""
-    dep_set = parse_boundaries(departements, "departements") if departements else None
-    com_set = parse_boundaries(communes, "communes") if communes else None
+    """Read and check every given file; ``GeoDataError`` at the first bad one.
+
+    A boundary file already checked on this machine comes from the parse cache (same bytes,
+    same result; ``alert_server.geo.parse_cache``)."""
+    dep_set = parse_boundaries_cached(departements, "departements") if departements else None
+    com_set = parse_boundaries_cached(communes, "communes") if communes else None
     zone_set = parse_zones(zones) if zones else None
     return dep_set, com_set, zone_set
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, bindparam, func, select
 from sqlmodel import Session
 
 from alert_server.alerts import lifecycle
@@ -37,6 +37,9 @@ from vigie.timeutil import utcnow
 from vigie.vocabulary import AlertEventType, AlertKind, AlertState, DownlinkType, UplinkTopic
 
 log = logging.getLogger(__name__)
+
+_device_t = Device.__table__  # type: ignore[attr-defined]
+_DEVICE_REVOKED_AT = select(_device_t.c.revoked_at).where(_device_t.c.device_id == bindparam("d"))
 
 # Device clocks may drift; beyond this an alert is flagged (but always kept, and always timed
 # by the server's clock for escalation).
@@ -530,8 +533,12 @@ class Ingestor:
         self, session: Session, item: Inbound, now: datetime
     ) -> tuple[alerts.Stored, AlertDraft]:
         draft = interpret_alert(item.device_id, item.payload, now)
+        # One Core query for the one column needed: loading a Device entity through the ORM
+        # was a third of the writer's time per alert.
         device = (
-            session.get(Device, draft.device_id) if "bad_device_id" not in draft.flags else None
+            session.connection().execute(_DEVICE_REVOKED_AT, {"d": draft.device_id}).first()
+            if "bad_device_id" not in draft.flags
+            else None
         )
         if device is None:
             draft.flags.append("unknown_device")
