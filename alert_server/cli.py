@@ -20,6 +20,7 @@ from alert_server.referents.parser import parse_directory
 from alert_server.referents.schemas import DirectoryError
 from alert_server.safety import UnsafeConfiguration
 from alert_server.safety import check as check_safety
+from alert_server.secret_input import SecretInputError, read_secret
 from alert_server.settings import Settings, load_settings
 from alert_server.timeutil import utcnow
 from alert_server.users.cli import app as users_app
@@ -103,8 +104,19 @@ def devices_add(
     worker: Annotated[str, typer.Option("--worker", help="Nom du travailleur.")],
     role: Annotated[str, typer.Option("--role", help="nurse | pharmacist | other")],
     phone: Annotated[str, typer.Option("--phone", help="Numéro de rappel, E.164.")],
-    pin: Annotated[str, typer.Option("--pin", help="Code d'annulation.")],
-    duress_pin: Annotated[str, typer.Option("--duress-pin", help="Code de contrainte.")],
+    pin: Annotated[
+        str | None,
+        typer.Option(
+            "--pin", help="Code d'annulation (sinon demandé, ou lu sur l'entrée standard)."
+        ),
+    ] = None,
+    duress_pin: Annotated[
+        str | None,
+        typer.Option(
+            "--duress-pin",
+            help="Code de contrainte (sinon demandé, ou lu sur l'entrée standard, ligne suivante).",
+        ),
+    ] = None,
     site_lat: Annotated[float | None, typer.Option("--site-lat")] = None,
     site_lon: Annotated[float | None, typer.Option("--site-lon")] = None,
     site_label: Annotated[str | None, typer.Option("--site-label")] = None,
@@ -112,6 +124,14 @@ def devices_add(
     config: ConfigOpt = None,
 ) -> None:
     """Enregistre un boîtier et son travailleur ; affiche une fois son mot de passe MQTT."""
+    try:
+        # PINs are secrets: asked (or read from stdin), never required as arguments (ps).
+        if pin is None:
+            pin = read_secret("Code d'annulation (--pin)")
+        if duress_pin is None:
+            duress_pin = read_secret("Code de contrainte (--duress-pin)")
+    except SecretInputError as exc:
+        fail(str(exc))
     settings = _settings(config)
     new = service.NewDevice(
         device_id, worker, role, phone, pin, duress_pin, site_lat, site_lon, site_label

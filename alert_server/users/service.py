@@ -81,8 +81,23 @@ def parse_departements(text: str | None) -> tuple[str, ...]:
     return tuple(sorted(codes, key=departement_sort_key))
 
 
+def validate_password(password: str, field: str = "--password") -> str:
+    if len(password) < MIN_PASSWORD_LEN:
+        raise UserInputError(f"{field}: au moins {MIN_PASSWORD_LEN} caractères")
+    if len(password) > MAX_PASSWORD_LEN:
+        raise UserInputError(f"{field}: au plus {MAX_PASSWORD_LEN} caractères")
+    if password.strip() != password or not password.isprintable():
+        raise UserInputError(f"{field}: espaces en bord ou caractères de contrôle refusés")
+    return password
+
+
 def validate_new_account(
-    username: str, password: str, role: str, departements: str | None
+    username: str,
+    password: str,
+    role: str,
+    departements: str | None,
+    *,
+    all_departements: bool = False,
 ) -> NewAccount:
     name = normalise_username(username)
     if not USERNAME_RE.match(name):
@@ -91,17 +106,27 @@ def validate_new_account(
         )
     if role not in ROLES:
         raise UserInputError(f"--role: {role!r} invalide (admin ou dispatcher)")
-    if len(password) < MIN_PASSWORD_LEN:
-        raise UserInputError(f"--password: au moins {MIN_PASSWORD_LEN} caractères")
-    if len(password) > MAX_PASSWORD_LEN:
-        raise UserInputError(f"--password: au plus {MAX_PASSWORD_LEN} caractères")
-    if password.strip() != password or not password.isprintable():
-        raise UserInputError("--password: espaces en bord ou caractères de contrôle refusés")
+    validate_password(password)
     deps = parse_departements(departements)
-    if role == ADMIN and deps:
+    if role == ADMIN and (deps or all_departements):
         # An admin sees everything; a restriction there would be a false sense of scope.
         raise UserInputError("--departements: ne s'applique qu'au rôle dispatcher")
+    if role == DISPATCHER:
+        deps = dispatcher_scope(deps, all_departements=all_departements)
     return NewAccount(username=name, password=password, role=role, departements=deps)
+
+
+def dispatcher_scope(deps: tuple[str, ...], *, all_departements: bool) -> tuple[str, ...]:
+    """A dispatcher's départements: a national desk must be asked for, never a default (a
+    forgotten option must not show the whole country)."""
+    if deps and all_departements:
+        raise UserInputError("--all-departements: incompatible avec --departements")
+    if not deps and not all_departements:
+        raise UserInputError(
+            "--departements: obligatoire pour un opérateur (ou --all-departements pour un "
+            "poste national qui voit tous les départements)"
+        )
+    return deps
 
 
 # -- accounts ------------------------------------------------------------------------------
@@ -157,7 +182,11 @@ def principal_of(account: Account) -> Principal:
     assert account.id is not None
     deps = tuple(account.departements) if account.role == DISPATCHER else ()
     return Principal(
-        account_id=account.id, username=account.username, role=account.role, departements=deps
+        account_id=account.id,
+        username=account.username,
+        role=account.role,
+        departements=deps,
+        token_generation=account.token_generation or 0,
     )
 
 
@@ -327,6 +356,7 @@ class TokenClaims:
     username: str
     issued_at: int
     expires_at: int
+    generation: int = 0
 
 
 def _b64(data: bytes) -> str:
@@ -348,6 +378,7 @@ def issue_api_token(
         "typ": "api",
         "uid": principal.account_id,
         "sub": principal.username,
+        "gen": principal.token_generation,
         "iat": int(now.timestamp()),
         "exp": int((now + ttl).timestamp()),
     }
@@ -374,6 +405,7 @@ def read_api_token(secret: str, token: str, *, now: datetime) -> TokenClaims | N
             username=str(data["sub"]),
             issued_at=int(data["iat"]),
             expires_at=int(data["exp"]),
+            generation=int(data.get("gen", 0)),
         )
         if data.get("typ") != "api":
             return None
@@ -393,4 +425,6 @@ def principal_for_token(
     account = session.get(Account, claims.account_id)
     if account is None or account.disabled_at is not None or account.username != claims.username:
         return None
+    if claims.generation != account.token_generation:
+        return None  # revoked (vigie users revoke-tokens, disable or passwd)
     return principal_of(account)
