@@ -10,6 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from alert_server.audit import record_cli
 from alert_server.db import make_engine, migrate, session_scope
 from alert_server.devices import broker_files, service
 from alert_server.devices.revocation import cut_off
@@ -95,7 +96,11 @@ def server(
             for line in exc.errors:
                 typer.echo(f"vigie: erreur: {line}", err=True)
             raise typer.Exit(2) from exc
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    from alert_server.serving import uvicorn_options
+
+    uvicorn.run(
+        create_app(settings), host=host, port=port, log_level="info", **uvicorn_options(settings)
+    )
 
 
 @devices_app.command("add")
@@ -148,6 +153,7 @@ def devices_add(
     try:
         with session_scope(engine, write=True) as session:
             service.add_device(session, new=new, now=utcnow())
+            record_cli(session, "device.add", target=new.device_id, command="vigie devices add")
             # Broker files are written inside the transaction: if they cannot be written the
             # device is not registered, and if the commit fails they are rolled back below.
             if passwd is not None:
@@ -242,6 +248,7 @@ def devices_revoke(
     try:
         with session_scope(engine, write=True) as session:
             service.revoke_device(session, device_id=device_id, now=utcnow())
+            record_cli(session, "device.revoke", target=device_id, command="vigie devices revoke")
     except service.DeviceInputError as exc:
         fail(str(exc))
     finally:

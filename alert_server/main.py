@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
+from alert_server import audit as audit_trail
 from alert_server.alerts import dispatch_timeline
 from alert_server.alerts.api import register_timeline_source
 from alert_server.dashboard import install_dashboard
@@ -323,4 +324,5 @@ def create_app(settings: Settings) -> FastAPI:
     install_dashboard(app, runtime)
     register_timeline_source(dispatch_timeline.source(runtime.dispatcher))
     app.include_router(followup_api.router)
+    app.include_router(audit_trail.router)
     return app

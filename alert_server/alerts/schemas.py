@@ -17,7 +17,7 @@ from pydantic import (
 
 from alert_server.followup import outcomes as followup_outcomes
 
-AlertState = Literal["open", "acknowledged", "cancelled", "resolved"]
+AlertState = Literal["open", "acknowledged", "cancelled", "resolved", "expired"]
 ALERT_STATES: tuple[str, ...] = ("open", "acknowledged", "cancelled", "resolved")
 
 STATE_LABELS_FR: dict[str, str] = {
@@ -25,6 +25,7 @@ STATE_LABELS_FR: dict[str, str] = {
     "acknowledged": "Prise en charge",
     "cancelled": "Annulée",
     "resolved": "Clôturée",
+    "expired": "Expirée (conservation)",
 }
 
 KIND_LABELS_FR: dict[str, str] = {

@@ -10,7 +10,14 @@ CNIL délibération 2015-165: employees may be geolocated for their safety, not 
   and the note are cleared, precise positions and names removed from the alert, its timeline
   and its escalation record; the statistics fields stay (département, commune, kind, outcome,
   times of creation, first notification, acknowledgement, resolution);
-- SMS sent to workers (notices, victim support) are deleted after ``position_days``.
+- SMS sent to workers (notices, victim support) are deleted after ``position_days``;
+- alerts still open or acknowledged after ``alert_months`` (forgotten, never closed) are
+  closed as ``expired`` and pseudonymised like the others (nobody can still be helped by
+  them, and their name, phone and position must not be kept forever);
+- workers whose device was revoked ``alert_months`` ago lose their name and phone;
+- inbound SMS (referents' replies: their numbers and words) go after ``alert_months``;
+- the audit trail is kept for its own period, ``audit_months``, then deleted; expired
+  console sessions (address, browser) go after ``position_days``.
 
 ``purge(dry_run=True)`` counts with the same conditions and changes nothing. Run daily by the
 server's scheduler and by ``vigie purge``. Idempotent: a pseudonymised alert is never matched
@@ -31,11 +38,21 @@ from sqlalchemy import Engine, and_, delete, func, not_, or_, select, update
 
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.db import session_scope
-from alert_server.devices.models import Device
+from alert_server.devices.models import Device, Worker
 from alert_server.followup.models import FAILED, SENT, SKIPPED, WorkerMessage
 from alert_server.sessions.models import ENDED, OPEN, VisitSession
 from alert_server.timeutil import rfc3339
-from dispatch.models import KIND_VERIFY, Escalation, Event, Notification, Verification
+from alert_server.users.models import AuditRecord, WebSession
+from dispatch.models import (
+    ACTIVE,
+    CLOSED,
+    KIND_VERIFY,
+    Escalation,
+    Event,
+    Inbound,
+    Notification,
+    Verification,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +65,16 @@ ESC = Escalation.__table__  # type: ignore[attr-defined]
 NOTIF = Notification.__table__  # type: ignore[attr-defined]
 VERIF = Verification.__table__  # type: ignore[attr-defined]
 DEVENT = Event.__table__  # type: ignore[attr-defined]
+WORKER = Worker.__table__  # type: ignore[attr-defined]
+INBOUND = Inbound.__table__  # type: ignore[attr-defined]
+AUDIT = AuditRecord.__table__  # type: ignore[attr-defined]
+WEB_SESSION = WebSession.__table__  # type: ignore[attr-defined]
 
 PSEUDO_PREFIX = "anon-"
-CLOSED_STATES = ("cancelled", "resolved")
+CLOSED_STATES = ("cancelled", "resolved", "expired")
+LIVE_STATES = ("open", "acknowledged")
+EXPIRED = "expired"
+ERASED_NAME = "(effacé)"
 _RAW_PSEUDO = json.dumps({"pseudonymised": True})
 
 
@@ -58,6 +82,7 @@ _RAW_PSEUDO = json.dumps({"pseudonymised": True})
 class RetentionPolicy:
     position_days: int = 30
     alert_months: int = 12
+    audit_months: int = 12
 
 
 @dataclass
@@ -66,6 +91,11 @@ class PurgeReport:
     ended_sessions: int = 0  # ended visits (positions, memo) deleted
     alerts_pseudonymised: int = 0
     worker_messages: int = 0  # SMS to workers deleted
+    alerts_expired: int = 0  # forgotten open alerts closed as "expired" (then pseudonymised)
+    workers_erased: int = 0  # workers of long-revoked devices: name and phone erased
+    inbound_sms: int = 0  # referents' SMS replies deleted
+    audit_rows: int = 0  # audit lines past their own period deleted
+    web_sessions: int = 0  # ended console sessions (address, browser) deleted
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,7 +116,13 @@ def _conditions(now: datetime, policy: RetentionPolicy) -> dict[str, Any]:
     devices_busy = (
         select(SESSIONS.c.device_id)
         .where(SESSIONS.c.state.in_(OPEN))
-        .union(select(ALERT.c.device_id).where(ALERT.c.state.in_(("open", "acknowledged"))))
+        .union(
+            # A live alert protects its device's position, unless it is itself past the
+            # alerts' period (it is then expired in this run).
+            select(ALERT.c.device_id).where(
+                ALERT.c.state.in_(LIVE_STATES), ALERT.c.created_at >= alert_cutoff
+            )
+        )
     )
     stale_position = or_(DEVICE.c.last_pos_at < cutoff, DEVICE.c.last_pos_at.is_(None))
     return {
@@ -111,6 +147,23 @@ def _conditions(now: datetime, policy: RetentionPolicy) -> dict[str, Any]:
             MSG.c.created_at < cutoff,
             MSG.c.status.in_((SENT, FAILED, SKIPPED)),
         ),
+        "stale_open": and_(
+            ALERT.c.state.in_(LIVE_STATES),
+            ALERT.c.created_at < alert_cutoff,
+        ),
+        "worker": and_(
+            WORKER.c.name != ERASED_NAME,
+            WORKER.c.id.in_(
+                select(DEVICE.c.worker_id).where(
+                    DEVICE.c.revoked_at.is_not(None), DEVICE.c.revoked_at < alert_cutoff
+                )
+            ),
+            # Still on a live device (re-issued to the same person): kept.
+            WORKER.c.id.not_in(select(DEVICE.c.worker_id).where(DEVICE.c.revoked_at.is_(None))),
+        ),
+        "inbound": INBOUND.c.received_at < alert_cutoff,
+        "audit": AUDIT.c.at < months_before(now, policy.audit_months),
+        "web_session": WEB_SESSION.c.expires_at < cutoff,
     }
 
 
@@ -131,9 +184,22 @@ def purge(
         report.ended_sessions = count(SESSIONS, cond["session"])
         report.alerts_pseudonymised = count(ALERT, cond["alert"])
         report.worker_messages = count(MSG, cond["message"])
+        report.alerts_expired = count(ALERT, cond["stale_open"])
+        # Expired alerts are pseudonymised in the same run.
+        report.alerts_pseudonymised += report.alerts_expired
+        report.workers_erased = count(WORKER, cond["worker"])
+        report.inbound_sms = count(INBOUND, cond["inbound"])
+        report.audit_rows = count(AUDIT, cond["audit"])
+        report.web_sessions = count(WEB_SESSION, cond["web_session"])
         if dry_run:
             session.rollback()
             return report
+
+        _expire(session, cond["stale_open"], now)
+        session.execute(update(WORKER).where(cond["worker"]).values(name=ERASED_NAME, phone=""))
+        session.execute(delete(INBOUND).where(cond["inbound"]))
+        session.execute(delete(AUDIT).where(cond["audit"]))
+        session.execute(delete(WEB_SESSION).where(cond["web_session"]))
 
         session.execute(
             update(DEVICE)
@@ -153,6 +219,26 @@ def purge(
             _pseudonymise(session, alert_id, kind, created_at, departement)
     log.info("retention purge: %s", report.as_dict())
     return report
+
+
+def _expire(session: Any, where: Any, now: datetime) -> None:
+    """Close forgotten open alerts as ``expired`` (a timeline line says why) and end their
+    escalation if it somehow still runs; the pseudonymisation that follows finds them closed."""
+    ids = [r[0] for r in session.execute(select(ALERT.c.alert_id).where(where)).all()]
+    for alert_id in ids:
+        session.execute(
+            update(ALERT)
+            .where(ALERT.c.alert_id == alert_id, ALERT.c.state.in_(LIVE_STATES))
+            .values(state=EXPIRED)
+        )
+        session.execute(
+            EVENT.insert().values(alert_id=alert_id, at=now, type="expired", actor=None, detail={})
+        )
+        session.execute(
+            update(ESC)
+            .where(ESC.c.alert_id == alert_id, ESC.c.status == ACTIVE)
+            .values(status=CLOSED, ended_at=now, end_reason="expired (retention)", updated_at=now)
+        )
 
 
 def _pseudonymise(

@@ -77,7 +77,9 @@ class Background:
             victim_support_enabled=s.victim_support_enabled,
         )
         retention = RetentionPolicy(
-            position_days=s.retention_position_days, alert_months=s.retention_alert_months
+            position_days=s.retention_position_days,
+            alert_months=s.retention_alert_months,
+            audit_months=s.retention_audit_months,
         )
         return cls(engine, sessions, messenger, retention, s.session_tick_s)
 

@@ -18,11 +18,12 @@ from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
 from alert_server.timeutil import as_utc
+from alert_server.users import throttle
 from alert_server.users.models import Account, AuditRecord, LoginFailure, WebSession
 from alert_server.users.schemas import ADMIN, DISPATCHER, ROLES, NewAccount, Principal
 
@@ -34,13 +35,7 @@ MIN_PASSWORD_LEN = 12
 # Hashing a megabyte-long "password" is a cheap denial of service; nobody types more.
 MAX_PASSWORD_LEN = 1024
 
-# Login throttling: failures counted over a sliding window. Per IP it stops one machine
-# guessing many accounts; per username it stops many machines guessing one account. The
-# per-username limit is the higher one because anyone can trip it: a dispatcher locked out
-# at 3 a.m. is a cost too (and it only lasts as long as the window).
-LOGIN_WINDOW = timedelta(minutes=5)
-MAX_FAILURES_PER_IP = 5
-MAX_FAILURES_PER_USERNAME = 10
+# Login throttling: a growing delay, never a lock (users/throttle.py).
 FAILURE_RETENTION = timedelta(days=1)
 
 # A browser session lasts one long shift; it is not extended by activity, so a stolen
@@ -197,23 +192,11 @@ def principal_of(account: Account) -> Principal:
 class LoginResult:
     status: Literal["ok", "bad", "throttled"]
     principal: Principal | None = None
+    retry_after_s: float = 0.0  # throttled: how long the next attempt must wait
 
 
 def throttled(session: Session, *, username: str, ip: str, now: datetime) -> bool:
-    since = now - LOGIN_WINDOW
-    per_ip = session.exec(
-        select(func.count())
-        .select_from(LoginFailure)
-        .where(LoginFailure.ip == ip, col(LoginFailure.at) > since)
-    ).one()
-    if per_ip >= MAX_FAILURES_PER_IP:
-        return True
-    per_user = session.exec(
-        select(func.count())
-        .select_from(LoginFailure)
-        .where(LoginFailure.username == username, col(LoginFailure.at) > since)
-    ).one()
-    return per_user >= MAX_FAILURES_PER_USERNAME
+    return throttle.wait_s(session, username=username, ip=ip, now=now) > 0
 
 
 def _record_failure(session: Session, *, username: str, ip: str, now: datetime) -> None:
@@ -224,20 +207,35 @@ def _record_failure(session: Session, *, username: str, ip: str, now: datetime) 
 
 
 def login(session: Session, *, username: str, password: str, ip: str, now: datetime) -> LoginResult:
-    """Check a username and password, with throttling. The caller commits (failures count)."""
+    """Check a username and password, with throttling (``users/throttle.py``). The outcome
+    (a failure counted, failures cleared) is committed before the account is released, so
+    that the next attempt on it sees it; the caller's later writes (audit) commit after."""
     name = normalise_username(username)[:64]
-    if throttled(session, username=name, ip=ip, now=now):
-        # No password check at all while throttled: the answer must not depend on it.
-        return LoginResult("throttled")
-    password = password[:MAX_PASSWORD_LEN]
-    account = get_account(session, username=name)
-    if account is None or account.disabled_at is not None:
-        _burn_verify(password)
-        _record_failure(session, username=name, ip=ip, now=now)
-        return LoginResult("bad")
-    if not _verify(account.password_hash, password):
-        _record_failure(session, username=name, ip=ip, now=now)
-        return LoginResult("bad")
+    with throttle.GATE.account(name) as owned:
+        if not owned:
+            # Another attempt on this account is being checked: wait for its outcome.
+            return LoginResult("throttled", retry_after_s=1.0)
+        wait = throttle.wait_s(session, username=name, ip=ip, now=now)
+        if wait > 0:
+            # No password check at all while throttled: the answer must not depend on it.
+            return LoginResult("throttled", retry_after_s=wait)
+        result = _check(session, name=name, password=password[:MAX_PASSWORD_LEN], ip=ip, now=now)
+        session.commit()
+        return result
+
+
+def _check(session: Session, *, name: str, password: str, ip: str, now: datetime) -> LoginResult:
+    with throttle.GATE.check() as may:
+        if not may:
+            return LoginResult("throttled", retry_after_s=1.0)
+        account = get_account(session, username=name)
+        if account is None or account.disabled_at is not None:
+            _burn_verify(password)
+            _record_failure(session, username=name, ip=ip, now=now)
+            return LoginResult("bad")
+        if not _verify(account.password_hash, password):
+            _record_failure(session, username=name, ip=ip, now=now)
+            return LoginResult("bad")
     if _hasher.check_needs_rehash(account.password_hash):
         account.password_hash = hash_password(password)
         session.add(account)
