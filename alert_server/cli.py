@@ -13,7 +13,7 @@ import typer
 from alert_server.audit import record_cli
 from alert_server.db import make_engine, migrate, session_scope
 from alert_server.devices import broker_files, service
-from alert_server.devices.revocation import cut_off
+from alert_server.devices.revocation import revoke_on_broker
 from alert_server.followup.cli import app as purge_app
 from alert_server.geo.cli import app as geo_app
 from alert_server.referents.cli import app as referents_app
@@ -253,19 +253,53 @@ def devices_revoke(
         fail(str(exc))
     finally:
         engine.dispose()
-    kicked = False
-    if settings.broker_passwd_file is not None and settings.broker_acl_file is not None:
-        kicked = cut_off(
+    # The database says "revoked" from here on; the broker must be told too, or the device
+    # keeps its access: say so (exit 1) with what to do, never print a plain "révoqué".
+    again = f"puis relancez « vigie devices revoke {device_id} » pour fermer sa connexion"
+    if settings.broker_passwd_file is None or settings.broker_acl_file is None:
+        _broker_not_told(
+            device_id,
+            "VIGIE_BROKER_PASSWD_FILE et VIGIE_BROKER_ACL_FILE ne sont pas réglés. Retirez "
+            f"son compte du broker (mosquitto_passwd -D FICHIER {device_id}) et rechargez-le "
+            "(systemctl reload mosquitto)",
+        )
+    try:
+        outcome = revoke_on_broker(
             device_id=device_id,
             passwd_file=settings.broker_passwd_file,
             acl_file=settings.broker_acl_file,
             pid_file=settings.broker_pid_file,
             broker_url=settings.mqtt_url,
         )
+    except OSError as exc:
+        _broker_not_told(
+            device_id,
+            f"fichiers du broker illisibles ou non modifiables ({exc}). Corrigez, {again}",
+        )
+    if not outcome.reloaded:
+        _broker_not_told(
+            device_id,
+            "le broker n'a pas pu être rechargé (VIGIE_BROKER_PID_FILE absent ou processus "
+            "introuvable) : son ancien mot de passe fonctionne encore. Rechargez le broker "
+            f"(systemctl reload mosquitto), {again}",
+        )
     typer.echo(
-        f"Boîtier {device_id} révoqué"
-        + (" ; sa connexion en cours a été fermée." if kicked else ".")
+        f"Boîtier {device_id} révoqué ; le broker refuse désormais son mot de passe"
+        + (
+            " et sa connexion en cours a été fermée."
+            if outcome.kicked
+            else " (aucune connexion en cours n'a pu être fermée : ses messages sont refusés)."
+        )
     )
+
+
+def _broker_not_told(device_id: str, what: str) -> NoReturn:
+    typer.echo(
+        f"vigie: erreur: boîtier {device_id} révoqué dans la base, mais le broker n'a pas été "
+        f"prévenu : {what}.",
+        err=True,
+    )
+    raise typer.Exit(1)
 
 
 @app.command()

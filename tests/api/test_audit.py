@@ -71,7 +71,8 @@ def test_cli_changes_are_audited(tmp_path: Path) -> None:
     add = ["devices", "add", "nurse-7", "--worker", "Inès", "--role", "nurse",
            "--phone", "+33612345678", "--json"]  # fmt: skip
     assert run(vigie_app, add, env=env, input="2468\n1357\n").exit_code == 0
-    assert run(vigie_app, ["devices", "revoke", "nurse-7"], env=env).exit_code == 0
+    # No broker configured here: revoked in the database (and audited), exit 1 for the broker.
+    assert run(vigie_app, ["devices", "revoke", "nurse-7"], env=env).exit_code == 1
     assert run(vigie_app, ["purge", "--dry-run"], env=env).exit_code == 0
     assert run(vigie_app, ["purge"], env=env).exit_code == 0
     engine = make_engine(env["VIGIE_DATABASE_URL"])

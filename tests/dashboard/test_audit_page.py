@@ -8,9 +8,9 @@ from tests.dashboard.conftest import http_login
 
 
 def test_console_reads_and_audit_page_filter_and_csv(console_app: ApiStack) -> None:
-    console_app.add_user("chef", role="admin")
+    password = console_app.add_user("chef", role="admin")
     alert_id = console_app.add_alert("13")
-    with http_login(console_app.url, "chef") as c:
+    with http_login(console_app.url, "chef", password) as c:
         assert c.get("/dashboard/").status_code == 200
         assert c.get(f"/dashboard/alerts/{alert_id}").status_code == 200
         assert c.get(f"/dashboard/alerts/{alert_id}/onvs.csv").status_code == 200
