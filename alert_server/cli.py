@@ -11,6 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from alert_server.audit import record_cli
+from alert_server.broker_cli import app as broker_app
 from alert_server.db import make_engine, migrate, session_scope
 from alert_server.devices import broker_files, service
 from alert_server.devices.revocation import revoke_on_broker
@@ -39,6 +40,7 @@ app.add_typer(referents_app, name="referents", help="Répertoire des référents
 app.add_typer(geo_app, name="geo", help="Limites administratives et zones police/gendarmerie.")
 app.add_typer(sim_app, name="sim", help="Simulateur de boîtiers (scénarios, charge).")
 app.add_typer(purge_app, name="purge", help="Purge des données personnelles (CNIL).")
+app.add_typer(broker_app, name="broker", help="Broker MQTT : compte du serveur et fichiers.")
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="Fichier TOML de réglages (sinon VIGIE_*).")
