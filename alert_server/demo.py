@@ -189,6 +189,7 @@ class Demo:
             # The demo's own default (operations.md): nothing is sent, the fictional referent
             # answers, and the console says "démonstration" discreetly.
             VIGIE_TELEPHONY="simulated",
+            VIGIE_INTERNAL_ACCESS="network",  # loopback only: the demo's own machine
             VIGIE_DEMO="true",
         )
         if self.mosquitto is not None:

@@ -325,4 +325,22 @@ def create_app(settings: Settings) -> FastAPI:
     register_timeline_source(dispatch_timeline.source(runtime.dispatcher))
     app.include_router(followup_api.router)
     app.include_router(audit_trail.router)
+    install_internal_access(app, runtime)
     return app
+
+
+def install_internal_access(app: FastAPI, runtime: Runtime) -> None:
+    """/metrics and the API docs behind VIGIE_INTERNAL_ACCESS (alert_server/internal_access)."""
+    from alert_server.db import session_scope
+    from alert_server.internal_access import InternalAccess
+    from alert_server.users import service as users_service
+    from alert_server.users.schemas import ADMIN
+
+    secret = runtime.settings.secret_key.get_secret_value()
+
+    def is_admin_token(token: str) -> bool:
+        with session_scope(runtime.engine, write=False) as session:
+            p = users_service.principal_for_token(session, secret=secret, token=token, now=utcnow())
+        return p is not None and p.role == ADMIN
+
+    app.add_middleware(InternalAccess, settings=runtime.settings, is_admin_token=is_admin_token)
