@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -59,14 +57,6 @@ def _settings(config: Path | None) -> Settings:
         fail(f"réglages: {str(exc).splitlines()[0]}")
 
 
-def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 @app.command()
 def server(
     host: Annotated[str, typer.Option(help="Adresse d'écoute HTTP.")] = "127.0.0.1",
@@ -78,8 +68,11 @@ def server(
 
     from alert_server.main import create_app
 
-    _logging()
     settings = _settings(config)
+    from alert_server.logging_setup import configure
+
+    log_setup = configure(settings.log_format)
+    log_setup.start_flusher()
     try:
         # Missing Twilio settings, a placeholder secret key…: refuse, never fall back silently.
         check_safety(settings)
@@ -100,9 +93,16 @@ def server(
             raise typer.Exit(2) from exc
     from alert_server.serving import uvicorn_options
 
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info", **uvicorn_options(settings)
-    )
+    try:
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            **uvicorn_options(settings),
+        )
+    finally:
+        log_setup.stop()
 
 
 @devices_app.command("add")

@@ -190,6 +190,7 @@ class Demo:
             # answers, and the console says "démonstration" discreetly.
             VIGIE_TELEPHONY="simulated",
             VIGIE_INTERNAL_ACCESS="network",  # loopback only: the demo's own machine
+            VIGIE_LOG_FORMAT="plain",  # read by a person in the demo's folder
             VIGIE_DEMO="true",
         )
         if self.mosquitto is not None:

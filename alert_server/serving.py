@@ -17,4 +17,6 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         # on the machine could choose the address written in the audit trail.
         "proxy_headers": bool(proxies),
         "forwarded_allow_ips": proxies or "",
+        # Uvicorn's own loggers go through the server's handler (logging_setup), in its format.
+        "log_config": None,
     }
