@@ -316,12 +316,16 @@ def demo(
     no_mosquitto: Annotated[
         bool, typer.Option("--no-mosquitto", help="Broker Python intégré même si mosquitto existe.")
     ] = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Garder le dossier temporaire (base, journaux) après l'arrêt."),
+    ] = False,
 ) -> None:
     """Tout Vigie sur cette machine : broker, serveur (SQLite, téléphonie simulée), boîtiers
     simulés, console. Ctrl-C arrête tout proprement."""
     import signal as _signal
 
-    from alert_server.demo import ADMIN_USER, Demo, free_demo_port
+    from alert_server.demo import ADMIN_USER, Demo, finish_workdir, free_demo_port
 
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -332,11 +336,17 @@ def demo(
         d.workdir = workdir
     if no_mosquitto:
         d.use_mosquitto = False
+    owned = workdir is None  # a temporary folder of ours, removed at the end unless --keep
     typer.echo("Vigie — démonstration. Démarrage…")
+    typer.echo(
+        f"Fichiers de la démonstration (base, journaux, broker) : {d.workdir}"
+        + (" — effacés à l'arrêt (--keep pour les garder)." if owned and not keep else ".")
+    )
     try:
         d.start()
     except Exception as exc:
         d.stop()
+        typer.echo(finish_workdir(d.workdir, keep=keep, owned=owned))
         fail(str(exc).splitlines()[0])
 
     def _interrupt(signum: int, frame: object) -> None:
@@ -355,6 +365,7 @@ def demo(
     d.wait()
     typer.echo("Arrêt…")
     d.stop()
+    typer.echo(finish_workdir(d.workdir, keep=keep, owned=owned))
     typer.echo("Démonstration arrêtée.")
 
 
