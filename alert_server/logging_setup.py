@@ -17,6 +17,7 @@ The clock is a parameter so that the window is tested without waiting.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import sys
@@ -46,12 +47,15 @@ WINDOW_S = 60.0
 # message prefix -> (fields that make the key, summary template)
 REPEATING: dict[str, tuple[tuple[str, ...], str]] = {
     "rate limited, deferred": (("to",), "{count} SMS différés pour {to}, prochain à {until}"),
+    # APScheduler on an overloaded machine: a new time in every line, one line a second.
+    "Execution of job": ((), "{count} passages de tâches planifiées sautés (machine surchargée)"),
 }
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",
     "asctime",
     "vigie_fields",
     "vigie_summary",
+    "color_message",  # uvicorn's terminal-coloured copy of the message
 }
 
 
@@ -140,8 +144,8 @@ class Summariser(logging.Filter):
     ) -> None:
         record.vigie_summary = count
         if template is not None:
-            values = {"count": count, **{k: fields.get(k, "?") for k in ("to", "until")}}
-            record.msg, record.args = template.format(**values), None
+            values = collections.defaultdict(lambda: "?", {**fields, "count": count})
+            record.msg, record.args = template.format_map(values), None
         else:
             record.msg = f"{record.getMessage()} (×{count} en {self.window_s:.0f} s)"
             record.args = None

@@ -19,4 +19,7 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
         "forwarded_allow_ips": proxies or "",
         # Uvicorn's own loggers go through the server's handler (logging_setup), in its format.
         "log_config": None,
+        # One line per request is noise at the server's scale; reads of personal data are in
+        # the audit trail, errors in the application's own lines.
+        "access_log": False,
     }

@@ -114,3 +114,24 @@ def test_plain_format_for_the_demo() -> None:
             root.removeHandler(h)
         for h in saved:
             root.addHandler(h)
+
+
+def test_skipped_scheduler_runs_are_one_summary_a_minute(
+    setup: tuple[LogSetup, io.StringIO, Clock],
+) -> None:
+    s, stream, clock = setup
+    for _ in range(120):  # one a second for two minutes, each with its own time in the text
+        logging.getLogger("apscheduler.scheduler").warning(
+            f'Execution of job "Clock._sweep (next run at: {clock.t})" skipped: maximum number '
+            "of running instances reached (1)"
+        )
+        clock.t += 1
+        if int(clock.t) % 60 == 0:
+            s.summariser.flush()
+    out = lines(stream)
+    assert len(out) <= 3, out
+    count, _, text = str(out[-1]["msg"]).partition(" ")
+    assert (
+        50 <= int(count) <= 60
+        and text == "passages de tâches planifiées sautés (machine surchargée)"
+    )
