@@ -54,3 +54,15 @@ def test_network_mode(tmp_path: Path, networks: str, expected: int) -> None:
             assert httpx.get(stack.url + path).status_code == expected, path
     finally:
         close_stack(stack, server)
+
+
+def test_unsafe_internal_access_settings_are_refused() -> None:
+    from alert_server.safety import operations_problems
+    from alert_server.settings import Settings
+
+    assert operations_problems(Settings()) == []
+    [bad] = operations_problems(Settings(metrics_networks="10.0.0.0/8, pas-un-reseau"))
+    assert bad == "VIGIE_METRICS_NETWORKS: 'pas-un-reseau' n'est pas un réseau IP"
+    assert "démonstration" in operations_problems(Settings(internal_access="open"))[0]
+    assert operations_problems(Settings(internal_access="open", demo=True)) == []
+    assert "trop court" in operations_problems(Settings(metrics_token=SecretStr("court")))[0]
