@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from alert_server.db import session_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.timeutil import as_utc, utcnow
 from alert_server.users import service as users_service
 from alert_server.users.api import UNAUTHORIZED, api_principal, client_of, engine_of
@@ -68,7 +68,7 @@ def record_read(
     """One audit row for a read of personal data by ``principal``. Its own short transaction,
     opened after the read's (never nested: SQLite would wait for itself)."""
     client = client_of(request)
-    with session_scope(engine) as session:
+    with write_scope(engine) as session:
         users_service.audit(
             session,
             action=action,
@@ -147,7 +147,7 @@ def api_audit(
     if principal.role != ADMIN:
         raise HTTPException(status.HTTP_403_FORBIDDEN, detail="Réservé aux administrateurs")
     engine = engine_of(request)
-    with session_scope(engine, write=False) as session:
+    with read_scope(engine) as session:
         rows = [
             as_json(r)
             for r in query(session, since=since, action=action, username=username, limit=limit)

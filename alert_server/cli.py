@@ -10,7 +10,7 @@ import typer
 
 from alert_server.audit import record_cli
 from alert_server.broker_cli import app as broker_app
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.devices import broker_files, service
 from alert_server.devices.revocation import revoke_on_broker
 from alert_server.followup.cli import app as purge_app
@@ -153,7 +153,7 @@ def devices_add(
     passwd, acl = settings.broker_passwd_file, settings.broker_acl_file
     wrote_passwd = False
     try:
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             service.add_device(session, new=new, now=utcnow())
             record_cli(session, "device.add", target=new.device_id, command="vigie devices add")
             # Broker files are written inside the transaction: if they cannot be written the
@@ -208,7 +208,7 @@ def devices_list(
     settings = _settings(config)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         rows = service.list_devices(session)
         out = [
             {
@@ -248,7 +248,7 @@ def devices_revoke(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             service.revoke_device(session, device_id=device_id, now=utcnow())
             record_cli(session, "device.revoke", target=device_id, command="vigie devices revoke")
     except service.DeviceInputError as exc:
@@ -389,7 +389,7 @@ def devices_victim_support(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_scope(engine) as session:
+        with write_scope(engine) as session:
             found = service.device_and_worker(session, device_id)
             if found is None:
                 fail(f"DEVICE_ID: {device_id!r} inconnu")

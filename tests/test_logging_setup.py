@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from alert_server.logging_setup import LogSetup, configure
-from dispatch.service import alog
+from dispatch.store import alog
 
 
 class Clock:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from alert_server.audit import record_cli
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, write_scope
 from alert_server.followup.retention import PurgeReport, RetentionPolicy, purge
 from alert_server.settings import load_settings
 from alert_server.timeutil import utcnow
@@ -64,7 +64,7 @@ def main(
     try:
         migrate(engine)
         report = purge(engine, now=utcnow(), policy=policy, dry_run=dry_run)
-        with session_scope(engine) as session:
+        with write_scope(engine) as session:
             record_cli(
                 session, "purge.dry_run" if dry_run else "purge", target=None,
                 command="vigie purge", **report.as_dict(),

@@ -14,7 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 from sqlmodel import Session
 
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.secret_input import SecretInputError, read_secret
 from alert_server.settings import Settings, load_settings
 from alert_server.timeutil import utcnow
@@ -102,7 +102,7 @@ def users_add(
         migrate(engine)
         now = utcnow()
         # One transaction: the account and its audit line, or neither.
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             account = service.add_account(session, new=new, now=now)
             service.audit(
                 session,
@@ -135,7 +135,7 @@ def users_list(
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
-        with session_scope(engine, write=True) as session:
+        with read_scope(engine) as session:
             rows = [
                 {
                     "username": a.username,
@@ -165,7 +165,7 @@ def _change(config: Path | None, change: Callable[[Session, str], str]) -> None:
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             message = change(session, f"cli:{_os_user()}"[:64])
     except service.UserInputError as exc:
         _fail(str(exc))

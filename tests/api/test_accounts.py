@@ -12,7 +12,7 @@ from sqlmodel import select
 from typer.testing import CliRunner
 
 from alert_server.cli import app as vigie_app
-from alert_server.db import make_engine, session_scope
+from alert_server.db import make_engine, write_scope
 from alert_server.devices import service as devices_service
 from alert_server.secret_input import SecretInputError, read_secret
 from alert_server.timeutil import utcnow
@@ -37,7 +37,7 @@ def test_disable_revoke_and_passwd_stop_tokens_and_sessions_at_once(api: ApiStac
     stack.add_user("regul", departements=("13",))
     token = stack.token("regul")
     assert _alerts(stack, token) == 200
-    with session_scope(stack.runtime.engine) as s:
+    with write_scope(stack.runtime.engine) as s:
         principal = users_service.principal_of(
             users_service.get_account(s, username="regul")  # type: ignore[arg-type]
         )
@@ -46,7 +46,7 @@ def test_disable_revoke_and_passwd_stop_tokens_and_sessions_at_once(api: ApiStac
         )
 
     def session_alive() -> bool:
-        with session_scope(stack.runtime.engine) as s:
+        with write_scope(stack.runtime.engine) as s:
             return users_service.session_principal(s, token=cookie, now=utcnow()) is not None
 
     assert session_alive()
@@ -136,7 +136,7 @@ def test_dispatcher_without_departements_is_refused_unless_asked(
     assert "portée : national" in r.stdout
     engine = make_engine(env["VIGIE_DATABASE_URL"])
     try:
-        with session_scope(engine) as s:
+        with write_scope(engine) as s:
             accounts = list(s.exec(select(Account)))
             assert [(a.username, a.departements) for a in accounts] == [("bob", [])]
             assert users_service.login(
@@ -169,7 +169,7 @@ def test_device_pins_read_from_stdin(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.stderr
     engine = make_engine(env["VIGIE_DATABASE_URL"])
     try:
-        with session_scope(engine) as s:
+        with write_scope(engine) as s:
             found = devices_service.device_and_worker(s, "nurse-9")
             assert found is not None
             assert devices_service.pin_matches("2468", found[1].pin_hash)

@@ -13,7 +13,7 @@ import uvicorn
 from sqlalchemy import Engine
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.serving import uvicorn_options
 from alert_server.settings import Settings
 from alert_server.timeutil import utcnow
@@ -26,14 +26,14 @@ RIGHT = "le bon mot de passe"
 
 
 def _add(engine: Engine, username: str) -> None:
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         service.add_account(s, new=NewAccount(username, RIGHT, "dispatcher", ("13",)), now=utcnow())
 
 
 def _login(
     engine: Engine, username: str, password: str, ip: str, now: datetime
 ) -> service.LoginResult:
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         return service.login(s, username=username, password=password, ip=ip, now=now)
 
 

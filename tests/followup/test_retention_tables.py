@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlmodel import select
 from typer.testing import CliRunner
 
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.followup.retention import ERASED_NAME, RetentionPolicy, purge
 from alert_server.users.models import Account, AuditRecord, WebSession
@@ -29,12 +29,12 @@ def _dataset(engine: Engine) -> None:
         ("here-1", None),
     ):
         add_device(engine, device_id)
-        with session_scope(engine) as s:
+        with write_scope(engine) as s:
             d = s.get(Device, device_id)
             assert d is not None
             d.revoked_at = revoked
             s.add(d)
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         for i, days in enumerate((400, 100)):
             s.add(Inbound(from_phone="+33491000013", body=f"OK {i}", outcome="ack",
                           received_at=NOW - timedelta(days=days)))  # fmt: skip
@@ -52,7 +52,7 @@ def _dataset(engine: Engine) -> None:
 
 
 def _state(engine: Engine) -> tuple[list[str], list[str], list[str], int]:
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         return (
             sorted(w.name for w in s.exec(select(Worker))),
             sorted(i.body for i in s.exec(select(Inbound))),
@@ -74,7 +74,7 @@ def test_purge_covers_every_table_with_personal_data(engine: Engine) -> None:
     assert inbound == ["OK 1"]
     assert audit == ["a1"]  # the audit keeps its own, longer period
     assert sessions == 1
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         erased = s.exec(select(Worker).where(Worker.name == ERASED_NAME)).one()
         assert erased.phone == ""
     again = purge(engine, now=NOW, policy=POLICY)
