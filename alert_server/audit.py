@@ -22,11 +22,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from alert_server.db import read_scope, write_scope
-from alert_server.timeutil import as_utc, utcnow
 from alert_server.users import service as users_service
 from alert_server.users.api import UNAUTHORIZED, api_principal, client_of, engine_of
 from alert_server.users.models import AuditRecord
 from alert_server.users.schemas import ADMIN, Principal
+from vigie.timeutil import as_utc, utcnow
 
 # Names of the reads of personal data (the changes keep their existing names).
 ALERT_LIST = "alert.list"

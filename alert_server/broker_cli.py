@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 import typer
 
-from alert_server.devices import broker_files
-from alert_server.ingest.topics import SERVER_USERNAME
+from vigie.brokers import files as broker_files
+from vigie.topics import SERVER_USERNAME
 
 app = typer.Typer(help="Broker MQTT (Mosquitto) : comptes et fichiers.", no_args_is_help=True)
 

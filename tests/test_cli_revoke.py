@@ -9,7 +9,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from alert_server.cli import app
-from alert_server.devices import broker_files
+from vigie.brokers import files as broker_files
 
 
 def _add(env: dict[str, str]) -> None:

@@ -14,7 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
-from alert_server import audit as audit_trail
+import alert_server.audit as audit_trail
 from alert_server.alerts import api as alerts_api
 from alert_server.alerts import service as alerts_service
 from alert_server.alerts.models import Alert
@@ -45,10 +45,11 @@ from alert_server.dashboard.render import PARIS, render
 from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
-from alert_server.timeutil import as_utc, rfc3339, utcnow
 from alert_server.users import service as users_service
 from alert_server.users.api import client_of
 from alert_server.users.schemas import ADMIN, Principal
+from vigie.timeutil import as_utc, rfc3339, utcnow
+from vigie.vocabulary import AlertState
 
 if TYPE_CHECKING:
     from alert_server.pipeline import Pipeline
@@ -294,8 +295,8 @@ def board(
         rows=len(alerts), via="console",
     )  # fmt: skip
     counts = {
-        "open": sum(1 for a in alerts if a.state == "open"),
-        "acknowledged": sum(1 for a in alerts if a.state == "acknowledged"),
+        "open": sum(1 for a in alerts if a.state == AlertState.OPEN),
+        "acknowledged": sum(1 for a in alerts if a.state == AlertState.ACKNOWLEDGED),
     }
     return _page(
         request,
@@ -386,7 +387,7 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         alert = alerts_api.get_visible(session, principal=sess.principal, alert_id=alert_id)
         if alert is None:
             return None
-        entries = alerts_api.timeline(session, alert)
+        entries = alerts_api.timeline(session, alert, alerts_api.timeline_sources(request))
         worker = alerts_api.worker_contact(session, alert)
         trail = _trail(session, alert, entries)
         # Its own, the other side of an ambiguous border, any it moved into.

@@ -24,8 +24,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alert_server.devices import broker_files
-from alert_server.ingest.mqtt import BrokerAddress
+from vigie.brokers import files as broker_files
+from vigie.brokers.address import BrokerAddress
 
 log = logging.getLogger(__name__)
 
@@ -90,23 +90,3 @@ def revoke_on_broker(
     if reloaded and broker_url:
         kicked = _take_over(BrokerAddress.parse(broker_url), device_id, timeout_s)
     return BrokerRevocation(reloaded=reloaded, kicked=kicked)
-
-
-def cut_off(
-    *,
-    device_id: str,
-    passwd_file: Path,
-    acl_file: Path,
-    pid_file: Path | None,
-    broker_url: str | None,
-    timeout_s: float = 5.0,
-) -> bool:
-    """Revoke ``device_id`` on the broker. True when its live connection was also closed."""
-    revoked = broker_files.read_revoked(acl_file)
-    broker_files.write_acl(acl_file, [*revoked, device_id])
-    broker_files.remove_user(passwd_file, device_id)
-    reloaded = broker_files.reload_broker(pid_file)
-    kicked = False
-    if reloaded and broker_url:
-        kicked = _take_over(BrokerAddress.parse(broker_url), device_id, timeout_s)
-    return kicked

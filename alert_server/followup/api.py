@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.responses import Response
 
-from alert_server import audit as audit_trail
+import alert_server.audit as audit_trail
 from alert_server.alerts.api import NOT_FOUND, UNAUTHORIZED, get_visible
 from alert_server.db import read_scope
 from alert_server.followup import service, stats

@@ -30,19 +30,19 @@ import calendar
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, not_, or_, select, update
 
+from alert_server.alerts import lifecycle
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.followup.models import FAILED, SENT, SKIPPED, WorkerMessage
 from alert_server.sessions.models import ENDED, OPEN, VisitSession
-from alert_server.timeutil import rfc3339
-from alert_server.users.models import AuditRecord, WebSession
 from dispatch.models import (
     ACTIVE,
     CLOSED,
@@ -53,6 +53,9 @@ from dispatch.models import (
     Notification,
     Verification,
 )
+from vigie.timeutil import rfc3339
+from vigie.vocabulary import ACTIVE_STATES
+from vigie.vocabulary import CLOSED_STATES as CLOSED_ALERT_STATES
 
 log = logging.getLogger(__name__)
 
@@ -67,13 +70,9 @@ VERIF = Verification.__table__  # type: ignore[attr-defined]
 DEVENT = Event.__table__  # type: ignore[attr-defined]
 WORKER = Worker.__table__  # type: ignore[attr-defined]
 INBOUND = Inbound.__table__  # type: ignore[attr-defined]
-AUDIT = AuditRecord.__table__  # type: ignore[attr-defined]
-WEB_SESSION = WebSession.__table__  # type: ignore[attr-defined]
 
 PSEUDO_PREFIX = "anon-"
-CLOSED_STATES = ("cancelled", "resolved", "expired")
-LIVE_STATES = ("open", "acknowledged")
-EXPIRED = "expired"
+CLOSED_STATES = CLOSED_ALERT_STATES
 ERASED_NAME = "(effacé)"
 _RAW_PSEUDO = json.dumps({"pseudonymised": True})
 
@@ -102,6 +101,17 @@ class PurgeReport:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class AgedRows:
+    """Rows of another stage deleted once ``column`` is older than ``before`` (the users'
+    audit trail and console sessions). Handed in by ``alert_server/retention.py`` so that this
+    stage does not import the others; ``field`` is the ``PurgeReport`` count it fills."""
+
+    field: str
+    column: Any
+    before: datetime
+
+
 def months_before(now: datetime, months: int) -> datetime:
     """The same day and time ``months`` calendar months earlier (clamped to the month end)."""
     year, month = divmod(now.month - 1 - months, 12)
@@ -120,7 +130,7 @@ def _conditions(now: datetime, policy: RetentionPolicy) -> dict[str, Any]:
             # A live alert protects its device's position, unless it is itself past the
             # alerts' period (it is then expired in this run).
             select(ALERT.c.device_id).where(
-                ALERT.c.state.in_(LIVE_STATES), ALERT.c.created_at >= alert_cutoff
+                ALERT.c.state.in_(ACTIVE_STATES), ALERT.c.created_at >= alert_cutoff
             )
         )
     )
@@ -148,7 +158,7 @@ def _conditions(now: datetime, policy: RetentionPolicy) -> dict[str, Any]:
             MSG.c.status.in_((SENT, FAILED, SKIPPED)),
         ),
         "stale_open": and_(
-            ALERT.c.state.in_(LIVE_STATES),
+            ALERT.c.state.in_(ACTIVE_STATES),
             ALERT.c.created_at < alert_cutoff,
         ),
         "worker": and_(
@@ -162,15 +172,19 @@ def _conditions(now: datetime, policy: RetentionPolicy) -> dict[str, Any]:
             WORKER.c.id.not_in(select(DEVICE.c.worker_id).where(DEVICE.c.revoked_at.is_(None))),
         ),
         "inbound": INBOUND.c.received_at < alert_cutoff,
-        "audit": AUDIT.c.at < months_before(now, policy.audit_months),
-        "web_session": WEB_SESSION.c.expires_at < cutoff,
     }
 
 
 def purge(
-    engine: Engine, *, now: datetime, policy: RetentionPolicy, dry_run: bool = False
+    engine: Engine,
+    *,
+    now: datetime,
+    policy: RetentionPolicy,
+    dry_run: bool = False,
+    aged: Sequence[AgedRows] = (),
 ) -> PurgeReport:
-    """Erase and pseudonymise what is past its retention time (counts only with dry_run)."""
+    """Erase and pseudonymise what is past its retention time (counts only with dry_run);
+    ``aged``: other stages' rows deleted by age in the same transaction."""
     cond = _conditions(now, policy)
     report = PurgeReport(dry_run=dry_run)
     scope = read_scope if dry_run else write_scope
@@ -190,8 +204,8 @@ def purge(
         report.alerts_pseudonymised += report.alerts_expired
         report.workers_erased = count(WORKER, cond["worker"])
         report.inbound_sms = count(INBOUND, cond["inbound"])
-        report.audit_rows = count(AUDIT, cond["audit"])
-        report.web_sessions = count(WEB_SESSION, cond["web_session"])
+        for rows in aged:
+            setattr(report, rows.field, count(rows.column.table, rows.column < rows.before))
         if dry_run:
             session.rollback()
             return report
@@ -199,8 +213,8 @@ def purge(
         _expire(session, cond["stale_open"], now)
         session.execute(update(WORKER).where(cond["worker"]).values(name=ERASED_NAME, phone=""))
         session.execute(delete(INBOUND).where(cond["inbound"]))
-        session.execute(delete(AUDIT).where(cond["audit"]))
-        session.execute(delete(WEB_SESSION).where(cond["web_session"]))
+        for rows in aged:
+            session.execute(delete(rows.column.table).where(rows.column < rows.before))
 
         session.execute(
             update(DEVICE)
@@ -227,14 +241,7 @@ def _expire(session: Any, where: Any, now: datetime) -> None:
     escalation if it somehow still runs; the pseudonymisation that follows finds them closed."""
     ids = [r[0] for r in session.execute(select(ALERT.c.alert_id).where(where)).all()]
     for alert_id in ids:
-        session.execute(
-            update(ALERT)
-            .where(ALERT.c.alert_id == alert_id, ALERT.c.state.in_(LIVE_STATES))
-            .values(state=EXPIRED)
-        )
-        session.execute(
-            EVENT.insert().values(alert_id=alert_id, at=now, type="expired", actor=None, detail={})
-        )
+        lifecycle.expire(session, alert_id=alert_id, at=now)
         session.execute(
             update(ESC)
             .where(ESC.c.alert_id == alert_id, ESC.c.status == ACTIVE)

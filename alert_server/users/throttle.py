@@ -25,8 +25,8 @@ from datetime import datetime, timedelta
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from alert_server.timeutil import as_utc
 from alert_server.users.models import LoginFailure
+from vigie.timeutil import as_utc
 
 
 @dataclass(frozen=True, slots=True)

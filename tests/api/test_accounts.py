@@ -15,10 +15,10 @@ from alert_server.cli import app as vigie_app
 from alert_server.db import make_engine, write_scope
 from alert_server.devices import service as devices_service
 from alert_server.secret_input import SecretInputError, read_secret
-from alert_server.timeutil import utcnow
 from alert_server.users import service as users_service
 from alert_server.users.models import Account, AuditRecord
 from tests.api.conftest import PASSWORD, ApiStack
+from vigie.timeutil import utcnow
 
 
 def _cli(stack: ApiStack, *args: str, input: str | None = None) -> tuple[int, str, str]:

@@ -11,8 +11,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from alert_server.cli import app as vigie_app
-from alert_server.timeutil import utcnow
 from tests.api.conftest import ApiStack
+from vigie.timeutil import utcnow
 
 
 def test_every_read_of_personal_data_is_in_api_audit(api: ApiStack) -> None:

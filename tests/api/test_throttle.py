@@ -16,11 +16,11 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from alert_server.db import write_scope
 from alert_server.serving import uvicorn_options
 from alert_server.settings import Settings
-from alert_server.timeutil import utcnow
 from alert_server.users import service, throttle
 from alert_server.users.schemas import NewAccount
 from alert_server.users.throttle import GATE, POLICY, Policy, delay_s
 from tests.api.conftest import PASSWORD, ApiStack
+from vigie.timeutil import utcnow
 
 RIGHT = "le bon mot de passe"
 
