@@ -17,10 +17,11 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
+from alert_server import audit as audit_trail
 from alert_server.alerts import dispatch_timeline
 from alert_server.background import Background
 from alert_server.dashboard import install_dashboard
-from alert_server.db import make_engine, migrate
+from alert_server.db import make_engine, migrate, read_scope
 from alert_server.devices.presence import PresenceTracker
 from alert_server.dispatch_bridge import DispatchBridge
 from alert_server.followup import api as followup_api
@@ -324,4 +325,22 @@ def create_app(settings: Settings) -> FastAPI:
         timeline_sources=[dispatch_timeline.source(runtime.dispatcher)],
     )
     app.include_router(followup_api.router)
+    app.include_router(audit_trail.router)
+    install_internal_access(app, runtime)
     return app
+
+
+def install_internal_access(app: FastAPI, runtime: Runtime) -> None:
+    """/metrics and the API docs behind VIGIE_INTERNAL_ACCESS (alert_server/internal_access)."""
+    from alert_server.internal_access import InternalAccess
+    from alert_server.users import service as users_service
+    from alert_server.users.schemas import ADMIN
+
+    secret = runtime.settings.secret_key.get_secret_value()
+
+    def is_admin_token(token: str) -> bool:
+        with read_scope(runtime.engine) as session:
+            p = users_service.principal_for_token(session, secret=secret, token=token, now=utcnow())
+        return p is not None and p.role == ADMIN
+
+    app.add_middleware(InternalAccess, settings=runtime.settings, is_admin_token=is_admin_token)

@@ -12,9 +12,10 @@ from sqlalchemy import Engine
 
 from alert_server.followup.messenger import WorkerMessenger
 from alert_server.followup.notices import NoticeConfig
-from alert_server.followup.retention import RetentionPolicy, purge
+from alert_server.followup.retention import RetentionPolicy
 from alert_server.followup.victim_support import load_directory
 from alert_server.ingest.downlink import Downlink
+from alert_server.retention import purge
 from alert_server.sessions.engine import AlertStored, SessionConfig, SessionEngine
 from alert_server.settings import Settings
 from dispatch.channels.base import Notifier
@@ -71,7 +72,9 @@ class Background:
             victim_support_enabled=s.victim_support_enabled,
         )
         retention = RetentionPolicy(
-            position_days=s.retention_position_days, alert_months=s.retention_alert_months
+            position_days=s.retention_position_days,
+            alert_months=s.retention_alert_months,
+            audit_months=s.retention_audit_months,
         )
         return cls(engine, sessions, messenger, retention, s.session_tick_s)
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -29,6 +27,10 @@ class VigieGroup(LazyGroup):
         "geo": ("alert_server.geo.cli:app", "Limites administratives et zones police/gendarmerie."),
         "sim": ("device_sim.cli:app", "Simulateur de boîtiers (scénarios, charge)."),
         "purge": ("alert_server.followup.cli:app", "Purge des données personnelles (CNIL)."),
+        "broker": (
+            "alert_server.broker_cli:app",
+            "Broker MQTT : compte du serveur et fichiers.",
+        ),
     }
 
 
@@ -64,14 +66,6 @@ def _settings(config: Path | None) -> Settings:
         fail(f"réglages: {str(exc).splitlines()[0]}")
 
 
-def _logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
-
-
 @app.command()
 def server(
     host: Annotated[str, typer.Option(help="Adresse d'écoute HTTP.")] = "127.0.0.1",
@@ -87,8 +81,11 @@ def server(
     from alert_server.safety import UnsafeConfiguration
     from alert_server.safety import check as check_safety
 
-    _logging()
     settings = _settings(config)
+    from alert_server.logging_setup import configure
+
+    log_setup = configure(settings.log_format)
+    log_setup.start_flusher()
     try:
         # Missing Twilio settings, a placeholder secret key…: refuse, never fall back silently.
         check_safety(settings)
@@ -107,11 +104,21 @@ def server(
             for line in exc.errors:
                 typer.echo(f"vigie: erreur: {line}", err=True)
             raise typer.Exit(2) from exc
-    # Live streams end by themselves on stop (dashboard.stream); the grace period is the
-    # backstop for any response that would not, so that a stop never hangs.
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info", timeout_graceful_shutdown=3
-    )
+    from alert_server.serving import uvicorn_options
+
+    try:
+        # Live streams end by themselves on stop (dashboard.stream); the grace period is the
+        # backstop for any response that would not, so that a stop never hangs.
+        uvicorn.run(
+            create_app(settings),
+            host=host,
+            port=port,
+            log_level="info",
+            timeout_graceful_shutdown=3,
+            **uvicorn_options(settings),
+        )
+    finally:
+        log_setup.stop()
 
 
 @devices_app.command("add")
@@ -120,8 +127,19 @@ def devices_add(
     worker: Annotated[str, typer.Option("--worker", help="Nom du travailleur.")],
     role: Annotated[str, typer.Option("--role", help="nurse | pharmacist | other")],
     phone: Annotated[str, typer.Option("--phone", help="Numéro de rappel, E.164.")],
-    pin: Annotated[str, typer.Option("--pin", help="Code d'annulation.")],
-    duress_pin: Annotated[str, typer.Option("--duress-pin", help="Code de contrainte.")],
+    pin: Annotated[
+        str | None,
+        typer.Option(
+            "--pin", help="Code d'annulation (sinon demandé, ou lu sur l'entrée standard)."
+        ),
+    ] = None,
+    duress_pin: Annotated[
+        str | None,
+        typer.Option(
+            "--duress-pin",
+            help="Code de contrainte (sinon demandé, ou lu sur l'entrée standard, ligne suivante).",
+        ),
+    ] = None,
     site_lat: Annotated[float | None, typer.Option("--site-lat")] = None,
     site_lon: Annotated[float | None, typer.Option("--site-lon")] = None,
     site_label: Annotated[str | None, typer.Option("--site-label")] = None,
@@ -129,11 +147,21 @@ def devices_add(
     config: ConfigOpt = None,
 ) -> None:
     """Enregistre un boîtier et son travailleur ; affiche une fois son mot de passe MQTT."""
+    from alert_server.audit import record_cli
     from alert_server.db import make_engine, migrate, write_scope
     from alert_server.devices import service
+    from alert_server.secret_input import SecretInputError, read_secret
     from vigie.brokers import files as broker_files
     from vigie.timeutil import utcnow
 
+    try:
+        # PINs are secrets: asked (or read from stdin), never required as arguments (ps).
+        if pin is None:
+            pin = read_secret("Code d'annulation (--pin)")
+        if duress_pin is None:
+            duress_pin = read_secret("Code de contrainte (--duress-pin)")
+    except SecretInputError as exc:
+        fail(str(exc))
     settings = _settings(config)
     new = service.NewDevice(
         device_id, worker, role, phone, pin, duress_pin, site_lat, site_lon, site_label
@@ -150,6 +178,7 @@ def devices_add(
     try:
         with write_scope(engine) as session:
             service.add_device(session, new=new, now=utcnow())
+            record_cli(session, "device.add", target=new.device_id, command="vigie devices add")
             # Broker files are written inside the transaction: if they cannot be written the
             # device is not registered, and if the commit fails they are rolled back below.
             if passwd is not None:
@@ -241,9 +270,10 @@ def devices_revoke(
     config: ConfigOpt = None,
 ) -> None:
     """Révoque un boîtier : il perd aussitôt l'accès au broker."""
+    from alert_server.audit import record_cli
     from alert_server.db import make_engine, migrate, write_scope
     from alert_server.devices import service
-    from alert_server.devices.revocation import cut_off
+    from alert_server.devices.revocation import revoke_on_broker
     from vigie.timeutil import utcnow
 
     settings = _settings(config)
@@ -252,23 +282,58 @@ def devices_revoke(
     try:
         with write_scope(engine) as session:
             service.revoke_device(session, device_id=device_id, now=utcnow())
+            record_cli(session, "device.revoke", target=device_id, command="vigie devices revoke")
     except service.DeviceInputError as exc:
         fail(str(exc))
     finally:
         engine.dispose()
-    kicked = False
-    if settings.broker_passwd_file is not None and settings.broker_acl_file is not None:
-        kicked = cut_off(
+    # The database says "revoked" from here on; the broker must be told too, or the device
+    # keeps its access: say so (exit 1) with what to do, never print a plain "révoqué".
+    again = f"puis relancez « vigie devices revoke {device_id} » pour fermer sa connexion"
+    if settings.broker_passwd_file is None or settings.broker_acl_file is None:
+        _broker_not_told(
+            device_id,
+            "VIGIE_BROKER_PASSWD_FILE et VIGIE_BROKER_ACL_FILE ne sont pas réglés. Retirez "
+            f"son compte du broker (mosquitto_passwd -D FICHIER {device_id}) et rechargez-le "
+            "(systemctl reload mosquitto)",
+        )
+    try:
+        outcome = revoke_on_broker(
             device_id=device_id,
             passwd_file=settings.broker_passwd_file,
             acl_file=settings.broker_acl_file,
             pid_file=settings.broker_pid_file,
             broker_url=settings.mqtt_url,
         )
+    except OSError as exc:
+        _broker_not_told(
+            device_id,
+            f"fichiers du broker illisibles ou non modifiables ({exc}). Corrigez, {again}",
+        )
+    if not outcome.reloaded:
+        _broker_not_told(
+            device_id,
+            "le broker n'a pas pu être rechargé (VIGIE_BROKER_PID_FILE absent ou processus "
+            "introuvable) : son ancien mot de passe fonctionne encore. Rechargez le broker "
+            f"(systemctl reload mosquitto), {again}",
+        )
     typer.echo(
-        f"Boîtier {device_id} révoqué"
-        + (" ; sa connexion en cours a été fermée." if kicked else ".")
+        f"Boîtier {device_id} révoqué ; le broker refuse désormais son mot de passe"
+        + (
+            " et sa connexion en cours a été fermée."
+            if outcome.kicked
+            else " (aucune connexion en cours n'a pu être fermée : ses messages sont refusés)."
+        )
     )
+
+
+def _broker_not_told(device_id: str, what: str) -> NoReturn:
+    typer.echo(
+        f"vigie: erreur: boîtier {device_id} révoqué dans la base, mais le broker n'a pas été "
+        f"prévenu : {what}.",
+        err=True,
+    )
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -283,12 +348,16 @@ def demo(
     no_mosquitto: Annotated[
         bool, typer.Option("--no-mosquitto", help="Broker Python intégré même si mosquitto existe.")
     ] = False,
+    keep: Annotated[
+        bool,
+        typer.Option("--keep", help="Garder le dossier temporaire (base, journaux) après l'arrêt."),
+    ] = False,
 ) -> None:
     """Tout Vigie sur cette machine : broker, serveur (SQLite, téléphonie simulée), boîtiers
     simulés, console. Ctrl-C arrête tout proprement."""
     import signal as _signal
 
-    from alert_server.demo import ADMIN_USER, Demo, free_demo_port
+    from alert_server.demo import ADMIN_USER, Demo, finish_workdir, free_demo_port
 
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -299,11 +368,17 @@ def demo(
         d.workdir = workdir
     if no_mosquitto:
         d.use_mosquitto = False
+    owned = workdir is None  # a temporary folder of ours, removed at the end unless --keep
     typer.echo("Vigie — démonstration. Démarrage…")
+    typer.echo(
+        f"Fichiers de la démonstration (base, journaux, broker) : {d.workdir}"
+        + (" — effacés à l'arrêt (--keep pour les garder)." if owned and not keep else ".")
+    )
     try:
         d.start()
     except Exception as exc:
         d.stop()
+        typer.echo(finish_workdir(d.workdir, keep=keep, owned=owned))
         fail(str(exc).splitlines()[0])
 
     def _interrupt(signum: int, frame: object) -> None:
@@ -322,6 +397,7 @@ def demo(
     d.wait()
     typer.echo("Arrêt…")
     d.stop()
+    typer.echo(finish_workdir(d.workdir, keep=keep, owned=owned))
     typer.echo("Démonstration arrêtée.")
 
 

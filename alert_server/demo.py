@@ -13,6 +13,7 @@ import contextlib
 import os
 import random
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -189,6 +190,8 @@ class Demo:
             # The demo's own default (operations.md): nothing is sent, the fictional referent
             # answers, and the console says "démonstration" discreetly.
             VIGIE_TELEPHONY="simulated",
+            VIGIE_INTERNAL_ACCESS="network",  # loopback only: the demo's own machine
+            VIGIE_LOG_FORMAT="plain",  # read by a person in the demo's folder
             VIGIE_DEMO="true",
         )
         if self.mosquitto is not None:
@@ -333,6 +336,18 @@ class Demo:
             self.mosquitto.stop()
         if self.embedded is not None:
             self.embedded.stop()
+
+
+def finish_workdir(workdir: Path, *, keep: bool, owned: bool) -> str:
+    """At the end of a demo: remove the folder it created (a database, a broker's files and
+    logs: tens of megabytes per run) unless ``keep``; a folder the user chose is theirs and is
+    left alone. Returns the French line that says which."""
+    if keep or not owned:
+        return f"Fichiers de la démonstration conservés dans {workdir}"
+    shutil.rmtree(workdir, ignore_errors=True)
+    if workdir.exists():
+        return f"Fichiers de la démonstration : {workdir} n'a pas pu être effacé entièrement"
+    return f"Fichiers de la démonstration effacés ({workdir})"
 
 
 def _clock() -> str:

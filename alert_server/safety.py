@@ -101,6 +101,26 @@ def problems(settings: Settings) -> list[str]:
             f"serveurs ({SERVER_USERNAME} ou {SERVER_USERNAME}-…) : un boîtier de ce nom "
             "pourrait prendre la session MQTT du serveur"
         )
+    found.extend(operations_problems(settings))
+    return found
+
+
+def operations_problems(settings: Settings) -> list[str]:
+    """Settings of issue #17 that would fail at the first request, or open what must not be."""
+    from alert_server.internal_access import parse_networks
+
+    found: list[str] = []
+    try:
+        parse_networks(settings.metrics_networks)
+    except ValueError as exc:
+        found.append(str(exc))
+    if settings.internal_access == "open" and not settings.demo:
+        found.append(
+            "VIGIE_INTERNAL_ACCESS=open réservé à la démonstration : /metrics et la "
+            "documentation de l'API seraient lisibles par tous (token ou network)"
+        )
+    if settings.internal_access == "token" and 0 < len(settings.metrics_token) < 24:
+        found.append("VIGIE_METRICS_TOKEN trop court (au moins 24 caractères aléatoires)")
     return found
 
 

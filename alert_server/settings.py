@@ -129,6 +129,22 @@ class Settings(BaseSettings):
     retention_position_days: int = Field(default=30, ge=1)
     # Closed alerts are pseudonymised after this many months (statistics fields kept).
     retention_alert_months: int = Field(default=12, ge=1)
+    # The audit trail is kept for its own legal period (who read which personal data), then
+    # erased; inbound SMS and revoked workers follow the alerts' period.
+    retention_audit_months: int = Field(default=12, ge=1)
+
+    # --- Operations (docs/privacy.md, docs/operations) ------------------------------------------
+    # Reverse proxies whose X-Forwarded-For/-Proto are believed (comma-separated addresses or
+    # networks, as uvicorn's forwarded_allow_ips). Empty: none, the peer address is the client.
+    trusted_proxies: str = ""
+    # Who may read /metrics, /docs and /openapi.json: "token" (an admin's API bearer token, or
+    # VIGIE_METRICS_TOKEN for a scraper), "network" (only from VIGIE_METRICS_NETWORKS) or
+    # "open" (demo only).
+    internal_access: str = Field(default="token", pattern="^(token|network|open)$")
+    metrics_token: SecretStr = SecretStr("")
+    metrics_networks: str = "127.0.0.1/32,::1/128"
+    # Log lines: "json" (one JSON object per line, for a collector) or "plain" (a person).
+    log_format: str = Field(default="json", pattern="^(json|plain)$")
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

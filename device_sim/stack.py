@@ -92,6 +92,7 @@ class LocalStack:
         env.update(
             # A throw-away system: nothing is sent, and the console says so.
             VIGIE_TELEPHONY="simulated",
+            VIGIE_INTERNAL_ACCESS="network",  # /metrics from this machine (benchmarks read it)
             VIGIE_SECRET_KEY=self.secret_key,
             VIGIE_DATABASE_URL=self.db_url,
             VIGIE_MQTT_URL=self.server_mqtt_url(),

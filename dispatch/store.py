@@ -50,7 +50,12 @@ INBOUND: Table = Inbound.__table__  # type: ignore[attr-defined]
 def alog(level: int, msg: str, alert_id: str | None, **fields: Any) -> None:
     """Structured log line: ``alert_id`` always present, as a field and in the text."""
     tail = " ".join(f"{k}={v}" for k, v in fields.items())
-    log.log(level, f"{msg} alert_id={alert_id} {tail}".rstrip(), extra={"alert_id": alert_id})
+    log.log(
+        level,
+        f"{msg} alert_id={alert_id} {tail}".rstrip(),
+        # The fields as keys too, for JSON log lines (alert_server/logging_setup.py).
+        extra={"alert_id": alert_id, "vigie_fields": fields},
+    )
 
 
 # --- transaction helpers --------------------------------------------------------------------

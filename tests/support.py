@@ -233,6 +233,7 @@ def server_env(broker: LocalMosquitto, db_url: str, **extra: str) -> dict[str, s
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
     env.update(
         VIGIE_TELEPHONY="simulated",
+        VIGIE_INTERNAL_ACCESS="network",  # tests read /metrics from loopback
         VIGIE_SECRET_KEY=SECRET_KEY,
         VIGIE_DATABASE_URL=db_url,
         VIGIE_MQTT_URL=broker.server_url(),

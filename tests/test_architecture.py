@@ -13,13 +13,17 @@ From the bottom up:
   vocabulary and small ports passed in. ``KNOWN_STAGE_IMPORTS`` lists the ones not yet undone:
   the list may only shrink (a new stage-to-stage import fails, and so does a listed one that
   is gone, so that the list is kept true).
-- ``pipeline`` (and ``dispatch_bridge``, dispatch's hooks): the use cases, written out; may
-  use every stage.
+- ``pipeline`` (and ``dispatch_bridge``, dispatch's hooks; ``retention``, the whole purge):
+  the use cases, written out; may use every stage.
 - the adapters: the console (``dashboard``) and each stage's HTTP router and commands
-  (``<stage>/api.py``, ``<stage>/cli.py``); may use the pipeline and any stage.
-- the composition: ``app`` (the one composition root), ``background``, ``cli`` (and its
-  ``lazy_cli`` loader of sub-commands), ``demo``,
-  ``models`` (every table), ``safety``, ``migrations``: build and wire everything.
+  (``<stage>/api.py``, ``<stage>/cli.py``), and the edge helpers they share (``audit``: who
+  did what, from the API, console and commands; ``internal_access``: who may read /metrics and
+  /docs; ``secret_input``: a secret typed or piped to a command; ``serving``: uvicorn's
+  options); may use the pipeline and any stage.
+- the composition: ``app`` (the one composition root), ``background``, ``cli`` (its
+  ``lazy_cli`` loader of sub-commands, and ``broker_cli``, its ``vigie broker`` commands),
+  ``demo``, ``models`` (every table), ``safety``, ``migrations``, ``logging_setup`` (the
+  process's log handlers): build and wire everything.
 
 No cycle between any two of these units.
 """
@@ -36,17 +40,21 @@ PACKAGES = ("vigie", "dispatch", "device_sim", "alert_server")
 KERNEL = {"settings", "db", "metrics", "migration_heads"}
 STAGES = {"alerts", "devices", "geo", "ingest", "referents", "sessions", "users", "followup"}
 ADAPTER_MODULES = {"api", "cli"}
+# Helpers of the entry points (HTTP, console, commands), shared by several adapters.
+ADAPTER_HELPERS = {"audit", "internal_access", "secret_input", "serving"}
 # The use cases, and the alert server's side of dispatch's hooks beside them.
-PIPELINE = {"pipeline", "dispatch_bridge"}
+PIPELINE = {"pipeline", "dispatch_bridge", "retention"}
 COMPOSITION = {
     "app",
     "background",
     "cli",
     "lazy_cli",
+    "broker_cli",
     "demo",
     "models",
     "safety",
     "migrations",
+    "logging_setup",
 }
 
 # Layer rank of each kind of unit: a unit may import units of its own rank or below only
@@ -110,6 +118,8 @@ def kind(u: str) -> str:
         return "stage"
     if name in PIPELINE:
         return "pipeline"
+    if name in ADAPTER_HELPERS:
+        return "adapters"
     assert name in COMPOSITION, f"{u}: declare its layer in tests/test_architecture.py"
     return "composition"
 

@@ -91,7 +91,10 @@ def test_add_list_revoke(env: dict[str, str], tmp_path: Path, db_url: str) -> No
     assert dup.returncode == 2 and "existe déjà" in dup.stderr
     listed = json.loads(vigie(env, "devices", "list", "--json").stdout)
     assert [(r["device_id"], r["state"]) for r in listed] == [("nurse-1", "offline")]
-    assert vigie(env, "devices", "revoke", "nurse-1").returncode == 0
+    # No broker runs here (no VIGIE_BROKER_PID_FILE): revoked in the database and in the
+    # files, but the command says the broker was not told (exit 1, tests/test_cli_revoke.py).
+    revoked = vigie(env, "devices", "revoke", "nurse-1")
+    assert revoked.returncode == 1 and "le broker n'a pas été prévenu" in revoked.stderr
     assert "nurse-1" not in broker_files.read_passwd(tmp_path / "passwd")
     assert broker_files.read_revoked(tmp_path / "acl") == ["nurse-1"]
     listed = json.loads(vigie(env, "devices", "list", "--json").stdout)

@@ -19,6 +19,7 @@ GROUPS = {
     "geo": "import",
     "sim": "press",
     "purge": None,
+    "broker": "init",
 }
 
 

@@ -66,6 +66,9 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path, broker: str) -> No
         assert proc.wait(60) == 0
         assert time.monotonic() - t0 < 45
         assert "Démonstration arrêtée." in (tmp_path / "demo.out").read_text()
+        # A folder the user chose (--workdir) is theirs: kept, and said so.
+        assert f"conservés dans {workdir}" in (tmp_path / "demo.out").read_text()
+        assert (workdir / "vigie-demo.db").exists()
         # Nothing left listening.
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
@@ -74,3 +77,15 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path, broker: str) -> No
             proc.kill()
             proc.wait()
         out.close()
+
+
+def test_demo_folder_is_removed_unless_kept(tmp_path: Path) -> None:
+    from alert_server.demo import finish_workdir
+
+    for keep, owned, gone in ((False, True, True), (True, True, False), (False, False, False)):
+        folder = tmp_path / f"demo-{keep}-{owned}"
+        (folder / "broker").mkdir(parents=True)
+        (folder / "vigie-demo.db").write_bytes(b"x" * 1000)
+        line = finish_workdir(folder, keep=keep, owned=owned)
+        assert folder.exists() is not gone
+        assert str(folder) in line and (("effacés" in line) is gone)

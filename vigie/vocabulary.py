@@ -67,11 +67,14 @@ class AlertState(StrEnum):
     ACKNOWLEDGED = "acknowledged"
     CANCELLED = "cancelled"
     RESOLVED = "resolved"
+    # Left open past the alerts' retention period: closed by the purge, then pseudonymised
+    # (operations.md, retention). Nobody can still be helped by it.
+    EXPIRED = "expired"
 
 
 # Still running: escalated or being handled. The others are closed.
 ACTIVE_STATES: Final = (AlertState.OPEN, AlertState.ACKNOWLEDGED)
-CLOSED_STATES: Final = (AlertState.CANCELLED, AlertState.RESOLVED)
+CLOSED_STATES: Final = (AlertState.CANCELLED, AlertState.RESOLVED, AlertState.EXPIRED)
 
 
 class AlertEventType(StrEnum):
@@ -101,6 +104,7 @@ class AlertEventType(StrEnum):
     SESSION_END_AFTER_ALERT = "session_end_after_alert"
     NOTE = "note"
     POLICE_REF = "police_ref"
+    EXPIRED = "expired"
 
 
 class Role(StrEnum):

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import ColumnElement, Engine, false, or_, true
 from sqlmodel import Session, col, select
 
+import alert_server.audit as audit_trail
 from alert_server.alerts import service as alerts_service
 from alert_server.alerts.models import Alert, AlertDepartement
 from alert_server.alerts.schemas import (
@@ -344,7 +345,11 @@ def api_list_alerts(
             departement=departement,
             limit=limit,
         )
-        return [to_summary(a) for a in rows]
+        out = [to_summary(a) for a in rows]
+    audit_trail.record_read(
+        engine_of(request), request, principal, audit_trail.ALERT_LIST, rows=len(out), via="api"
+    )
+    return out
 
 
 @router.get(

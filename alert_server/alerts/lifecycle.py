@@ -2,9 +2,11 @@
 
 An alert is ``open`` when stored, ``acknowledged`` when someone takes it in charge, ``cancelled``
 when the worker stands it down with her PIN (or confirms a false alarm), ``resolved`` when a
-dispatcher closes it. Each transition below checks that the move is allowed from the alert's
-current state (``TransitionRefused`` names the alert, the move and the state otherwise) and writes
-its timeline event in the same transaction, so the state and its history cannot disagree.
+dispatcher closes it, ``expired`` when the retention purge finds it still running past the
+alerts' period (nobody can still be helped by it; it is then pseudonymised). Each transition
+below checks that the move is allowed from the alert's current state (``TransitionRefused``
+names the alert, the move and the state otherwise) and writes its timeline event in the same
+transaction, so the state and its history cannot disagree.
 Nothing outside this module writes ``Alert.state`` (``tests/test_architecture.py`` checks it).
 
 The presses attached to an incident (``incident_of``) follow their first alert in every move.
@@ -31,6 +33,7 @@ class Transition(StrEnum):
     CANCEL = "cancel"
     RESOLVE = "resolve"
     DISPATCH = "dispatch"
+    EXPIRE = "expire"
 
 
 # From which states each move may start.
@@ -40,6 +43,7 @@ ALLOWED_FROM: Final[Mapping[Transition, frozenset[AlertState]]] = {
     Transition.CANCEL: frozenset(ACTIVE_STATES),
     Transition.RESOLVE: frozenset({AlertState.OPEN, AlertState.ACKNOWLEDGED, AlertState.CANCELLED}),
     Transition.DISPATCH: frozenset({AlertState.OPEN}),
+    Transition.EXPIRE: frozenset(ACTIVE_STATES),
 }
 
 
@@ -327,3 +331,28 @@ def resolve(
         actor=actor,
         outcome=outcome,
     )
+
+
+def expire(session: Session, *, alert_id: str, at: datetime) -> bool:
+    """Close an alert left running past the retention period as ``expired``, with its timeline
+    line. Compare-and-set: True when it was still open or acknowledged (and is now expired),
+    False when it had been closed meanwhile (nothing written). The presses attached to it are
+    expired with it."""
+    values = {"state": AlertState.EXPIRED}
+    live = Alert.state.in_(ALLOWED_FROM[Transition.EXPIRE])  # type: ignore[attr-defined]
+    result = session.connection().execute(
+        update(Alert)
+        .where(Alert.alert_id == alert_id)  # type: ignore[arg-type]
+        .where(live)
+        .values(**values)
+    )
+    if result.rowcount != 1:
+        return False
+    session.connection().execute(
+        update(Alert)
+        .where(Alert.incident_of == alert_id)  # type: ignore[arg-type]
+        .where(live)
+        .values(**values)
+    )
+    add_event(session, alert_id=alert_id, at=at, type_=AlertEventType.EXPIRED)
+    return True

@@ -20,7 +20,7 @@ from vigie.vocabulary import AlertState as State
 
 # The API spells the states out as a plain string enum (its OpenAPI schema stays as it was);
 # tests/test_vocabulary.py checks it against vigie.vocabulary.AlertState.
-AlertState = Literal["open", "acknowledged", "cancelled", "resolved"]
+AlertState = Literal["open", "acknowledged", "cancelled", "resolved", "expired"]
 ALERT_STATES: tuple[str, ...] = tuple(State)
 
 STATE_LABELS_FR: dict[str, str] = {
@@ -28,6 +28,7 @@ STATE_LABELS_FR: dict[str, str] = {
     State.ACKNOWLEDGED: "Prise en charge",
     State.CANCELLED: "Annulée",
     State.RESOLVED: "Clôturée",
+    State.EXPIRED: "Expirée (conservation)",
 }
 
 KIND_LABELS_FR: dict[str, str] = {
@@ -100,6 +101,7 @@ EVENT_LABELS_FR: dict[str, str] = {
     "exhausted": "Escalade épuisée : personne n'a pris en charge",
     "note": "Note de l'opérateur",
     "police_ref": "N° d'intervention des forces de l'ordre",
+    "expired": "Alerte expirée : restée ouverte au-delà de la durée de conservation",
 }
 
 # Timeline details: French names for the keys the stages write, in display order.

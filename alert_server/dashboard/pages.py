@@ -5,6 +5,7 @@ referent coverage, audit trail. Thin: reads and actions are in ``alerts.api`` an
 from __future__ import annotations
 
 import hmac
+import math
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -13,6 +14,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from pydantic import ValidationError
 from sqlmodel import Session, col, select
 
+import alert_server.audit as audit_trail
 from alert_server.alerts import api as alerts_api
 from alert_server.alerts import service as alerts_service
 from alert_server.alerts.models import Alert
@@ -39,7 +41,7 @@ from alert_server.dashboard.board import (
     render_row,
 )
 from alert_server.dashboard.config import BOUNDARY_ATTRIBUTION
-from alert_server.dashboard.render import render
+from alert_server.dashboard.render import PARIS, render
 from alert_server.dashboard.summary import escalation_summary, plain_timeline
 from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
@@ -221,7 +223,7 @@ def login_submit(
     if result.status == "throttled":
         return _login_page(
             request,
-            error="Trop de tentatives. Réessayez dans quelques minutes.",
+            error=f"Trop de tentatives. Réessayez dans {math.ceil(result.retry_after_s)} s.",
             next_path=next,
             status_code=429,
             username=username,
@@ -289,6 +291,10 @@ def board(
     with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         alerts = board_alerts(session, principal=sess.principal, filt=filt)
+    audit_trail.record_read(
+        engine_of(request), request, sess.principal, audit_trail.ALERT_LIST,
+        rows=len(alerts), via="console",
+    )  # fmt: skip
     counts = {
         "open": sum(1 for a in alerts if a.state == AlertState.OPEN),
         "acknowledged": sum(1 for a in alerts if a.state == AlertState.ACKNOWLEDGED),
@@ -325,6 +331,10 @@ def board_rows(
             render_row(a, csrf=sess.csrf_token, prefix=prefix, now=now)
             for a in board_alerts(session, principal=sess.principal, filt=filt)
         ]
+    audit_trail.record_read(
+        engine_of(request), request, sess.principal, audit_trail.ALERT_LIST,
+        rows=len(rows), via="console",
+    )  # fmt: skip
     return JSONResponse({"rows": rows, "open_ids": live["open_ids"], "server_now": rfc3339(now)})
 
 
@@ -666,11 +676,65 @@ def alert_onvs_csv(request: Request, sess: SessionDep, alert_id: str) -> Respons
 # -- audit trail (admins) ------------------------------------------------------------------
 
 
+AuditAction = Annotated[str | None, Query(max_length=40)]
+AuditUser = Annotated[str | None, Query(max_length=64)]
+AuditSince = Annotated[str | None, Query(max_length=10)]
+
+
+def _audit_since(text: str | None) -> datetime | None:
+    """A day (AAAA-MM-JJ, from the form's date field), midnight Paris time; None if unset or
+    unreadable (the page then shows everything rather than an error)."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).replace(tzinfo=PARIS)
+    except ValueError:
+        return None
+
+
 @router.get("/audit")
-def audit_page(request: Request, sess: SessionDep) -> HTMLResponse:
+def audit_page(
+    request: Request,
+    sess: SessionDep,
+    action: AuditAction = None,
+    username: AuditUser = None,
+    since: AuditSince = None,
+) -> HTMLResponse:
     if sess.principal.role != ADMIN:
         return _page(request, sess, "forbidden.html", active="audit", status_code=403)
     with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
-        records = users_service.recent_audit(session, limit=300)
-    return _page(request, sess, "audit.html", active="audit", records=records, **live)
+        records = audit_trail.query(
+            session, since=_audit_since(since), action=action, username=username, limit=300
+        )
+    filters = {"action": action or "", "username": username or "", "since": since or ""}
+    return _page(
+        request, sess, "audit.html", active="audit", records=records, filters=filters, **live
+    )
+
+
+@router.get("/audit.csv")
+def audit_csv(
+    request: Request,
+    sess: SessionDep,
+    action: AuditAction = None,
+    username: AuditUser = None,
+    since: AuditSince = None,
+) -> Response:
+    from alert_server.followup.api import _csv
+
+    if sess.principal.role != ADMIN:
+        return _page(request, sess, "forbidden.html", active="audit", status_code=403)
+    with read_scope(engine_of(request)) as session:
+        records = audit_trail.query(
+            session,
+            since=_audit_since(since),
+            action=action,
+            username=username,
+            limit=audit_trail.MAX_ROWS,
+        )
+    audit_trail.record_read(
+        engine_of(request), request, sess.principal, audit_trail.AUDIT_EXPORT,
+        rows=len(records), action_filter=action, via="console",
+    )  # fmt: skip
+    return _csv(audit_trail.to_csv(records), "vigie-journal.csv")

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -61,7 +62,16 @@ def _take_over(address: BrokerAddress, device_id: str, timeout_s: float) -> bool
     return bool(ok and ok[0])
 
 
-def cut_off(
+@dataclass(frozen=True, slots=True)
+class BrokerRevocation:
+    """What the broker was told: ``reloaded`` (the password and ACL files are in force: the
+    old password is refused) and ``kicked`` (its live connection was closed too)."""
+
+    reloaded: bool
+    kicked: bool
+
+
+def revoke_on_broker(
     *,
     device_id: str,
     passwd_file: Path,
@@ -69,8 +79,9 @@ def cut_off(
     pid_file: Path | None,
     broker_url: str | None,
     timeout_s: float = 5.0,
-) -> bool:
-    """Revoke ``device_id`` on the broker. True when its live connection was also closed."""
+) -> BrokerRevocation:
+    """Revoke ``device_id`` on the broker (files, reload, takeover). ``OSError`` when the
+    files cannot be written."""
     revoked = broker_files.read_revoked(acl_file)
     broker_files.write_acl(acl_file, [*revoked, device_id])
     broker_files.remove_user(passwd_file, device_id)
@@ -78,4 +89,4 @@ def cut_off(
     kicked = False
     if reloaded and broker_url:
         kicked = _take_over(BrokerAddress.parse(broker_url), device_id, timeout_s)
-    return kicked
+    return BrokerRevocation(reloaded=reloaded, kicked=kicked)

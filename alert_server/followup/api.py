@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.responses import Response
 
+import alert_server.audit as audit_trail
 from alert_server.alerts.api import NOT_FOUND, UNAUTHORIZED, get_visible
 from alert_server.db import read_scope
 from alert_server.followup import service, stats
@@ -37,12 +38,20 @@ def onvs_for(request: Request, principal: Principal, alert_id: str) -> dict[str,
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Alerte introuvable")
         data = service.onvs_prefill(session, alert_id=alert_id)
     assert data is not None
+    # The pre-fill can hold the worker's name and the patient's address: an audited read.
+    audit_trail.record_read(
+        engine_of(request), request, principal, audit_trail.ONVS_EXPORT, target=alert_id
+    )
     return data
 
 
 def monthly_for(request: Request, principal: Principal) -> list[stats.MonthStats]:
     with read_scope(engine_of(request)) as session:
-        return visible_stats(principal, service.monthly_stats(session))
+        rows = visible_stats(principal, service.monthly_stats(session))
+    audit_trail.record_read(
+        engine_of(request), request, principal, audit_trail.STATS_EXPORT, rows=len(rows)
+    )
+    return rows
 
 
 def _csv(text: str, filename: str) -> Response:

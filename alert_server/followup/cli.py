@@ -7,8 +7,10 @@ from typing import Annotated
 
 import typer
 
-from alert_server.db import make_engine, migrate
-from alert_server.followup.retention import PurgeReport, RetentionPolicy, purge
+from alert_server.audit import record_cli
+from alert_server.db import make_engine, migrate, write_scope
+from alert_server.followup.retention import PurgeReport, RetentionPolicy
+from alert_server.retention import purge
 from alert_server.settings import load_settings
 from vigie.timeutil import utcnow
 
@@ -22,11 +24,16 @@ def report_lines(report: PurgeReport, policy: RetentionPolicy) -> list[str]:
     verb = "seraient" if report.dry_run else "ont été"
     return [
         f"Conservation : positions {policy.position_days} jours, "
-        f"alertes closes {policy.alert_months} mois.",
-        f"  positions de boîtiers effacées      : {report.device_positions}",
-        f"  visites terminées effacées          : {report.ended_sessions}",
-        f"  alertes closes pseudonymisées       : {report.alerts_pseudonymised}",
-        f"  SMS aux travailleurs effacés        : {report.worker_messages}",
+        f"alertes {policy.alert_months} mois, journal d'audit {policy.audit_months} mois.",
+        f"  device         positions de boîtiers effacées        : {report.device_positions}",
+        f"  visit_session  visites terminées effacées            : {report.ended_sessions}",
+        f"  alert          alertes oubliées closes « expirées »  : {report.alerts_expired}",
+        f"  alert          alertes pseudonymisées                : {report.alerts_pseudonymised}",
+        f"  worker_message SMS aux travailleurs effacés          : {report.worker_messages}",
+        f"  worker         travailleurs révoqués effacés         : {report.workers_erased}",
+        f"  dispatch_inbound SMS reçus des référents effacés     : {report.inbound_sms}",
+        f"  audit          lignes du journal effacées            : {report.audit_rows}",
+        f"  web_session    sessions de console terminées effacées : {report.web_sessions}",
         f"Ces données {verb} traitées."
         + (" Simulation : rien n'a été modifié." if report.dry_run else ""),
     ]
@@ -52,11 +59,17 @@ def main(
     policy = RetentionPolicy(
         position_days=settings.retention_position_days,
         alert_months=settings.retention_alert_months,
+        audit_months=settings.retention_audit_months,
     )
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
         report = purge(engine, now=utcnow(), policy=policy, dry_run=dry_run)
+        with write_scope(engine) as session:
+            record_cli(
+                session, "purge.dry_run" if dry_run else "purge", target=None,
+                command="vigie purge", **report.as_dict(),
+            )  # fmt: skip
     finally:
         engine.dispose()
     for line in report_lines(report, policy):

@@ -10,7 +10,14 @@ CNIL délibération 2015-165: employees may be geolocated for their safety, not 
   and the note are cleared, precise positions and names removed from the alert, its timeline
   and its escalation record; the statistics fields stay (département, commune, kind, outcome,
   times of creation, first notification, acknowledgement, resolution);
-- SMS sent to workers (notices, victim support) are deleted after ``position_days``.
+- SMS sent to workers (notices, victim support) are deleted after ``position_days``;
+- alerts still open or acknowledged after ``alert_months`` (forgotten, never closed) are
+  closed as ``expired`` and pseudonymised like the others (nobody can still be helped by
+  them, and their name, phone and position must not be kept forever);
+- workers whose device was revoked ``alert_months`` ago lose their name and phone;
+- inbound SMS (referents' replies: their numbers and words) go after ``alert_months``;
+- the audit trail is kept for its own period, ``audit_months``, then deleted; expired
+  console sessions (address, browser) go after ``position_days``.
 
 ``purge(dry_run=True)`` counts with the same conditions and changes nothing. Run daily by the
 server's scheduler and by ``vigie purge``. Idempotent: a pseudonymised alert is never matched
@@ -23,21 +30,32 @@ import calendar
 import json
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, and_, delete, func, not_, or_, select, update
 
+from alert_server.alerts import lifecycle
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.db import read_scope, write_scope
-from alert_server.devices.models import Device
+from alert_server.devices.models import Device, Worker
 from alert_server.followup.models import FAILED, SENT, SKIPPED, WorkerMessage
 from alert_server.sessions.models import ENDED, OPEN, VisitSession
-from dispatch.models import KIND_VERIFY, Escalation, Event, Notification, Verification
+from dispatch.models import (
+    ACTIVE,
+    CLOSED,
+    KIND_VERIFY,
+    Escalation,
+    Event,
+    Inbound,
+    Notification,
+    Verification,
+)
 from vigie.timeutil import rfc3339
 from vigie.vocabulary import ACTIVE_STATES
-from vigie.vocabulary import CLOSED_STATES as CLOSED
+from vigie.vocabulary import CLOSED_STATES as CLOSED_ALERT_STATES
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +68,12 @@ ESC = Escalation.__table__  # type: ignore[attr-defined]
 NOTIF = Notification.__table__  # type: ignore[attr-defined]
 VERIF = Verification.__table__  # type: ignore[attr-defined]
 DEVENT = Event.__table__  # type: ignore[attr-defined]
+WORKER = Worker.__table__  # type: ignore[attr-defined]
+INBOUND = Inbound.__table__  # type: ignore[attr-defined]
 
 PSEUDO_PREFIX = "anon-"
-CLOSED_STATES = CLOSED
+CLOSED_STATES = CLOSED_ALERT_STATES
+ERASED_NAME = "(effacé)"
 _RAW_PSEUDO = json.dumps({"pseudonymised": True})
 
 
@@ -60,6 +81,7 @@ _RAW_PSEUDO = json.dumps({"pseudonymised": True})
 class RetentionPolicy:
     position_days: int = 30
     alert_months: int = 12
+    audit_months: int = 12
 
 
 @dataclass
@@ -68,10 +90,26 @@ class PurgeReport:
     ended_sessions: int = 0  # ended visits (positions, memo) deleted
     alerts_pseudonymised: int = 0
     worker_messages: int = 0  # SMS to workers deleted
+    alerts_expired: int = 0  # forgotten open alerts closed as "expired" (then pseudonymised)
+    workers_erased: int = 0  # workers of long-revoked devices: name and phone erased
+    inbound_sms: int = 0  # referents' SMS replies deleted
+    audit_rows: int = 0  # audit lines past their own period deleted
+    web_sessions: int = 0  # ended console sessions (address, browser) deleted
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class AgedRows:
+    """Rows of another stage deleted once ``column`` is older than ``before`` (the users'
+    audit trail and console sessions). Handed in by ``alert_server/retention.py`` so that this
+    stage does not import the others; ``field`` is the ``PurgeReport`` count it fills."""
+
+    field: str
+    column: Any
+    before: datetime
 
 
 def months_before(now: datetime, months: int) -> datetime:
@@ -88,7 +126,13 @@ def _conditions(now: datetime, policy: RetentionPolicy) -> dict[str, Any]:
     devices_busy = (
         select(SESSIONS.c.device_id)
         .where(SESSIONS.c.state.in_(OPEN))
-        .union(select(ALERT.c.device_id).where(ALERT.c.state.in_(ACTIVE_STATES)))
+        .union(
+            # A live alert protects its device's position, unless it is itself past the
+            # alerts' period (it is then expired in this run).
+            select(ALERT.c.device_id).where(
+                ALERT.c.state.in_(ACTIVE_STATES), ALERT.c.created_at >= alert_cutoff
+            )
+        )
     )
     stale_position = or_(DEVICE.c.last_pos_at < cutoff, DEVICE.c.last_pos_at.is_(None))
     return {
@@ -113,13 +157,34 @@ def _conditions(now: datetime, policy: RetentionPolicy) -> dict[str, Any]:
             MSG.c.created_at < cutoff,
             MSG.c.status.in_((SENT, FAILED, SKIPPED)),
         ),
+        "stale_open": and_(
+            ALERT.c.state.in_(ACTIVE_STATES),
+            ALERT.c.created_at < alert_cutoff,
+        ),
+        "worker": and_(
+            WORKER.c.name != ERASED_NAME,
+            WORKER.c.id.in_(
+                select(DEVICE.c.worker_id).where(
+                    DEVICE.c.revoked_at.is_not(None), DEVICE.c.revoked_at < alert_cutoff
+                )
+            ),
+            # Still on a live device (re-issued to the same person): kept.
+            WORKER.c.id.not_in(select(DEVICE.c.worker_id).where(DEVICE.c.revoked_at.is_(None))),
+        ),
+        "inbound": INBOUND.c.received_at < alert_cutoff,
     }
 
 
 def purge(
-    engine: Engine, *, now: datetime, policy: RetentionPolicy, dry_run: bool = False
+    engine: Engine,
+    *,
+    now: datetime,
+    policy: RetentionPolicy,
+    dry_run: bool = False,
+    aged: Sequence[AgedRows] = (),
 ) -> PurgeReport:
-    """Erase and pseudonymise what is past its retention time (counts only with dry_run)."""
+    """Erase and pseudonymise what is past its retention time (counts only with dry_run);
+    ``aged``: other stages' rows deleted by age in the same transaction."""
     cond = _conditions(now, policy)
     report = PurgeReport(dry_run=dry_run)
     scope = read_scope if dry_run else write_scope
@@ -134,9 +199,22 @@ def purge(
         report.ended_sessions = count(SESSIONS, cond["session"])
         report.alerts_pseudonymised = count(ALERT, cond["alert"])
         report.worker_messages = count(MSG, cond["message"])
+        report.alerts_expired = count(ALERT, cond["stale_open"])
+        # Expired alerts are pseudonymised in the same run.
+        report.alerts_pseudonymised += report.alerts_expired
+        report.workers_erased = count(WORKER, cond["worker"])
+        report.inbound_sms = count(INBOUND, cond["inbound"])
+        for rows in aged:
+            setattr(report, rows.field, count(rows.column.table, rows.column < rows.before))
         if dry_run:
             session.rollback()
             return report
+
+        _expire(session, cond["stale_open"], now)
+        session.execute(update(WORKER).where(cond["worker"]).values(name=ERASED_NAME, phone=""))
+        session.execute(delete(INBOUND).where(cond["inbound"]))
+        for rows in aged:
+            session.execute(delete(rows.column.table).where(rows.column < rows.before))
 
         session.execute(
             update(DEVICE)
@@ -156,6 +234,19 @@ def purge(
             _pseudonymise(session, alert_id, kind, created_at, departement)
     log.info("retention purge: %s", report.as_dict())
     return report
+
+
+def _expire(session: Any, where: Any, now: datetime) -> None:
+    """Close forgotten open alerts as ``expired`` (a timeline line says why) and end their
+    escalation if it somehow still runs; the pseudonymisation that follows finds them closed."""
+    ids = [r[0] for r in session.execute(select(ALERT.c.alert_id).where(where)).all()]
+    for alert_id in ids:
+        lifecycle.expire(session, alert_id=alert_id, at=now)
+        session.execute(
+            update(ESC)
+            .where(ESC.c.alert_id == alert_id, ESC.c.status == ACTIVE)
+            .values(status=CLOSED, ended_at=now, end_reason="expired (retention)", updated_at=now)
+        )
 
 
 def _pseudonymise(

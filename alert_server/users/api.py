@@ -6,6 +6,7 @@ the browser on its own, a bearer token is not, so the API needs no CSRF protecti
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -115,9 +116,12 @@ def issue_token(
             )
     if result.status == "throttled":
         return JSONResponse(
-            {"detail": "Trop de tentatives de connexion ; réessayez dans quelques minutes"},
+            {
+                "detail": "Trop de tentatives de connexion ; réessayez dans "
+                f"{math.ceil(result.retry_after_s)} s"
+            },
             status_code=status.HTTP_429_TOO_MANY_REQUESTS,
-            headers={"Retry-After": str(int(service.LOGIN_WINDOW.total_seconds()))},
+            headers={"Retry-After": str(math.ceil(result.retry_after_s))},
         )
     if result.status == "bad" or result.principal is None:
         raise _unauthorized("Identifiant ou mot de passe incorrect")

@@ -28,6 +28,9 @@ class Account(SQLModel, table=True):
     departements: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime
     disabled_at: datetime | None = None
+    # Stamped into every API token; raising it (revoke-tokens, disable, passwd) makes every
+    # token issued before refused at once, on every server sharing the database.
+    token_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class WebSession(SQLModel, table=True):
@@ -70,7 +73,7 @@ class AuditRecord(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     at: datetime = Field(index=True)
     actor: str | None = Field(default=None, max_length=64)  # username; None when unknown
-    action: str = Field(max_length=40)  # login.ok, alert.ack, alert.resolve, user.add, ...
+    action: str = Field(max_length=40, index=True)  # login.ok, alert.ack, user.add, ...
     target: str | None = Field(default=None, max_length=200, index=True)  # alert_id, username
     ip: str | None = Field(default=None, max_length=45)
     user_agent: str | None = Field(default=None, max_length=300)

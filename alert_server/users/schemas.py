@@ -29,6 +29,7 @@ class Principal:
     username: str
     role: str
     departements: tuple[str, ...] = ()
+    token_generation: int = 0  # the account's current API-token generation
 
     @property
     def restricted(self) -> bool:

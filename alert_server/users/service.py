@@ -18,10 +18,11 @@ from typing import Any, Literal
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, func
+from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
 from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
+from alert_server.users import throttle
 from alert_server.users.models import Account, AuditRecord, LoginFailure, WebSession
 from alert_server.users.schemas import ADMIN, DISPATCHER, ROLES, NewAccount, Principal
 from vigie.timeutil import as_utc
@@ -34,13 +35,7 @@ MIN_PASSWORD_LEN = 12
 # Hashing a megabyte-long "password" is a cheap denial of service; nobody types more.
 MAX_PASSWORD_LEN = 1024
 
-# Login throttling: failures counted over a sliding window. Per IP it stops one machine
-# guessing many accounts; per username it stops many machines guessing one account. The
-# per-username limit is the higher one because anyone can trip it: a dispatcher locked out
-# at 3 a.m. is a cost too (and it only lasts as long as the window).
-LOGIN_WINDOW = timedelta(minutes=5)
-MAX_FAILURES_PER_IP = 5
-MAX_FAILURES_PER_USERNAME = 10
+# Login throttling: a growing delay, never a lock (users/throttle.py).
 FAILURE_RETENTION = timedelta(days=1)
 
 # A browser session lasts one long shift; it is not extended by activity, so a stolen
@@ -81,8 +76,23 @@ def parse_departements(text: str | None) -> tuple[str, ...]:
     return tuple(sorted(codes, key=departement_sort_key))
 
 
+def validate_password(password: str, field: str = "--password") -> str:
+    if len(password) < MIN_PASSWORD_LEN:
+        raise UserInputError(f"{field}: au moins {MIN_PASSWORD_LEN} caractères")
+    if len(password) > MAX_PASSWORD_LEN:
+        raise UserInputError(f"{field}: au plus {MAX_PASSWORD_LEN} caractères")
+    if password.strip() != password or not password.isprintable():
+        raise UserInputError(f"{field}: espaces en bord ou caractères de contrôle refusés")
+    return password
+
+
 def validate_new_account(
-    username: str, password: str, role: str, departements: str | None
+    username: str,
+    password: str,
+    role: str,
+    departements: str | None,
+    *,
+    all_departements: bool = False,
 ) -> NewAccount:
     name = normalise_username(username)
     if not USERNAME_RE.match(name):
@@ -91,17 +101,27 @@ def validate_new_account(
         )
     if role not in ROLES:
         raise UserInputError(f"--role: {role!r} invalide (admin ou dispatcher)")
-    if len(password) < MIN_PASSWORD_LEN:
-        raise UserInputError(f"--password: au moins {MIN_PASSWORD_LEN} caractères")
-    if len(password) > MAX_PASSWORD_LEN:
-        raise UserInputError(f"--password: au plus {MAX_PASSWORD_LEN} caractères")
-    if password.strip() != password or not password.isprintable():
-        raise UserInputError("--password: espaces en bord ou caractères de contrôle refusés")
+    validate_password(password)
     deps = parse_departements(departements)
-    if role == ADMIN and deps:
+    if role == ADMIN and (deps or all_departements):
         # An admin sees everything; a restriction there would be a false sense of scope.
         raise UserInputError("--departements: ne s'applique qu'au rôle dispatcher")
+    if role == DISPATCHER:
+        deps = dispatcher_scope(deps, all_departements=all_departements)
     return NewAccount(username=name, password=password, role=role, departements=deps)
+
+
+def dispatcher_scope(deps: tuple[str, ...], *, all_departements: bool) -> tuple[str, ...]:
+    """A dispatcher's départements: a national desk must be asked for, never a default (a
+    forgotten option must not show the whole country)."""
+    if deps and all_departements:
+        raise UserInputError("--all-departements: incompatible avec --departements")
+    if not deps and not all_departements:
+        raise UserInputError(
+            "--departements: obligatoire pour un opérateur (ou --all-departements pour un "
+            "poste national qui voit tous les départements)"
+        )
+    return deps
 
 
 # -- accounts ------------------------------------------------------------------------------
@@ -157,7 +177,11 @@ def principal_of(account: Account) -> Principal:
     assert account.id is not None
     deps = tuple(account.departements) if account.role == DISPATCHER else ()
     return Principal(
-        account_id=account.id, username=account.username, role=account.role, departements=deps
+        account_id=account.id,
+        username=account.username,
+        role=account.role,
+        departements=deps,
+        token_generation=account.token_generation or 0,
     )
 
 
@@ -168,23 +192,11 @@ def principal_of(account: Account) -> Principal:
 class LoginResult:
     status: Literal["ok", "bad", "throttled"]
     principal: Principal | None = None
+    retry_after_s: float = 0.0  # throttled: how long the next attempt must wait
 
 
 def throttled(session: Session, *, username: str, ip: str, now: datetime) -> bool:
-    since = now - LOGIN_WINDOW
-    per_ip = session.exec(
-        select(func.count())
-        .select_from(LoginFailure)
-        .where(LoginFailure.ip == ip, col(LoginFailure.at) > since)
-    ).one()
-    if per_ip >= MAX_FAILURES_PER_IP:
-        return True
-    per_user = session.exec(
-        select(func.count())
-        .select_from(LoginFailure)
-        .where(LoginFailure.username == username, col(LoginFailure.at) > since)
-    ).one()
-    return per_user >= MAX_FAILURES_PER_USERNAME
+    return throttle.wait_s(session, username=username, ip=ip, now=now) > 0
 
 
 def _record_failure(session: Session, *, username: str, ip: str, now: datetime) -> None:
@@ -195,20 +207,35 @@ def _record_failure(session: Session, *, username: str, ip: str, now: datetime) 
 
 
 def login(session: Session, *, username: str, password: str, ip: str, now: datetime) -> LoginResult:
-    """Check a username and password, with throttling. The caller commits (failures count)."""
+    """Check a username and password, with throttling (``users/throttle.py``). The outcome
+    (a failure counted, failures cleared) is committed before the account is released, so
+    that the next attempt on it sees it; the caller's later writes (audit) commit after."""
     name = normalise_username(username)[:64]
-    if throttled(session, username=name, ip=ip, now=now):
-        # No password check at all while throttled: the answer must not depend on it.
-        return LoginResult("throttled")
-    password = password[:MAX_PASSWORD_LEN]
-    account = get_account(session, username=name)
-    if account is None or account.disabled_at is not None:
-        _burn_verify(password)
-        _record_failure(session, username=name, ip=ip, now=now)
-        return LoginResult("bad")
-    if not _verify(account.password_hash, password):
-        _record_failure(session, username=name, ip=ip, now=now)
-        return LoginResult("bad")
+    with throttle.GATE.account(name) as owned:
+        if not owned:
+            # Another attempt on this account is being checked: wait for its outcome.
+            return LoginResult("throttled", retry_after_s=1.0)
+        wait = throttle.wait_s(session, username=name, ip=ip, now=now)
+        if wait > 0:
+            # No password check at all while throttled: the answer must not depend on it.
+            return LoginResult("throttled", retry_after_s=wait)
+        result = _check(session, name=name, password=password[:MAX_PASSWORD_LEN], ip=ip, now=now)
+        session.commit()
+        return result
+
+
+def _check(session: Session, *, name: str, password: str, ip: str, now: datetime) -> LoginResult:
+    with throttle.GATE.check() as may:
+        if not may:
+            return LoginResult("throttled", retry_after_s=1.0)
+        account = get_account(session, username=name)
+        if account is None or account.disabled_at is not None:
+            _burn_verify(password)
+            _record_failure(session, username=name, ip=ip, now=now)
+            return LoginResult("bad")
+        if not _verify(account.password_hash, password):
+            _record_failure(session, username=name, ip=ip, now=now)
+            return LoginResult("bad")
     if _hasher.check_needs_rehash(account.password_hash):
         account.password_hash = hash_password(password)
         session.add(account)
@@ -327,6 +354,7 @@ class TokenClaims:
     username: str
     issued_at: int
     expires_at: int
+    generation: int = 0
 
 
 def _b64(data: bytes) -> str:
@@ -348,6 +376,7 @@ def issue_api_token(
         "typ": "api",
         "uid": principal.account_id,
         "sub": principal.username,
+        "gen": principal.token_generation,
         "iat": int(now.timestamp()),
         "exp": int((now + ttl).timestamp()),
     }
@@ -374,6 +403,7 @@ def read_api_token(secret: str, token: str, *, now: datetime) -> TokenClaims | N
             username=str(data["sub"]),
             issued_at=int(data["iat"]),
             expires_at=int(data["exp"]),
+            generation=int(data.get("gen", 0)),
         )
         if data.get("typ") != "api":
             return None
@@ -393,4 +423,6 @@ def principal_for_token(
     account = session.get(Account, claims.account_id)
     if account is None or account.disabled_at is not None or account.username != claims.username:
         return None
+    if claims.generation != account.token_generation:
+        return None  # revoked (vigie users revoke-tokens, disable or passwd)
     return principal_of(account)

@@ -64,6 +64,8 @@ def _at_state(session: Session, state: AlertState) -> Alert:
         lifecycle.cancel(session, alert=alert, at=T0, actor="nurse-1")
     elif state is AlertState.RESOLVED:
         lifecycle.resolve(session, alert=alert, at=T0, actor="op", outcome="other", note=None)
+    elif state is AlertState.EXPIRED:
+        assert lifecycle.expire(session, alert_id="a-1", at=T0)
     session.refresh(alert)
     assert alert.state == state
     return alert
@@ -105,11 +107,15 @@ ALLOWED = [
     (Transition.RESOLVE, AlertState.OPEN, AlertState.RESOLVED),
     (Transition.RESOLVE, AlertState.ACKNOWLEDGED, AlertState.RESOLVED),
     (Transition.RESOLVE, AlertState.CANCELLED, AlertState.RESOLVED),
+    (Transition.EXPIRE, AlertState.OPEN, AlertState.EXPIRED),
+    (Transition.EXPIRE, AlertState.ACKNOWLEDGED, AlertState.EXPIRED),
 ]
 REFUSED = [
     (Transition.CANCEL, AlertState.CANCELLED),
     (Transition.CANCEL, AlertState.RESOLVED),
     (Transition.RESOLVE, AlertState.RESOLVED),
+    (Transition.RESOLVE, AlertState.EXPIRED),
+    (Transition.CANCEL, AlertState.EXPIRED),
     (Transition.DISPATCH, AlertState.ACKNOWLEDGED),
     (Transition.DISPATCH, AlertState.CANCELLED),
     (Transition.DISPATCH, AlertState.RESOLVED),
@@ -123,6 +129,8 @@ def _apply(s: Session, transition: Transition, alert: Alert) -> None:
         lifecycle.resolve(
             s, alert=alert, at=T0 + timedelta(seconds=1), actor="op", outcome="other", note=None
         )
+    elif transition is Transition.EXPIRE:
+        assert lifecycle.expire(s, alert_id=alert.alert_id, at=T0 + timedelta(seconds=1))
     else:
         lifecycle.dispatched(s, alert=alert, at=T0 + timedelta(seconds=1), chains=[])
 
@@ -150,6 +158,30 @@ def test_refused_moves_name_the_alert_and_write_nothing(
         with pytest.raises(TransitionRefused, match="a-1") as refused:
             _apply(s, transition, alert)
         assert refused.value.state == start and refused.value.transition == transition
+        s.refresh(alert)
+        assert alert.state == start
+        assert _events(s, "a-1") == before
+
+
+def test_expire_takes_the_incident_presses_along(engine: Engine) -> None:
+    with Session(engine) as s:
+        first = _new(s)
+        lifecycle.receive(
+            s, values=_values("a-2", incident_of="a-1"), incident=first, event={"at": T0}
+        )
+        assert lifecycle.expire(s, alert_id="a-1", at=T0 + timedelta(days=400))
+        s.expire_all()  # the rows were changed by an UPDATE, not through these objects
+        states = {a.alert_id: a.state for a in s.exec(select(Alert)).all()}
+        assert states == {"a-1": AlertState.EXPIRED, "a-2": AlertState.EXPIRED}
+        assert _events(s, "a-1")[-1] == AlertEventType.EXPIRED
+
+
+@pytest.mark.parametrize("start", [AlertState.CANCELLED, AlertState.RESOLVED, AlertState.EXPIRED])
+def test_expire_leaves_a_closed_alert_alone(engine: Engine, start: AlertState) -> None:
+    with Session(engine) as s:
+        alert = _at_state(s, start)
+        before = _events(s, "a-1")
+        assert not lifecycle.expire(s, alert_id="a-1", at=T0 + timedelta(seconds=1))
         s.refresh(alert)
         assert alert.state == start
         assert _events(s, "a-1") == before

@@ -111,7 +111,7 @@ def make_stack(db_url: str, tmp_path: Path, **settings: Any) -> tuple[ApiStack, 
         # Nothing listens there: these tests never start the MQTT link.
         mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
         secret_key=SecretStr(SECRET),
-        **{"telephony": "simulated", **settings},
+        **{"telephony": "simulated", "internal_access": "network", **settings},
     )
     app = create_app(conf)
     runtime: Runtime = app.state.runtime

@@ -11,6 +11,7 @@ from alert_server.alerts.schemas import TimelineEntry
 from alert_server.db import write_scope
 from alert_server.users import service as users_service
 from alert_server.users.schemas import Principal
+from alert_server.users.throttle import POLICY
 from tests.api.conftest import SECRET, ApiStack, ago
 from vigie.timeutil import utcnow
 
@@ -234,7 +235,7 @@ def test_every_action_is_audited(api: ApiStack) -> None:
 def test_login_rate_limit_holds_even_for_the_right_password(api: ApiStack) -> None:
     api.add_user("paris", departements=("75",))
     with api.client() as c:
-        for _ in range(users_service.MAX_FAILURES_PER_IP):
+        for _ in range(POLICY.account_free):
             r = c.post("/api/token", data={"username": "paris", "password": "wrong wrong wrong"})
             assert r.status_code == 401
         r = c.post("/api/token", data={"username": "paris", "password": "mot de passe très long"})

@@ -105,6 +105,7 @@ def test_duplicate_username_through_the_real_command(env: dict[str, str]) -> Non
         "un mot de passe sûr",
         "--role",
         "dispatcher",
+        "--all-departements",
     )
     assert first.returncode == 0, first.stderr
     again = vigie(

@@ -83,7 +83,7 @@ def console_env(broker: LocalMosquitto, tmp_path: Path) -> dict[str, str]:
         VIGIE_SECRET_KEY=SECRET,
         VIGIE_GEO_DIR=str(geo_dir),
     )
-    add_user(env, "regulation", "--role", "dispatcher")  # a national desk: sees everything
+    add_user(env, "regulation", "--role", "dispatcher", "--all-departements")  # national desk
     add_user(env, "paris", "--role", "dispatcher", "--departements", "75")
     return env
 

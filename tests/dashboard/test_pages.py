@@ -11,7 +11,7 @@ import pytest
 
 from alert_server.dashboard.config import DashboardConfig
 from alert_server.settings import Settings
-from alert_server.users import service as users_service
+from alert_server.users.throttle import POLICY
 from tests.api.conftest import PASSWORD, ApiStack, close_stack, make_stack
 from tests.dashboard.conftest import http_login
 
@@ -257,7 +257,7 @@ def test_logged_out_session_cannot_be_replayed(console_app: ApiStack) -> None:
 def test_login_page_is_rate_limited(console_app: ApiStack) -> None:
     console_app.add_user("regulation")
     with httpx.Client(base_url=console_app.url) as c:
-        for _ in range(users_service.MAX_FAILURES_PER_IP):
+        for _ in range(POLICY.account_free):
             token = login_token_of(c.get("/dashboard/login").text)
             r = c.post(
                 "/dashboard/login",

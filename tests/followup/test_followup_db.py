@@ -20,8 +20,9 @@ from alert_server.db import write_scope
 from alert_server.devices.models import Device
 from alert_server.followup import service as followup
 from alert_server.followup.models import WorkerMessage
-from alert_server.followup.retention import RetentionPolicy, months_before, purge
+from alert_server.followup.retention import RetentionPolicy, months_before
 from alert_server.geo.models import GeoZone
+from alert_server.retention import purge
 from alert_server.sessions.models import VisitSession
 from dispatch.models import Escalation, Notification
 from tests.sessions.helpers import MEMO, T0, add_device, send, session_msg, set_presence
@@ -202,19 +203,21 @@ def test_purge_removes_exactly_what_it_should(engine: Engine) -> None:
     before = _snapshot(engine)
     dry = purge(engine, now=NOW, policy=POLICY, dry_run=True)
     assert (dry.device_positions, dry.ended_sessions, dry.alerts_pseudonymised,
-            dry.worker_messages) == (1, 1, 1, 1)  # fmt: skip
+            dry.worker_messages, dry.alerts_expired) == (2, 1, 2, 1, 1)  # fmt: skip
     assert _snapshot(engine) == before  # the dry run changed nothing
 
     report = purge(engine, now=NOW, policy=POLICY)
     assert report.as_dict() == {**dry.as_dict(), "dry_run": False}
     after = _snapshot(engine)
-    assert after["devices"] == {"old-1": None, "recent-1": 43.3, "busy-1": 43.3, "alert-1": 43.3}
+    # alert-1's open alert is 400 days old: forgotten, it protects nothing any more.
+    assert after["devices"] == {"old-1": None, "recent-1": 43.3, "busy-1": 43.3, "alert-1": None}
     assert after["sessions"] == ["run", "v-new"]
     assert after["messages"] == ["m1"]
     pseudo, note = after["alerts"]["closed-13m"]
     assert pseudo.startswith("anon-") and note is None
     assert after["alerts"]["closed-11m"] == ("old-1", "nom du patient")
-    assert after["alerts"]["open-old"] == ("alert-1", None)
+    # An alert left open past the period: closed as expired and pseudonymised.
+    assert after["alerts"]["open-old"][0].startswith("anon-")
     with write_scope(engine) as s:
         a = alerts.get_alert(s, alert_id="closed-13m")
         assert a is not None
@@ -228,6 +231,8 @@ def test_purge_removes_exactly_what_it_should(engine: Engine) -> None:
         assert ev.actor is None and ev.detail == {} and ev.type == "position"
         esc = s.get(Escalation, "closed-13m")
         assert esc is not None and "+336" not in esc.brief
+        expired = alerts.get_alert(s, alert_id="open-old")
+        assert expired is not None and expired.state == "expired" and expired.pos_lat is None
     # Idempotent.
     again = purge(engine, now=NOW, policy=POLICY)
     assert (again.device_positions, again.ended_sessions, again.alerts_pseudonymised,
@@ -247,7 +252,7 @@ def test_vigie_purge_command(
     args = ["purge", "--dry-run"] if dry_run else ["purge"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert "positions de boîtiers effacées      : 1" in result.output
+    assert "positions de boîtiers effacées        : 1" in result.output
     assert ("Simulation" in result.output) is dry_run
     with write_scope(engine) as s:
         d = s.get(Device, "old-1")

@@ -101,6 +101,7 @@ def test_revoked_device_is_cut_off_at_once_and_refused_after(
     out = vigie(env, "devices", "revoke", "dev-rev")
     assert out.returncode == 0, out.stderr
     assert "connexion en cours a été fermée" in out.stdout
+    assert "refuse désormais son mot de passe" in out.stdout
     # Its live connection is closed by the broker...
     wait_until(d.disconnected.is_set, 5, "revoked device disconnected")
     d.close()

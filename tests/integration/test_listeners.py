@@ -5,6 +5,7 @@ with a clean start, discards the alerts queued in its session). Real Mosquitto 2
 from __future__ import annotations
 
 import getpass
+import json
 import shutil
 import subprocess
 import threading
@@ -16,7 +17,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from typer.testing import CliRunner
 
+from alert_server.cli import app as vigie_app
 from tests.support import Device, ServerProcess, add_device, alert_payload, vigie, wait_until
 from vigie.brokers import files as broker_files
 from vigie.brokers.mosquitto import BROKER_CONFIG_DIR, LocalMosquitto, free_port, wait_for_port
@@ -181,12 +184,13 @@ def test_production_config_separates_the_listeners(tmp_path: Path) -> None:
         f"log_dest file {tmp_path / 'mosquitto.log'}\n" + conf
     )
     (tmp_path / "vigie.conf").write_text(conf, encoding="utf-8")
-    broker_files.write_passwd(etc / "passwd", {"dev-p": broker_files.mosquitto_hash("pw-dev")})
-    broker_files.write_acl(etc / "acl", [])
-    broker_files.write_passwd(
-        etc / "servers.passwd", {SERVER_USERNAME: broker_files.mosquitto_hash("pw-srv")}
-    )
-    shutil.copy(BROKER_CONFIG_DIR / "servers.acl", etc / "servers.acl")
+    # `vigie broker init` writes the server account, its ACL and the devices' files.
+    init = CliRunner().invoke(vigie_app, ["broker", "init", "--dir", str(etc), "--json"])
+    assert init.exit_code == 0, init.output
+    pw_srv = json.loads(init.stdout)["password"]
+    assert (etc / "servers.acl").read_text() == broker_files.render_servers_acl()
+    assert CliRunner().invoke(vigie_app, ["broker", "init", "--dir", str(etc)]).exit_code == 2
+    broker_files.set_password(etc / "passwd", "dev-p", "pw-dev")
     exe = shutil.which("mosquitto")
     assert exe is not None
     proc = subprocess.Popen(
@@ -203,8 +207,8 @@ def test_production_config_separates_the_listeners(tmp_path: Path) -> None:
         ca = etc / "tls" / "ca.crt"
         cases = [
             (device_port, "dev-p", "pw-dev", ca, False),
-            (device_port, SERVER_USERNAME, "pw-srv", ca, True),
-            (server_port, SERVER_USERNAME, "pw-srv", None, False),
+            (device_port, SERVER_USERNAME, pw_srv, ca, True),
+            (server_port, SERVER_USERNAME, pw_srv, None, False),
             (server_port, "dev-p", "pw-dev", None, True),
         ]
         for port, username, password, tls, refused in cases:
