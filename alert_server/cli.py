@@ -15,6 +15,7 @@ from alert_server.devices import broker_files, service
 from alert_server.devices.revocation import cut_off
 from alert_server.followup.cli import app as purge_app
 from alert_server.geo.cli import app as geo_app
+from alert_server.phoneapp.cli import enrol_command
 from alert_server.referents.cli import app as referents_app
 from alert_server.referents.parser import parse_directory
 from alert_server.referents.schemas import DirectoryError
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 devices_app = typer.Typer(help="Boîtiers d'alerte et travailleurs.", no_args_is_help=True)
 app.add_typer(devices_app, name="devices")
+devices_app.command("enrol")(enrol_command)
 app.add_typer(users_app, name="users", help="Comptes de la console et de l'API.")
 app.add_typer(referents_app, name="referents", help="Répertoire des référents police/gendarmerie.")
 app.add_typer(geo_app, name="geo", help="Limites administratives et zones police/gendarmerie.")

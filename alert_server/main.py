@@ -19,6 +19,7 @@ from sqlalchemy import Engine, text
 from alert_server.alerts import dispatch_timeline
 from alert_server.alerts.api import register_timeline_source
 from alert_server.dashboard import install_dashboard
+from alert_server.phoneapp.routes import install_phone_app
 from alert_server.db import make_engine, migrate
 from alert_server.devices.presence import PresenceTracker
 from alert_server.followup import api as followup_api
@@ -321,6 +322,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     install_dashboard(app, runtime)
+    install_phone_app(app)
     register_timeline_source(dispatch_timeline.source(runtime.dispatcher))
     app.include_router(followup_api.router)
     return app

@@ -4,6 +4,7 @@ import alert_server.alerts.models
 import alert_server.devices.models
 import alert_server.followup.models
 import alert_server.geo.models
+import alert_server.phoneapp.models
 import alert_server.referents.models
 import alert_server.sessions.models
 import alert_server.users.models  # noqa: F401
