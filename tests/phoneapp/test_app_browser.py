@@ -12,16 +12,19 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from alert_server.db import make_engine, session_scope
+from alert_server.devices import enrol, service
+from alert_server.devices.models import Device
 from alert_server.localbroker import LocalMosquitto, free_port
+from alert_server.timeutil import utcnow
 from tests.dashboard.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.fakes.fake_twilio import FakeTwilio
-from tests.support import ServerProcess, add_device, server_env, vigie, wait_until
+from tests.support import ServerProcess, server_env, vigie, wait_until
 
 NATIONAL = "+33199000000"
 DIRECTORY = f"""\
@@ -49,6 +52,13 @@ class Stack:
     twilio: FakeTwilio
     env: dict[str, str]
     token: str
+    engine: Any
+
+    def device(self, device_id: str) -> Device:
+        with session_scope(self.engine, write=False) as s:
+            device = s.get(Device, device_id)
+            assert device is not None
+            return device
 
     def api(self, path: str) -> Any:
         r = httpx.get(
@@ -97,7 +107,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             timeout=10,
         )
         r.raise_for_status()
-        yield Stack(broker, server, twilio, env, r.json()["access_token"])
+        engine = make_engine(env["VIGIE_DATABASE_URL"])
+        try:
+            yield Stack(broker, server, twilio, env, r.json()["access_token"], engine)
+        finally:
+            engine.dispose()
     finally:
         if server is not None:
             server.stop()
@@ -146,8 +160,18 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"phoneapp-{name}.png"))
 
 
-def new_device(stack: Stack, device_id: str) -> str:
-    add_device(stack.env, device_id, pin=PIN, duress_pin=DURESS)
+def new_device(stack: Stack, device_id: str, *, cli: bool = False) -> str:
+    """Register ``device_id`` and return its enrolment link (from ``vigie devices enrol``
+    when ``cli``; otherwise in-process, to spare a process start on a busy machine)."""
+    with session_scope(stack.engine) as s:
+        new = service.NewDevice(
+            device_id, f"Worker {device_id}", "nurse", "+33612345678", PIN, DURESS
+        )
+        service.add_device(s, new=new, now=utcnow())
+        if not cli:
+            return enrol.issue(
+                s, device_id=device_id, public_url=stack.server.url, now=utcnow()
+            ).enrol_url
     out = vigie(stack.env, "devices", "enrol", device_id, "--json")
     assert out.returncode == 0, out.stderr
     body = json.loads(out.stdout)
@@ -156,8 +180,8 @@ def new_device(stack: Stack, device_id: str) -> str:
     return str(body["enrol_url"])
 
 
-def enrolled(stack: Stack, context: Any, device_id: str) -> Any:
-    url = new_device(stack, device_id)
+def enrolled(stack: Stack, context: Any, device_id: str, *, cli: bool = False) -> Any:
+    url = new_device(stack, device_id, cli=cli)
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.goto(url)
@@ -188,7 +212,7 @@ def sms_code(body: str) -> str:
 
 
 def test_enrol_hold_sos_received_escalated_acknowledged(stack: Stack, phone: Any) -> None:
-    page = enrolled(stack, phone, "phone-sos")
+    page = enrolled(stack, phone, "phone-sos", cli=True)
     shot(page, "1-home")
     # The code is spent: a second opening gets a clear French error and no credentials.
     again = phone.browser.new_context(viewport={"width": 390, "height": 844}, locale="fr-FR")
@@ -200,12 +224,9 @@ def test_enrol_hold_sos_received_escalated_acknowledged(stack: Stack, phone: Any
         shot(other, "1-enrol-unknown")
     finally:
         again.close()
-    wait_until(
-        lambda: json.loads(vigie(stack.env, "devices", "list", "--json").stdout)[0]["state"]
-        == "online",
-        60,
-        "device online (status topic)",
-    )
+    # `status` online (retained) and a heartbeat with the battery Chromium reports.
+    wait_until(lambda: stack.device("phone-sos").online, 60, "device online")
+    wait_until(lambda: stack.device("phone-sos").batt is not None, 60, "battery in heartbeat")
 
     # Released after one second: nothing is sent.
     hold(page, "#sos", 1000)
@@ -242,9 +263,7 @@ def test_discreet_sos_stays_discreet(stack: Stack, phone: Any) -> None:
     assert [a["kind"] for a in alerts] == ["sos_silent"]
     sms = stack.twilio.phones.expect_sms(NATIONAL, timeout=30)
     sms.reply(f"OK {sms_code(sms.body)}")
-    wait_until(
-        lambda: stack.alerts_of("phone-discreet")[0]["state"] == "acknowledged", 30, "ack"
-    )
+    wait_until(lambda: stack.alerts_of("phone-discreet")[0]["state"] == "acknowledged", 30, "ack")
     # Nothing on screen changed beyond the one small dot the worker chose.
     page.wait_for_timeout(500)
     assert page.locator("#overlay-alert").is_hidden()
@@ -289,22 +308,28 @@ def test_offline_press_is_kept_and_sent_with_the_same_id(stack: Stack, phone: An
 
 def test_cancel_and_duress_cancel_look_identical(stack: Stack, phone: Any) -> None:
     page = enrolled(stack, phone, "phone-pin")
-    screens = []
-    for n, pin in enumerate(("0000", PIN, DURESS)):
-        if n < 2 and page.locator("#overlay-alert").is_hidden() or n == 2:
-            hold(page, "#sos", 3400)
-            page.wait_for_selector("#alert-state[data-state='received']")
-            stack.twilio.phones.expect_sms(NATIONAL, timeout=30)
+
+    def press() -> None:
+        hold(page, "#sos", 3400)
+        page.wait_for_selector("#alert-state[data-state='received']")
+        stack.twilio.phones.expect_sms(NATIONAL, timeout=30)
+
+    def cancelled(pin: str, name: str) -> bytes:
         cancel_with(page, pin)
-        if pin == "0000":
-            page.wait_for_selector("#pin-msg:has-text('Code incorrect')")
-            shot(page, "7-wrong-pin")
-            page.click("#pin-back")
-            continue
         page.wait_for_selector("#overlay-done:not([hidden])")
-        screens.append(page.screenshot())
-        shot(page, f"8-cancelled-{'duress' if pin == DURESS else 'pin'}")
+        screen: bytes = page.screenshot()
+        shot(page, name)
         page.click("#done-ok")
+        return screen
+
+    press()
+    cancel_with(page, "0000")
+    page.wait_for_selector("#pin-msg:has-text('Code incorrect')")
+    shot(page, "7-wrong-pin")
+    page.click("#pin-back")
+    screens = [cancelled(PIN, "8-cancelled-pin")]
+    press()
+    screens.append(cancelled(DURESS, "8-cancelled-duress"))
     assert screens[0] == screens[1]  # pixel for pixel: nothing reveals the duress PIN
     states = sorted(
         (a["state"], "duress" in json.dumps(a["flags"])) for a in stack.alerts_of("phone-pin")
@@ -346,8 +371,8 @@ def test_revoked_phone_is_refused(stack: Stack, phone: Any) -> None:
     shot(page, "12-revoked")
     assert stack.alerts_of("phone-revoked") == []
     # And no new enrolment for a revoked device.
-    out = vigie(stack.env, "devices", "enrol", "phone-revoked")
-    assert out.returncode == 2 and "révoqué" in out.stderr
+    with pytest.raises(enrol.EnrolmentError, match="révoqué"), session_scope(stack.engine) as s:
+        enrol.issue(s, device_id="phone-revoked", public_url=stack.server.url, now=utcnow())
 
 
 def test_used_and_expired_codes_are_refused_in_french(stack: Stack, phone: Any) -> None:
