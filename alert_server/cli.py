@@ -260,7 +260,8 @@ def demo(
     simulés, console. Ctrl-C arrête tout proprement."""
     import signal as _signal
 
-    from alert_server.demo import ADMIN_USER, Demo, free_demo_port
+    from alert_server.demo import ADMIN_USER, PHONE_DEVICE, PIN, Demo, free_demo_port
+    from alert_server.phoneapp.cli import terminal_qr
 
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -289,6 +290,10 @@ def demo(
     typer.echo("  Téléphonie simulée : les SMS et appels s'affichent dans la chronologie ;")
     typer.echo(f"  un référent fictif prend chaque alerte en charge après {d.auto_ack_s:.0f} s.")
     typer.echo(f"  Dossier de travail : {d.workdir}")
+    typer.echo("")
+    typer.echo(f"  Le téléphone comme bouton d'alerte (boîtier {PHONE_DEVICE}, code {PIN}) :")
+    typer.echo(f"  {d.phone_enrol_url}")
+    typer.echo(terminal_qr(d.phone_enrol_url))
     typer.echo("  Ctrl-C pour arrêter.")
     typer.echo("")
     d.wait()

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from alert_server.db import make_engine, migrate, session_scope
-from alert_server.devices import broker_files
+from alert_server.devices import broker_files, enrol
 from alert_server.devices import service as devices
 from alert_server.embedded_broker import EmbeddedBroker
 from alert_server.localbroker import REPO_ROOT, LocalMosquitto, free_port, stop_process
@@ -116,6 +116,9 @@ FLEET = (
     ),
 )
 PIN, DURESS_PIN = "2468", "1357"
+# Not in the simulated fleet: the newcomer's own phone (or browser) becomes this device through
+# the enrolment link the demo prints (/app/).
+PHONE_DEVICE = "demo-telephone"
 ADMIN_USER = "demo"
 
 
@@ -135,6 +138,7 @@ class Demo:
     reactor: Reactor | None = None
     fleet: list[SimDevice] = field(default_factory=list)
     password: str = ""
+    phone_enrol_url: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def _say(self, text: str) -> None:
@@ -159,6 +163,7 @@ class Demo:
             self.mosquitto.start()
             mqtt_url, protocol = self.mosquitto.server_url(), "5"
             device_port = self.mosquitto.port
+            ws_url = self.mosquitto.ws_url()
             self._say(f"Broker : Mosquitto (broker_config/), port {device_port}")
         else:
             self.broker_dir.mkdir(parents=True, exist_ok=True)
@@ -169,6 +174,7 @@ class Demo:
             ).start()
             mqtt_url, protocol = self.embedded.server_url(), "3.1.1"
             device_port = self.embedded.port
+            ws_url = self.embedded.ws_url()
             self._say(
                 f"Broker : mosquitto absent, broker Python intégré (MQTT 3.1.1) sur "
                 f"127.0.0.1:{device_port} — pour la démonstration seulement"
@@ -185,6 +191,8 @@ class Demo:
             VIGIE_REFERENTS_FILE=str(directory),
             VIGIE_SIMULATED_AUTO_ACK_S=str(self.auto_ack_s),
             VIGIE_PUBLIC_URL=self.url,
+            # The phones' MQTT over WebSocket (the worker's app at /app/).
+            VIGIE_MQTT_WS_URL=ws_url,
             VIGIE_SECRET_KEY=secrets.token_hex(32),
             # The demo's own default (operations.md): nothing is sent, the fictional referent
             # answers, and the console says "démonstration" discreetly.
@@ -235,6 +243,16 @@ class Demo:
                 pw = broker_files.generate_password()
                 entries[w.device_id] = broker_files.mosquitto_hash(pw)
                 self._device_passwords[w.device_id] = pw
+            devices.add_device(
+                session,
+                new=devices.NewDevice(
+                    PHONE_DEVICE, "Vous (démonstration)", "nurse", FLEET[0].phone, PIN, DURESS_PIN
+                ),
+                now=now,
+            )
+            self.phone_enrol_url = enrol.issue(
+                session, device_id=PHONE_DEVICE, public_url=self.url, now=now
+            ).enrol_url
             self.password = secrets.token_urlsafe(12)
             users.add_account(
                 session,

@@ -101,6 +101,8 @@ def redeem(body: EnrolRequest, request: Request) -> JSONResponse:
             "mqtt_username": creds.mqtt_username,
             "mqtt_password": creds.mqtt_password,
             "ws_url": settings.mqtt_ws_url,
+            # The broker's MQTT version (the demo's embedded broker speaks 3.1.1 only).
+            "mqtt_version": 4 if settings.mqtt_protocol == "3.1.1" else 5,
         }
     )
 
@@ -112,5 +114,8 @@ def install_phone_app(app: FastAPI) -> None:
     def _bare() -> Response:
         return RedirectResponse(PREFIX + "/", status_code=308)
 
+    from alert_server.phoneapp import console  # the console's pages exist by now
+
     app.include_router(router)
+    app.include_router(console.router)
     app.mount(PREFIX + "/static", StaticFiles(directory=STATIC), name="phoneapp-static")

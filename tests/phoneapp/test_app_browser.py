@@ -386,3 +386,28 @@ def test_used_and_expired_codes_are_refused_in_french(stack: Stack, phone: Any) 
     page.wait_for_selector("#enrol-error:not([hidden])")
     assert "déjà servi" in page.inner_text("#enrol-error")
     shot(page, "13-enrol-used")
+
+
+def test_admin_shows_the_enrolment_qr_in_the_console(stack: Stack) -> None:
+    from tests.dashboard.conftest import http_login
+
+    with session_scope(stack.engine) as s:
+        new = service.NewDevice("phone-console", "Inès", "nurse", "+33612345678", PIN, DURESS)
+        service.add_device(s, new=new, now=utcnow())
+    with http_login(stack.server.url, "admin", ADMIN_PASSWORD) as client:
+        devices = client.get("/dashboard/devices").text
+        assert "/dashboard/devices/phone-console/enrol" in devices
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', devices)
+        assert csrf is not None
+        page = client.post(
+            "/dashboard/devices/phone-console/enrol", data={"csrf_token": csrf.group(1)}
+        )
+        assert page.status_code == 200, page.text
+        assert 'id="enrol-qr" src="data:image/svg+xml' in page.text
+        url = re.search(r'id="enrol-url">([^<]+)<', page.text)
+        assert url is not None and url.group(1).startswith(stack.server.url + "/app/enrol?code=")
+        forged = client.post("/dashboard/devices/phone-console/enrol", data={"csrf_token": "x"})
+        assert forged.status_code in (400, 403)
+    code = url.group(1).split("code=")[1].replace("&amp;", "&")
+    r = httpx.post(stack.server.url + "/app/api/enrol", json={"code": code}, timeout=10)
+    assert r.status_code == 200 and r.json()["device_id"] == "phone-console"

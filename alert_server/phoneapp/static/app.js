@@ -139,13 +139,14 @@
   // ---------------------------------------------------------------------------- MQTT ----
   function connect() {
     if (!window.mqtt) { setConn("offline", "MQTT indisponible"); return; }
+    const v5 = creds.mqtt_version !== 4;
     client = window.mqtt.connect(creds.ws_url, {
       clientId: creds.device_id,
       username: creds.mqtt_username,
       password: creds.mqtt_password,
-      protocolVersion: 5,
+      protocolVersion: v5 ? 5 : 4,
       clean: false,
-      properties: { sessionExpiryInterval: 86400 },
+      properties: v5 ? { sessionExpiryInterval: 86400 } : undefined,
       keepalive: 30,
       reconnectPeriod: 2000,
       connectTimeout: 8000,
