@@ -205,6 +205,14 @@ def cancel_with(page: Any, pin: str) -> None:
     page.click("#keypad button[data-k='ok']")
 
 
+def alert_sms(stack: Stack, device_id: str) -> Any:
+    """The escalation SMS of ``device_id``'s newest alert (not a cancellation or ack notice:
+    the SMS names the alert by its link)."""
+    newest = stack.alerts_of(device_id)[0]["alert_id"]
+    words = [f"/alerts/{newest}", "pour prendre en charge"]
+    return stack.twilio.phones.expect_sms(NATIONAL, contains=words, timeout=60)
+
+
 def sms_code(body: str) -> str:
     m = re.search(r"OK (\d{3})", body)
     assert m, body
@@ -245,11 +253,17 @@ def test_enrol_hold_sos_received_escalated_acknowledged(stack: Stack, phone: Any
     assert pos["acc_m"] == EXPECTED_ACC_68
 
     # Escalated: the national desk gets the SMS and answers OK; the phone names who took it.
-    sms = stack.twilio.phones.expect_sms(NATIONAL, contains=["SOS"], timeout=30)
+    sms = alert_sms(stack, "phone-sos")
+    assert "SOS" in sms.body
     sms.reply(f"OK {sms_code(sms.body)}")
     page.wait_for_selector("#alert-state[data-state='acknowledged']")
     assert page.inner_text("#alert-state") == "Prise en charge par Permanence nationale"
     shot(page, "3-sos-acknowledged")
+    # Back to the home screen; the alert stays one tap away.
+    page.click("#alert-hide")
+    page.wait_for_selector("#alert-ongoing:not([hidden])")
+    assert page.locator("#overlay-alert").is_hidden()
+    shot(page, "3b-home-alert-ongoing")
 
 
 def test_discreet_sos_stays_discreet(stack: Stack, phone: Any) -> None:
@@ -261,7 +275,7 @@ def test_discreet_sos_stays_discreet(stack: Stack, phone: Any) -> None:
     shot(page, "4-discreet-sent")
     alerts = stack.alerts_of("phone-discreet")
     assert [a["kind"] for a in alerts] == ["sos_silent"]
-    sms = stack.twilio.phones.expect_sms(NATIONAL, timeout=30)
+    sms = alert_sms(stack, "phone-discreet")
     sms.reply(f"OK {sms_code(sms.body)}")
     wait_until(lambda: stack.alerts_of("phone-discreet")[0]["state"] == "acknowledged", 30, "ack")
     # Nothing on screen changed beyond the one small dot the worker chose.
@@ -273,8 +287,7 @@ def test_discreet_sos_stays_discreet(stack: Stack, phone: Any) -> None:
 
 def test_offline_press_is_kept_and_sent_with_the_same_id(stack: Stack, phone: Any) -> None:
     page = enrolled(stack, phone, "phone-offline")
-    page.wait_for_function("navigator.serviceWorker.controller !== null || true")
-    page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+    page.evaluate("navigator.serviceWorker.ready.then(() => true)")  # shell cached
     page.reload()  # controlled by the service worker from now on
     page.wait_for_selector("#conn[data-state='online']")
     phone.set_offline(True)
@@ -303,7 +316,7 @@ def test_offline_press_is_kept_and_sent_with_the_same_id(stack: Stack, phone: An
     assert len(alerts) == 1, alerts
     detail = stack.api(f"/api/alerts/{alerts[0]['alert_id']}")
     assert kept in json.dumps(detail)  # the device's own alert_id, kept across the outage
-    stack.twilio.phones.expect_sms(NATIONAL, timeout=30)
+    alert_sms(stack, "phone-offline")
 
 
 def test_cancel_and_duress_cancel_look_identical(stack: Stack, phone: Any) -> None:
@@ -312,7 +325,7 @@ def test_cancel_and_duress_cancel_look_identical(stack: Stack, phone: Any) -> No
     def press() -> None:
         hold(page, "#sos", 3400)
         page.wait_for_selector("#alert-state[data-state='received']")
-        stack.twilio.phones.expect_sms(NATIONAL, timeout=30)
+        alert_sms(stack, "phone-pin")
 
     def cancelled(pin: str, name: str) -> bytes:
         cancel_with(page, pin)

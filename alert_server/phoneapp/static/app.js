@@ -231,6 +231,7 @@
     } else {
       vibrate([200, 100, 200]);
       current = { alert_id: body.alert_id, kind: kind, state: "sending", sentAt: Date.now() };
+      alertHidden = false;
       await kvSet("current", current);
       renderAlert();
     }
@@ -246,14 +247,16 @@
     $("discreet-sign").dataset.state = choice === "none" ? "none" : state;
   }
 
+  let alertHidden = false;
   function renderAlert() {
-    if (!current) { show("overlay-alert", false); return; }
-    show("overlay-alert", true);
+    show("alert-ongoing", !!current && alertHidden);
+    if (!current) { alertHidden = false; show("overlay-alert", false); return; }
+    show("overlay-alert", !alertHidden);
     const st = $("alert-state");
     const overdue = current.kind === "session_overdue" || current.kind === "session_offline";
     $("alert-title").textContent = overdue ? "Alerte : visite sans nouvelles" : "Alerte SOS";
     let text = "Envoi…";
-    let detail = connected() ? "" : "Pas de réseau : l'alerte est gardée et partira dès son retour.";
+    let detail = connected() && navigator.onLine ? "" : "Pas de réseau : l'alerte est gardée et partira dès son retour.";
     if (refused) detail = "Ce téléphone n'est plus autorisé : l'alerte ne part pas. Appelez le 17.";
     if (current.state === "received") { text = "Alerte reçue par le centre"; detail = "Les secours sont prévenus."; }
     if (current.state === "acknowledged") { text = `Prise en charge par ${current.by || "le centre"}`; detail = ""; }
@@ -264,6 +267,8 @@
     st.dataset.state = current.state;
     $("alert-detail").textContent = detail;
     const waiting = current.state === "sending";
+    // Back to the home screen once the centre has the alert (a visit can go on meanwhile).
+    show("alert-hide", !waiting);
     show("emergency", refused || (waiting && Date.now() - current.sentAt >= EMERGENCY_AFTER_MS));
   }
   setInterval(() => { if (current && current.state === "sending") renderAlert(); }, 1000);
@@ -295,6 +300,7 @@
     }
     if (c.type === "alert.raised") {
       current = { alert_id: id, kind: c.kind || "session_overdue", state: "received", sentAt: Date.now(), server: true };
+      alertHidden = false;
       await kvSet("current", current);
       show("overlay-warning", false);
       vibrate([500, 200, 500, 200, 500]);
@@ -443,6 +449,8 @@
   });
   $("pin-back").addEventListener("click", () => { show("overlay-pin", false); pin = ""; });
   $("alert-cancel").addEventListener("click", openPin);
+  $("alert-hide").addEventListener("click", () => { alertHidden = true; renderAlert(); });
+  $("alert-ongoing").addEventListener("click", () => { alertHidden = false; renderAlert(); });
   $("done-ok").addEventListener("click", () => show("overlay-done", false));
 
   // --------------------------------------------------------------------------- visits ----
@@ -606,6 +614,8 @@
     setConn("offline", "Connexion…");
     connect();
     window.addEventListener("online", () => { if (client && !client.connected && !refused) client.reconnect(); });
+    // Shown at once; the MQTT connection notices on its own (keep-alive) and reconnects.
+    window.addEventListener("offline", () => { if (!refused) setConn("offline", "Hors ligne"); });
   }
   main();
 })();
