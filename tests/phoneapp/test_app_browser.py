@@ -424,3 +424,15 @@ def test_admin_shows_the_enrolment_qr_in_the_console(stack: Stack) -> None:
     code = url.group(1).split("code=")[1].replace("&amp;", "&")
     r = httpx.post(stack.server.url + "/app/api/enrol", json={"code": code}, timeout=10)
     assert r.status_code == 200 and r.json()["device_id"] == "phone-console"
+
+
+def test_refused_visit_says_she_is_not_watched(stack: Stack, phone: Any) -> None:
+    page = enrolled(stack, phone, "phone-refused")
+    # 600 characters: the field's maxlength stops typing, not a value set at once (autofill,
+    # input methods); the server refuses the memo (memo_too_long).
+    page.fill("#visit-memo", "x" * 600)
+    page.click("#visit-start")
+    page.wait_for_selector("#visit-state[data-state='rejected']")
+    banner = page.inner_text("#not-watched")
+    assert "vous n'êtes PAS surveillée" in banner and "adresse trop longue" in banner
+    shot(page, "14-visit-rejected")
