@@ -16,11 +16,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlmodel import select
 
 from alert_server.db import make_engine, session_scope
 from alert_server.devices import enrol, service
 from alert_server.devices.models import Device
 from alert_server.localbroker import LocalMosquitto, free_port
+from alert_server.sessions.models import VisitSession
 from alert_server.timeutil import utcnow
 from tests.dashboard.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.fakes.fake_twilio import FakeTwilio
@@ -428,11 +430,55 @@ def test_admin_shows_the_enrolment_qr_in_the_console(stack: Stack) -> None:
 
 def test_refused_visit_says_she_is_not_watched(stack: Stack, phone: Any) -> None:
     page = enrolled(stack, phone, "phone-refused")
-    # 600 characters: the field's maxlength stops typing, not a value set at once (autofill,
-    # input methods); the server refuses the memo (memo_too_long).
+    # 600 characters: the server refuses the memo (memo_too_long, protocol 1.1), and the app
+    # says so instead of pretending she is watched.
     page.fill("#visit-memo", "x" * 600)
     page.click("#visit-start")
     page.wait_for_selector("#visit-state[data-state='rejected']")
     banner = page.inner_text("#not-watched")
     assert "vous n'êtes PAS surveillée" in banner and "adresse trop longue" in banner
     shot(page, "14-visit-rejected")
+
+
+def test_pin_lockout_is_shown(stack: Stack, phone: Any) -> None:
+    page = enrolled(stack, phone, "phone-lockout")
+    hold(page, "#sos", 3400)
+    page.wait_for_selector("#alert-state[data-state='received']")
+    page.click("#alert-cancel")
+    messages = []
+    for _ in range(8):  # VIGIE_PIN_MAX_FAILURES is 5: the lock comes well before 8
+        for digit in "0000":
+            page.click(f"#keypad button[data-k='{digit}']")
+        page.click("#keypad button[data-k='ok']")
+        page.wait_for_function("document.getElementById('pin-msg').textContent !== 'Vérification…'")
+        messages.append(page.inner_text("#pin-msg"))
+        if "bloquée" in messages[-1]:
+            break
+    assert messages[0] == "Code incorrect. L'alerte continue."
+    assert "annulation est bloquée" in messages[-1] and "L'alerte continue" in messages[-1]
+    shot(page, "15-pin-locked")
+    assert stack.alerts_of("phone-lockout")[0]["state"] == "open"
+
+
+def test_visit_started_and_ended_offline_is_sent_in_order(stack: Stack, phone: Any) -> None:
+    """Both messages are kept and sent when the network returns, the start first: an end
+    arriving before its start would leave a visit watched that is over."""
+    page = enrolled(stack, phone, "phone-offline-visit")
+    phone.set_offline(True)
+    page.wait_for_selector("#conn[data-state='offline']", timeout=60_000)
+    page.fill("#visit-memo", "3 chemin des Vignes, Cassis")
+    page.click("#visit-start")
+    page.wait_for_selector("#visit-state:has-text('Envoi')")
+    page.click("#visit-end")
+    page.wait_for_selector("#visit-form:not([hidden])")
+    phone.set_offline(False)
+    page.wait_for_selector("#conn[data-state='online']", timeout=60_000)
+
+    def states() -> list[str]:
+        with session_scope(stack.engine, write=False) as s:
+            rows = s.exec(
+                select(VisitSession).where(VisitSession.device_id == "phone-offline-visit")
+            ).all()
+            return [r.state for r in rows]
+
+    wait_until(lambda: states() == ["ended"], 60, "the visit stored, then ended")

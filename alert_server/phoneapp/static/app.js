@@ -190,9 +190,12 @@
   }
 
   // ---------------------------------------------------------- outbox (at-least-once) ----
+  let seq = Date.now();
   async function enqueue(entry) {
     entry.attempts = 0;
     entry.next = 0;
+    // Sent in the order they were made (a visit's start before its end), whatever the keys.
+    entry.seq = ++seq;
     await outboxPut(entry);
     flush(false);
   }
@@ -202,7 +205,8 @@
     flushing = true;
     try {
       const t = Date.now();
-      for (const e of await outboxAll()) {
+      const pending = (await outboxAll()).sort((a, b) => (a.seq || 0) - (b.seq || 0));
+      for (const e of pending) {
         if (!connected()) break;
         if (!now && e.next > t) continue;
         if (publish(e.suffix, e.body)) {
@@ -356,15 +360,14 @@
         unknown_session: "visite inconnue du centre",
         in_the_past: "heure de fin déjà passée",
       };
+      if (!visit || visit.session_id !== c.session_id || c.action === "end") return;
       const why = reasons[c.reason] || c.reason || "refus du centre";
       $("not-watched").textContent = `Attention : vous n'êtes PAS surveillée pendant cette visite (${why}). Recommencez la visite ou appelez le 17 en cas de danger.`;
       show("not-watched", true);
       vibrate([400, 200, 400]);
-      if (visit && visit.session_id === c.session_id) {
-        visit.state = "rejected";
-        await kvSet("visit", visit);
-        renderVisit();
-      }
+      visit.state = "rejected";
+      await kvSet("visit", visit);
+      renderVisit();
       return;
     }
     if (c.type === "session.warning") {
