@@ -11,7 +11,7 @@ from typing import Annotated
 import segno
 import typer
 
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, write_scope
 from alert_server.devices import enrol
 from alert_server.settings import load_settings
 from alert_server.timeutil import rfc3339, utcnow
@@ -41,7 +41,7 @@ def enrol_command(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             issued = enrol.issue(
                 session, device_id=device_id, public_url=settings.public_url, now=utcnow()
             )

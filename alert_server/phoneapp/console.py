@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse
 
 from alert_server.dashboard.auth import check_csrf, engine_of
 from alert_server.dashboard.pages import SessionDep, _page
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices import enrol
 from alert_server.timeutil import utcnow
 from alert_server.users.api import client_of
@@ -35,7 +35,7 @@ def device_enrol(
     now = utcnow()
     public_url = request.app.state.runtime.settings.public_url
     try:
-        with session_scope(engine_of(request)) as session:
+        with write_scope(engine_of(request)) as session:
             issued = enrol.issue(session, device_id=device_id, public_url=public_url, now=now)
             client = client_of(request)
             audit(

@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices import enrol
 from alert_server.timeutil import utcnow
 from alert_server.users.service import audit
@@ -76,7 +76,7 @@ def redeem(body: EnrolRequest, request: Request) -> JSONResponse:
         )
     now = utcnow()
     try:
-        with session_scope(runtime.engine, write=True) as session:
+        with write_scope(runtime.engine) as session:
             device_id = enrol.spend(session, code=body.code.strip(), now=now)
             # Written before the commit: if the password file cannot be written, the code is
             # not spent and the worker can try again.

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from sqlmodel import select
 
-from alert_server.db import make_engine, session_scope
+from alert_server.db import make_engine, read_scope, write_scope
 from alert_server.devices import enrol, service
 from alert_server.devices.models import Device
 from alert_server.localbroker import LocalMosquitto, free_port
@@ -57,7 +57,7 @@ class Stack:
     engine: Any
 
     def device(self, device_id: str) -> Device:
-        with session_scope(self.engine, write=False) as s:
+        with read_scope(self.engine) as s:
             device = s.get(Device, device_id)
             assert device is not None
             return device
@@ -165,7 +165,7 @@ def shot(page: Any, name: str) -> None:
 def new_device(stack: Stack, device_id: str, *, cli: bool = False) -> str:
     """Register ``device_id`` and return its enrolment link (from ``vigie devices enrol``
     when ``cli``; otherwise in-process, to spare a process start on a busy machine)."""
-    with session_scope(stack.engine) as s:
+    with write_scope(stack.engine) as s:
         new = service.NewDevice(
             device_id, f"Worker {device_id}", "nurse", "+33612345678", PIN, DURESS
         )
@@ -386,7 +386,7 @@ def test_revoked_phone_is_refused(stack: Stack, phone: Any) -> None:
     shot(page, "12-revoked")
     assert stack.alerts_of("phone-revoked") == []
     # And no new enrolment for a revoked device.
-    with pytest.raises(enrol.EnrolmentError, match="révoqué"), session_scope(stack.engine) as s:
+    with pytest.raises(enrol.EnrolmentError, match="révoqué"), write_scope(stack.engine) as s:
         enrol.issue(s, device_id="phone-revoked", public_url=stack.server.url, now=utcnow())
 
 
@@ -406,7 +406,7 @@ def test_used_and_expired_codes_are_refused_in_french(stack: Stack, phone: Any) 
 def test_admin_shows_the_enrolment_qr_in_the_console(stack: Stack) -> None:
     from tests.dashboard.conftest import http_login
 
-    with session_scope(stack.engine) as s:
+    with write_scope(stack.engine) as s:
         new = service.NewDevice("phone-console", "Inès", "nurse", "+33612345678", PIN, DURESS)
         service.add_device(s, new=new, now=utcnow())
     with http_login(stack.server.url, "admin", ADMIN_PASSWORD) as client:
@@ -475,7 +475,7 @@ def test_visit_started_and_ended_offline_is_sent_in_order(stack: Stack, phone: A
     page.wait_for_selector("#conn[data-state='online']", timeout=60_000)
 
     def states() -> list[str]:
-        with session_scope(stack.engine, write=False) as s:
+        with read_scope(stack.engine) as s:
             rows = s.exec(
                 select(VisitSession).where(VisitSession.device_id == "phone-offline-visit")
             ).all()

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from typer.testing import CliRunner
 
 from alert_server.cli import app as cli_app
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices import broker_files, enrol, service
 from alert_server.phoneapp.cli import terminal_qr
 
@@ -20,7 +20,7 @@ T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 
 
 def _device(engine: Engine, device_id: str = "phone-1") -> None:
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         service.add_device(
             s,
             new=service.NewDevice(device_id, "Inès", "nurse", "+33612345678", "1234", "9999"),
@@ -29,12 +29,12 @@ def _device(engine: Engine, device_id: str = "phone-1") -> None:
 
 
 def _issue(engine: Engine, device_id: str = "phone-1", now: datetime = T0) -> enrol.Issued:
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         return enrol.issue(s, device_id=device_id, public_url="https://vigie.example/", now=now)
 
 
 def _spend(engine: Engine, code: str, now: datetime) -> str:
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         return enrol.spend(s, code=code, now=now)
 
 
@@ -59,7 +59,7 @@ def test_expired_unknown_and_revoked(engine: Engine) -> None:
         _spend(engine, "not-a-code", T0)
     assert unknown.value.status == 404 and "n'existe pas" in unknown.value.message
     pending = _issue(engine)
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         service.revoke_device(s, device_id="phone-1", now=T0)
     with pytest.raises(enrol.EnrolmentError) as revoked:
         _spend(engine, pending.code, T0)
