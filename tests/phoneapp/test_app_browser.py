@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import expect
 from sqlmodel import select
 
 from alert_server.db import make_engine, read_scope, write_scope
@@ -450,7 +451,8 @@ def test_pin_lockout_is_shown(stack: Stack, phone: Any) -> None:
         for digit in "0000":
             page.click(f"#keypad button[data-k='{digit}']")
         page.click("#keypad button[data-k='ok']")
-        page.wait_for_function("document.getElementById('pin-msg').textContent !== 'Vérification…'")
+        # (A polled locator: the page's CSP forbids evaluating strings as script.)
+        expect(page.locator("#pin-msg")).not_to_have_text("Vérification…", timeout=20_000)
         messages.append(page.inner_text("#pin-msg"))
         if "bloquée" in messages[-1]:
             break
