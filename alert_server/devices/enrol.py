@@ -23,10 +23,9 @@ from urllib.parse import quote
 from sqlalchemy import update
 from sqlmodel import Session, col
 
-from alert_server.devices import broker_files
-from alert_server.devices.models import Device
-from alert_server.phoneapp.models import EnrolmentCode
-from alert_server.timeutil import as_utc
+from alert_server.devices.models import Device, EnrolmentCode
+from vigie.brokers import files as broker_files
+from vigie.timeutil import as_utc
 
 VALIDITY = timedelta(hours=24)
 

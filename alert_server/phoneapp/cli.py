@@ -14,7 +14,7 @@ import typer
 from alert_server.db import make_engine, migrate, write_scope
 from alert_server.devices import enrol
 from alert_server.settings import load_settings
-from alert_server.timeutil import rfc3339, utcnow
+from vigie.timeutil import rfc3339, utcnow
 
 
 def terminal_qr(text: str) -> str:

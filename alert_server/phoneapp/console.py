@@ -14,10 +14,10 @@ from alert_server.dashboard.auth import check_csrf, engine_of
 from alert_server.dashboard.pages import SessionDep, _page
 from alert_server.db import write_scope
 from alert_server.devices import enrol
-from alert_server.timeutil import utcnow
 from alert_server.users.api import client_of
 from alert_server.users.schemas import ADMIN
 from alert_server.users.service import audit
+from vigie.timeutil import utcnow
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 

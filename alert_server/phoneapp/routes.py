@@ -18,8 +18,8 @@ from pydantic import BaseModel, Field
 
 from alert_server.db import write_scope
 from alert_server.devices import enrol
-from alert_server.timeutil import utcnow
 from alert_server.users.service import audit
+from vigie.timeutil import utcnow
 
 STATIC = Path(__file__).resolve().parent / "static"
 PREFIX = "/app"

@@ -22,12 +22,12 @@ from sqlmodel import select
 from alert_server.db import make_engine, read_scope, write_scope
 from alert_server.devices import enrol, service
 from alert_server.devices.models import Device
-from alert_server.localbroker import LocalMosquitto, free_port
 from alert_server.sessions.models import VisitSession
-from alert_server.timeutil import utcnow
 from tests.dashboard.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.support import ServerProcess, server_env, vigie, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto, free_port
+from vigie.timeutil import utcnow
 
 NATIONAL = "+33199000000"
 DIRECTORY = f"""\

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from alert_server.cli import app as cli_app
 from alert_server.db import write_scope
-from alert_server.devices import broker_files, enrol, service
+from alert_server.devices import enrol, service
 from alert_server.phoneapp.cli import terminal_qr
+from vigie.brokers import files as broker_files
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
 
