@@ -213,8 +213,19 @@ class Demo:
                 "département). Réglez VIGIE_GEO_DIR=../shared/geo pour le routage réel."
             )
         self._provision(env)
-        self._start_server(env)
-        self._start_fleet(device_port, protocol)
+        # The phone's device costs two argon2 hashes (about a second each on a busy machine):
+        # done while the server starts (argon2 leaves the GIL), so that the demo is not ready
+        # later because of it.
+        phone = threading.Thread(target=self._provision_phone, args=(env,), name="demo-phone")
+        phone.start()
+        try:
+            self._start_server(env)
+            self._start_fleet(device_port, protocol)
+        finally:
+            phone.join()
+        if not self.phone_enrol_url:
+            self.stop()
+            raise RuntimeError("le boîtier du téléphone de démonstration n'a pas pu être créé")
         return self
 
     def _provision(self, env: dict[str, str]) -> None:
@@ -244,16 +255,6 @@ class Demo:
                 pw = broker_files.generate_password()
                 entries[w.device_id] = broker_files.mosquitto_hash(pw)
                 self._device_passwords[w.device_id] = pw
-            devices.add_device(
-                session,
-                new=devices.NewDevice(
-                    PHONE_DEVICE, "Vous (démonstration)", "nurse", FLEET[0].phone, PIN, DURESS_PIN
-                ),
-                now=now,
-            )
-            self.phone_enrol_url = enrol.issue(
-                session, device_id=PHONE_DEVICE, public_url=self.url, now=now
-            ).enrol_url
             self.password = secrets.token_urlsafe(12)
             users.add_account(
                 session,
@@ -264,6 +265,32 @@ class Demo:
         if self.mosquitto is not None:
             self.mosquitto.reload()
         engine.dispose()
+
+    def _provision_phone(self, env: dict[str, str]) -> None:
+        """The newcomer's own phone: a device without broker password (enrolment gives it
+        one) and its one-time enrolment link."""
+        engine = make_engine(env["VIGIE_DATABASE_URL"])
+        try:
+            now = utcnow()
+            with write_scope(engine) as session:
+                devices.add_device(
+                    session,
+                    new=devices.NewDevice(
+                        PHONE_DEVICE,
+                        "Vous (démonstration)",
+                        "nurse",
+                        FLEET[0].phone,
+                        PIN,
+                        DURESS_PIN,
+                    ),
+                    now=now,
+                )
+                url = enrol.issue(
+                    session, device_id=PHONE_DEVICE, public_url=self.url, now=now
+                ).enrol_url
+            self.phone_enrol_url = url
+        finally:
+            engine.dispose()
 
     def _start_server(self, env: dict[str, str]) -> None:
         self.server = launch.spawn(
