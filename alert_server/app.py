@@ -33,6 +33,7 @@ from alert_server.ingest.handler import Ingestor
 from alert_server.ingest.mqtt import MqttLink
 from alert_server.ingest.pins import PinGate, PinPolicy
 from alert_server.metrics import Metrics
+from alert_server.phoneapp.routes import install_phone_app
 from alert_server.pipeline import SWEEP_GRACE, Pipeline
 from alert_server.referents import service as referents_service
 from alert_server.safety import UnsafeConfiguration, problems
@@ -324,6 +325,7 @@ def create_app(settings: Settings) -> FastAPI:
         runtime.settings,
         timeline_sources=[dispatch_timeline.source(runtime.dispatcher)],
     )
+    install_phone_app(app)
     app.include_router(followup_api.router)
     app.include_router(audit_trail.router)
     install_internal_access(app, runtime)

@@ -47,6 +47,7 @@ devices_app = typer.Typer(
 )
 app.add_typer(devices_app, name="devices")
 
+
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", help="Fichier TOML de réglages (sinon VIGIE_*).")
 ]
@@ -119,6 +120,19 @@ def server(
         )
     finally:
         log_setup.stop()
+
+
+@devices_app.command("enrol")
+def devices_enrol(
+    device_id: Annotated[str, typer.Argument(metavar="DEVICE_ID")],
+    as_json: Annotated[bool, typer.Option("--json", help="Sortie JSON.")] = False,
+    no_qr: Annotated[bool, typer.Option("--no-qr", help="Sans le QR code.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Lien d'inscription à usage unique (24 h) qui fait d'un téléphone ce boîtier."""
+    from alert_server.phoneapp.cli import enrol_command
+
+    enrol_command(device_id=device_id, as_json=as_json, no_qr=no_qr, config=config)
 
 
 @devices_app.command("add")
@@ -357,7 +371,15 @@ def demo(
     simulés, console. Ctrl-C arrête tout proprement."""
     import signal as _signal
 
-    from alert_server.demo import ADMIN_USER, Demo, finish_workdir, free_demo_port
+    from alert_server.demo import (
+        ADMIN_USER,
+        PHONE_DEVICE,
+        PIN,
+        Demo,
+        finish_workdir,
+        free_demo_port,
+    )
+    from alert_server.phoneapp.cli import terminal_qr
 
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
@@ -392,6 +414,10 @@ def demo(
     typer.echo("  Téléphonie simulée : les SMS et appels s'affichent dans la chronologie ;")
     typer.echo(f"  un référent fictif prend chaque alerte en charge après {d.auto_ack_s:.0f} s.")
     typer.echo(f"  Dossier de travail : {d.workdir}")
+    typer.echo("")
+    typer.echo(f"  Le téléphone comme bouton d'alerte (boîtier {PHONE_DEVICE}, code {PIN}) :")
+    typer.echo(f"  {d.phone_enrol_url}")
+    typer.echo(terminal_qr(d.phone_enrol_url))
     typer.echo("  Ctrl-C pour arrêter.")
     typer.echo("")
     d.wait()

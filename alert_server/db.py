@@ -46,6 +46,7 @@ VERSION_LOCATIONS = (
     Path(__file__).parent / "geo" / "migrations",
     Path(__file__).parent / "users" / "migrations",
     Path(__file__).parent / "sessions" / "migrations",
+    Path(__file__).parent / "phoneapp" / "migrations",
     Path(__file__).parent.parent / "dispatch" / "migrations",
 )
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from alert_server.db import make_engine, migrate, write_scope
+from alert_server.devices import enrol
 from alert_server.devices import service as devices
 from alert_server.users import service as users
 from device_sim.device import BrokerTarget, DeviceConfig, Role, SimDevice
@@ -117,6 +118,9 @@ FLEET = (
     ),
 )
 PIN, DURESS_PIN = "2468", "1357"
+# Not in the simulated fleet: the newcomer's own phone (or browser) becomes this device through
+# the enrolment link the demo prints (/app/).
+PHONE_DEVICE = "demo-telephone"
 ADMIN_USER = "demo"
 
 
@@ -136,6 +140,7 @@ class Demo:
     reactor: Reactor | None = None
     fleet: list[SimDevice] = field(default_factory=list)
     password: str = ""
+    phone_enrol_url: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def _say(self, text: str) -> None:
@@ -160,6 +165,7 @@ class Demo:
             self.mosquitto.start()
             mqtt_url, protocol = self.mosquitto.server_url(), "5"
             device_port = self.mosquitto.port
+            ws_url = self.mosquitto.ws_url()
             self._say(f"Broker : Mosquitto (broker_config/), port {device_port}")
         else:
             self.broker_dir.mkdir(parents=True, exist_ok=True)
@@ -170,6 +176,7 @@ class Demo:
             ).start()
             mqtt_url, protocol = self.embedded.server_url(), "3.1.1"
             device_port = self.embedded.port
+            ws_url = self.embedded.ws_url()
             self._say(
                 f"Broker : mosquitto absent, broker Python intégré (MQTT 3.1.1) sur "
                 f"127.0.0.1:{device_port} — pour la démonstration seulement"
@@ -186,6 +193,8 @@ class Demo:
             VIGIE_REFERENTS_FILE=str(directory),
             VIGIE_SIMULATED_AUTO_ACK_S=str(self.auto_ack_s),
             VIGIE_PUBLIC_URL=self.url,
+            # The phones' MQTT over WebSocket (the worker's app at /app/).
+            VIGIE_MQTT_WS_URL=ws_url,
             VIGIE_SECRET_KEY=secrets.token_hex(32),
             # The demo's own default (operations.md): nothing is sent, the fictional referent
             # answers, and the console says "démonstration" discreetly.
@@ -210,8 +219,19 @@ class Demo:
                 "département). Réglez VIGIE_GEO_DIR=../shared/geo pour le routage réel."
             )
         self._provision(env)
-        self._start_server(env)
-        self._start_fleet(device_port, protocol)
+        # The phone's device costs two argon2 hashes (about a second each on a busy machine):
+        # done while the server starts (argon2 leaves the GIL), so that the demo is not ready
+        # later because of it.
+        phone = threading.Thread(target=self._provision_phone, args=(env,), name="demo-phone")
+        phone.start()
+        try:
+            self._start_server(env)
+            self._start_fleet(device_port, protocol)
+        finally:
+            phone.join()
+        if not self.phone_enrol_url:
+            self.stop()
+            raise RuntimeError("le boîtier du téléphone de démonstration n'a pas pu être créé")
         return self
 
     def _provision(self, env: dict[str, str]) -> None:
@@ -251,6 +271,32 @@ class Demo:
         if self.mosquitto is not None:
             self.mosquitto.reload()
         engine.dispose()
+
+    def _provision_phone(self, env: dict[str, str]) -> None:
+        """The newcomer's own phone: a device without broker password (enrolment gives it
+        one) and its one-time enrolment link."""
+        engine = make_engine(env["VIGIE_DATABASE_URL"])
+        try:
+            now = utcnow()
+            with write_scope(engine) as session:
+                devices.add_device(
+                    session,
+                    new=devices.NewDevice(
+                        PHONE_DEVICE,
+                        "Vous (démonstration)",
+                        "nurse",
+                        FLEET[0].phone,
+                        PIN,
+                        DURESS_PIN,
+                    ),
+                    now=now,
+                )
+                url = enrol.issue(
+                    session, device_id=PHONE_DEVICE, public_url=self.url, now=now
+                ).enrol_url
+            self.phone_enrol_url = url
+        finally:
+            engine.dispose()
 
     def _start_server(self, env: dict[str, str]) -> None:
         self.server = launch.spawn(

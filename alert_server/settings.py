@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     twilio_from: str | None = None
     twilio_api_base: str = "https://api.twilio.com"
     public_url: str = "http://127.0.0.1:8000"
+    # The broker's MQTT-over-WebSocket URL as phones reach it (wss://… in production); handed
+    # to the worker's app at enrolment. Empty: no phone can be enrolled.
+    mqtt_ws_url: str = ""
     # A notification claimed by a server that dies is taken over by another (or by the same
     # one restarted) after this long. Longer than the provider's 10 s time-out plus a commit,
     # so that a slow but alive server is never overtaken.

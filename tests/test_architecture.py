@@ -15,11 +15,11 @@ From the bottom up:
   is gone, so that the list is kept true).
 - ``pipeline`` (and ``dispatch_bridge``, dispatch's hooks; ``retention``, the whole purge):
   the use cases, written out; may use every stage.
-- the adapters: the console (``dashboard``) and each stage's HTTP router and commands
-  (``<stage>/api.py``, ``<stage>/cli.py``), and the edge helpers they share (``audit``: who
-  did what, from the API, console and commands; ``internal_access``: who may read /metrics and
-  /docs; ``secret_input``: a secret typed or piped to a command; ``serving``: uvicorn's
-  options); may use the pipeline and any stage.
+- the adapters: the console (``dashboard``), the phone app (``phoneapp``) and each stage's
+  HTTP router and commands (``<stage>/api.py``, ``<stage>/cli.py``), and the edge helpers they
+  share (``audit``: who did what, from the API, console and commands; ``internal_access``: who
+  may read /metrics and /docs; ``secret_input``: a secret typed or piped to a command;
+  ``serving``: uvicorn's options); may use the pipeline and any stage.
 - the composition: ``app`` (the one composition root), ``background``, ``cli`` (its
   ``lazy_cli`` loader of sub-commands, and ``broker_cli``, its ``vigie broker`` commands),
   ``demo``, ``models`` (every table), ``safety``, ``migrations``, ``logging_setup`` (the
@@ -42,6 +42,8 @@ STAGES = {"alerts", "devices", "geo", "ingest", "referents", "sessions", "users"
 ADAPTER_MODULES = {"api", "cli"}
 # Helpers of the entry points (HTTP, console, commands), shared by several adapters.
 ADAPTER_HELPERS = {"audit", "internal_access", "secret_input", "serving"}
+# Packages of alert_server that are entry points as a whole: the console, the phone app.
+ADAPTER_PACKAGES = {"dashboard", "phoneapp"}
 # The use cases, and the alert server's side of dispatch's hooks beside them.
 PIPELINE = {"pipeline", "dispatch_bridge", "retention"}
 COMPOSITION = {
@@ -99,8 +101,8 @@ def unit(module: str) -> str:
     parts = module.split(".")
     if parts[0] != "alert_server" or len(parts) == 1:
         return parts[0]
-    if parts[1] == "dashboard":
-        return "adapters:dashboard"
+    if parts[1] in ADAPTER_PACKAGES:
+        return f"adapters:{parts[1]}"
     if parts[1] in STAGES and len(parts) > 2 and parts[2] in ADAPTER_MODULES:
         return f"adapters:{parts[1]}"
     return f"alert_server.{parts[1]}"

@@ -43,6 +43,15 @@ def tile_origin(url: str) -> str | None:
     return f"{parts.scheme}://{host}"
 
 
+def ws_origin(url: str) -> str | None:
+    """The CSP source for the broker's WebSocket URL (``wss://mqtt.x.fr:8084/mqtt`` →
+    ``wss://mqtt.x.fr:8084``). None when empty or not ws(s)."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        return None
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
+
+
 @dataclass(frozen=True, slots=True)
 class DashboardConfig:
     secure_cookies: bool
@@ -54,6 +63,8 @@ class DashboardConfig:
     # one of `vigie demo`; None with real telephony.
     telephony_banner: str | None = None
     prefix: str = "/dashboard"
+    # The worker's app (/app/) connects to the broker over WebSocket: its origin, for the CSP.
+    broker_ws_origin: str | None = None
 
     @property
     def static_prefix(self) -> str:
@@ -86,7 +97,15 @@ class DashboardConfig:
             telephony_banner=(
                 None if settings.telephony == "twilio" else "demo" if settings.demo else "simulated"
             ),
+            broker_ws_origin=ws_origin(settings.mqtt_ws_url),
         )
+
+    def app_content_security_policy(self) -> str:
+        """The worker's app: the console's policy, plus the broker's WebSocket origin."""
+        connect = "connect-src 'self'" + (
+            f" {self.broker_ws_origin}" if self.broker_ws_origin else ""
+        )
+        return self.content_security_policy().replace("connect-src 'self'", connect)
 
     def content_security_policy(self) -> str:
         img = "'self' data:"

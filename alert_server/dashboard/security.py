@@ -29,6 +29,7 @@ class SecurityHeaders:
         self.csp = config.content_security_policy()
         self.hsts = config.secure_cookies
         self.static_prefix = config.static_prefix + "/"
+        self.app_csp = config.app_content_security_policy()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -36,6 +37,10 @@ class SecurityHeaders:
             return
         path: str = scope.get("path", "")
         csp = _DOCS_CSP if path in _DOCS_PATHS else self.csp
+        # The worker's app (alert_server.phoneapp) needs the position and the broker.
+        phone_app = path == "/app" or path.startswith("/app/")
+        if phone_app:
+            csp = self.app_csp
         static = path.startswith(self.static_prefix)
 
         async def send_with_headers(message: Message) -> None:
@@ -47,7 +52,11 @@ class SecurityHeaders:
                 headers["Referrer-Policy"] = "no-referrer"
                 headers["Cross-Origin-Opener-Policy"] = "same-origin"
                 headers["Cross-Origin-Resource-Policy"] = "same-origin"
-                headers["Permissions-Policy"] = "geolocation=(), camera=(), microphone=()"
+                headers["Permissions-Policy"] = (
+                    "geolocation=(self), camera=(), microphone=()"
+                    if phone_app
+                    else "geolocation=(), camera=(), microphone=()"
+                )
                 if self.hsts:
                     headers["Strict-Transport-Security"] = "max-age=31536000"
                 if not static and "cache-control" not in headers:

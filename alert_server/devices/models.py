@@ -45,3 +45,17 @@ class Device(SQLModel, table=True):
     last_acc_m: float | None = None
     last_pos_at: datetime | None = None
     last_pos_src: str | None = Field(default=None, max_length=10)
+
+
+class EnrolmentCode(SQLModel, table=True):
+    """A one-time link that enrols a phone (operations.md 1.1): only a SHA-256 of the code is
+    stored, so a copy of the database cannot enrol a phone. The table is created by the phone
+    app's migration branch (``alert_server/phoneapp/migrations``)."""
+
+    __tablename__ = "enrolment_code"
+
+    code_sha256: str = Field(primary_key=True, max_length=64)
+    device_id: str = Field(foreign_key="device.device_id", index=True, max_length=64)
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None

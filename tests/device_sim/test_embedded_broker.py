@@ -36,11 +36,20 @@ def embedded(tmp_path: Path) -> Iterator[EmbeddedBroker]:
 
 
 def _connect(
-    port: int, client_id: str, username: str | None, password: str | None
+    port: int,
+    client_id: str,
+    username: str | None,
+    password: str | None,
+    transport: str = "tcp",
 ) -> tuple[mqtt.Client, Any]:
     done = threading.Event()
     box: dict[str, Any] = {}
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
+    c = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        transport=transport,  # type: ignore[arg-type]
+    )
     if username is not None:
         c.username_pw_set(username, password)
 
@@ -66,12 +75,13 @@ def test_listens_on_loopback_only(embedded: EmbeddedBroker) -> None:
     assert embedded.bound_addresses() == [
         ("127.0.0.1", embedded.port),
         ("127.0.0.1", embedded.server_port),
+        ("127.0.0.1", embedded.ws_port),
     ]
     assert embedded.host == "127.0.0.1"
     if os.path.exists("/proc/net/tcp"):
         # Every listening socket on these ports: local address 0100007F (127.0.0.1), none on
         # 00000000 (0.0.0.0).
-        for port in (embedded.port, embedded.server_port):
+        for port in (embedded.port, embedded.server_port, embedded.ws_port):
             port_hex = f"{port:04X}"
             listening = []
             for path in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -118,6 +128,19 @@ def test_each_listener_admits_only_its_own_accounts(embedded: EmbeddedBroker) ->
     )
     assert not rc.is_failure
     _close(c)
+
+
+def test_websocket_listener_admits_device_accounts_only(embedded: EmbeddedBroker) -> None:
+    """The phones' MQTT over WebSocket: the devices' rules, nothing more."""
+    for client_id, username, password, refused in (
+        ("nurse-a", "nurse-a", "pw-a", False),
+        ("nurse-a", "nurse-a", "wrong", True),
+        ("nurse-b", "nurse-a", "pw-a", True),  # client id ≠ username
+        ("vigie-test", topics.SERVER_USERNAME, embedded.server_password, True),
+    ):
+        c, rc = _connect(embedded.ws_port, client_id, username, password, "websockets")
+        assert rc is not None and rc.is_failure is refused, (client_id, username, password)
+        _close(c)
 
 
 def _server_session(embedded: EmbeddedBroker, client_id: str) -> tuple[mqtt.Client, Any]:

@@ -44,11 +44,17 @@ class Client:
         *,
         clean: bool = True,
         tls_ca: Path | None = None,
+        transport: str = "tcp",
     ) -> None:
         self.rc: Any = None
         self.connected = threading.Event()
         self.disconnected = threading.Event()
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            transport=transport,  # type: ignore[arg-type]
+        )
         c.username_pw_set(username, password)
         if tls_ca is not None:
             c.tls_set(ca_certs=str(tls_ca))
@@ -168,11 +174,12 @@ def test_production_config_separates_the_listeners(tmp_path: Path) -> None:
         pytest.fail("openssl is missing (apt-get install openssl)")
     etc = tmp_path / "etc"
     _self_signed(etc / "tls")
-    device_port, server_port = free_port(), free_port()
+    device_port, server_port, ws_port = free_port(), free_port(), free_port()
     conf = (BROKER_CONFIG_DIR / "mosquitto.conf").read_text(encoding="utf-8")
     for old, new in (
         ("listener 8883\n", f"listener {device_port} 127.0.0.1\n"),
         ("listener 1883 127.0.0.1\n", f"listener {server_port} 127.0.0.1\n"),
+        ("listener 8084\n", f"listener {ws_port}\n"),
         ("/run/mosquitto/mosquitto.pid", str(tmp_path / "mosquitto.pid")),
         ("/etc/mosquitto/vigie/", f"{etc}/"),
     ):
@@ -200,6 +207,7 @@ def test_production_config_separates_the_listeners(tmp_path: Path) -> None:
         try:
             wait_for_port(device_port)
             wait_for_port(server_port)
+            wait_for_port(ws_port)
         except OSError:
             proc.kill()
             _, err = proc.communicate()
@@ -214,6 +222,15 @@ def test_production_config_separates_the_listeners(tmp_path: Path) -> None:
         for port, username, password, tls, refused in cases:
             c = Client(port, username, username, password, tls_ca=tls)
             assert c.refused is refused, (port == server_port, username)
+            c.close()
+        # The phones' listener: MQTT over WebSocket with TLS (wss://), device accounts only.
+        for username, password, refused in (
+            ("dev-p", "pw-dev", False),
+            ("dev-p", "wrong", True),
+            (SERVER_USERNAME, "pw-srv", True),
+        ):
+            c = Client(ws_port, username, username, password, tls_ca=ca, transport="websockets")
+            assert c.refused is refused, ("wss", username, password)
             c.close()
     finally:
         proc.terminate()

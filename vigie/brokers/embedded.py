@@ -22,6 +22,9 @@ What it keeps of the Mosquitto setup, and why it does not use amqtt's stock plug
   subscribe and delivery, and honours the revoked list of the ACL file.
 - **Client id = username for devices.** Mosquitto forces it (``use_username_as_clientid``);
   amqtt cannot, so a device connecting under another client id is refused.
+- **MQTT over WebSocket for phones** (``ws_port``, ``ws_url()``): a third loopback listener,
+  served by amqtt through the ``websockets`` library, admitting device accounts exactly as the
+  devices' TCP listener does.
 - **Two listeners, as with Mosquitto (``per_listener_settings true``).** The devices' port
   admits device accounts only, the servers' port (``server_port``, ``server_url()``) the
   server account only. amqtt does not tell its auth plugins which listener a connection came
@@ -70,6 +73,10 @@ LOOPBACK = "127.0.0.1"
 # amqtt requires a listener named "default": it is the devices' one.
 DEVICES_LISTENER = "default"
 SERVERS_LISTENER = "servers"
+# MQTT over WebSocket for the worker's web app (/app/): device accounts, as on "default".
+# amqtt serves it with the maintained `websockets` library (subprotocol "mqtt").
+PHONES_LISTENER = "phones"
+_DEVICE_LISTENERS = (DEVICES_LISTENER, PHONES_LISTENER)
 # The listener the connection being handled came in on (each connection is its own asyncio
 # task, and the tasks amqtt starts for the auth plugins inherit the variable).
 _LISTENER: ContextVar[str] = ContextVar("vigie_embedded_listener", default="")
@@ -163,7 +170,7 @@ def _refusal(accounts: _Accounts | None, listener: str, session: Session) -> str
     early check of ``_GuardedBroker`` and ``VigieAuthPlugin``)."""
     if accounts is None or not session.username:
         return "no account"
-    if listener not in (DEVICES_LISTENER, SERVERS_LISTENER):
+    if listener not in (*_DEVICE_LISTENERS, SERVERS_LISTENER):
         return f"unknown listener {listener!r}"
     username = session.username
     encoded = accounts.hash_for(username)
@@ -337,6 +344,7 @@ class EmbeddedBroker:
     users: Mapping[str, str] = field(default_factory=dict)  # username → plain password
     port: int = 0  # devices' listener; 0: any free port, read back after start
     server_port: int = 0  # servers' listener; 0: any free port, read back after start
+    ws_port: int = 0  # phones' MQTT-over-WebSocket listener; 0: any free port
     server_password: str = field(default_factory=broker_files.generate_password)
     max_connections: int = 0  # 0: unlimited
     quiet: bool = True  # amqtt logs every connection at INFO
@@ -351,6 +359,10 @@ class EmbeddedBroker:
         return (
             f"mqtt://{topics.SERVER_USERNAME}:{self.server_password}@{LOOPBACK}:{self.server_port}"
         )
+
+    def ws_url(self) -> str:
+        """The phones' MQTT-over-WebSocket URL (``VIGIE_MQTT_WS_URL``)."""
+        return f"ws://{LOOPBACK}:{self.ws_port}"
 
     @property
     def pid_file(self) -> None:
@@ -380,6 +392,11 @@ class EmbeddedBroker:
                     "bind": f"{LOOPBACK}:{self.server_port}",
                     "max_connections": self.max_connections,
                 },
+                PHONES_LISTENER: {
+                    "type": "ws",
+                    "bind": f"{LOOPBACK}:{self.ws_port}",
+                    "max_connections": self.max_connections,
+                },
             },
             # Only our two plugins: no anonymous plugin, no $SYS, no packet logger.
             "plugins": {
@@ -398,7 +415,7 @@ class EmbeddedBroker:
         in_memory = {u: broker_files.mosquitto_hash(p) for u, p in self.users.items()}
         in_memory[topics.SERVER_USERNAME] = broker_files.mosquitto_hash(self.server_password)
         _ACCOUNTS[self._key] = _Accounts(self.passwd_file, self.acl_file, in_memory)
-        started: concurrent.futures.Future[tuple[int, int]] = concurrent.futures.Future()
+        started: concurrent.futures.Future[tuple[int, int, int]] = concurrent.futures.Future()
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(
@@ -406,7 +423,7 @@ class EmbeddedBroker:
         )
         self._thread.start()
         try:
-            self.port, self.server_port = started.result(timeout_s)
+            self.port, self.server_port, self.ws_port = started.result(timeout_s)
         except BaseException:
             self.stop()
             raise
@@ -419,7 +436,9 @@ class EmbeddedBroker:
         return self
 
     def _run(
-        self, loop: asyncio.AbstractEventLoop, started: concurrent.futures.Future[tuple[int, int]]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        started: concurrent.futures.Future[tuple[int, int, int]],
     ) -> None:
         asyncio.set_event_loop(loop)
         try:
@@ -442,10 +461,14 @@ class EmbeddedBroker:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
-    async def _start_broker(self) -> tuple[int, int]:
+    async def _start_broker(self) -> tuple[int, int, int]:
         self._broker = _GuardedBroker(self._config(), accounts_key=self._key)
         await self._broker.start()
-        return self._bound(DEVICES_LISTENER)[0][1], self._bound(SERVERS_LISTENER)[0][1]
+        return (
+            self._bound(DEVICES_LISTENER)[0][1],
+            self._bound(SERVERS_LISTENER)[0][1],
+            self._bound(PHONES_LISTENER)[0][1],
+        )
 
     def _bound(self, listener: str) -> list[tuple[str, int]]:
         out: list[tuple[str, int]] = []
@@ -456,7 +479,11 @@ class EmbeddedBroker:
 
     def bound_addresses(self) -> list[tuple[str, int]]:
         """``(host, port)`` of every listening socket (all on 127.0.0.1), devices' first."""
-        return self._bound(DEVICES_LISTENER) + self._bound(SERVERS_LISTENER)
+        return (
+            self._bound(DEVICES_LISTENER)
+            + self._bound(SERVERS_LISTENER)
+            + self._bound(PHONES_LISTENER)
+        )
 
     def stop(self, timeout_s: float = 10.0) -> None:
         loop, thread = self._loop, self._thread

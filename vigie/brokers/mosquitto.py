@@ -56,6 +56,7 @@ class LocalMosquitto:
     data_dir: Path
     port: int = 0
     server_port: int = 0
+    ws_port: int = 0  # MQTT over WebSocket for phones (same device accounts and ACL)
     server_password: str = field(default_factory=broker_files.generate_password)
     process: subprocess.Popen[bytes] | None = None
 
@@ -83,6 +84,10 @@ class LocalMosquitto:
     def conf_file(self) -> Path:
         return self.data_dir / "mosquitto.conf"
 
+    def ws_url(self) -> str:
+        """The phones' MQTT-over-WebSocket URL (``VIGIE_MQTT_WS_URL``)."""
+        return f"ws://127.0.0.1:{self.ws_port}"
+
     def server_url(self) -> str:
         return f"mqtt://{SERVER_USERNAME}:{self.server_password}@127.0.0.1:{self.server_port}"
 
@@ -94,6 +99,7 @@ class LocalMosquitto:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
         self.server_port = self.server_port or free_port()
+        self.ws_port = self.ws_port or free_port()
         # Devices' files (vigie devices add/revoke write them): no server account in there.
         if not self.passwd_file.exists():
             broker_files.write_passwd(self.passwd_file, {})
@@ -109,6 +115,7 @@ class LocalMosquitto:
             template.format(
                 port=self.port,
                 server_port=self.server_port,
+                ws_port=self.ws_port,
                 data_dir=self.data_dir,
                 passwd_file=self.passwd_file,
                 acl_file=self.acl_file,
@@ -134,6 +141,7 @@ class LocalMosquitto:
         try:
             wait_for_port(self.port)
             wait_for_port(self.server_port)
+            wait_for_port(self.ws_port)
         except OSError as exc:
             err = b""
             if self.process.poll() is not None and self.process.stderr is not None:
