@@ -14,6 +14,7 @@ from alert_server.db import make_engine, migrate, session_scope
 from alert_server.devices import broker_files, service
 from alert_server.devices.revocation import cut_off
 from alert_server.followup.cli import app as purge_app
+from alert_server.gateways import cli as gateway_cli
 from alert_server.geo.cli import app as geo_app
 from alert_server.referents.cli import app as referents_app
 from alert_server.referents.parser import parse_directory
@@ -109,6 +110,9 @@ def devices_add(
     site_lon: Annotated[float | None, typer.Option("--site-lon")] = None,
     site_label: Annotated[str | None, typer.Option("--site-label")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Sortie JSON.")] = False,
+    gateway: Annotated[
+        str | None, typer.Option("--gateway", help="osmand : Traccar Client, traceurs (HTTP).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Enregistre un boîtier et son travailleur ; affiche une fois son mot de passe MQTT."""
@@ -120,6 +124,14 @@ def devices_add(
         new = new.validate()
     except service.DeviceInputError as exc:
         fail(str(exc))
+    if gateway is not None:
+        if (problem := gateway_cli.gateway_error(gateway)) is not None:
+            fail(problem)
+        try:
+            gateway_cli.add_osmand_device(settings, new, as_json=as_json)
+        except service.DeviceInputError as exc:
+            fail(str(exc))
+        return
     engine = make_engine(settings.database_url)
     migrate(engine)
     password = broker_files.generate_password()

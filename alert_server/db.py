@@ -34,6 +34,7 @@ VERSION_LOCATIONS = (
     Path(__file__).parent / "geo" / "migrations",
     Path(__file__).parent / "users" / "migrations",
     Path(__file__).parent / "sessions" / "migrations",
+    Path(__file__).parent / "gateways" / "migrations",
     Path(__file__).parent.parent / "dispatch" / "migrations",
 )
 # Arbitrary constant: serialises migrations when several servers start on one PostgreSQL.

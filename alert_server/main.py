@@ -22,6 +22,7 @@ from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate
 from alert_server.devices.presence import PresenceTracker
 from alert_server.followup import api as followup_api
+from alert_server.gateways.install import Gateways, install_gateways
 from alert_server.geo import service as geo_service
 from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
 from alert_server.ingest.downlink import Downlink
@@ -272,13 +273,17 @@ def _providers(settings: Settings) -> list[RadioLocator]:
 
 def create_app(settings: Settings) -> FastAPI:
     runtime = Runtime.build(settings)
+    gateways: list[Gateways] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start()
+        # Existing devices (OsmAnd, MQTT buttons): after the ingest writer, stopped before it.
+        gateways[0].start()
         try:
             yield
         finally:
+            gateways[0].stop()
             runtime.stop()
 
     app = FastAPI(title="Vigie", version="0.1.0", lifespan=lifespan)
@@ -321,6 +326,7 @@ def create_app(settings: Settings) -> FastAPI:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     install_dashboard(app, runtime)
+    gateways.append(install_gateways(app, runtime))
     register_timeline_source(dispatch_timeline.source(runtime.dispatcher))
     app.include_router(followup_api.router)
     return app
