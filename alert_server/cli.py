@@ -95,6 +95,10 @@ def server(
             for line in exc.errors:
                 typer.echo(f"vigie: erreur: {line}", err=True)
             raise typer.Exit(2) from exc
+    if problems := gateway_cli.buttons_errors(settings):
+        for line in problems:
+            typer.echo(f"vigie: erreur: {line}", err=True)
+        raise typer.Exit(2)
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

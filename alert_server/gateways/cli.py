@@ -8,7 +8,7 @@ import typer
 
 from alert_server.db import make_engine, migrate, session_scope
 from alert_server.devices import service
-from alert_server.gateways import osmand
+from alert_server.gateways import buttons, osmand
 from alert_server.settings import Settings
 from alert_server.timeutil import utcnow
 
@@ -49,3 +49,19 @@ def add_osmand_device(settings: Settings, new: service.NewDevice, *, as_json: bo
         " d'échec (pas de réseau, serveur injoignable) et sans accusé de réception sur le"
         " téléphone."
     )
+
+
+def buttons_errors(settings: Settings) -> list[str]:
+    """``VIGIE_BUTTONS_FILE`` checked before the server starts (French lines naming the line);
+    empty when it is fine or unset."""
+    if settings.buttons_file is None:
+        return []
+    engine = make_engine(settings.database_url)
+    try:
+        migrate(engine)
+        buttons.load_file(settings.buttons_file, engine)
+    except buttons.ButtonsFileError as exc:
+        return [f"VIGIE_BUTTONS_FILE: {line}" for line in exc.errors]
+    finally:
+        engine.dispose()
+    return []

@@ -6,8 +6,10 @@ start per database, not one per test)."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,8 +19,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert
-from alert_server.db import make_engine
+from alert_server.db import make_engine, migrate, session_scope
+from alert_server.devices import broker_files
+from alert_server.devices.service import NewDevice, add_device
+from alert_server.gateways import osmand
 from alert_server.localbroker import LocalMosquitto
+from alert_server.timeutil import utcnow
 from tests.conftest import PG_ADMIN_DSN, _pg_url
 from tests.support import ServerProcess, server_env, vigie
 
@@ -62,6 +68,8 @@ class Stack:
     db: Engine
     db_url: str
     dir: Path
+    # MQTT passwords of the button devices (their accounts publish the buttons' topics).
+    passwords: dict[str, str]
 
     def alerts(self, device_id: str) -> list[Alert]:
         with Session(self.db) as s:
@@ -69,6 +77,16 @@ class Stack:
             return list(s.exec(stmt))
 
     def add_osmand(self, device_id: str) -> dict[str, str]:
+        """Registered in-process (the CLI's own output is tested once, by ``add_osmand_cli``)."""
+        with session_scope(self.db, write=True) as session:
+            new = NewDevice(
+                device_id, f"Worker {device_id}", "nurse", "+33612345678", "1234", "9999"
+            )
+            add_device(session, new=new, now=utcnow())
+            ident = osmand.register(session, device_id=device_id, now=utcnow())
+        return {"device_id": device_id, "osmand_id": ident}
+
+    def add_osmand_cli(self, device_id: str) -> dict[str, str]:
         out = vigie(
             self.env,
             "devices", "add", device_id,
@@ -116,18 +134,22 @@ def stack(
             VIGIE_OSMAND_RATE_PER_S="0.01",
             VIGIE_PUBLIC_URL="https://vigie.example.fr",
         )
+        # Registered in-process (a CLI call costs seconds on a busy machine; the CLI's own
+        # output is tested once): the device, its site, its MQTT account.
+        migrate(db)
+        passwords: dict[str, str] = {}
         for device_id in BUTTONS:
-            out = vigie(
-                env,
-                "devices", "add", device_id,
-                "--worker", "Officine du port", "--role", "pharmacist", "--phone", "+33612345678",
-                "--pin", "1234", "--duress-pin", "9999", "--json",
-                "--site-lat", str(SITE[0]), "--site-lon", str(SITE[1]), "--site-label", SITE[2],
-            )  # fmt: skip
-            assert out.returncode == 0, out.stderr
+            with session_scope(db, write=True) as session:
+                new = NewDevice(
+                    device_id, "Officine du port", "pharmacist", "+33612345678", "1234", "9999",
+                    SITE[0], SITE[1], SITE[2],
+                )  # fmt: skip
+                add_device(session, new=new, now=utcnow())
+            passwords[device_id] = broker_files.generate_password()
+            broker_files.set_password(broker.passwd_file, device_id, passwords[device_id])
         broker.start()
         server = ServerProcess(env, root / "server.log").start()
-        yield Stack(broker, env, server, db, db_url, root)
+        yield Stack(broker, env, server, db, db_url, root, passwords)
     finally:
         if server is not None:
             server.stop()
@@ -136,3 +158,25 @@ def stack(
         if pg_name is not None:
             with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+
+
+@contextmanager
+def database_locked(stack: Stack) -> Iterator[None]:
+    """No alert can be committed while this holds (SQLite: the write lock; PostgreSQL: the
+    alert table)."""
+    if stack.db_url.startswith("sqlite"):
+        conn = sqlite3.connect(stack.db_url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+    else:
+        dsn = stack.db_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(dsn) as pg:
+            pg.execute("LOCK TABLE alert IN ACCESS EXCLUSIVE MODE")
+            try:
+                yield
+            finally:
+                pg.rollback()

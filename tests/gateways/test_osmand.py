@@ -4,20 +4,16 @@ limit, and requests that cannot be read (on SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
 from sqlmodel import Session
 
 from alert_server.devices.models import Device
-from tests.gateways.conftest import Stack
+from tests.gateways.conftest import Stack, database_locked
 from tests.support import wait_until
 
 
@@ -34,10 +30,11 @@ def _json(stack: Stack, body: Any) -> httpx.Response:
 
 
 def test_registration_prints_identifier_and_url(stack: Stack) -> None:
-    reg = stack.add_osmand("traccar-reg")
+    reg = stack.add_osmand_cli("traccar-reg")
     assert reg["device_id"] == "traccar-reg"
     assert reg["server_url"] == "https://vigie.example.fr/gateway/osmand"
     assert len(reg["osmand_id"]) >= 40  # a long random secret, not an 8-digit id
+    # Another registration: another secret.
     assert reg["osmand_id"] != stack.add_osmand("traccar-reg2")["osmand_id"]
 
 
@@ -212,32 +209,10 @@ def test_an_alarm_with_a_bad_field_is_kept_without_it(stack: Stack) -> None:
     assert a.pos_lat is None or a.pos_src != "gps"
 
 
-@contextmanager
-def _database_locked(stack: Stack) -> Iterator[None]:
-    """No alert can be committed while this holds (SQLite: the write lock; PostgreSQL: the
-    alert table)."""
-    if stack.db_url.startswith("sqlite"):
-        conn = sqlite3.connect(stack.db_url.removeprefix("sqlite:///"), isolation_level=None)
-        conn.execute("BEGIN EXCLUSIVE")
-        try:
-            yield
-        finally:
-            conn.execute("ROLLBACK")
-            conn.close()
-    else:
-        dsn = stack.db_url.replace("postgresql+psycopg://", "postgresql://", 1)
-        with psycopg.connect(dsn) as pg:
-            pg.execute("LOCK TABLE alert IN ACCESS EXCLUSIVE MODE")
-            try:
-                yield
-            finally:
-                pg.rollback()
-
-
 def test_an_alert_not_committed_is_not_200_and_its_retry_is_one_alert(stack: Stack) -> None:
     ident = stack.add_osmand("traccar-dbfail")["osmand_id"]
     fields = dict(id=ident, lat=45.76, lon=4.83, timestamp=int(time.time()), alarm="sos")
-    with _database_locked(stack):
+    with database_locked(stack):
         r = _form(stack, **fields)
         assert r.status_code == 503  # the client knows it failed (and may retry)
     # The database is back: the queued alert is committed, and the retry finds it.
