@@ -28,6 +28,7 @@ from alert_server.db import make_engine, migrate, session_scope
 from alert_server.devices import broker_files
 from alert_server.devices import service as devices
 from alert_server.embedded_broker import EmbeddedBroker
+from alert_server.gateways.demo import DemoGateways
 from alert_server.localbroker import REPO_ROOT, LocalMosquitto, free_port, stop_process
 from alert_server.timeutil import utcnow
 from alert_server.users import service as users
@@ -136,6 +137,7 @@ class Demo:
     fleet: list[SimDevice] = field(default_factory=list)
     password: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
+    gateways: DemoGateways | None = None
 
     def _say(self, text: str) -> None:
         self.say(text)  # type: ignore[operator]
@@ -203,9 +205,11 @@ class Demo:
                 "tourne, mais chaque alerte part vers la permanence nationale (pas de "
                 "département). Réglez VIGIE_GEO_DIR=../shared/geo pour le routage réel."
             )
+        self.gateways = DemoGateways(self.workdir, self.mosquitto)
         self._provision(env)
         self._start_server(env)
         self._start_fleet(device_port, protocol)
+        self.gateways.start(self.url)
         return self
 
     def _provision(self, env: dict[str, str]) -> None:
@@ -235,6 +239,9 @@ class Demo:
                 pw = broker_files.generate_password()
                 entries[w.device_id] = broker_files.mosquitto_hash(pw)
                 self._device_passwords[w.device_id] = pw
+            # Existing devices: a Traccar Client phone and a zigbee2mqtt button.
+            if self.gateways is not None:
+                self.gateways.provision(session, env, entries, PIN, DURESS_PIN)
             self.password = secrets.token_urlsafe(12)
             users.add_account(
                 session,
@@ -305,13 +312,17 @@ class Demo:
         # The first alert comes quickly so that a newcomer sees the chain at once.
         delay = 8.0
         while not self._stop.wait(delay):
+            delay = rng.uniform(0.6, 1.4) * self.press_every_s
+            said = self.gateways.press(rng) if self.gateways is not None else None
+            if said is not None:
+                self._say(f"{_clock()}  {said}")
+                continue
             dev = rng.choice(self.fleet)
             kind = rng.choice(kinds)
             # A detected fall skips the device's local pre-alarm here (nobody is there to
             # cancel it); the server's own verification, when configured, still applies.
             alert_id = dev.fall(cancel_window_s=0) if kind == "fall" else dev.press(kind)
             self._say(f"{_clock()}  {dev.device_id} : alerte {kind} ({alert_id[:8]}…)")
-            delay = rng.uniform(0.6, 1.4) * self.press_every_s
 
     # -- stop ----------------------------------------------------------------------------
     def wait(self) -> None:
@@ -319,6 +330,8 @@ class Demo:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.gateways is not None:
+            self.gateways.stop()
         for dev in self.fleet:
             with contextlib.suppress(Exception):
                 dev.stop()

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from device_sim import gateway_cli
 from device_sim.device import BrokerTarget, DeviceConfig, SimDevice
 from device_sim.hooks import HttpApi, http_first_notifications
 from device_sim.load import LoadConfig, LoadRun, Progress, load_passwords, write_json
@@ -410,6 +411,11 @@ def press(
         time.sleep(0.2)
         reactor.stop()
     raise typer.Exit(0 if ok else 1)
+
+
+# Devices that do not speak protocol.md (Traccar Client, MQTT buttons).
+app.command("osmand")(gateway_cli.osmand)
+app.command("button")(gateway_cli.button)
 
 
 def main() -> None:
