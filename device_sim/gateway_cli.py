@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 
 import typer
 
-from device_sim.gateways import BUTTON_KINDS, ButtonKind, MqttButton, OsmandDevice
+from device_sim.gateways import BUTTON_KINDS, ButtonKind, MqttButton, OsmandDevice, OsmandLoad
+from device_sim.stack import LocalStack
 
 
 def osmand(
@@ -53,3 +54,31 @@ def button(
     time.sleep(0.5)
     b.stop()
     typer.echo(f"Appui envoyé sur {b.topic}")
+
+
+def osmand_load(
+    stack: LocalStack, n: int, sos_rate: float, position_every_s: float, seed: int
+) -> OsmandLoad:
+    """``n`` Traccar Client phones registered in the spawned system's database."""
+    from alert_server.db import make_engine, session_scope
+    from alert_server.devices.service import NewDevice, add_device
+    from alert_server.gateways import osmand as gateway
+    from alert_server.timeutil import utcnow
+
+    engine = make_engine(stack.db_url)
+    phones = []
+    try:
+        with session_scope(engine, write=True) as session:
+            for i in range(n):
+                device_id = f"osmand-{i:05d}"
+                new = NewDevice(
+                    device_id, f"Téléphone {i}", "nurse", "+33612345678", "2468", "1357"
+                )
+                add_device(session, new=new, now=utcnow())
+                ident = gateway.register(session, device_id=device_id, now=utcnow())
+                phones.append(
+                    OsmandDevice(stack.http_url + gateway.PATH, ident, 45.76 + i * 1e-3, 4.83)
+                )
+    finally:
+        engine.dispose()
+    return OsmandLoad(phones, sos_rate=sos_rate, position_every_s=position_every_s, seed=seed)

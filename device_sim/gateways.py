@@ -160,3 +160,68 @@ class MqttButton:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class OsmandLoad:
+    """Traccar Client phones mixed into a load run: positions every ``position_every_s`` and
+    SOS requests at ``sos_rate`` per second (whole group), each answered 200 only once stored."""
+
+    def __init__(
+        self,
+        phones: list[OsmandDevice],
+        *,
+        sos_rate: float,
+        position_every_s: float,
+        seed: int = 1,
+    ) -> None:
+        import random
+
+        self.phones = phones
+        self.sos_rate = sos_rate
+        self.position_every_s = position_every_s
+        self.rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for target in (self._sos_loop, self._position_loop):
+            t = threading.Thread(target=target, name="sim-osmand", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def _sos_loop(self) -> None:
+        if self.sos_rate <= 0 or not self.phones:
+            return
+        while not self._stop.wait(self.rng.expovariate(self.sos_rate)):
+            self.rng.choice(self.phones).sos()
+
+    def _position_loop(self) -> None:
+        if not self.phones:
+            return
+        gap = self.position_every_s / len(self.phones)
+        i = 0
+        while not self._stop.wait(gap):
+            self.phones[i % len(self.phones)].position()
+            i += 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(35)
+
+    def summary(self) -> str:
+        def ms(values: list[float], p: float) -> str:
+            if not values:
+                return "—"
+            values = sorted(values)
+            return f"{values[min(len(values) - 1, int(p / 100 * len(values)))] * 1000:.0f} ms"
+
+        sos = [s for d in self.phones for s in d.sent if s[0] == "sos"]
+        pos = [s for d in self.phones for s in d.sent if s[0] == "position"]
+        ok = [s[2] for s in sos if s[1] == 200]
+        return (
+            f"Traccar Client (OsmAnd) : {len(self.phones)} téléphones, SOS {len(sos)} "
+            f"(200 après enregistrement : {len(ok)}, échecs : {len(sos) - len(ok)}, "
+            f"p50 {ms(ok, 50)}, p99 {ms(ok, 99)}), positions {len(pos)} "
+            f"(refusées : {sum(1 for s in pos if s[1] != 200)})"
+        )
