@@ -83,7 +83,14 @@ class OsmandReport:
 
     @property
     def kind(self) -> str | None:
-        return ALARM_KINDS.get((self.alarm or "").lower())
+        return alarm_kind(self.alarm)
+
+
+def alarm_kind(alarm: str | None) -> str | None:
+    """The alert kind of an alarm (Traccar joins several with commas: "sos,lowBattery")."""
+    kinds = [ALARM_KINDS.get(a.strip().lower()) for a in (alarm or "").split(",")]
+    # An SOS outranks a fall when both are reported at once.
+    return "sos" if "sos" in kinds else next((k for k in kinds if k), None)
 
 
 # -- parsing ----------------------------------------------------------------------------------
@@ -199,7 +206,7 @@ def _report(
     if len(ident) > 200:
         raise OsmandInputError("id: identifiant trop long (200 caractères au plus)")
     alarm_s = str(alarm)[:64] if isinstance(alarm, str | int) and str(alarm) else None
-    is_alarm = ALARM_KINDS.get((alarm_s or "").lower()) is not None
+    is_alarm = alarm_kind(alarm_s) is not None
     values: dict[str, Any] = {}
     for name, read in (("ts", ts), ("pos", pos), ("acc", acc), ("batt", batt)):
         try:
