@@ -1,4 +1,6 @@
-"""``vigie devices add … --gateway osmand`` (operations.md 1.1): a device without MQTT."""
+"""``vigie devices add … --gateway osmand`` (operations.md 1.1): a device without MQTT; and the
+check of ``VIGIE_BUTTONS_FILE`` before ``vigie server`` starts. The gateways themselves are
+imported only when used: every ``vigie`` command loads this module."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import typer
 
 from alert_server.db import make_engine, migrate, session_scope
 from alert_server.devices import service
-from alert_server.gateways import buttons, osmand
 from alert_server.settings import Settings
 from alert_server.timeutil import utcnow
 
@@ -26,6 +27,8 @@ def add_osmand_device(settings: Settings, new: service.NewDevice, *, as_json: bo
 
     The device gets no MQTT account: it only speaks HTTP, and its identifier is its credential.
     """
+    from alert_server.gateways import osmand  # the web stack, only when needed
+
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
@@ -56,6 +59,8 @@ def buttons_errors(settings: Settings) -> list[str]:
     empty when it is fine or unset."""
     if settings.buttons_file is None:
         return []
+    from alert_server.gateways import buttons
+
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
