@@ -4,7 +4,7 @@ server as the gateway tests): what `vigie sim`, `vigie demo` and the load run se
 from __future__ import annotations
 
 from alert_server.gateways.buttons import parse_buttons
-from device_sim.gateways import BUTTON_KINDS, MqttButton, OsmandDevice, buttons_file
+from device_sim.gateways import BUTTON_KINDS, MqttButton, OsmandDevice, OsmandLoad, buttons_file
 from tests.gateways.conftest import BUTTONS, Stack
 from tests.support import wait_until
 
@@ -44,3 +44,25 @@ def test_simulated_buttons_of_each_kind(stack: Stack) -> None:
             )
         finally:
             button.stop()
+
+
+def test_the_load_mix_of_traccar_phones(stack: Stack) -> None:
+    phones = [
+        OsmandDevice(
+            stack.server.url + "/gateway/osmand",
+            stack.add_osmand(f"sim-load-{i}")["osmand_id"],
+            45.0,
+            4.0 + i / 100,
+        )
+        for i in range(2)
+    ]
+    mix = OsmandLoad(phones, sos_rate=5.0, position_every_s=0.5, seed=3)
+    mix.start()
+    wait_until(lambda: sum(1 for p in phones for s in p.sent if s[0] == "sos") >= 3, 60, "SOS")
+    mix.stop()
+    sos = [s for p in phones for s in p.sent if s[0] == "sos"]
+    assert all(status == 200 for _, status, _ in sos)
+    stored = sum(len(stack.alerts(f"sim-load-{i}")) for i in range(2))
+    # Every SOS answered 200 is stored (two within one second may be one alert: same id).
+    assert 1 <= stored <= len(sos)
+    assert "SOS" in mix.summary() and f"{len(sos)}" in mix.summary()
