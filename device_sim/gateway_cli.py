@@ -60,7 +60,7 @@ def osmand_load(
     stack: LocalStack, n: int, sos_rate: float, position_every_s: float, seed: int
 ) -> OsmandLoad:
     """``n`` Traccar Client phones registered in the spawned system's database."""
-    from alert_server.db import make_engine, session_scope
+    from alert_server.db import make_engine, write_scope
     from alert_server.devices.service import NewDevice, add_device
     from alert_server.gateways import osmand as gateway
     from alert_server.timeutil import utcnow
@@ -68,7 +68,7 @@ def osmand_load(
     engine = make_engine(stack.db_url)
     phones = []
     try:
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             for i in range(n):
                 device_id = f"osmand-{i:05d}"
                 new = NewDevice(

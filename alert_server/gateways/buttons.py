@@ -41,7 +41,7 @@ from paho.mqtt.properties import Properties
 from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine
 
-from alert_server.db import session_scope
+from alert_server.db import read_scope
 from alert_server.devices.models import Device
 from alert_server.gateways.intake import GatewayAlert, Intake
 from alert_server.ingest.mqtt import BrokerAddress
@@ -217,7 +217,7 @@ def _parse_match(
 def check_devices(engine: Engine, buttons: list[Button], source: str) -> None:
     """Every button's device is registered and not revoked, else ``ButtonsFileError``."""
     errors: list[str] = []
-    with session_scope(engine, write=False) as session:
+    with read_scope(engine) as session:
         for b in buttons:
             device = session.get(Device, b.device_id)
             if device is None:
@@ -387,7 +387,7 @@ class ButtonBridge:
         self._resubscribe: threading.Timer | None = None
 
     def start(self) -> None:
-        with session_scope(self.engine, write=False) as session:
+        with read_scope(self.engine) as session:
             for b in self.buttons.values():
                 d = session.get(Device, b.device_id)
                 self.sites[b.device_id] = (d.site_lat, d.site_lon) if d else (None, None)

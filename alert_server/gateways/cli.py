@@ -8,7 +8,7 @@ import json
 
 import typer
 
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, write_scope
 from alert_server.devices import service
 from alert_server.settings import Settings
 from alert_server.timeutil import utcnow
@@ -32,7 +32,7 @@ def add_osmand_device(settings: Settings, new: service.NewDevice, *, as_json: bo
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             service.add_device(session, new=new, now=utcnow())
             ident = osmand.register(session, device_id=new.device_id, now=utcnow())
     finally:

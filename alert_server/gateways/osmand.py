@@ -46,7 +46,7 @@ from prometheus_client import CollectorRegistry, Counter
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from alert_server.db import session_scope
+from alert_server.db import read_scope
 from alert_server.devices.presence import LastPosition
 from alert_server.gateways.intake import GatewayAlert, Intake
 from alert_server.gateways.models import OsmandIdentity
@@ -348,7 +348,7 @@ class Identities:
             found = self._known.get(key)
         if found is not None:
             return found
-        with session_scope(self.engine, write=False) as session:
+        with read_scope(self.engine) as session:
             row = session.get(OsmandIdentity, key)
         if row is None:
             return None

@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, write_scope
 from alert_server.devices import broker_files
 from alert_server.devices.service import NewDevice, add_device
 from alert_server.gateways import osmand
@@ -78,7 +78,7 @@ class Stack:
 
     def add_osmand(self, device_id: str) -> dict[str, str]:
         """Registered in-process (the CLI's own output is tested once, by ``add_osmand_cli``)."""
-        with session_scope(self.db, write=True) as session:
+        with write_scope(self.db) as session:
             new = NewDevice(
                 device_id, f"Worker {device_id}", "nurse", "+33612345678", "1234", "9999"
             )
@@ -139,7 +139,7 @@ def stack(
         migrate(db)
         passwords: dict[str, str] = {}
         for device_id in BUTTONS:
-            with session_scope(db, write=True) as session:
+            with write_scope(db) as session:
                 new = NewDevice(
                     device_id, "Officine du port", "pharmacist", "+33612345678", "1234", "9999",
                     SITE[0], SITE[1], SITE[2],
