@@ -3,14 +3,24 @@ MQTT button, against a running server (the shapes of ``device_sim.gateways``).""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, cast
 from urllib.parse import urlsplit
 
 import typer
 
 from device_sim.gateways import BUTTON_KINDS, ButtonKind, MqttButton, OsmandDevice, OsmandLoad
+from device_sim.provision import ProvisioningError
 from device_sim.stack import LocalStack
+
+_REPO = Path(__file__).resolve().parent.parent
+# The gateway's path on the server (alert_server/gateways/osmand.py, operations.md 1.1).
+OSMAND_PATH = "/gateway/osmand"
 
 
 def osmand(
@@ -59,26 +69,34 @@ def button(
 def osmand_load(
     stack: LocalStack, n: int, sos_rate: float, position_every_s: float, seed: int
 ) -> OsmandLoad:
-    """``n`` Traccar Client phones registered in the spawned system's database."""
-    from alert_server.db import make_engine, write_scope
-    from alert_server.devices.service import NewDevice, add_device
-    from alert_server.gateways import osmand as gateway
-    from alert_server.timeutil import utcnow
-
-    engine = make_engine(stack.db_url)
+    """``n`` Traccar Client phones registered in the spawned system through ``vigie devices add
+    --gateway osmand --json`` (the simulator speaks to the server, never imports it)."""
     phones = []
-    try:
-        with write_scope(engine) as session:
-            for i in range(n):
-                device_id = f"osmand-{i:05d}"
-                new = NewDevice(
-                    device_id, f"Téléphone {i}", "nurse", "+33612345678", "2468", "1357"
-                )
-                add_device(session, new=new, now=utcnow())
-                ident = gateway.register(session, device_id=device_id, now=utcnow())
-                phones.append(
-                    OsmandDevice(stack.http_url + gateway.PATH, ident, 45.76 + i * 1e-3, 4.83)
-                )
-    finally:
-        engine.dispose()
+    for i in range(n):
+        device_id = f"osmand-{i:05d}"
+        ident = register_osmand(stack.env(), device_id, f"Téléphone {i}")
+        phones.append(OsmandDevice(stack.http_url + OSMAND_PATH, ident, 45.76 + i * 1e-3, 4.83))
     return OsmandLoad(phones, sos_rate=sos_rate, position_every_s=position_every_s, seed=seed)
+
+
+def register_osmand(env: Mapping[str, str], device_id: str, worker: str) -> str:
+    """Register one OsmAnd device with ``vigie devices add``; return its identifier."""
+    args = [
+        sys.executable, "-m", "alert_server.cli", "devices", "add", device_id,
+        "--worker", worker, "--role", "nurse", "--phone", "+33612345678",
+        "--pin", "2468", "--duress-pin", "1357", "--gateway", "osmand", "--json",
+    ]  # fmt: skip
+    for _ in range(5):
+        out = subprocess.run(
+            args, env=dict(env), capture_output=True, text=True, cwd=_REPO, timeout=120, check=False
+        )
+        # SQLite: a registration racing the server's own commits can fail at once with
+        # "database is locked"; the command writes all or nothing, so trying again is safe.
+        if out.returncode == 0 or "database is locked" not in out.stderr:
+            break
+        time.sleep(0.2)
+    if out.returncode != 0:
+        raise ProvisioningError(
+            f"vigie devices add {device_id}: {out.stderr.strip() or out.stdout.strip()}"
+        )
+    return str(json.loads(out.stdout)["osmand_id"])

@@ -44,12 +44,13 @@ from sqlalchemy import Engine
 from alert_server.db import read_scope
 from alert_server.devices.models import Device
 from alert_server.gateways.intake import GatewayAlert, Intake
-from alert_server.ingest.mqtt import BrokerAddress
-from alert_server.timeutil import utcnow
+from vigie.brokers.address import BrokerAddress
+from vigie.timeutil import utcnow
+from vigie.vocabulary import AlertKind
 
 log = logging.getLogger(__name__)
 
-KINDS = ("sos", "sos_silent")
+KINDS = (AlertKind.SOS, AlertKind.SOS_SILENT)
 _KEYS = ("device_id", "topic", "match", "kind", "availability")
 _TOPIC_RE = re.compile(r"^[^#+\x00]{1,200}$")
 
@@ -152,7 +153,7 @@ def parse_buttons(text: str, source: str) -> list[Button]:
             return str(v.value)
 
         device_id, topic = scalar("device_id"), scalar("topic")
-        kind = scalar("kind") or "sos"
+        kind = scalar("kind") or AlertKind.SOS
         availability = scalar("availability")
         if device_id is None and "device_id" not in fields:
             err(line, "« device_id » manque")

@@ -11,7 +11,7 @@ import typer
 from alert_server.db import make_engine, migrate, write_scope
 from alert_server.devices import service
 from alert_server.settings import Settings
-from alert_server.timeutil import utcnow
+from vigie.timeutil import utcnow
 
 GATEWAYS = ("osmand",)
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from alert_server.devices.presence import LastPosition, PresenceTracker
 from alert_server.ingest.handler import Inbound, Ingestor
-from alert_server.timeutil import rfc3339
+from vigie.timeutil import rfc3339
 
 
 @dataclass(frozen=True)

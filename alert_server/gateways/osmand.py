@@ -50,14 +50,15 @@ from alert_server.db import read_scope
 from alert_server.devices.presence import LastPosition
 from alert_server.gateways.intake import GatewayAlert, Intake
 from alert_server.gateways.models import OsmandIdentity
-from alert_server.timeutil import utcnow
+from vigie.timeutil import utcnow
+from vigie.vocabulary import AlertKind
 
 log = logging.getLogger(__name__)
 
 PATH = "/gateway/osmand"
 MAX_BODY_BYTES = 65_536
 # Alarm names (Traccar's and the apps') that are alerts, and their protocol.md kind.
-ALARM_KINDS = {"sos": "sos", "fall": "fall", "falldown": "fall"}
+ALARM_KINDS = {"sos": AlertKind.SOS, "fall": AlertKind.FALL, "falldown": AlertKind.FALL}
 KNOTS_TO_MS = 0.514444
 
 
@@ -90,7 +91,7 @@ def alarm_kind(alarm: str | None) -> str | None:
     """The alert kind of an alarm (Traccar joins several with commas: "sos,lowBattery")."""
     kinds = [ALARM_KINDS.get(a.strip().lower()) for a in (alarm or "").split(",")]
     # An SOS outranks a fall when both are reported at once.
-    return "sos" if "sos" in kinds else next((k for k in kinds if k), None)
+    return AlertKind.SOS if AlertKind.SOS in kinds else next((k for k in kinds if k), None)
 
 
 # -- parsing ----------------------------------------------------------------------------------

@@ -20,13 +20,13 @@ from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert
 from alert_server.db import make_engine, migrate, write_scope
-from alert_server.devices import broker_files
 from alert_server.devices.service import NewDevice, add_device
 from alert_server.gateways import osmand
-from alert_server.localbroker import LocalMosquitto
-from alert_server.timeutil import utcnow
 from tests.conftest import PG_ADMIN_DSN, _pg_url
 from tests.support import ServerProcess, server_env, vigie
+from vigie.brokers import files as broker_files
+from vigie.brokers.mosquitto import LocalMosquitto
+from vigie.timeutil import utcnow
 
 DIRECTORY = """\
 version: 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from alert_server.devices import broker_files
 from alert_server.gateways.buttons import acl_rules, parse_buttons
 from tests.gateways.conftest import buttons_yaml
+from vigie.brokers import files as broker_files
 
 
 def test_buttons_block_is_kept_and_not_read_as_revoked(tmp_path: Path) -> None:

@@ -60,8 +60,8 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import format_client_message, gen_client_id
 
-from alert_server.devices import broker_files
-from alert_server.ingest import topics
+from vigie import topics
+from vigie.brokers import files as broker_files
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from sqlmodel import Session
 
-from alert_server.devices import broker_files
 from alert_server.devices import service as devices
 from alert_server.gateways import osmand
-from alert_server.localbroker import LocalMosquitto
-from alert_server.timeutil import utcnow
 from device_sim.gateways import MqttButton, OsmandDevice, buttons_file
+from vigie.brokers import files as broker_files
+from vigie.brokers.mosquitto import LocalMosquitto
+from vigie.timeutil import utcnow
 
 TRACCAR = ("demo-traccar", "Sofia Garnier", "+33612000007", (45.7640, 4.8357))
 BUTTON = ("demo-bouton-port", "Claire Rossi", "+33612000008", (43.2953, 5.3747))
