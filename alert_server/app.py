@@ -26,6 +26,7 @@ from alert_server.devices.presence import PresenceTracker
 from alert_server.dispatch_bridge import DispatchBridge
 from alert_server.followup import api as followup_api
 from alert_server.followup.verification import WorkerOkBridge
+from alert_server.gateways.install import Gateways, install_gateways
 from alert_server.geo import service as geo_service
 from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
 from alert_server.ingest.downlink import Downlink
@@ -272,13 +273,25 @@ def _providers(settings: Settings) -> list[RadioLocator]:
 
 def create_app(settings: Settings) -> FastAPI:
     runtime = Runtime.build(settings)
+    # Existing devices (OsmAnd, MQTT buttons): through the same ingest writer as MQTT uplinks.
+    gateways = Gateways(
+        settings=settings,
+        engine=runtime.engine,
+        ingestor=runtime.ingestor,
+        presence=runtime.presence,
+        on_position=runtime.pipeline.on_position,
+        registry=runtime.metrics.registry,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         runtime.start()
+        # Existing devices (OsmAnd, MQTT buttons): after the ingest writer, stopped before it.
+        gateways.start()
         try:
             yield
         finally:
+            gateways.stop()
             runtime.stop()
 
     app = FastAPI(title="Vigie", version="0.1.0", lifespan=lifespan)
@@ -326,6 +339,7 @@ def create_app(settings: Settings) -> FastAPI:
         timeline_sources=[dispatch_timeline.source(runtime.dispatcher)],
     )
     install_phone_app(app)
+    install_gateways(app, gateways)
     app.include_router(followup_api.router)
     app.include_router(audit_trail.router)
     install_internal_access(app, runtime)

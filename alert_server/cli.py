@@ -105,8 +105,13 @@ def server(
             for line in exc.errors:
                 typer.echo(f"vigie: erreur: {line}", err=True)
             raise typer.Exit(2) from exc
+    from alert_server.gateways import cli as gateway_cli
     from alert_server.serving import uvicorn_options
 
+    if problems := gateway_cli.buttons_errors(settings):
+        for line in problems:
+            typer.echo(f"vigie: erreur: {line}", err=True)
+        raise typer.Exit(2)
     try:
         # Live streams end by themselves on stop (dashboard.stream); the grace period is the
         # backstop for any response that would not, so that a stop never hangs.
@@ -158,12 +163,16 @@ def devices_add(
     site_lon: Annotated[float | None, typer.Option("--site-lon")] = None,
     site_label: Annotated[str | None, typer.Option("--site-label")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Sortie JSON.")] = False,
+    gateway: Annotated[
+        str | None, typer.Option("--gateway", help="osmand : Traccar Client, traceurs (HTTP).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Enregistre un boîtier et son travailleur ; affiche une fois son mot de passe MQTT."""
     from alert_server.audit import record_cli
     from alert_server.db import make_engine, migrate, write_scope
     from alert_server.devices import service
+    from alert_server.gateways import cli as gateway_cli
     from alert_server.secret_input import SecretInputError, read_secret
     from vigie.brokers import files as broker_files
     from vigie.timeutil import utcnow
@@ -184,6 +193,14 @@ def devices_add(
         new = new.validate()
     except service.DeviceInputError as exc:
         fail(str(exc))
+    if gateway is not None:
+        if (problem := gateway_cli.gateway_error(gateway)) is not None:
+            fail(problem)
+        try:
+            gateway_cli.add_osmand_device(settings, new, as_json=as_json)
+        except service.DeviceInputError as exc:
+            fail(str(exc))
+        return
     engine = make_engine(settings.database_url)
     migrate(engine)
     password = broker_files.generate_password()

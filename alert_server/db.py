@@ -47,6 +47,7 @@ VERSION_LOCATIONS = (
     Path(__file__).parent / "users" / "migrations",
     Path(__file__).parent / "sessions" / "migrations",
     Path(__file__).parent / "phoneapp" / "migrations",
+    Path(__file__).parent / "gateways" / "migrations",
     Path(__file__).parent.parent / "dispatch" / "migrations",
 )
 

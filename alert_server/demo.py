@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from alert_server.db import make_engine, migrate, write_scope
+from alert_server.demo_gateways import DemoGateways
 from alert_server.devices import enrol
 from alert_server.devices import service as devices
 from alert_server.users import service as users
@@ -142,6 +143,7 @@ class Demo:
     password: str = ""
     phone_enrol_url: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
+    gateways: DemoGateways | None = None
 
     def _say(self, text: str) -> None:
         self.say(text)  # type: ignore[operator]
@@ -218,6 +220,7 @@ class Demo:
                 "tourne, mais chaque alerte part vers la permanence nationale (pas de "
                 "département). Réglez VIGIE_GEO_DIR=../shared/geo pour le routage réel."
             )
+        self.gateways = DemoGateways(self.workdir, self.mosquitto)
         self._provision(env)
         # The phone's device costs two argon2 hashes (about a second each on a busy machine):
         # done while the server starts (argon2 leaves the GIL), so that the demo is not ready
@@ -232,6 +235,7 @@ class Demo:
         if not self.phone_enrol_url:
             self.stop()
             raise RuntimeError("le boîtier du téléphone de démonstration n'a pas pu être créé")
+        self.gateways.start(self.url)
         return self
 
     def _provision(self, env: dict[str, str]) -> None:
@@ -261,6 +265,9 @@ class Demo:
                 pw = broker_files.generate_password()
                 entries[w.device_id] = broker_files.mosquitto_hash(pw)
                 self._device_passwords[w.device_id] = pw
+            # Existing devices: a Traccar Client phone and a zigbee2mqtt button.
+            if self.gateways is not None:
+                self.gateways.provision(session, env, entries, PIN, DURESS_PIN)
             self.password = secrets.token_urlsafe(12)
             users.add_account(
                 session,
@@ -356,13 +363,17 @@ class Demo:
         # The first alert comes quickly so that a newcomer sees the chain at once.
         delay = 8.0
         while not self._stop.wait(delay):
+            delay = rng.uniform(0.6, 1.4) * self.press_every_s
+            said = self.gateways.press(rng) if self.gateways is not None else None
+            if said is not None:
+                self._say(f"{_clock()}  {said}")
+                continue
             dev = rng.choice(self.fleet)
             kind = rng.choice(kinds)
             # A detected fall skips the device's local pre-alarm here (nobody is there to
             # cancel it); the server's own verification, when configured, still applies.
             alert_id = dev.fall(cancel_window_s=0) if kind == "fall" else dev.press(kind)
             self._say(f"{_clock()}  {dev.device_id} : alerte {kind} ({alert_id[:8]}…)")
-            delay = rng.uniform(0.6, 1.4) * self.press_every_s
 
     # -- stop ----------------------------------------------------------------------------
     def wait(self) -> None:
@@ -370,6 +381,8 @@ class Demo:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.gateways is not None:
+            self.gateways.stop()
         for dev in self.fleet:
             with contextlib.suppress(Exception):
                 dev.stop()

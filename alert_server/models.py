@@ -9,6 +9,7 @@ from sqlmodel import SQLModel
 import alert_server.alerts.models
 import alert_server.devices.models
 import alert_server.followup.models
+import alert_server.gateways.models
 import alert_server.geo.models
 import alert_server.referents.models
 import alert_server.sessions.models

@@ -149,6 +149,24 @@ class Settings(BaseSettings):
     # Log lines: "json" (one JSON object per line, for a collector) or "plain" (a person).
     log_format: str = Field(default="json", pattern="^(json|plain)$")
 
+    # --- Existing devices (alert_server/gateways) -------------------------------------------
+    # OsmAnd gateway (Traccar Client, Traccar's forwarding): how long a request carrying an
+    # alarm waits for its commit before it is answered 503 (the alert stays queued and is
+    # stored as soon as the database allows; a retry is then a repeat).
+    gateway_commit_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    # Positions and heartbeats per identifier: this many per second on average, bursts up to
+    # osmand_burst (a client emptying its offline buffer). Alarms are never rate-limited.
+    osmand_rate_per_s: float = Field(default=1.0, gt=0)
+    osmand_burst: int = Field(default=60, ge=1)
+    # MQTT buttons that already exist (Shelly, zigbee2mqtt, Tasmota): YAML, operations.md 1.1.
+    buttons_file: Path | None = None
+    # Where a press waits (one fsynced file each) until its alert is committed; default: a
+    # ".vigie-buttons-journal" folder next to VIGIE_BUTTONS_FILE.
+    buttons_journal_dir: Path | None = None
+    # The servers' listener ACL (broker_config/servers.acl) that the server rewrites with
+    # read access to exactly the configured button topics; unset: not written.
+    broker_servers_acl_file: Path | None = None
+
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Settings from keyword overrides, then the environment, then the TOML file (``--config``).

@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
+from device_sim import gateway_cli
 from device_sim.device import BrokerTarget, DeviceConfig, SimDevice
 from device_sim.hooks import HttpApi, http_first_notifications
 from device_sim.load import LoadConfig, LoadRun, Progress, load_passwords, write_json
@@ -270,6 +271,12 @@ def load(
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Écrire le rapport en JSON.")
     ] = None,
+    osmand_phones: Annotated[
+        int, typer.Option("--osmand", min=0, help="Téléphones Traccar Client en plus (--spawn).")
+    ] = 0,
+    osmand_rate: Annotated[
+        float, typer.Option("--osmand-sos-rate", min=0.0, help="Leurs SOS par seconde.")
+    ] = 0.2,
 ) -> None:
     """Charge : N boîtiers, battements de cœur, alertes au hasard ; latences et pertes."""
     cfg = LoadConfig(
@@ -335,11 +342,21 @@ def load(
             progress=Progress(),
         )
         signal.signal(signal.SIGINT, lambda *a: run_.stop())
-        report = run_.run()
+        phones = None
+        if osmand_phones and stack is not None:
+            phones = gateway_cli.osmand_load(stack, osmand_phones, osmand_rate, hb_interval, seed)
+            phones.start()
+        try:
+            report = run_.run()
+        finally:
+            if phones is not None:
+                phones.stop()
     finally:
         if stack is not None:
             stack.stop()
     typer.echo(report.summary())
+    if phones is not None:
+        typer.echo(phones.summary())
     if json_out is not None:
         write_json(report, json_out)
     raise typer.Exit(0 if report.alerts_lost == 0 else 1)
@@ -410,6 +427,11 @@ def press(
         time.sleep(0.2)
         reactor.stop()
     raise typer.Exit(0 if ok else 1)
+
+
+# Devices that do not speak protocol.md (Traccar Client, MQTT buttons).
+app.command("osmand")(gateway_cli.osmand)
+app.command("button")(gateway_cli.button)
 
 
 def main() -> None:

@@ -15,15 +15,18 @@ From the bottom up:
   is gone, so that the list is kept true).
 - ``pipeline`` (and ``dispatch_bridge``, dispatch's hooks; ``retention``, the whole purge):
   the use cases, written out; may use every stage.
-- the adapters: the console (``dashboard``), the phone app (``phoneapp``) and each stage's
-  HTTP router and commands (``<stage>/api.py``, ``<stage>/cli.py``), and the edge helpers they
-  share (``audit``: who did what, from the API, console and commands; ``internal_access``: who
-  may read /metrics and /docs; ``secret_input``: a secret typed or piped to a command;
-  ``serving``: uvicorn's options); may use the pipeline and any stage.
+- the adapters: the console (``dashboard``), the phone app (``phoneapp``), the gateways of
+  devices that already exist (``gateways``: OsmAnd over HTTP, MQTT buttons, both into the
+  ingest writer) and each stage's HTTP router and commands (``<stage>/api.py``,
+  ``<stage>/cli.py``), and the edge helpers they share (``audit``: who did what, from the API,
+  console and commands; ``internal_access``: who may read /metrics and /docs; ``secret_input``:
+  a secret typed or piped to a command; ``serving``: uvicorn's options); may use the pipeline
+  and any stage.
 - the composition: ``app`` (the one composition root), ``background``, ``cli`` (its
   ``lazy_cli`` loader of sub-commands, and ``broker_cli``, its ``vigie broker`` commands),
-  ``demo``, ``models`` (every table), ``safety``, ``migrations``, ``logging_setup`` (the
-  process's log handlers): build and wire everything.
+  ``demo``, ``demo_gateways`` (the demo's existing devices), ``models`` (every table),
+  ``safety``, ``migrations``, ``logging_setup`` (the process's log handlers): build and wire
+  everything.
 
 No cycle between any two of these units.
 """
@@ -42,8 +45,9 @@ STAGES = {"alerts", "devices", "geo", "ingest", "referents", "sessions", "users"
 ADAPTER_MODULES = {"api", "cli"}
 # Helpers of the entry points (HTTP, console, commands), shared by several adapters.
 ADAPTER_HELPERS = {"audit", "internal_access", "secret_input", "serving"}
-# Packages of alert_server that are entry points as a whole: the console, the phone app.
-ADAPTER_PACKAGES = {"dashboard", "phoneapp"}
+# Packages of alert_server that are entry points as a whole: the console, the phone app, the
+# gateways (HTTP/MQTT into ingest/pipeline).
+ADAPTER_PACKAGES = {"dashboard", "phoneapp", "gateways"}
 # The use cases, and the alert server's side of dispatch's hooks beside them.
 PIPELINE = {"pipeline", "dispatch_bridge", "retention"}
 COMPOSITION = {
@@ -53,6 +57,7 @@ COMPOSITION = {
     "lazy_cli",
     "broker_cli",
     "demo",
+    "demo_gateways",
     "models",
     "safety",
     "migrations",
@@ -252,3 +257,4 @@ def test_the_graph_sees_imports_inside_functions_and_cycles() -> None:
     assert cycles({("a", "b"): {"x"}, ("b", "c"): {"y"}, ("c", "a"): {"z"}}) == [["a", "b", "c"]]
     assert unit("alert_server.alerts.api") == "adapters:alerts"
     assert kind(unit("alert_server.geo.index")) == "stage"
+    assert unit("alert_server.gateways.osmand") == "adapters:gateways"

@@ -63,6 +63,16 @@ def test_demo_starts_serves_and_stops_cleanly(tmp_path: Path, broker: str) -> No
 
         # The fleet presses, the server stores and escalates (to the simulated telephony).
         wait_until(routed, 300, "an alert from the simulated fleet escalated")
+
+        def stored_from(device_id: str) -> bool:
+            with Session(engine) as s:
+                return s.exec(select(Alert).where(Alert.device_id == device_id)).first() is not None
+
+        # Existing devices too: a Traccar Client phone (OsmAnd), and with Mosquitto a
+        # zigbee2mqtt button through the bridge.
+        wait_until(lambda: stored_from("demo-traccar"), 300, "an SOS from Traccar Client")
+        if broker == "mosquitto":
+            wait_until(lambda: stored_from("demo-bouton-port"), 300, "a zigbee2mqtt press")
         engine.dispose()
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)

@@ -54,8 +54,9 @@ class Inbound:
     device_id: str
     suffix: str
     payload: bytes
-    # None once the broker has its PUBACK already (a cancel, acknowledged at its PIN check).
-    token: AckToken | None
+    # None once the broker has its PUBACK already (a cancel, acknowledged at its PIN check);
+    # a callable for a gateway's message (``submit``): called once the message is committed.
+    token: AckToken | Callable[[], None] | None
     received_at: datetime
     # A cancel, read and its PIN checked (off the writer) before it reaches the writer.
     cancel: payloads.CancelMsg | None = None
@@ -284,8 +285,16 @@ class Ingestor:
         self._ack = ack
 
     def _ack_item(self, item: Inbound) -> None:
-        if item.token is not None:
+        if isinstance(item.token, AckToken):
             self._ack(item.token)
+        elif item.token is not None:
+            item.token()
+
+    def submit(self, item: Inbound) -> None:
+        """A message from a gateway (alert_server/gateways): the same writer, storage and
+        rules as an MQTT uplink; ``item.token`` is called once its effect is committed."""
+        self._queue.put(item)
+        self.metrics.ingest_queue.set(self._queue.qsize())
 
     # -- paho thread ---------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, retain: bool, token: AckToken) -> None:

@@ -279,6 +279,8 @@ def test_devices_coverage_audit_and_outlines(console_app: ApiStack) -> None:
         devices = c.get("/dashboard/devices").text
         assert "nurse-0042" in devices and "Hors ligne" in devices
         assert "Durand" not in devices and "Inès" not in devices  # no name on the fleet list
+        # Traccar Client's SOS is one request, never retried: the page says so.
+        assert "sans nouvel essai en cas d'échec" in devices
         coverage = c.get("/dashboard/coverage").text
         assert "Répertoire non chargé" in coverage
         audit = c.get("/dashboard/audit").text

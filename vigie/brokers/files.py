@@ -126,27 +126,43 @@ pattern write {PREFIX}/%u/status
 pattern read {PREFIX}/%u/cmd
 """
 _REVOKED_MARKER = "# --- revoked devices (deny is checked before any grant) ---"
+# Written by the server at start from VIGIE_BUTTONS_FILE (alert_server/gateways/buttons.py).
+_BUTTONS_MARKER = (
+    "# --- MQTT buttons (VIGIE_BUTTONS_FILE): each device account, its button's topics ---"
+)
 
 
-def render_acl(revoked: list[str]) -> str:
+def render_acl(revoked: list[str], buttons: str = "") -> str:
     """The devices' ACL (``VIGIE_BROKER_ACL_FILE``), with a deny block per revoked device."""
     lines = [_ACL_HEADER, _REVOKED_MARKER]
     for device_id in sorted(set(revoked)):
         lines.append(f"user {device_id}\ntopic deny {PREFIX}/{device_id}/#\ntopic deny #")
+    if buttons:
+        lines += [_BUTTONS_MARKER, buttons.rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
-def render_servers_acl() -> str:
-    """The servers' listener ACL (``broker_config/servers.acl``): the server account only."""
+def read_buttons_block(path: Path) -> str:
+    if not path.exists():
+        return ""
+    text = path.read_text(encoding="utf-8")
+    return text.split(_BUTTONS_MARKER, 1)[1].lstrip("\n") if _BUTTONS_MARKER in text else ""
+
+
+def render_servers_acl(extra: str = "") -> str:
+    """The servers' listener ACL (``broker_config/servers.acl``): the server account only
+    (``extra``: the read rules of the configured MQTT buttons, after the server's own)."""
     return (
         "# Vigie broker ACL for the SERVERS' listener (Mosquitto 2.0 acl_file): only server\n"
         "# accounts log in there (their own password file). Generated from\n"
-        "# vigie/brokers/files.py; tests/integration/test_listeners.py checks it.\n" + _SERVER_RULES
+        "# vigie/brokers/files.py; tests/integration/test_listeners.py checks it.\n"
+        + _SERVER_RULES
+        + extra
     )
 
 
-def write_servers_acl(path: Path) -> None:
-    _atomic_write(path, render_servers_acl())
+def write_servers_acl(path: Path, extra: str = "") -> None:
+    _atomic_write(path, render_servers_acl(extra))
 
 
 def read_revoked(path: Path) -> list[str]:
@@ -155,12 +171,15 @@ def read_revoked(path: Path) -> list[str]:
     text = path.read_text(encoding="utf-8")
     if _REVOKED_MARKER not in text:
         return []
-    tail = text.split(_REVOKED_MARKER, 1)[1]
+    tail = text.split(_REVOKED_MARKER, 1)[1].split(_BUTTONS_MARKER, 1)[0]
     return [ln.split()[1] for ln in tail.splitlines() if ln.startswith("user ")]
 
 
-def write_acl(path: Path, revoked: list[str]) -> None:
-    _atomic_write(path, render_acl(revoked))
+def write_acl(path: Path, revoked: list[str], buttons: str | None = None) -> None:
+    """``buttons``: the buttons' block (None: keep the one the file has)."""
+    _atomic_write(
+        path, render_acl(revoked, read_buttons_block(path) if buttons is None else buttons)
+    )
 
 
 def reload_broker(pid_file: Path | None) -> bool:
