@@ -136,6 +136,9 @@ def devices_add(
             if acl is not None:
                 revoked = [d for d in broker_files.read_revoked(acl) if d != new.device_id]
                 broker_files.write_acl(acl, revoked)
+            if settings.rabbitmq_api_url:
+                # RabbitMQ (VIGIE_INGEST=amqp): the account and its topic permissions.
+                _rabbit_accounts(settings.rabbitmq_api_url, "add", new.device_id, password)
     except service.DeviceInputError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -169,6 +172,23 @@ def devices_add(
         typer.echo(
             "Note : rechargez le broker (systemctl reload mosquitto) pour activer le compte."
         )
+
+
+def _rabbit_accounts(api_url: str, action: str, device_id: str, password: str = "") -> int:
+    """A device's account on RabbitMQ (``devices.rabbitmq_accounts``); a French error on
+    failure (inside ``devices add``'s transaction, so nothing is half-registered)."""
+    from alert_server.devices.rabbitmq_accounts import BrokerAccountError, RabbitAccounts
+
+    accounts = RabbitAccounts(api_url)
+    try:
+        if action == "add":
+            accounts.add_device(device_id, password)
+            return 1
+        return accounts.remove_device(device_id)
+    except BrokerAccountError as exc:
+        fail(f"broker RabbitMQ : {exc}")
+    finally:
+        accounts.close()
 
 
 @devices_app.command("list")
@@ -227,6 +247,8 @@ def devices_revoke(
     finally:
         engine.dispose()
     kicked = False
+    if settings.rabbitmq_api_url:
+        kicked = _rabbit_accounts(settings.rabbitmq_api_url, "remove", device_id) > 0
     if settings.broker_passwd_file is not None and settings.broker_acl_file is not None:
         kicked = cut_off(
             device_id=device_id,

@@ -104,6 +104,8 @@ topic read {PREFIX}/+/pos
 topic read {PREFIX}/+/status
 topic write {PREFIX}/+/cmd
 topic read $SYS/#
+# The subscription probe (alert_server/ingest/probe.py): each server sends itself a message.
+topic readwrite vigie/v1/probe/#
 """
 
 _ACL_HEADER = f"""\
