@@ -19,12 +19,13 @@ from tests.support import ServerProcess, add_device, alert_payload, vigie, wait_
 
 
 def _stored(db_url: str, alert_id: str) -> int:
+    table = Alert.__table__  # type: ignore[attr-defined]
     engine = make_engine(db_url)
     try:
         with engine.connect() as conn:
             return int(
                 conn.execute(
-                    select(func.count()).select_from(Alert).where(Alert.alert_id == alert_id)
+                    select(func.count()).select_from(table).where(table.c.alert_id == alert_id)
                 ).scalar_one()
             )
     finally:
@@ -53,7 +54,7 @@ def test_amqp_ingest_stores_once_and_answers_through_amq_topic(
         alert_id = str(uuid.uuid4())
         for _ in range(3):  # the device repeats its alert: one row
             device.publish("alert", alert_payload(alert_id))
-        wait_until(lambda: device.received("alert.received", alert_id), 60, "alert.received")
+        wait_until(lambda: bool(device.received("alert.received", alert_id)), 60, "alert.received")
         wait_until(lambda: _stored(db_url, alert_id) == 1, 30, "alert stored")
         # Every message acknowledged after its commit: nothing left unacknowledged.
         wait_until(
