@@ -33,7 +33,7 @@ from tests.rabbit.cluster import RabbitCluster, RabbitNode
 from tests.rabbit.conftest import rabbit3  # noqa: F401  (the 3-node cluster)
 from tests.rabbit.proxy import TcpFront
 from tests.rabbit.support import amqp_env
-from tests.support import wait_until
+from tests.support import ServerProcess, wait_until
 
 QUEUE = "vigie.uplink"
 
@@ -81,6 +81,18 @@ class RabbitStack(ChaosStack):
         )
         env.update(extra)
         return env
+
+    def start_servers(self, n: int = 1, **extra: str) -> list[ServerProcess]:
+        """One after the other, each with ``ServerProcess``'s wide readiness deadline."""
+        for i in range(n):
+            port = free_port()
+            server = ServerProcess(
+                self.server_env(i, port, **extra), self.workdir / f"server-{i}.log", port=port
+            )
+            self.servers.append(server)
+            server.start()
+        self.twilio.webhook_base = self.servers[0].url
+        return self.servers
 
 
 @pytest.fixture
