@@ -33,11 +33,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alert_server.localbroker import LocalMosquitto  # noqa: E402
-from benchmarks.benchlib import machine_info, postgres_version, write_json  # noqa: E402
-from tests.rabbit.cluster import RabbitCluster  # noqa: E402
-from tests.rabbit.support import amqp_env  # noqa: E402
-from tests.support import ServerProcess, server_env, wait_until  # noqa: E402
+from alert_server.localbroker import LocalMosquitto
+from benchmarks.benchlib import machine_info, postgres_version, write_json
+from tests.rabbit.cluster import RabbitCluster
+from tests.rabbit.support import amqp_env
+from tests.support import ServerProcess, server_env, wait_until
 
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
 
