@@ -123,6 +123,9 @@ def active_consumer(cluster: RabbitCluster) -> str | None:
 
 
 @pytest.mark.postgres
+# A 3-node cluster start, three servers, 60 s of pressing, a node restart and the drain: longer
+# than the suite's default time-out on a busy machine.
+@pytest.mark.timeout(900)
 def test_rabbitmq_cluster_node_leader_and_server_killed(
     rabbit_stack: RabbitStack, communes: CommuneIndex
 ) -> None:
