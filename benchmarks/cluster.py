@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,10 @@ class Fleet:
         for _, c in self.clients:
             c.disconnect()
             c.loop_stop()
+
+
+def _healthy(server: ServerProcess) -> Callable[[], bool]:
+    return lambda: server.health()[0] == 200
 
 
 def _alerts_in(db_url: str) -> int:
@@ -173,7 +178,8 @@ def run_broker(kind: str, counts: list[int], args: argparse.Namespace, work: Pat
                     s = ServerProcess(env, work / f"{kind}-{n}-{i}.log")
                     servers.append(s)
                     # The first migrates alone.
-                    s.start(wait_healthy=True)
+                    s.start(wait_healthy=False)
+                    wait_until(_healthy(s), 600, f"{kind} server {i}")
                 fleet = Fleet(ids, passwords, ports)
                 fig = measure(servers, fleet, db_url, args.alerts, args.heartbeats)
                 fig.update(broker=kind, servers=n)

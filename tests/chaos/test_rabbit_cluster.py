@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -55,6 +55,10 @@ def fleet(seed: int) -> LoadConfig:
     )
 
 
+def _healthy(server: ServerProcess) -> Callable[[], bool]:
+    return lambda: server.health()[0] == 200
+
+
 class RabbitStack(ChaosStack):
     """``ChaosStack`` whose servers consume the cluster's quorum queue."""
 
@@ -83,14 +87,16 @@ class RabbitStack(ChaosStack):
         return env
 
     def start_servers(self, n: int = 1, **extra: str) -> list[ServerProcess]:
-        """One after the other, each with ``ServerProcess``'s wide readiness deadline."""
+        """One after the other, each with a readiness deadline wider still than
+        ``ServerProcess``'s (a cluster of three Erlang nodes shares the machine)."""
         for i in range(n):
             port = free_port()
             server = ServerProcess(
                 self.server_env(i, port, **extra), self.workdir / f"server-{i}.log", port=port
             )
             self.servers.append(server)
-            server.start()
+            server.start(wait_healthy=False)
+            wait_until(_healthy(server), 600, f"server-{i} /healthz 200")
         self.twilio.webhook_base = self.servers[0].url
         return self.servers
 
