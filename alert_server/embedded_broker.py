@@ -77,8 +77,9 @@ _LISTENER: ContextVar[str] = ContextVar("vigie_embedded_listener", default="")
 _REFUSED_PREFIX = "refused/"
 
 _DEVICE_WRITE_SUFFIXES = topics.UPLINKS
-_SERVER_READ = (*(f"{topics.PREFIX}/+/{s}" for s in topics.UPLINKS), "$SYS/#")
-_SERVER_WRITE = (f"{topics.PREFIX}/+/cmd",)
+# ``vigie/v1/probe/#``: each server's subscription probe (alert_server/ingest/probe.py).
+_SERVER_READ = (*(f"{topics.PREFIX}/+/{s}" for s in topics.UPLINKS), "$SYS/#", "vigie/v1/probe/#")
+_SERVER_WRITE = (f"{topics.PREFIX}/+/cmd", "vigie/v1/probe/#")
 
 
 def _levels_cover(allowed: str, requested: str) -> bool:
