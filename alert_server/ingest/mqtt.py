@@ -143,6 +143,10 @@ class MqttLink:
         share = f"$share/{shared_group}/" if shared_group else ""
         self._probe_filter = f"{share}{self._probe_topic}"
         self.probe = SubscriptionProbe(f"MQTT {self._probe_filter}", clock=time.monotonic)
+        if not shared_group:
+            # A plain subscription is what every MQTT broker delivers: the probe is for
+            # ``$share``, which some brokers accept and never deliver (RabbitMQ 3.x).
+            self.probe.ok.set()
         if self.v5:
             client = mqtt.Client(
                 mqtt.CallbackAPIVersion.VERSION2,
@@ -236,8 +240,9 @@ class MqttLink:
             return
         self.acks.new_connection()
         client.subscribe(topics.subscriptions(self.shared_group))
-        client.subscribe(self._probe_filter, qos=1)
-        client.publish(self._probe_topic, self.probe.new_nonce(), qos=1)
+        if self.shared_group:
+            client.subscribe(self._probe_filter, qos=1)
+            client.publish(self._probe_topic, self.probe.new_nonce(), qos=1)
         log.info(
             "connected to broker %s:%s (session present: %s)",
             self.address.host,

@@ -134,7 +134,7 @@ def test_probe_refuses_healthy_on_rabbitmq_shared_subscription(
         {**base, "VIGIE_MQTT_CLIENT_ID": "vigie-server-p"}, tmp_path / "plain.log"
     ).start(wait_healthy=False)
     try:
-        # The same broker without $share: the probe comes back (the probe is not always red).
+        # The same broker without $share is healthy.
         wait_until(lambda: plain.health()[0] == 200, 180, "plain server healthy")
         wait_until(lambda: "ne le livre pas" in shared.log(), 180, "probe failure logged")
         status, body = shared.health()
