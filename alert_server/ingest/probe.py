@@ -1,5 +1,6 @@
 """The subscription probe (operations.md 1.1): a server sends a message to itself through the
-broker at every (re)connection and reports healthy only once it has come back.
+broker at every (re)connection (on MQTT when it uses a shared group; on AMQP always) and
+reports healthy only once it has come back.
 
 Why: RabbitMQ 3.10's MQTT plugin accepts a ``$share/…`` subscription (SUBACK "granted QoS 1")
 and then delivers nothing to it. A server configured with a shared group on that broker would
