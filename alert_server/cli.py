@@ -10,7 +10,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.devices import broker_files, service
 from alert_server.devices.revocation import cut_off
 from alert_server.followup.cli import app as purge_app
@@ -126,7 +126,7 @@ def devices_add(
     passwd, acl = settings.broker_passwd_file, settings.broker_acl_file
     wrote_passwd = False
     try:
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             service.add_device(session, new=new, now=utcnow())
             # Broker files are written inside the transaction: if they cannot be written the
             # device is not registered, and if the commit fails they are rolled back below.
@@ -200,7 +200,7 @@ def devices_list(
     settings = _settings(config)
     engine = make_engine(settings.database_url)
     migrate(engine)
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         rows = service.list_devices(session)
         out = [
             {
@@ -240,7 +240,7 @@ def devices_revoke(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             service.revoke_device(session, device_id=device_id, now=utcnow())
     except service.DeviceInputError as exc:
         fail(str(exc))
@@ -337,7 +337,7 @@ def devices_victim_support(
     engine = make_engine(settings.database_url)
     migrate(engine)
     try:
-        with session_scope(engine) as session:
+        with write_scope(engine) as session:
             found = service.device_and_worker(session, device_id)
             if found is None:
                 fail(f"DEVICE_ID: {device_id!r} inconnu")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, write_scope
 from alert_server.devices import broker_files
 from alert_server.devices import service as devices
 from alert_server.embedded_broker import EmbeddedBroker
@@ -215,7 +215,7 @@ class Demo:
         entries = broker_files.read_passwd(passwd)
         self._device_passwords: dict[str, str] = {}
         now = utcnow()
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             for w in FLEET:
                 devices.add_device(
                     session,

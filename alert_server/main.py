@@ -18,10 +18,12 @@ from sqlalchemy import Engine, text
 
 from alert_server.alerts import dispatch_timeline
 from alert_server.alerts.api import register_timeline_source
+from alert_server.alerts.dispatch_bridge import DispatchBridge
 from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate
 from alert_server.devices.presence import PresenceTracker
 from alert_server.followup import api as followup_api
+from alert_server.followup.verification import WorkerOkBridge
 from alert_server.geo import service as geo_service
 from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
 from alert_server.ingest.downlink import Downlink
@@ -36,11 +38,10 @@ from alert_server.safety import check as check_safety
 from alert_server.sessions.background import Background
 from alert_server.settings import Settings
 from alert_server.timeutil import utcnow
-from dispatch.channels.base import Notifier, ProviderHealth
+from dispatch import DispatchConfig, Dispatcher
+from dispatch.channels.base import ChecksCredentials, Closes, Notifier, ProviderHealth
 from dispatch.channels.simulated import SimulatedNotifier
 from dispatch.channels.twilio import TwilioNotifier
-from dispatch.clock import Clock
-from dispatch.engine import DispatchConfig, Dispatcher
 from dispatch.webhooks import make_router
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,6 @@ class Runtime:
     ingestor: Ingestor
     link: Link
     dispatcher: Dispatcher
-    clock: Clock
     notifier: Notifier
     # The last request to the telephony provider (shared with the notifier), for /healthz.
     provider_health: ProviderHealth
@@ -95,8 +95,13 @@ class Runtime:
         provider_health = ProviderHealth()
         notifier = _notifier(settings, provider_health)
         dispatcher = Dispatcher(
-            engine,
-            notifier,
+            engine=engine,
+            notifier=notifier,
+            # Dispatch tells the alert server about acknowledgements through these hooks.
+            hooks=DispatchBridge(engine, downlink=downlink),
+            # The worker's "I am fine" on the verification call lands on the alert.
+            verification_hooks=WorkerOkBridge(engine, downlink),
+            background=True,
             config=DispatchConfig(
                 public_url=settings.public_url,
                 lease_s=settings.dispatch_lease_s,
@@ -114,8 +119,6 @@ class Runtime:
             pin_policy=pin_policy,
             session_default_duration_s=settings.session_default_duration_s,
         )
-        # Dispatch tells the alert server about acknowledgements through these hooks.
-        dispatcher.hooks = pipeline
         ingestor = Ingestor(
             engine,
             presence=presence,
@@ -138,7 +141,6 @@ class Runtime:
             downlink=downlink,
             alert_stored=pipeline.alert_stored,
             notifier=notifier,
-            dispatcher=dispatcher,
         )
         return cls(
             settings,
@@ -149,7 +151,6 @@ class Runtime:
             ingestor,
             link,
             dispatcher=dispatcher,
-            clock=Clock(dispatcher),
             notifier=notifier,
             provider_health=provider_health,
             background=background,
@@ -159,7 +160,7 @@ class Runtime:
         migrate(self.engine)
         self._load_reference_data()
         self.presence.start()
-        self.clock.start()
+        self.dispatcher.start_background()
         self.ingestor.start()
         self.ingestor.pins.start()
         self.link.start()
@@ -177,12 +178,11 @@ class Runtime:
         self.scheduler.start()
         # Alerts stored by a server that died before routing them: do not wait for the sweep.
         self.pipeline.sweep(utcnow() + SWEEP_GRACE)
-        check_credentials = getattr(self.notifier, "check_credentials", None)
-        if callable(check_credentials):
+        if isinstance(self.notifier, ChecksCredentials):
             # Rejected Twilio credentials show on /healthz now rather than at the first alert;
             # in the background, so a slow provider never delays the start.
             threading.Thread(
-                target=check_credentials, name="vigie-telephony-check", daemon=True
+                target=self.notifier.check_credentials, name="vigie-telephony-check", daemon=True
             ).start()
         log.info(
             "vigie server started (database %s, telephony %s)",
@@ -216,11 +216,9 @@ class Runtime:
         self.ingestor.stop()
         self.pipeline.shutdown()
         self.link.stop()
-        self.clock.stop()
         self.dispatcher.shutdown(wait=True)
-        close = getattr(self.notifier, "close", None)
-        if callable(close):
-            close()
+        if isinstance(self.notifier, Closes):
+            self.notifier.close()
         self.presence.stop()
         self.engine.dispose()
         log.info("vigie server stopped")

@@ -17,8 +17,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from alert_server.alerts import service as alerts
+from alert_server.alerts.dispatch_bridge import incident_refs, service_name
 from alert_server.alerts.models import Alert
-from alert_server.db import session_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.devices import service as devices
 from alert_server.devices.models import Device, Worker
 from alert_server.devices.presence import LastPosition, PresenceTracker
@@ -44,7 +45,7 @@ from alert_server.referents import service as referents
 from alert_server.referents.schemas import Directory
 from alert_server.sessions import service as visits
 from alert_server.timeutil import as_utc, rfc3339, utcnow
-from dispatch.engine import Dispatcher
+from dispatch import Dispatcher
 from dispatch.schemas import AlertBrief
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class Pipeline:
         # take their own connections and a position provider is an HTTP call. Inside the
         # write lock they would hold up every other writer (on SQLite, with every pooled
         # connection waiting on that lock, this one's own connection request would wait too).
-        with session_scope(self.engine, write=False) as session:
+        with read_scope(self.engine) as session:
             seen = session.exec(select(Alert).where(Alert.alert_id == alert_id)).first()
             if seen is None or seen.dispatched_at is not None or seen.state != "open":
                 return
@@ -118,7 +119,7 @@ class Pipeline:
         device, worker = found if found is not None else (None, None)
         directory = referents.current_directory(self.engine)
         resolved = self._locate(seen, device, directory, now)
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             alert = _locked_alert(session, alert_id)
             # Acknowledged, cancelled or resolved before it was routed: nothing to escalate.
             if alert is None or alert.dispatched_at is not None or alert.state != "open":
@@ -136,9 +137,11 @@ class Pipeline:
             brief = _brief(alert, worker, device, resolved)
             # A timed visit's memo (often the patient's address) is the place for responders.
             brief = visits.brief_with_memo(session, alert, brief)
-            self.dispatcher.start(session, brief, chains, directory.escalation, now)
+            self.dispatcher.start(
+                session, brief=brief, chains=chains, policy=directory.escalation, now=now
+            )
             # fall / no_motion: the worker's own phone first, the chain held (never for SOS).
-            self.dispatcher.verify_first(session, brief, now)
+            self.dispatcher.verify_first(session, brief=brief, now=now)
             alert.dispatched_at = now
             session.add(alert)
             alerts.add_event(
@@ -157,7 +160,7 @@ class Pipeline:
             )
             if alert.duress:
                 # The duress PIN was typed before the escalation existed: tell dispatch now.
-                self.dispatcher.mark_duress(session, alert_id, now)
+                self.dispatcher.mark_duress(session, alert_id=alert_id, now=now)
             if geo_resolve.needs_locate(resolved):
                 ref = AlertRef.of(alert)
                 after.append(lambda: self.downlink.alert(ref, "locate"))
@@ -265,7 +268,7 @@ class Pipeline:
         if self.dispatcher is None:
             return 0
         now = now or utcnow()
-        with session_scope(self.engine) as session:
+        with read_scope(self.engine) as session:
             pending = alerts.undispatched(session, older_than=now - SWEEP_GRACE)
         for alert_id in pending:
             log.warning("alert_id=%s was stored but never dispatched; dispatching now", alert_id)
@@ -284,23 +287,25 @@ class Pipeline:
         acknowledgement. With an escalation running, dispatch stops it in the same
         transaction (and tells everyone notified who took it).
         """
-        with session_scope(self.engine, write=False) as session:
+        with read_scope(self.engine) as session:
             # A press attached to an incident is taken in charge with its incident.
             found = alerts.get_alert(session, alert_id=alert_id)
             if found is not None:
                 alert_id = alerts.primary_of(session, found).alert_id
         if self.dispatcher is not None:
-            with session_scope(self.engine, write=True) as session:
-                result = self.dispatcher.acknowledge(session, alert_id, actor, via, now)
+            with write_scope(self.engine) as session:
+                result = self.dispatcher.acknowledge(
+                    session, alert_id=alert_id, by=actor, via=via, now=now
+                )
             if result.status != "unknown":
                 return result.accepted
         # No escalation (not routed yet, or no dispatch): acknowledge the alert row itself.
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             won = alerts.mark_acknowledged(
                 session, alert_id=alert_id, actor=actor, via=via, now=now
             )
             refs = self._incident_refs(session, alert_id) if won else []
-            by = _service_name(alerts.get_alert(session, alert_id=alert_id), actor, via)
+            by = service_name(alerts.get_alert(session, alert_id=alert_id), actor, via)
         for ref in refs:
             self.downlink.alert(ref, "alert.acknowledged", by=by)
         return won
@@ -309,7 +314,7 @@ class Pipeline:
         self, alert_id: str, *, actor: str, outcome: str, note: str | None, now: datetime
     ) -> bool:
         """Close the alert (any state but resolved). True when this call closed it."""
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             alert = alerts.get_alert(session, alert_id=alert_id)
             if alert is None:
                 return False
@@ -326,20 +331,14 @@ class Pipeline:
                 session, alert_id=alert_id, at=now, type_="resolved", actor=actor, outcome=outcome
             )
             if self.dispatcher is not None:
-                self.dispatcher.close(session, alert_id, now)
+                self.dispatcher.close(session, alert_id=alert_id, now=now)
             victim_support.offer(session, alert_id=alert_id, outcome=outcome, now=now)
         for ref in refs:
             self.downlink.alert(ref, "alert.resolved")
         return True
 
     def _incident_refs(self, session: Session, alert_id: str) -> list[AlertRef]:
-        """The incident's alerts as their device knows them (the first one, then the presses
-        attached to it)."""
-        first = alerts.get_alert(session, alert_id=alert_id)
-        if first is None:
-            return []
-        members = alerts.incident_members(session, alert_id=first.alert_id)
-        return [AlertRef.of(a) for a in (first, *members)]
+        return incident_refs(session, alert_id)
 
     # -- device messages (ingest writer thread, inside its transaction) ---------------------
     def on_cancel(
@@ -430,7 +429,7 @@ class Pipeline:
                 alerts.mark_duress(session, alert=primary, now=now, actor=device_id)
                 log.warning("DURESS alert_id=%s device_id=%s", primary.alert_id, device_id)
                 if self.dispatcher is not None and primary.dispatched_at is not None:
-                    self.dispatcher.mark_duress(session, primary.alert_id, now)
+                    self.dispatcher.mark_duress(session, alert_id=primary.alert_id, now=now)
         elif primary.duress:
             # Once under duress, a later "cancel" cannot stand the alert down: it may be
             # typed under the same threat.
@@ -448,7 +447,9 @@ class Pipeline:
             )
             log.info("alert cancelled alert_id=%s device_id=%s", primary.alert_id, device_id)
             if self.dispatcher is not None:
-                self.dispatcher.stand_down(session, primary.alert_id, now, "cancel_pin")
+                self.dispatcher.stand_down(
+                    session, alert_id=primary.alert_id, now=now, reason="cancel_pin"
+                )
         # Sent as the device knew the alerts before this cancel: a duress cancel must not
         # mark the reply any differently from a real one.
         plain = [AlertRef(r.device_id, r.device_alert_id, quiet=False) for r in refs]
@@ -504,7 +505,7 @@ class Pipeline:
         assert self.dispatcher is not None
         directory = referents.current_directory(self.engine)
         index = geo_service.current_index(self.engine)
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             open_alerts = alerts.open_for_device(session, device_id=device_id)
             for alert in open_alerts:
                 fix = Fix(
@@ -546,60 +547,14 @@ class Pipeline:
                         chain = referent_chains.chain_for(
                             directory, dep, resolved.force_for(dep), now
                         )
-                        self.dispatcher.add_chain(session, alert.alert_id, chain, now)
+                        self.dispatcher.add_chain(
+                            session, alert_id=alert.alert_id, chain=chain, now=now
+                        )
                         log.warning(
                             "alert_id=%s moved into département %s: its chain is added",
                             alert.alert_id,
                             dep,
                         )
-
-    # -- dispatch hooks (dispatch.hooks.DispatchHooks) ----------------------------------------
-    def on_acknowledged(
-        self,
-        session: Session,
-        alert_id: str,
-        by_name: str,
-        by_phone: str | None,
-        via: str,
-        at: datetime,
-    ) -> None:
-        # Same transaction as dispatch's own acknowledgement: all or nothing.
-        alerts.mark_acknowledged(session, alert_id=alert_id, actor=by_name, via=via, now=at)
-
-    def after_acknowledged(
-        self, alert_id: str, by_name: str, by_phone: str | None, via: str, at: datetime
-    ) -> None:
-        with session_scope(self.engine, write=False) as session:
-            refs = self._incident_refs(session, alert_id)
-            by = _service_name(alerts.get_alert(session, alert_id=alert_id), by_name, via)
-        for ref in refs:
-            self.downlink.alert(ref, "alert.acknowledged", by=by)
-        log.info("alert acknowledged alert_id=%s by=%s via=%s", alert_id, by_name, via)
-
-    def on_exhausted(self, session: Session, alert_id: str, at: datetime) -> None:
-        alert = alerts.get_alert(session, alert_id=alert_id)
-        if alert is not None and "exhausted" not in alert.flags:
-            alert.flags = sorted({*alert.flags, "exhausted"})
-            session.add(alert)
-            alerts.add_event(session, alert_id=alert_id, at=at, type_="exhausted")
-
-    def after_exhausted(self, alert_id: str, at: datetime) -> None:
-        log.error("escalation exhausted, nobody acknowledged alert_id=%s", alert_id)
-
-    def after_change(self, alert_id: str) -> None:
-        return None
-
-
-# What the device is told of who took its alert: a service's name, never a person's number.
-CONSOLE_SERVICE_NAME = "Centre de veille Vigie"
-_FORCE_LABEL = {"PN": "Police", "GN": "Gendarmerie"}
-
-
-def _service_name(alert: Alert | None, by_name: str, via: str) -> str:
-    if via not in ("sms", "voice"):
-        return CONSOLE_SERVICE_NAME
-    force = _FORCE_LABEL.get(alert.force or "") if alert is not None else None
-    return f"{force} — {by_name}" if force and force not in by_name else by_name
 
 
 def _locked_alert(session: Session, alert_id: str) -> Alert | None:

@@ -32,13 +32,13 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, write_scope
 from alert_server.devices import broker_files
 from alert_server.localbroker import LocalMosquitto
 from alert_server.timeutil import rfc3339, utcnow
 from benchmarks.benchlib import machine_info, write_json
 from benchmarks.ingest import BenchDevice, pct
-from dispatch import service as dispatch_service
+from dispatch import lifecycle
 from dispatch.policy import EscalationPolicy
 from dispatch.schemas import AlertBrief, Chain, Contact
 from tests.fakes.fake_twilio import FakeTwilio
@@ -108,12 +108,12 @@ def seed_open_escalations(db_url: str, n: int) -> None:
         departement=None, force=None, contacts=(Contact("Permanence nationale", FALLBACK),)
     )
     for i in range(n):
-        with session_scope(engine, write=True) as s:
+        with write_scope(engine) as s:
             brief = AlertBrief(
                 alert_id=f"seed-{i:05d}", device_id="seed", kind="sos", created_at=now
             )
-            dispatch_service.start(s, brief=brief, chains=[chain], policy=policy, now=now)
-    with session_scope(engine, write=True) as s:
+            lifecycle.start(s, brief=brief, chains=[chain], policy=policy, now=now)
+    with write_scope(engine) as s:
         s.execute(
             text(
                 "UPDATE dispatch_notification SET status = 'sent', sent_at = :t, "

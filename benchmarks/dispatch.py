@@ -46,9 +46,8 @@ from sqlmodel import Session  # noqa: E402
 
 from alert_server.db import make_engine, migrate  # noqa: E402
 from benchmarks.benchlib import machine_info, postgres_version, write_json  # noqa: E402
+from dispatch import DispatchConfig, Dispatcher  # noqa: E402
 from dispatch.channels.twilio import TwilioNotifier  # noqa: E402
-from dispatch.clock import Clock  # noqa: E402
-from dispatch.engine import DispatchConfig, Dispatcher  # noqa: E402
 from dispatch.models import (  # noqa: E402
     AckCode,
     ChainRow,
@@ -58,7 +57,7 @@ from dispatch.models import (  # noqa: E402
 )
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy, Step, plan  # noqa: E402
 from dispatch.schemas import AlertBrief, Chain, Contact  # noqa: E402
-from dispatch.service import brief_to_json  # noqa: E402
+from dispatch.store import brief_to_json  # noqa: E402
 from tests.fakes.fake_twilio import FakeTwilio  # noqa: E402
 
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
@@ -82,7 +81,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 def load_background(engine: Engine, now: datetime, n_open: int = N_OPEN) -> None:
-    """Bulk-load n_open open escalations, as ``dispatch.service.start`` would write them."""
+    """Bulk-load n_open open escalations, as ``dispatch.lifecycle.start`` would write them."""
     rng = random.Random(42)
     esc, chains, contacts, codes, notifs = [], [], [], [], []
     contact_id = 0
@@ -172,11 +171,14 @@ def run(db: str, window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
             public_url="http://127.0.0.1:9",
         )
         dispatcher = Dispatcher(
-            engine, notifier, config=DispatchConfig(public_url="http://127.0.0.1:9")
+            engine=engine,
+            notifier=notifier,
+            config=DispatchConfig(public_url="http://127.0.0.1:9"),
+            background=True,
+            sweep_s=1.0,
         )
-        clock = Clock(dispatcher, sweep_s=1.0)
         window_start = datetime.now(UTC)
-        clock.start()
+        dispatcher.start_background()
         starts: dict[str, float] = {}
         i = 0
         deadline = time.monotonic() + window_s
@@ -192,7 +194,7 @@ def run(db: str, window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
                                lat=43.29, lon=5.57, acc_m=12, position_at=created)  # fmt: skip
             t0 = time.monotonic()
             with Session(engine) as s:
-                dispatcher.start(s, brief, [chain], DEFAULT_POLICY, created)
+                dispatcher.start(s, brief=brief, chains=[chain], policy=DEFAULT_POLICY, now=created)
                 s.commit()
             starts[f"+337{i:05d}001"] = t0
             i += 1
@@ -200,7 +202,6 @@ def run(db: str, window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
             time.sleep(max(0.0, next_at - time.monotonic()))
         time.sleep(2.0)  # let the last ones go out
         window_end = datetime.now(UTC) - timedelta(seconds=2)
-        clock.stop()
         dispatcher.shutdown()
         with fake.lock:
             sms = list(fake.sms)
@@ -249,7 +250,7 @@ def run(db: str, window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
             "late_max_ms": max(late_ms, default=float("nan")),
             "requests": len(sms) + len(calls),
             "dup": dup_sids,
-            "ticks": clock.ticks,
+            "ticks": dispatcher.background.ticks if dispatcher.background else 0,
         }
     finally:
         fake.stop()

@@ -6,6 +6,10 @@
   work appears, so a step fires well under a second after its due time;
 - ``wake()`` runs a tick now.
 
+Built and owned by ``dispatch.api.Dispatcher`` (``background=True``), which forwards the
+engine's "new work" to ``on_new_work``. It runs on its own APScheduler, or on one passed in
+(the alert server's), where it only adds and removes its two jobs.
+
 Only the in-memory job store is used: APScheduler's FAQ says a job store cannot be shared
 between processes, and a one-shot job is removed before it runs (at-most-once). Losing these
 jobs loses nothing: the next sweep reads the rows again.
@@ -13,45 +17,47 @@ jobs loses nothing: the next sweep reads the rows again.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor as APSThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from dispatch.engine import Dispatcher, utcnow
+from dispatch.config import utcnow
+from dispatch.engine import SendEngine
 
 log = logging.getLogger("dispatch.clock")
 
 SWEEP_JOB = "dispatch-sweep"
 WAKEUP_JOB = "dispatch-wakeup"
+# Run however late (the default grace of 1 s would silently skip a tick after a pause), once,
+# never stacked. Given per job: the scheduler may be the alert server's.
+_JOB_DEFAULTS: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 
 
 class Clock:
     def __init__(
         self,
-        dispatcher: Dispatcher,
+        sender: SendEngine,
         *,
         sweep_s: float = 1.0,
         clock: Callable[[], datetime] = utcnow,
+        scheduler: BackgroundScheduler | None = None,
     ) -> None:
-        self.dispatcher = dispatcher
+        self.sender = sender
         self.sweep_s = sweep_s
         self.clock = clock
-        self._scheduler = BackgroundScheduler(
+        self._own_scheduler = scheduler is None
+        self._scheduler = scheduler or BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
             executors={"default": APSThreadPoolExecutor(4)},
-            job_defaults={
-                # Run however late (the default grace of 1 s would silently skip a tick after
-                # a pause), once, never stacked.
-                "misfire_grace_time": None,
-                "coalesce": True,
-                "max_instances": 1,
-            },
             timezone=UTC,
         )
         self._kicks = ThreadPoolExecutor(2)
@@ -59,14 +65,15 @@ class Clock:
         self._again = threading.Event()
         self._armed_at: datetime | None = None
         self._arm_lock = threading.Lock()
+        self._started = False
         self.ticks = 0
 
     @property
     def running(self) -> bool:
-        return bool(self._scheduler.running)
+        return self._started and bool(self._scheduler.running)
 
     def start(self) -> None:
-        self.dispatcher.on_new_work = self._on_new_work
+        self._started = True
         self._scheduler.add_job(
             self._sweep,
             "interval",
@@ -74,14 +81,21 @@ class Clock:
             id=SWEEP_JOB,
             next_run_time=self.clock(),
             replace_existing=True,
+            **_JOB_DEFAULTS,
         )
-        self._scheduler.start()
+        if not self._scheduler.running:
+            self._scheduler.start()
         log.info("dispatch clock started sweep_s=%s", self.sweep_s)
 
-    def stop(self, wait: bool = True) -> None:
-        self.dispatcher.on_new_work = None
-        if self._scheduler.running:
-            self._scheduler.shutdown(wait=wait)
+    def stop(self, *, wait: bool = True) -> None:
+        self._started = False
+        if self._own_scheduler:
+            if self._scheduler.running:
+                self._scheduler.shutdown(wait=wait)
+        else:
+            for job_id in (SWEEP_JOB, WAKEUP_JOB):
+                with contextlib.suppress(JobLookupError):
+                    self._scheduler.remove_job(job_id)
         self._kicks.shutdown(wait=wait)
         log.info("dispatch clock stopped")
 
@@ -89,7 +103,10 @@ class Clock:
         """Run a tick now (in the scheduler's threads)."""
         self._arm(self.clock(), force=True)
 
-    def _on_new_work(self, alert_id: str | None) -> None:
+    def on_new_work(self, alert_id: str | None) -> None:
+        """New work may be due sooner than planned: run it (one alert) or re-arm."""
+        if not self.running:
+            return
         if alert_id is not None:
             # The first notification of a new alert must not wait for any tick, nor queue
             # behind other sends: its own small pool runs it straight away.
@@ -104,7 +121,7 @@ class Clock:
         try:
             # Hand the sends to the workers and return: this small pool must stay free for the
             # next alert, never wait on the sends of another one (or on its "taken by" SMS).
-            self.dispatcher.run_due(alert_id, self.clock(), wait=False)
+            self.sender.run_due(alert_id=alert_id, now=self.clock(), wait=False)
         except Exception:
             log.exception("run_due failed alert_id=%s", alert_id)
         self._rearm_soon()
@@ -113,7 +130,7 @@ class Clock:
         """Arm the wake-up if something is due within a sweep period (else the sweep does)."""
         now = self.clock()
         try:
-            due = self.dispatcher.next_due_at(now)
+            due = self.sender.next_due_at(now=now)
         except Exception:
             log.exception("next_due_at failed")
             return
@@ -121,7 +138,7 @@ class Clock:
             self._arm(max(due, now + timedelta(milliseconds=50)) if due <= now else due)
 
     def _arm(self, at: datetime, *, force: bool = False) -> None:
-        if not self._scheduler.running:
+        if not self.running:
             return
         with self._arm_lock:
             if not force and self._armed_at is not None and self._armed_at <= at:
@@ -137,7 +154,7 @@ class Clock:
                     run_date=at,
                     id=WAKEUP_JOB,
                     replace_existing=True,
-                    max_instances=3,
+                    **{**_JOB_DEFAULTS, "max_instances": 3},
                 )
             except Exception:  # shutting down
                 log.debug("could not arm the wake-up", exc_info=True)
@@ -152,7 +169,7 @@ class Clock:
                 self._again.clear()
                 now = self.clock()
                 try:
-                    self.dispatcher.tick(now, wait=False)
+                    self.sender.tick(now=now, wait=False)
                     self.ticks += 1
                 except Exception:
                     log.exception("dispatch tick failed")

@@ -17,7 +17,7 @@ Safety decisions:
   cannot delay the next step (a separate row with its own time).
 - A server dying after the provider accepted the message and before the SID is stored leaves
   the row ``sending``: when its lease expires the server taking it over first asks the
-  provider what it accepted for that number since the row's ``sending_at`` (``_reconcile``)
+  provider what it accepted for that number since the row's ``sending_at`` (``dispatch.reconcile``)
   and records that instead of sending again. Only when the provider cannot tell (lookup
   failed, or several unrecorded calls to one number make it ambiguous) is it sent again: for
   a life-safety alert a duplicate is the right failure, a lost one is not.
@@ -28,25 +28,40 @@ from __future__ import annotations
 import collections
 import hashlib
 import logging
-import os
-import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, func, or_, select, update
+from sqlalchemy import Engine, and_, case, or_, update
 from sqlmodel import Session
 
-from dispatch import messages, service, verification
-from dispatch.channels.base import Notifier, PermanentSendError, SendResult, TransientSendError
-from dispatch.hooks import DispatchHooks, NoopHooks
-from dispatch.messages import Lang, MessageContext
+from dispatch import (
+    callbacks,
+    inbound,
+    lifecycle,
+    messages,
+    reads,
+    reconcile,
+    store,
+    throttle,
+    verification,
+)
+from dispatch.channels.base import (
+    Notifier,
+    PermanentSendError,
+    SendError,
+    SendResult,
+    TransientSendError,
+)
+from dispatch.config import DispatchConfig, TickReport
+from dispatch.hooks import DispatchHooks
+from dispatch.messages import MessageContext
 from dispatch.models import (
     CANCELLED,
     CLAIMED,
@@ -67,74 +82,13 @@ from dispatch.models import (
     Verification,
     priority_of,
 )
-from dispatch.policy import EscalationPolicy
-from dispatch.schemas import AckResult, AlertBrief, Chain, EscalationView, TimelineEntry
-from dispatch.service import EVENTS, NOTIF, alog
+from dispatch.reconcile import TAKEOVER_MARK
+from dispatch.schemas import AckResult
+from dispatch.store import NOTIF, alog
+from dispatch.verification import VerificationHooks
+from vigie.persistence import claim_due, take_write_lock
 
 log = logging.getLogger("dispatch")
-
-TAKEOVER_MARK = "lease expired while sending: possible duplicate"
-# Provider and server clocks differ: what the provider accepted this long before a row's
-# ``sending_at`` still counts as a candidate for that row.
-RECONCILE_SKEW_S = 5.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def _default_server_id() -> str:
-    return f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-@dataclass(frozen=True)
-class DispatchConfig:
-    public_url: str = "http://127.0.0.1:8000"
-    lang: Lang = "fr"
-    # A claim not finished within the lease is taken over by another server. Longer than the
-    # provider time-out (10 s) so a slow but alive server is never overtaken.
-    lease_s: float = 60.0
-    batch_size: int = 200
-    # Send workers for the urgent class (first pass of a chain, duress, verification calls)
-    # and, apart, for the lower classes (reminders, "taken by", stand-down): a flood of
-    # low-class messages can never occupy a worker an alert needs.
-    send_workers: int = 8
-    low_send_workers: int = 4
-    # Transient failures (5xx, 429, time-out): retried after these delays, then given up
-    # (and the next step pulled forward).
-    retry_backoff_s: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0)
-    # Rate limits. The urgent class is never limited (GoAlert #2778: a throttle must never
-    # hold back a life-safety page); the lower classes (repeat passes, "taken by",
-    # "cancelled") wait when a number or the server is too busy: a number's waiting messages
-    # are lined up on its next free slots (one every window/max), each deferred once.
-    per_number_max: int = 10
-    per_number_window_s: float = 60.0
-    global_max: int = 30
-    global_window_s: float = 1.0
-    # SMS acknowledgement: after this many wrong codes from one number within the window, its
-    # code replies are refused for a while (the call and the console still work).
-    sms_ack_max_wrong: int = 5
-    sms_ack_lock_window_s: float = 900.0
-    server_id: str = field(default_factory=_default_server_id)
-    # Automatic alarms of these kinds first call the worker's own phone ("press 1 if you are
-    # fine"); the chain is held this long, then notified whatever happened. 0 disables it
-    # (dispatch on its own); the alert server passes its setting (30 s by default).
-    verify_s: float = 0.0
-    verify_kinds: tuple[str, ...] = ("fall", "no_motion")
-
-
-@dataclass
-class TickReport:
-    claimed: int = 0
-    sent: int = 0
-    retried: int = 0
-    failed: int = 0
-    deferred: int = 0
-    skipped: int = 0
-    exhausted: list[str] = field(default_factory=list)
-
-    def add(self, outcome: str) -> None:
-        setattr(self, outcome, getattr(self, outcome) + 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,29 +100,35 @@ class _Claim:
     urgent: bool = True  # which send pool (and in-flight count) it belongs to
 
 
-class Dispatcher:
-    """Everything the alert server calls. Thread-safe; one per process.
+class SendEngine:
+    """The engine behind ``dispatch.api.Dispatcher``: claims due rows and sends them, and
+    applies the provider's callbacks. Thread-safe; one per process.
 
     ``engine`` is the SQLAlchemy engine of the shared database; ``notifier`` the channel
-    (``TwilioNotifier`` or ``SimulatedNotifier``); ``hooks`` the alert server's callbacks.
-    ``clock`` is only used by the drivers that have no ``now`` of their own (the after-commit
-    kick, webhooks); every decision takes ``now`` as a parameter.
+    (``TwilioNotifier`` or ``SimulatedNotifier``); ``hooks`` the alert server's callbacks;
+    ``on_new_work`` is called when work may be due sooner than planned (the background clock
+    re-arms its wake-up). ``clock`` is only used by the drivers that have no ``now`` of their
+    own (the after-commit kick, webhooks); every decision takes ``now`` as a parameter.
     """
 
     def __init__(
         self,
+        *,
         engine: Engine,
         notifier: Notifier,
-        *,
-        hooks: DispatchHooks | None = None,
-        config: DispatchConfig | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        hooks: DispatchHooks,
+        verification_hooks: VerificationHooks | None,
+        config: DispatchConfig,
+        clock: Callable[[], datetime],
+        on_new_work: Callable[[str | None], None],
     ) -> None:
         self.engine = engine
         self.notifier = notifier
-        self.hooks: DispatchHooks = hooks or NoopHooks()
-        self.config = config or DispatchConfig()
+        self.hooks = hooks
+        self.verification_hooks = verification_hooks
+        self.config = config
         self.clock = clock
+        self._on_new_work = on_new_work
         self._pool = ThreadPoolExecutor(
             max_workers=self.config.send_workers, thread_name_prefix="dispatch-send"
         )
@@ -181,18 +141,11 @@ class Dispatcher:
         self._in_flight_lock = threading.Lock()
         self._global_sends: collections.deque[datetime] = collections.deque()
         self._global_lock = threading.Lock()
-        # Called when new work may be due sooner than planned (the clock re-arms its wake-up).
-        self.on_new_work: Callable[[str | None], None] | None = None
-        # The alert server's side of the verification of automatic alarms (worker says OK).
-        self.verification_hooks: verification.VerificationHooks | None = None
         self._closed = False
-        attach = getattr(notifier, "attach", None)
-        if callable(attach):
-            attach(self)
 
     # --- lifecycle ------------------------------------------------------------------------
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self, *, wait: bool = True) -> None:
         self._closed = True
         self._pool.shutdown(wait=wait, cancel_futures=not wait)
         self._low_pool.shutdown(wait=wait, cancel_futures=not wait)
@@ -200,126 +153,28 @@ class Dispatcher:
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
 
-    def _kick(self, alert_id: str | None) -> None:
-        cb = self.on_new_work
-        if cb is not None:
-            try:
-                cb(alert_id)
-            except Exception:
-                log.exception("wake-up failed alert_id=%s", alert_id)
-
-    # --- the public API, in the caller's transaction --------------------------------------
-
-    def start(
-        self,
-        session: Session,
-        brief: AlertBrief,
-        chains: Sequence[Chain],
-        policy: EscalationPolicy,
-        now: datetime,
-    ) -> bool:
-        """Start the escalation (idempotent per alert_id). Several chains = ambiguous border:
-        all are worked in parallel and the first acknowledgement wins. Once the caller commits,
-        the first notification is sent at once when a clock is running (``run_due`` otherwise).
-        """
-        created = service.start(session, brief=brief, chains=chains, policy=policy, now=now)
-        if created:
-            service.after_commit(session, lambda: self._kick(brief.alert_id))
-        return created
-
-    def verify_first(self, session: Session, brief: AlertBrief, now: datetime) -> bool:
-        """Right after ``start`` for the same alert, in the same transaction: for an automatic
-        alarm (fall, no_motion) call the worker's own phone first and hold the chain for
-        ``config.verify_s`` seconds. SOS, discreet SOS, duress: never (returns False)."""
-        cfg = self.config
-        if not verification.should_verify(brief, kinds=cfg.verify_kinds, hold_s=cfg.verify_s):
-            return False
-        if getattr(self.notifier, "auto_ack_after_s", None) is not None:
-            # The demo's simulated responder presses 1 on every call: it would impersonate
-            # the worker and stand every fall down. Straight to the chain instead.
-            return False
-        return verification.start(session, brief=brief, hold_s=cfg.verify_s, now=now)
-
-    def verification(self, alert_id: str) -> Verification | None:
-        with self.session() as s:
-            return verification.get(s, alert_id)
-
-    def add_chain(self, session: Session, alert_id: str, chain: Chain, now: datetime) -> bool:
-        added = service.add_chain(session, alert_id=alert_id, chain=chain, now=now)
-        if added:
-            service.after_commit(session, lambda: self._kick(alert_id))
-        return added
-
-    def update_brief(self, session: Session, brief: AlertBrief, now: datetime) -> bool:
-        return service.update_brief(session, brief=brief, now=now)
-
-    def acknowledge(
-        self,
-        session: Session,
-        alert_id: str,
-        by: str,
-        via: str,
-        now: datetime,
-        *,
-        by_phone: str | None = None,
-    ) -> AckResult:
-        return service.acknowledge(
-            session,
-            alert_id=alert_id,
-            by_name=by,
-            by_phone=by_phone,
-            via=via,
-            now=now,
-            hooks=self.hooks,
-            on_committed=lambda: self._kick(alert_id),
-        )
-
-    def stand_down(self, session: Session, alert_id: str, now: datetime, reason: str) -> bool:
-        return service.stand_down(
-            session,
-            alert_id=alert_id,
-            now=now,
-            reason=reason,
-            hooks=self.hooks,
-            on_committed=lambda: self._kick(alert_id),
-        )
-
-    def mark_duress(self, session: Session, alert_id: str, now: datetime) -> bool:
-        return service.mark_duress(
-            session,
-            alert_id=alert_id,
-            now=now,
-            hooks=self.hooks,
-            on_committed=lambda: self._kick(alert_id),
-        )
-
-    def close(self, session: Session, alert_id: str, now: datetime) -> bool:
-        return service.close(session, alert_id=alert_id, now=now, hooks=self.hooks)
-
-    def timeline(self, session: Session, alert_id: str) -> list[TimelineEntry]:
-        return service.timeline(session, alert_id=alert_id)
-
-    def view(self, session: Session, alert_id: str) -> EscalationView | None:
-        return service.view(session, alert_id=alert_id)
-
-    def exhausted(self, session: Session) -> list[str]:
-        return service.list_escalations(session)
+    def kick(self, alert_id: str | None) -> None:
+        """New work may be due sooner than planned: tell whoever drives the engine."""
+        try:
+            self._on_new_work(alert_id)
+        except Exception:
+            log.exception("wake-up failed alert_id=%s", alert_id)
 
     # --- the engine -------------------------------------------------------------------------
 
-    def tick(self, now: datetime, *, wait: bool = True) -> TickReport:
+    def tick(self, *, now: datetime, wait: bool = True) -> TickReport:
         """Advance every due escalation once. ``wait=False`` (the clock) returns as soon as the
         sends are handed to the worker threads."""
         report = TickReport()
         with self.session() as s:
-            service.lock_for_write(s)
-            report.exhausted = service.exhaust_due(s, now=now, hooks=self.hooks)
+            take_write_lock(s)
+            report.exhausted = lifecycle.exhaust_due(s, now=now, hooks=self.hooks)
             verification.expire_due(s, now=now)
             s.commit()
         self._claim_and_send(now, None, wait, report)
         return report
 
-    def run_due(self, alert_id: str, now: datetime, *, wait: bool = True) -> TickReport:
+    def run_due(self, *, alert_id: str, now: datetime, wait: bool = True) -> TickReport:
         """Run the due work of ONE alert right away (the first SMS as soon as it is stored)."""
         report = TickReport()
         self._claim_and_send(now, alert_id, wait, report)
@@ -370,7 +225,7 @@ class Dispatcher:
             and fut.exception() is None
             and fut.result() in {"retried", "failed"}
         ):
-            self._kick(None)  # a retry or a pulled-forward step is due sooner than planned
+            self.kick(None)  # a retry or a pulled-forward step is due sooner than planned
 
     def _claim(
         self, now: datetime, alert_id: str | None, limit: int, *, urgent: bool | None = None
@@ -383,35 +238,34 @@ class Dispatcher:
             # A server died (or hangs) holding this row: take it over.
             and_(NOTIF.c.status.in_([CLAIMED, SENDING]), NOTIF.c.lease_until < now),
         )
-        pick = select(NOTIF.c.id).where(due)
+        where = []
         if alert_id is not None:
-            pick = pick.where(NOTIF.c.alert_id == alert_id)
+            where.append(NOTIF.c.alert_id == alert_id)
         if urgent is True:
-            pick = pick.where(NOTIF.c.priority <= PRIORITY_URGENT)
+            where.append(NOTIF.c.priority <= PRIORITY_URGENT)
         elif urgent is False:
-            pick = pick.where(NOTIF.c.priority > PRIORITY_URGENT)
-        pick = pick.order_by(NOTIF.c.priority, NOTIF.c.next_action_at, NOTIF.c.id).limit(limit)
+            where.append(NOTIF.c.priority > PRIORITY_URGENT)
         with self.session() as s:
-            if s.get_bind().dialect.name == "postgresql":
-                # Several servers: each picks rows nobody else is claiming right now.
-                pick = pick.with_for_update(skip_locked=True)
-            stmt = (
-                update(NOTIF)
-                # `due` again: the compare-and-set that makes the claim exclusive.
-                .where(NOTIF.c.id.in_(pick.scalar_subquery()), due)
-                .values(
-                    status=CLAIMED,
-                    claim_token=token,
-                    claimed_by=self.config.server_id[:100],
-                    lease_until=now + timedelta(seconds=self.config.lease_s),
-                    updated_at=now,
-                    error_message=case(
+            # Several servers: each picks rows nobody else is claiming right now.
+            rows = claim_due(
+                s,
+                NOTIF,
+                due=due,
+                where=where,
+                order_by=[NOTIF.c.priority, NOTIF.c.next_action_at, NOTIF.c.id],
+                limit=limit,
+                claim={
+                    "status": CLAIMED,
+                    "claim_token": token,
+                    "claimed_by": self.config.server_id[:100],
+                    "lease_until": now + timedelta(seconds=self.config.lease_s),
+                    "updated_at": now,
+                    "error_message": case(
                         (NOTIF.c.status == SENDING, TAKEOVER_MARK), else_=NOTIF.c.error_message
                     ),
-                )
-                .returning(NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.error_message, NOTIF.c.priority)
+                },
+                returning=[NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.error_message, NOTIF.c.priority],
             )
-            rows = s.execute(stmt).all()
             s.commit()
         claims = [
             _Claim(r[0], r[1], token, r[2] == TAKEOVER_MARK, r[3] <= PRIORITY_URGENT) for r in rows
@@ -445,13 +299,13 @@ class Dispatcher:
         cfg = self.config
         window = timedelta(seconds=cfg.per_number_window_s)
         spacing = window / max(1, cfg.per_number_max)
-        service.advisory_lock(s, f"dispatch-slots:{n.phone}")
-        free_at = service.number_free_at(
+        throttle.advisory_lock(s, f"dispatch-slots:{n.phone}")
+        free_at = throttle.number_free_at(
             s, phone=n.phone, now=now, per_number_max=cfg.per_number_max, window=window
         )
         lined_up = 0
         if free_at is not None:
-            slot = service.throttle_slot(
+            slot = throttle.throttle_slot(
                 s, phone=n.phone, priority=n.priority, free_at=free_at, spacing=spacing, now=now
             )
         else:
@@ -479,7 +333,7 @@ class Dispatcher:
             s.rollback()
             return "skipped"
         if free_at is not None:
-            lined_up = service.line_up_due(s, phone=n.phone, after=slot, spacing=spacing, now=now)
+            lined_up = throttle.line_up_due(s, phone=n.phone, after=slot, spacing=spacing, now=now)
         s.commit()
         alog(
             logging.INFO,
@@ -497,7 +351,7 @@ class Dispatcher:
             self._global_sends.append(now)
 
     def _body(self, n: Notification, esc: Escalation, now: datetime) -> str:
-        brief = service.brief_from_json(esc.brief)
+        brief = store.brief_from_json(esc.brief)
         ctx = MessageContext(
             brief=brief,
             code=n.ack_code or esc.ack_code,
@@ -543,9 +397,15 @@ class Dispatcher:
             s.rollback()
             if n is None or esc is None or n.claim_token != claim.token or n.status != CLAIMED:
                 return "skipped"
-            if claim.takeover and n.sending_at is not None and self._reconcile(n, now):
+            if (
+                claim.takeover
+                and n.sending_at is not None
+                and reconcile.reconcile(
+                    self.engine, self.notifier, n=n, now=now, lease_s=self.config.lease_s
+                )
+            ):
                 return "sent"  # the provider had accepted it before the crash: recorded
-            service.lock_for_write(s)
+            take_write_lock(s)
             if n.kind == KIND_ALERT and esc.status not in OPEN_STATUSES:
                 self._cas(s, claim, CLAIMED, status=CANCELLED, finished_at=now, updated_at=now)
                 s.commit()
@@ -579,7 +439,7 @@ class Dispatcher:
                 s.rollback()
                 return "skipped"  # cancelled by an acknowledgement, or taken over
             if claim.takeover:
-                service._event(
+                store.add_event(
                     s,
                     alert_id=n.alert_id,
                     at=now,
@@ -609,177 +469,6 @@ class Dispatcher:
             error = exc
         return self._record_result(claim, n, now, result, error)
 
-    def _reconcile(self, n: Notification, now: datetime) -> bool:
-        """Before sending again a row a dead server left ``sending``: did the provider accept
-        it? True if it did and the row (with the other rows of its group) is now recorded.
-
-        The group is every row to the same number and channel (and, for an SMS, the same text)
-        left ``sending`` by a dead server. The provider's list gives what it accepted for that
-        number since then that no row holds; those are matched to the group in time order,
-        but only when there are exactly as many as rows (every send of the group went
-        through) and none of them may be the request of a send outside the group whose SID is
-        not stored yet (in flight here or on a live server, or crashed in another window):
-        one created after that send began. Otherwise which row went through cannot be told (a
-        call speaks its own row's alert): the group is sent again, a duplicate rather than a
-        loss, those provider messages are set aside so that no later decision adopts them, and
-        the decision is kept on every row of the group (``sending_at`` cleared), so that no
-        row of it decides again once the group's new sends are in the provider's list.
-        Decided under a lock per number, so that two rows of one group never decide apart.
-        """
-        finder = getattr(self.notifier, "find_accepted", None)
-        if finder is None or n.sending_at is None:
-            return False
-        sending_at = n.sending_at if n.sending_at.tzinfo else n.sending_at.replace(tzinfo=UTC)
-        skew = timedelta(seconds=RECONCILE_SKEW_S)
-        lease = timedelta(seconds=self.config.lease_s)
-        since = sending_at - lease - skew
-        # A send started after this may still be in flight on a live server: not a candidate.
-        http_s = float(getattr(self.notifier, "http_timeout_s", 10.0))
-        newest = now - timedelta(seconds=http_s) - skew
-        sms = n.channel == "sms"
-        try:
-            found: list[tuple[SendResult, datetime]] = finder(
-                channel=n.channel,
-                to=n.phone,
-                body_sha256=n.body_sha256 if sms else None,
-                since=since - skew,
-            )
-        except Exception as exc:
-            alog(logging.WARNING, "reconcile lookup failed", n.alert_id, notification=n.id)
-            log.warning("reconcile lookup failed, sending again: %s", exc)
-            return False
-        candidates = [(r, at) for r, at in found if at <= newest]
-        if not candidates:
-            return False
-        crashed = or_(
-            NOTIF.c.status == SENDING,
-            and_(NOTIF.c.status == CLAIMED, NOTIF.c.error_message == TAKEOVER_MARK),
-        )
-        with self.session() as s:
-            service.lock_for_write(s)
-            if s.get_bind().dialect.name == "postgresql":
-                key = int.from_bytes(
-                    hashlib.sha256(n.phone.encode()).digest()[:8], "big", signed=True
-                )
-                s.execute(select(func.pg_advisory_xact_lock(key)))
-            # Every row to this number whose send may have reached the provider, SID not stored.
-            unrecorded = [
-                NOTIF.c.phone == n.phone,
-                NOTIF.c.channel == n.channel,
-                NOTIF.c.provider_sid.is_(None),
-                crashed,
-            ]
-            if sms:
-                unrecorded.append(NOTIF.c.body_sha256 == n.body_sha256)
-            q = select(NOTIF.c.id, NOTIF.c.alert_id, NOTIF.c.sending_at).where(
-                *unrecorded,
-                NOTIF.c.sending_at >= since,
-                NOTIF.c.sending_at <= now - lease,
-            )
-            group = sorted(s.execute(q).all(), key=lambda r: (r.sending_at, r.id))
-            group_ids = [r.id for r in group]
-            if n.id not in group_ids:
-                s.rollback()
-                return False
-            sids = [r.sid for r, _ in candidates]
-            held = set(
-                s.execute(select(NOTIF.c.provider_sid).where(NOTIF.c.provider_sid.in_(sids)))
-                .scalars()
-                .all()
-            ) | set(
-                s.execute(
-                    select(EVENTS.c.detail).where(
-                        EVENTS.c.kind == "reconcile_ambiguous",
-                        EVENTS.c.phone == n.phone,
-                        EVENTS.c.detail.in_(sids),
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            free = sorted((c for c in candidates if c[0].sid not in held), key=lambda c: c[1])
-            if not free:
-                s.rollback()
-                return False
-            # A send outside the group whose SID is not stored may own what the provider
-            # created after it began (the `newest` cut-off cannot tell: a live server may store
-            # its SID later than the HTTP time-out, and `now` may run ahead of the provider).
-            began = [
-                at if at.tzinfo else at.replace(tzinfo=UTC)
-                for at in s.execute(
-                    select(NOTIF.c.sending_at).where(
-                        *unrecorded,
-                        NOTIF.c.id.not_in(group_ids),
-                        NOTIF.c.sending_at.is_not(None),
-                    )
-                ).scalars()
-            ]
-            contested = any(at >= min(began) - skew for _, at in free) if began else False
-            if len(free) != len(group) or contested:
-                s.execute(
-                    update(NOTIF)
-                    .where(NOTIF.c.id.in_(group_ids), NOTIF.c.provider_sid.is_(None), crashed)
-                    .values(sending_at=None)
-                )
-                for result, _ in free:
-                    service._event(
-                        s,
-                        alert_id=n.alert_id,
-                        at=now,
-                        kind="reconcile_ambiguous",
-                        notification_id=n.id,
-                        channel=n.channel,
-                        phone=n.phone,
-                        detail=result.sid,
-                    )
-                s.commit()
-                alog(
-                    logging.WARNING,
-                    "accepted before a crash, but for which row cannot be told: sent again",
-                    n.alert_id,
-                    notification=n.id,
-                    rows=len(group),
-                    accepted=len(free),
-                    contested=contested,
-                )
-                return False
-            rank_map = service.SMS_RANK if sms else service.CALL_RANK
-            for row, (result, created) in zip(group, free, strict=True):
-                s.execute(
-                    update(NOTIF)
-                    .where(NOTIF.c.id == row.id, NOTIF.c.provider_sid.is_(None), crashed)
-                    .values(
-                        status=SENT,
-                        provider_sid=result.sid[:64],
-                        provider_status=result.status[:20],
-                        provider_rank=rank_map.get(result.status, 1),
-                        sent_at=created,
-                        lease_until=None,
-                        claim_token=None,
-                        updated_at=now,
-                    )
-                )
-                service._event(
-                    s,
-                    alert_id=row.alert_id,
-                    at=now,
-                    kind="reconciled",
-                    notification_id=row.id,
-                    channel=n.channel,
-                    phone=n.phone,
-                    detail=result.sid,
-                )
-                service.replay_unmatched(s, sid=result.sid, now=now)
-                alog(
-                    logging.WARNING,
-                    "accepted before a crash: recorded, not sent again",
-                    row.alert_id,
-                    notification=row.id,
-                    sid=result.sid,
-                )
-            s.commit()
-        return True
-
     def _record_result(
         self,
         claim: _Claim,
@@ -790,9 +479,9 @@ class Dispatcher:
     ) -> str:
         pulled = False
         with self.session() as s:
-            service.lock_for_write(s)
+            take_write_lock(s)
             if result is not None:
-                rank_map = service.SMS_RANK if n.channel == "sms" else service.CALL_RANK
+                rank_map = callbacks.SMS_RANK if n.channel == "sms" else callbacks.CALL_RANK
                 stored = self._cas(
                     s,
                     claim,
@@ -809,7 +498,7 @@ class Dispatcher:
                     alog(logging.WARNING, "sent but claim lost", n.alert_id, sid=result.sid)
                     s.rollback()
                     return "skipped"
-                pulled = service.replay_unmatched(s, sid=result.sid, now=now)
+                pulled = callbacks.replay_unmatched(s, sid=result.sid, now=now)
                 s.commit()
                 outcome = "sent"
                 alog(
@@ -824,8 +513,10 @@ class Dispatcher:
                 )
             else:
                 assert error is not None
-                code = getattr(error, "code", None)
-                message = str(getattr(error, "message", None) or error)[:500]
+                code = error.code if isinstance(error, SendError) else None
+                message = str((error.message if isinstance(error, SendError) else None) or error)[
+                    :500
+                ]
                 # A verification call is never retried: the chain is called instead, now.
                 permanent = isinstance(error, PermanentSendError) or n.kind == KIND_VERIFY
                 attempt = n.attempts + 1
@@ -865,7 +556,7 @@ class Dispatcher:
                 if not ok:
                     s.rollback()
                     return "skipped"
-                service._event(
+                store.add_event(
                     s,
                     alert_id=n.alert_id,
                     at=now,
@@ -884,7 +575,7 @@ class Dispatcher:
                             s, alert_id=n.alert_id, now=now, reason="call_failed"
                         )
                     else:
-                        pulled = service.pull_forward(s, notification=n, now=now)
+                        pulled = lifecycle.pull_forward(s, notification=n, now=now)
                 s.commit()
                 alog(
                     logging.WARNING if not permanent else logging.ERROR,
@@ -900,7 +591,7 @@ class Dispatcher:
         except Exception:
             log.exception("after_change hook failed alert_id=%s", n.alert_id)
         if pulled:
-            self._kick(n.alert_id)
+            self.kick(n.alert_id)
         return outcome
 
     # --- webhook entry points (own transaction each) ---------------------------------------
@@ -913,10 +604,10 @@ class Dispatcher:
         error_code: str | None,
         error_message: str | None,
         now: datetime,
-    ) -> service.StatusOutcome:
+    ) -> callbacks.StatusOutcome:
         with self.session() as s:
-            service.lock_for_write(s)
-            out = service.record_status(
+            take_write_lock(s)
+            out = callbacks.record_status(
                 s,
                 sid=sid,
                 status=status,
@@ -928,15 +619,15 @@ class Dispatcher:
         if out.alert_id:
             self.hooks.after_change(out.alert_id)
         if out.pulled_forward:
-            self._kick(out.alert_id)
+            self.kick(out.alert_id)
         return out
 
     def handle_inbound_sms(
         self, *, from_phone: str, to_phone: str | None, body: str, sid: str | None, now: datetime
-    ) -> tuple[service.InboundOutcome, str | None]:
+    ) -> tuple[inbound.InboundOutcome, str | None]:
         """Returns the outcome and the text to answer with (None: answer nothing)."""
         with self.session() as s:
-            out = service.handle_inbound_sms(
+            out = inbound.handle_inbound_sms(
                 s,
                 from_phone=from_phone,
                 to_phone=to_phone,
@@ -944,7 +635,7 @@ class Dispatcher:
                 sid=sid,
                 now=now,
                 hooks=self.hooks,
-                on_committed=lambda: self._kick(None),
+                on_committed=lambda: self.kick(None),
                 max_wrong=self.config.sms_ack_max_wrong,
                 lock_window=timedelta(seconds=self.config.sms_ack_lock_window_s),
             )
@@ -955,7 +646,7 @@ class Dispatcher:
                     esc = s.get(Escalation, alert_id)
                     if esc is not None:
                         ctx = MessageContext(
-                            brief=service.brief_from_json(esc.brief),
+                            brief=store.brief_from_json(esc.brief),
                             code=esc.ack_code,
                             public_url=self.config.public_url,
                             lang=self.config.lang,
@@ -975,34 +666,34 @@ class Dispatcher:
         self, *, notification_id: int, digits: str, now: datetime
     ) -> tuple[AckResult | None, Notification | None, Escalation | None]:
         with self.session() as s:
-            result = service.record_digits(
+            result = callbacks.record_digits(
                 s,
                 notification_id=notification_id,
                 digits=digits,
                 now=now,
                 hooks=self.hooks,
-                on_committed=lambda: self._kick(None),
+                on_committed=lambda: self.kick(None),
                 verify_hooks=self.verification_hooks,
             )
-            loaded = service.load_for_send(s, notification_id)
+            loaded = callbacks.load_for_send(s, notification_id)
             s.commit()
         if loaded is None:
             return result, None, None
         return result, loaded[0], loaded[1]
 
-    def load_call(self, notification_id: int) -> tuple[Notification, Escalation] | None:
+    def load_call(self, *, notification_id: int) -> tuple[Notification, Escalation] | None:
         with self.session() as s:
-            return service.load_for_send(s, notification_id)
+            return callbacks.load_for_send(s, notification_id)
 
-    def message_context(self, esc: Escalation, code: str | None = None) -> MessageContext:
+    def message_context(self, *, esc: Escalation, code: str | None = None) -> MessageContext:
         return MessageContext(
-            brief=service.brief_from_json(esc.brief),
+            brief=store.brief_from_json(esc.brief),
             code=code or esc.ack_code,
             public_url=self.config.public_url,
             duress=esc.duress,
             lang=self.config.lang,
         )
 
-    def next_due_at(self, now: datetime) -> datetime | None:
+    def next_due_at(self, *, now: datetime) -> datetime | None:
         with self.session() as s:
-            return service.next_due_at(s, now=now)
+            return reads.next_due_at(s, now=now)

@@ -63,7 +63,7 @@ def priority_of(kind: str, round_no: int) -> int:
 
 
 # Acknowledgement codes: 3 digits while one is free for the number, then longer ones (see
-# ``service._reserve_codes``); never more than this many digits.
+# ``codes.reserve_codes``); never more than this many digits.
 ACK_CODE_MIN_DIGITS = 3
 ACK_CODE_MAX_DIGITS = 6
 
@@ -207,7 +207,7 @@ class AckCode(SQLModel, table=True):
 
     A reservation is released when the escalation ends for any reason (acknowledged, stood
     down, closed, exhausted); released codes stay for the record and for late replies, and are
-    not given again to that number while they may still be answered (``service``).
+    not given again to that number while they may still be answered (``codes``).
     """
 
     __tablename__ = "dispatch_ack_code"

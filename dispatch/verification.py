@@ -30,8 +30,7 @@ from typing import Protocol
 from sqlalchemy import Table, select, update
 from sqlmodel import Session
 
-from dispatch import service
-from dispatch.hooks import DispatchHooks
+from dispatch import store
 from dispatch.messages import Lang
 from dispatch.models import (
     ACTIVE,
@@ -47,12 +46,13 @@ from dispatch.models import (
     Verification,
 )
 from dispatch.schemas import AlertBrief
+from vigie.persistence import insert_ignore
 
 log = logging.getLogger("dispatch.verification")
 
 VERIF: Table = Verification.__table__  # type: ignore[attr-defined]
-NOTIF = service.NOTIF
-ESC = service.ESC
+NOTIF = store.NOTIF
+ESC = store.ESC
 
 # Voluntary alarms are never verified: the worker pressed the button, and calling back a
 # discreet SOS could give the worker away to the aggressor.
@@ -118,7 +118,7 @@ def _shift_held(session: Session, alert_id: str, delta: timedelta, now: datetime
 def start(session: Session, *, brief: AlertBrief, hold_s: float, now: datetime) -> bool:
     """Hold the freshly started escalation of ``brief`` and plan the call to the worker.
 
-    Same transaction as ``service.start``. Idempotent per alert (primary key). Returns True
+    Same transaction as ``lifecycle.start``. Idempotent per alert (primary key). Returns True
     when the verification was started.
     """
     assert brief.worker_phone is not None
@@ -128,7 +128,7 @@ def start(session: Session, *, brief: AlertBrief, hold_s: float, now: datetime) 
         # No contact at all (exhausted at start) or already over: nothing to hold.
         return False
     deadline = now + timedelta(seconds=hold_s)
-    inserted = service._insert_ignore(
+    inserted = insert_ignore(
         session,
         VERIF,
         [
@@ -154,7 +154,7 @@ def start(session: Session, *, brief: AlertBrief, hold_s: float, now: datetime) 
     if first_due is not None and first_due < deadline:
         # The first step lands exactly on the deadline, the others keep their spacing.
         held = _shift_held(session, alert_id, deadline - first_due, now)
-    service._insert_ignore(
+    insert_ignore(
         session,
         NOTIF,
         [
@@ -180,7 +180,7 @@ def start(session: Session, *, brief: AlertBrief, hold_s: float, now: datetime) 
             }
         ],
     )
-    service._event(
+    store.add_event(
         session,
         alert_id=alert_id,
         at=now,
@@ -190,7 +190,7 @@ def start(session: Session, *, brief: AlertBrief, hold_s: float, now: datetime) 
         detail=f"appel de vérification à la personne ; {held} notification(s) retenue(s) "
         f"jusqu'à {deadline.isoformat()}",
     )
-    service.alog(logging.WARNING, "automatic alarm: verifying with the worker", alert_id)
+    store.alog(logging.WARNING, "automatic alarm: verifying with the worker", alert_id)
     return True
 
 
@@ -219,7 +219,7 @@ def release(session: Session, *, alert_id: str, now: datetime, reason: str) -> b
     moved = 0
     if deadline > now:
         moved = _shift_held(session, alert_id, now - deadline, now)
-    service._event(
+    store.add_event(
         session,
         alert_id=alert_id,
         at=now,
@@ -228,7 +228,7 @@ def release(session: Session, *, alert_id: str, now: datetime, reason: str) -> b
         detail=f"vérification sans réponse « tout va bien » ({reason}) : escalade immédiate, "
         f"{moved} notification(s) avancée(s)",
     )
-    service.alog(logging.WARNING, "verification failed, escalating now", alert_id, reason=reason)
+    store.alog(logging.WARNING, "verification failed, escalating now", alert_id, reason=reason)
     return moved > 0
 
 
@@ -243,7 +243,7 @@ def expire_due(session: Session, *, now: datetime) -> list[str]:
     ).all()
     ids = [r[0] for r in rows]
     for alert_id in ids:
-        service._event(
+        store.add_event(
             session,
             alert_id=alert_id,
             at=now,
@@ -260,14 +260,13 @@ def record_digits(
     notification: Notification,
     digits: str,
     now: datetime,
-    hooks: DispatchHooks,
-    listener: VerificationHooks | None,
     on_committed: Callable[[], None] | None = None,
 ) -> str:
     """A key pressed on the verification call. Returns what happened (for the TwiML):
     ``confirmed``, ``help``, ``late``, ``other``.
 
-    Never an acknowledgement: the worker cannot take her own alert in charge.
+    Never an acknowledgement: the worker cannot take her own alert in charge. On
+    ``confirmed`` the caller (``callbacks.record_digits``) stands the escalation down.
     """
     n = notification
     key = digits.strip()[:1]
@@ -279,7 +278,7 @@ def record_digits(
     )
     if key == "2":
         if release(session, alert_id=n.alert_id, now=now, reason="worker_help") and on_committed:
-            service.after_commit(session, on_committed)
+            store.after_commit(session, on_committed)
         return "help"
     # Key 1 stands the alert down only while the chain is still held: after the deadline the
     # referents may already be on their way, and the worker's cancel PIN is the way to stop.
@@ -294,7 +293,7 @@ def record_digits(
     )
     esc_status = session.execute(select(ESC.c.status).where(ESC.c.alert_id == n.alert_id)).scalar()
     if res.rowcount != 1 or esc_status != ACTIVE:  # type: ignore[attr-defined]
-        service._event(
+        store.add_event(
             session,
             alert_id=n.alert_id,
             at=now,
@@ -311,7 +310,7 @@ def record_digits(
                 .values(status=VERIFY_ESCALATED, reason="late")
             )
         return "late"
-    service._event(
+    store.add_event(
         session,
         alert_id=n.alert_id,
         at=now,
@@ -321,19 +320,6 @@ def record_digits(
         actor=n.contact_name,
         detail="la personne a confirmé que tout va bien (touche 1) : fausse alerte",
     )
-    service.stand_down(
-        session,
-        alert_id=n.alert_id,
-        now=now,
-        reason="vérification : la personne va bien (touche 1)",
-        hooks=hooks,
-        on_committed=on_committed,
-    )
-    if listener is not None:
-        listener.on_worker_ok(session, n.alert_id, now)
-        alert_id = n.alert_id
-        service.after_commit(session, lambda: listener.after_worker_ok(alert_id, now))
-    service.alog(logging.WARNING, "automatic alarm stood down by the worker", n.alert_id)
     return "confirmed"
 
 

@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from dispatch import messages, verification
+from dispatch.api import Dispatcher
 from dispatch.channels.twilio import (
     gather_twiml,
     message_twiml,
@@ -22,7 +23,6 @@ from dispatch.channels.twilio import (
     say_twiml,
     signature_valid,
 )
-from dispatch.engine import Dispatcher
 from dispatch.models import KIND_VERIFY, OPEN_STATUSES, VERIFY_PENDING, Notification
 
 log = logging.getLogger("dispatch.webhooks")
@@ -65,7 +65,7 @@ def make_router(
         if not sid or not status:
             return Response(status_code=204)
         await run_in_threadpool(
-            lambda: dispatcher.handle_status(
+            lambda: dispatcher.sender.handle_status(
                 sid=sid,
                 status=status,
                 error_code=form.get("ErrorCode") or None,
@@ -79,7 +79,7 @@ def make_router(
     async def inbound_sms(request: Request) -> Response:
         form = await verified_form(request)
         _out, reply = await run_in_threadpool(
-            lambda: dispatcher.handle_inbound_sms(
+            lambda: dispatcher.sender.handle_inbound_sms(
                 from_phone=form.get("From", ""),
                 to_phone=form.get("To"),
                 body=form.get("Body", ""),
@@ -92,7 +92,9 @@ def make_router(
     @router.post("/twilio/voice/{notification_id}")
     async def voice(notification_id: int, request: Request) -> Response:
         await verified_form(request)
-        loaded = await run_in_threadpool(dispatcher.load_call, notification_id)
+        loaded = await run_in_threadpool(
+            lambda: dispatcher.sender.load_call(notification_id=notification_id)
+        )
         if loaded is None:
             return Response(
                 content=say_twiml(messages.voice_already(None, "closed", lang)), media_type=XML
@@ -105,7 +107,7 @@ def make_router(
             # Acknowledged (or cancelled) while the phone was ringing: say so, ask nothing.
             text = messages.voice_already(esc.acked_by_name, esc.status, lang)
             return Response(content=say_twiml(text, lang=lang), media_type=XML)
-        ctx = dispatcher.message_context(esc, n.ack_code)
+        ctx = dispatcher.sender.message_context(esc=esc, code=n.ack_code)
         twiml = gather_twiml(
             text=messages.voice_text(ctx),
             action_url=f"{base}/twilio/voice/{notification_id}/gather",
@@ -119,7 +121,7 @@ def make_router(
         form = await verified_form(request)
         digits = form.get("Digits", "")
         result, n, esc = await run_in_threadpool(
-            lambda: dispatcher.handle_digits(
+            lambda: dispatcher.sender.handle_digits(
                 notification_id=notification_id, digits=digits, now=now()
             )
         )
@@ -144,12 +146,12 @@ def make_router(
     # --- the verification call to the worker's own phone (automatic alarms) -------------
 
     def verify_call_twiml(notification_id: int, alert_id: str) -> str:
-        v = dispatcher.verification(alert_id)
-        loaded = dispatcher.load_call(notification_id)
+        v = dispatcher.verification(alert_id=alert_id)
+        loaded = dispatcher.sender.load_call(notification_id=notification_id)
         if v is None or v.status != VERIFY_PENDING or loaded is None:
             outcome = "confirmed" if v is not None and v.status == "confirmed" else "late"
             return say_twiml(verification.reply_text(outcome, lang), lang=lang)
-        kind = dispatcher.message_context(loaded[1]).brief.kind
+        kind = dispatcher.sender.message_context(esc=loaded[1]).brief.kind
         return gather_twiml(
             text=verification.voice_text(kind, v.hold_s, lang),
             action_url=f"{base}/twilio/voice/{notification_id}/gather",
@@ -162,7 +164,7 @@ def make_router(
         if key not in ("1", "2"):
             # Any other key: the question again.
             return redirect_twiml(f"{base}/twilio/voice/{notification_id}")
-        v = dispatcher.verification(n.alert_id)
+        v = dispatcher.verification(alert_id=n.alert_id)
         if key == "2":
             outcome = "help"
         elif v is not None and v.status == "confirmed":

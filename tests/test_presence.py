@@ -8,14 +8,14 @@ from datetime import timedelta
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.devices.presence import LastPosition, PresenceTracker
 from alert_server.timeutil import utcnow
 
 
 def _device(engine: Engine) -> None:
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         w = Worker(name="Inès", role="nurse", phone="+33612345678", pin_hash="x",
                    duress_pin_hash="y", created_at=utcnow())  # fmt: skip
         s.add(w)
@@ -48,7 +48,7 @@ def test_batched_presence_and_retention(engine: Engine) -> None:
     old = now - timedelta(days=31)
     stale = PresenceTracker(engine, position_retention=timedelta(days=30))
     stale.seen("nurse-1", old, position=LastPosition(43.0, 5.0, 20, old, "gps"))
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         dev = s.get(Device, "nurse-1")
         assert dev is not None
         dev.last_lat = dev.last_lon = dev.last_pos_at = None

@@ -34,7 +34,7 @@ from alert_server.alerts.schemas import (
     TimelineEntry,
     WorkerContact,
 )
-from alert_server.db import session_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.timeutil import as_utc, utcnow
 from alert_server.users import service as users_service
@@ -227,14 +227,14 @@ def acknowledge(
     engine: Engine, pipeline: Pipeline, *, principal: Principal, client: Client, alert_id: str
 ) -> ActionResult | None:
     """Take a visible alert in charge (first acknowledgement wins); None when not visible."""
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         if get_visible(session, principal=principal, alert_id=alert_id) is None:
             return None
     now = utcnow()
     # Atomic in the pipeline (conditional UPDATE): a click here, an SMS reply and a key press
     # at the same instant make exactly one acknowledgement; the device hears about it.
     won = pipeline.acknowledge(alert_id, actor=principal.username, via="dashboard", now=now)
-    with session_scope(engine) as session:
+    with write_scope(engine) as session:
         alert = alerts_service.get_alert(session, alert_id=alert_id)
         assert alert is not None
         users_service.audit(
@@ -261,14 +261,14 @@ def resolve(
     request: ResolveRequest,
 ) -> ActionResult | None:
     """Close a visible alert with an outcome; None when not visible."""
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         if get_visible(session, principal=principal, alert_id=alert_id) is None:
             return None
     now = utcnow()
     done = pipeline.resolve(
         alert_id, actor=principal.username, outcome=request.outcome, note=request.note, now=now
     )
-    with session_scope(engine) as session:
+    with write_scope(engine) as session:
         alert = alerts_service.get_alert(session, alert_id=alert_id)
         assert alert is not None
         users_service.audit(
@@ -287,7 +287,7 @@ def resolve(
 
 def audit_view(engine: Engine, *, principal: Principal, client: Client, alert_id: str) -> None:
     """Reading an alert's detail shows a worker's name and number: that access is recorded."""
-    with session_scope(engine) as session:
+    with write_scope(engine) as session:
         users_service.audit(
             session,
             action="alert.view",
@@ -336,7 +336,7 @@ def api_list_alerts(
     departement: Annotated[str | None, Query(max_length=3)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[AlertSummary]:
-    with session_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         rows = list_visible(
             session,
             principal=principal,
@@ -355,7 +355,7 @@ def api_list_alerts(
 )
 def api_get_alert(request: Request, principal: PrincipalDep, alert_id: AlertIdPath) -> AlertDetail:
     engine = engine_of(request)
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         alert = get_visible(session, principal=principal, alert_id=alert_id)
         if alert is None:
             raise _not_found()

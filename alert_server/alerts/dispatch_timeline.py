@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from alert_server.alerts.models import Alert
 from alert_server.alerts.schemas import TimelineEntry
-from dispatch.engine import Dispatcher
+from dispatch import Dispatcher
 
 LABELS_FR = {
     "alert_sms": "SMS d'alerte",
@@ -41,7 +41,7 @@ LABELS_FR = {
 def source(dispatcher: Dispatcher) -> Callable[[Session, Alert], list[TimelineEntry]]:
     def entries(session: Session, alert: Alert) -> list[TimelineEntry]:
         out = []
-        for e in dispatcher.timeline(session, alert.alert_id):
+        for e in dispatcher.timeline(session, alert_id=alert.alert_id):
             detail: dict[str, Any] = {
                 k: v
                 for k, v in {

@@ -8,11 +8,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert, AlertDepartement, AlertEvent
+from vigie.persistence import insert_ignore
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +41,7 @@ def store_alert(session: Session, *, values: dict[str, Any]) -> Stored:
     device_id, device_alert_id = values["device_id"], values["device_alert_id"]
     for key in (values["alert_id"], derived_alert_id(device_id, device_alert_id)):
         values["alert_id"] = key
-        if _insert_ignore(session, Alert, values):
+        if insert_ignore(session, Alert, values):
             return Stored(created=True, alert_id=key)
         existing = find_device_alert(session, device_id=device_id, device_alert_id=device_alert_id)
         if existing is not None:
@@ -63,26 +62,6 @@ def find_device_alert(session: Session, *, device_id: str, device_alert_id: str)
         .where(Alert.device_alert_id == device_alert_id)
     )
     return session.exec(stmt).first()
-
-
-def _insert_ignore(
-    session: Session, model: type[SQLModel], values: dict[str, Any], keys: list[str] | None = None
-) -> bool:
-    """``INSERT … ON CONFLICT (keys) DO NOTHING`` (any unique key when ``keys`` is None);
-    True when this statement inserted the row.
-
-    RETURNING yields a row only when something was inserted (rowcount is not reliable for
-    ON CONFLICT DO NOTHING across drivers).
-    """
-    table = model.__table__  # type: ignore[attr-defined]
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    stmt = (
-        insert(table)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=keys)
-        .returning(*table.primary_key.columns)
-    )
-    return session.connection().execute(stmt).first() is not None
 
 
 # --- incidents (a flood of presses collapses into one) -----------------------------------
@@ -204,12 +183,8 @@ def add_departement(
     session: Session, *, alert_id: str, departement: str, at: datetime, reason: str
 ) -> bool:
     """Record that the alert concerns ``departement`` (idempotent). True when new."""
-    return _insert_ignore(
-        session,
-        AlertDepartement,
-        {"alert_id": alert_id, "departement": departement, "added_at": at, "reason": reason},
-        ["alert_id", "departement"],
-    )
+    values = {"alert_id": alert_id, "departement": departement, "added_at": at, "reason": reason}
+    return insert_ignore(session, AlertDepartement, values, keys=["alert_id", "departement"]) == 1
 
 
 def departements(session: Session, *, alert_id: str) -> list[str]:

@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 
 from alert_server.dashboard.config import DashboardConfig
-from alert_server.db import session_scope
+from alert_server.db import read_scope
 from alert_server.timeutil import utcnow
 from alert_server.users import service
 from alert_server.users.schemas import Principal
@@ -60,7 +60,7 @@ def engine_of(request: Request) -> Engine:
 def lookup_session(engine: Engine, token: str | None) -> PageSession | None:
     if not token:
         return None
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         found = service.session_principal(session, token=token, now=utcnow())
     if found is None:
         return None

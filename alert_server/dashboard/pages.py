@@ -40,7 +40,7 @@ from alert_server.dashboard.board import (
 )
 from alert_server.dashboard.config import BOUNDARY_ATTRIBUTION
 from alert_server.dashboard.render import render
-from alert_server.db import session_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
 from alert_server.timeutil import as_utc, rfc3339, utcnow
@@ -81,7 +81,7 @@ def _page(
     now = utcnow()
     if sess is not None and "cursor" not in context:
         # Pages without a live list still ring for new alerts: they need the stream's start.
-        with session_scope(engine_of(request)) as session:
+        with write_scope(engine_of(request)) as session:
             context.update(_live_context(session, sess.principal))
     html = render(
         template,
@@ -183,7 +183,7 @@ def login_submit(
     client = client_of(request)
     now = utcnow()
     attempted = users_service.normalise_username(username)[:64]
-    with session_scope(engine_of(request)) as session:
+    with write_scope(engine_of(request)) as session:
         result = users_service.login(
             session, username=username, password=password, ip=client.ip, now=now
         )
@@ -251,7 +251,7 @@ def logout(
     check_csrf(sess, csrf_token)
     client = client_of(request)
     now = utcnow()
-    with session_scope(engine_of(request)) as session:
+    with write_scope(engine_of(request)) as session:
         users_service.close_session(session, token=sess.token, now=now)
         users_service.audit(
             session,
@@ -284,7 +284,7 @@ def board(
     departement: Annotated[str | None, Query(max_length=10)] = None,
 ) -> HTMLResponse:
     filt = BoardFilter.parse(sess.principal, state, departement)
-    with session_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         alerts = board_alerts(session, principal=sess.principal, filt=filt)
     counts = {
@@ -317,7 +317,7 @@ def board_rows(
     filt = BoardFilter.parse(sess.principal, state, departement)
     prefix = dashboard_config(request).prefix
     now = utcnow()
-    with session_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         rows = [
             render_row(a, csrf=sess.csrf_token, prefix=prefix, now=now)
@@ -371,7 +371,7 @@ def _trail(session: Session, alert: Alert, entries: list[TimelineEntry]) -> list
 
 def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[str, Any] | None:
     config = dashboard_config(request)
-    with session_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         alert = alerts_api.get_visible(session, principal=sess.principal, alert_id=alert_id)
         if alert is None:
@@ -537,7 +537,7 @@ def devices_page(request: Request, sess: SessionDep) -> HTMLResponse:
     if sess.principal.restricted:
         return _page(request, sess, "forbidden.html", active="devices", status_code=403)
     now = utcnow()
-    with session_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         rows = session.exec(
             select(Device, Worker)
@@ -607,7 +607,7 @@ def _coverage(request: Request, principal: Principal) -> dict[str, Any]:
 
 @router.get("/coverage")
 def coverage_page(request: Request, sess: SessionDep) -> HTMLResponse:
-    with session_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
     return _page(
         request,
@@ -628,7 +628,7 @@ def stats_page(request: Request, sess: SessionDep) -> HTMLResponse:
 
     rows = monthly_for(request, sess.principal)
     peak = max((r.alerts for r in rows), default=0)
-    with session_scope(engine_of(request), write=False) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
     return _page(request, sess, "stats.html", active="stats", rows=rows, peak=peak, **live)
 
@@ -656,7 +656,7 @@ def alert_onvs_csv(request: Request, sess: SessionDep, alert_id: str) -> Respons
 def audit_page(request: Request, sess: SessionDep) -> HTMLResponse:
     if sess.principal.role != ADMIN:
         return _page(request, sess, "forbidden.html", active="audit", status_code=403)
-    with session_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         live = _live_context(session, sess.principal)
         records = users_service.recent_audit(session, limit=300)
     return _page(request, sess, "audit.html", active="audit", records=records, **live)

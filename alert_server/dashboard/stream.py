@@ -39,7 +39,7 @@ from alert_server.dashboard.auth import (
     lookup_session,
 )
 from alert_server.dashboard.board import BoardFilter, current_cursor, row_payload
-from alert_server.db import session_scope
+from alert_server.db import read_scope
 from alert_server.timeutil import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ class StreamView:
 def _initial_seen(engine: Engine, cursor: Cursor) -> None:
     # Rows at or below the client's position were delivered (or were not visible): only rows
     # that show up later in that window (late commits) are new.
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         # A position past the newest row (a restored or replaced database) would silence the
         # stream until the ids catch up: start from the newest row instead.
         cursor.position = min(cursor.position, current_cursor(session))
@@ -135,7 +135,7 @@ def _poll(engine: Engine, sess: PageSession, view: StreamView, cursor: Cursor) -
     now = utcnow()
     # One message per changed alert, in the order of their newest change.
     order = {alert_id: i for i, (_, alert_id) in enumerate(fresh)}
-    with session_scope(engine) as session:
+    with read_scope(engine) as session:
         alerts = visible_by_ids(session, principal=sess.principal, alert_ids=order)
         # A press attached to an incident refreshes its incident's row (press_merged event).
         alerts = [a for a in alerts if a.incident_of is None]
@@ -213,7 +213,7 @@ async def live_stream(
     if position is None:
 
         def newest() -> int:
-            with session_scope(engine) as session:
+            with read_scope(engine) as session:
                 return current_cursor(session)
 
         position = await anyio.to_thread.run_sync(newest)

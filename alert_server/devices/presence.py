@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, func, update
 
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices.models import Device
 from alert_server.timeutil import utcnow
 
@@ -177,7 +177,7 @@ class PresenceTracker:
             )
         )
         try:
-            with session_scope(self._engine) as session:
+            with write_scope(self._engine) as session:
                 session.connection().execute(stmt, rows)
         except Exception:
             # Keep the updates for the next flush rather than losing them.

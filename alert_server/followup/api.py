@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.responses import Response
 
 from alert_server.alerts.api import NOT_FOUND, UNAUTHORIZED, get_visible
-from alert_server.db import session_scope
+from alert_server.db import read_scope
 from alert_server.followup import service, stats
 from alert_server.users.api import api_principal, engine_of
 from alert_server.users.schemas import Principal
@@ -32,7 +32,7 @@ def visible_stats(principal: Principal, rows: list[stats.MonthStats]) -> list[st
 
 
 def onvs_for(request: Request, principal: Principal, alert_id: str) -> dict[str, Any]:
-    with session_scope(engine_of(request), write=False) as session:
+    with read_scope(engine_of(request)) as session:
         if get_visible(session, principal=principal, alert_id=alert_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Alerte introuvable")
         data = service.onvs_prefill(session, alert_id=alert_id)
@@ -41,7 +41,7 @@ def onvs_for(request: Request, principal: Principal, alert_id: str) -> dict[str,
 
 
 def monthly_for(request: Request, principal: Principal) -> list[stats.MonthStats]:
-    with session_scope(engine_of(request), write=False) as session:
+    with read_scope(engine_of(request)) as session:
         return visible_stats(principal, service.monthly_stats(session))
 
 

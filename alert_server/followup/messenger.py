@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.followup import notices, victim_support
 from alert_server.followup.models import LOW_BATTERY, OFFLINE, VICTIM_SUPPORT, WorkerMessage
 from alert_server.followup.notices import NoticeConfig, NoticeReport
@@ -66,7 +66,7 @@ class WorkerMessenger:
     def tick(self, now: datetime) -> MessengerReport:
         report = NoticeReport()
         if self.notice_config.enabled:
-            with session_scope(self.engine, write=True) as session:
+            with write_scope(self.engine) as session:
                 report = notices.detect(session, now=now, config=self.notice_config)
         return MessengerReport(report, self.outbox.run_due(now))
 

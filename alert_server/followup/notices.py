@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session
 
 from alert_server.devices.models import Device, Worker
@@ -24,6 +22,7 @@ from alert_server.followup.models import LOW_BATTERY, OFFLINE, WorkerMessage, Wo
 from alert_server.sessions.models import OPEN, VisitSession
 from alert_server.timeutil import as_utc
 from dispatch.messages import PARIS, to_gsm7
+from vigie.persistence import insert_ignore
 
 log = logging.getLogger(__name__)
 
@@ -128,19 +127,8 @@ def _track(
         return
 
     if episode is None:
-        dialect = session.get_bind().dialect.name
-        insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        inserted = (
-            session.connection()
-            .execute(
-                insert(WorkerNotice)
-                .values(device_id=device_id, kind=kind, detected_at=now)
-                .on_conflict_do_nothing(index_elements=["device_id", "kind"])
-                .returning(NOTICE.c.device_id)
-            )
-            .first()
-        )
-        if inserted is None:
+        opened = {"device_id": device_id, "kind": kind, "detected_at": now}
+        if not insert_ignore(session, WorkerNotice, opened, keys=["device_id", "kind"]):
             return  # another server opened it just now: its tick carries on
         report.opened += 1
         detected_at = now

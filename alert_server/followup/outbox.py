@@ -19,12 +19,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Engine, and_, or_
 from sqlmodel import Session
 
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.followup.models import (
     FAILED,
     PLANNED,
@@ -34,6 +32,7 @@ from alert_server.followup.models import (
     WorkerMessage,
 )
 from dispatch.channels.base import Notifier, PermanentSendError
+from vigie.persistence import claim_due, insert_ignore, release_claim
 
 log = logging.getLogger(__name__)
 
@@ -56,28 +55,21 @@ def queue(
     context: dict[str, Any] | None = None,
 ) -> bool:
     """Queue one SMS to a worker unless ``dedupe_key`` was already queued. True if new."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
-        insert(WorkerMessage)
-        .values(
-            dedupe_key=dedupe_key[:120],
-            kind=kind,
-            worker_id=worker_id,
-            device_id=device_id,
-            alert_id=alert_id,
-            phone=phone[:20],
-            context=context or {},
-            status=PLANNED,
-            next_action_at=now,
-            attempts=0,
-            created_at=now,
-            updated_at=now,
-        )
-        .on_conflict_do_nothing(index_elements=["dedupe_key"])
-        .returning(MSG.c.id)
-    )
-    return session.connection().execute(stmt).first() is not None
+    values = {
+        "dedupe_key": dedupe_key[:120],
+        "kind": kind,
+        "worker_id": worker_id,
+        "device_id": device_id,
+        "alert_id": alert_id,
+        "phone": phone[:20],
+        "context": context or {},
+        "status": PLANNED,
+        "next_action_at": now,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return insert_ignore(session, WorkerMessage, values, keys=["dedupe_key"]) == 1
 
 
 @dataclass
@@ -121,33 +113,29 @@ class Outbox:
             and_(MSG.c.status == PLANNED, MSG.c.next_action_at <= now),
             and_(MSG.c.status == SENDING, MSG.c.lease_until < now),  # a server died mid-send
         )
-        pick = select(MSG.c.id).where(due).order_by(MSG.c.next_action_at).limit(self.batch_size)
-        with session_scope(self.engine, write=True) as session:
-            if session.get_bind().dialect.name == "postgresql":
-                pick = pick.with_for_update(skip_locked=True)
-            rows = session.execute(
-                update(MSG)
-                .where(MSG.c.id.in_(pick.scalar_subquery()), due)
-                .values(
-                    status=SENDING,
-                    claim_token=token,
-                    lease_until=now + timedelta(seconds=self.lease_s),
-                    updated_at=now,
-                )
-                .returning(MSG.c.id)
-            ).all()
+        with write_scope(self.engine) as session:
+            rows = claim_due(
+                session,
+                MSG,
+                due=due,
+                order_by=[MSG.c.next_action_at],
+                limit=self.batch_size,
+                claim={
+                    "status": SENDING,
+                    "claim_token": token,
+                    "lease_until": now + timedelta(seconds=self.lease_s),
+                    "updated_at": now,
+                },
+            )
         return sorted((r[0], token) for r in rows)
 
     def _cas(self, session: Session, row_id: int, token: str, **values: Any) -> bool:
-        res = session.execute(
-            update(MSG)
-            .where(MSG.c.id == row_id, MSG.c.claim_token == token, MSG.c.status == SENDING)
-            .values(**values)
+        return release_claim(
+            session, MSG, row_id=row_id, token=token, values=values, where=[MSG.c.status == SENDING]
         )
-        return bool(res.rowcount == 1)  # type: ignore[attr-defined]
 
     def _send(self, row_id: int, token: str, now: datetime) -> str:
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             row = session.get(WorkerMessage, row_id)
             if row is None or row.claim_token != token:
                 return "skipped"
@@ -169,7 +157,7 @@ class Outbox:
         except Exception as exc:
             permanent = isinstance(exc, PermanentSendError)
             attempt = attempts + 1
-            with session_scope(self.engine, write=True) as session:
+            with write_scope(self.engine) as session:
                 if not permanent and attempt <= len(self.retry_backoff_s):
                     self._cas(
                         session,
@@ -198,7 +186,7 @@ class Outbox:
                     outcome = "failed"
             log.warning("worker SMS %s %s id=%s: %s", kind, outcome, row_id, exc)
             return outcome
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             self._cas(
                 session,
                 row_id,

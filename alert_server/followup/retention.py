@@ -30,7 +30,7 @@ from typing import Any
 from sqlalchemy import Engine, and_, delete, func, not_, or_, select, update
 
 from alert_server.alerts.models import Alert, AlertEvent
-from alert_server.db import session_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device
 from alert_server.followup.models import FAILED, SENT, SKIPPED, WorkerMessage
 from alert_server.sessions.models import ENDED, OPEN, VisitSession
@@ -120,7 +120,8 @@ def purge(
     """Erase and pseudonymise what is past its retention time (counts only with dry_run)."""
     cond = _conditions(now, policy)
     report = PurgeReport(dry_run=dry_run)
-    with session_scope(engine, write=not dry_run) as session:
+    scope = read_scope if dry_run else write_scope
+    with scope(engine) as session:
 
         def count(table: Any, where: Any) -> int:
             return int(

@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from alert_server.alerts import service as alerts
-from alert_server.db import session_scope
+from alert_server.db import read_scope
 from alert_server.ingest.downlink import AlertRef, Downlink
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class WorkerOkBridge:
 
     def after_worker_ok(self, alert_id: str, at: datetime) -> None:
         try:
-            with session_scope(self.engine, write=False) as session:
+            with read_scope(self.engine) as session:
                 alert = alerts.get_alert(session, alert_id=alert_id)
                 refs = [AlertRef.of(a) for a in (alert,) if a is not None]
                 refs += [

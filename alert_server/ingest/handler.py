@@ -24,7 +24,7 @@ from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
 from alert_server.alerts import service as alerts
-from alert_server.db import database_unavailable, session_scope
+from alert_server.db import database_unavailable, write_scope
 from alert_server.devices.models import Device
 from alert_server.devices.presence import LastPosition, PresenceTracker
 from alert_server.ingest import payloads, topics
@@ -474,7 +474,7 @@ class Ingestor:
             "created_at": now,
             "raw": payloads.db_text(item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace")),
         }
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             stored = alerts.store_alert(session, values=values)
         self._received_sender(item.device_id, alert_id)()
         self._ack_item(item)
@@ -487,7 +487,7 @@ class Ingestor:
         new_alerts: list[str] = []
         with (
             self.metrics.ingest_batch_seconds.time(),
-            session_scope(self.engine, write=True) as session,
+            write_scope(self.engine) as session,
         ):
             for item in batch:
                 # Every stored time is the arrival at the server, not the commit: a batch

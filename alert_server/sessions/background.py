@@ -13,14 +13,12 @@ from sqlalchemy import Engine
 from alert_server.followup.messenger import WorkerMessenger
 from alert_server.followup.notices import NoticeConfig
 from alert_server.followup.retention import RetentionPolicy, purge
-from alert_server.followup.verification import WorkerOkBridge
 from alert_server.followup.victim_support import load_directory
 from alert_server.ingest.downlink import Downlink
 from alert_server.sessions.engine import AlertStored, SessionConfig, SessionEngine
 from alert_server.settings import Settings
 from alert_server.timeutil import utcnow
 from dispatch.channels.base import Notifier
-from dispatch.engine import Dispatcher
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +44,8 @@ class Background:
         downlink: Downlink,
         alert_stored: AlertStored,
         notifier: Notifier,
-        dispatcher: Dispatcher,
     ) -> Background:
         s = settings
-        # The worker's "I am fine" on the verification call lands on the alert (dispatch
-        # cannot import the alert server: it calls this bridge).
-        dispatcher.verification_hooks = WorkerOkBridge(engine, downlink)
         sessions = SessionEngine(
             engine,
             downlink=downlink,

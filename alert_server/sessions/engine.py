@@ -33,12 +33,13 @@ from sqlalchemy import Engine, and_, or_, select, update
 from sqlmodel import Session
 
 from alert_server.alerts import service as alerts
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
 from alert_server.timeutil import as_utc, rfc3339, utcnow
+from vigie.persistence import pick_due
 
 log = logging.getLogger(__name__)
 
@@ -114,17 +115,17 @@ class SessionEngine:
     # -- helpers ---------------------------------------------------------------------------
 
     def _pick(self, session: Session, where: Any) -> list[Any]:
-        stmt = select(S).where(where).order_by(S.c.id).limit(self.config.batch_size)
-        if session.get_bind().dialect.name == "postgresql":
-            # Several servers: each takes rows nobody else holds right now.
-            stmt = stmt.with_for_update(skip_locked=True)
+        # Several servers: each takes rows nobody else holds right now.
+        stmt = pick_due(
+            session, select(S).where(where).order_by(S.c.id).limit(self.config.batch_size)
+        )
         return list(session.execute(stmt).mappings().all())
 
     # -- 1. deadlines that depend on settings ------------------------------------------------
 
     def _schedule(self, now: datetime, report: SessionTickReport) -> None:
         cfg = self.config
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             rows = self._pick(session, and_(S.c.state == ACTIVE, S.c.due_at.is_(None)))
             for r in rows:
                 expected_end = r["expected_end"]
@@ -149,7 +150,7 @@ class SessionEngine:
 
     def _watch_offline(self, now: datetime, report: SessionTickReport) -> None:
         delay = timedelta(seconds=self.config.offline_alert_s)
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             rows = session.execute(
                 select(S.c.id, S.c.offline_since, DEVICE.c.online)
                 .select_from(S.join(DEVICE, DEVICE.c.device_id == S.c.device_id))
@@ -176,7 +177,7 @@ class SessionEngine:
 
     def _fire(self, now: datetime, report: SessionTickReport) -> list[Callable[[], None]]:
         after: list[Callable[[], None]] = []
-        with session_scope(self.engine, write=True) as session:
+        with write_scope(self.engine) as session:
             due = and_(
                 S.c.state.in_(RUNNING),
                 or_(S.c.due_at <= now, S.c.offline_due_at <= now),

@@ -15,8 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import or_
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
 from alert_server.alerts import service as alerts
@@ -32,6 +30,7 @@ from alert_server.sessions.models import (
 )
 from alert_server.timeutil import as_utc
 from dispatch.schemas import AlertBrief
+from vigie.persistence import insert_ignore
 
 log = logging.getLogger(__name__)
 
@@ -84,15 +83,7 @@ def running_for_device(session: Session, *, device_id: str) -> list[VisitSession
 
 
 def _insert(session: Session, values: dict[str, Any]) -> bool:
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
-        insert(VisitSession)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["device_id", "session_id"])
-        .returning(SESSION_TABLE.c.id)
-    )
-    return session.connection().execute(stmt).first() is not None
+    return insert_ignore(session, VisitSession, values, keys=["device_id", "session_id"]) == 1
 
 
 def _set_position(row: VisitSession, pos: payloads.Position | None, msg_ts: datetime) -> None:

@@ -15,7 +15,7 @@ from fastapi.security import OAuth2PasswordBearer, OAuth2PasswordRequestForm
 from sqlalchemy import Engine
 
 from alert_server.alerts.schemas import Problem, Token
-from alert_server.db import session_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.timeutil import utcnow
 from alert_server.users import service
 from alert_server.users.schemas import Principal
@@ -65,7 +65,7 @@ def api_principal(request: Request, token: Annotated[str | None, Depends(_bearer
     """The caller of an API route, from its bearer token (401 otherwise)."""
     if not token:
         raise _unauthorized("Authentification requise")
-    with session_scope(engine_of(request)) as session:
+    with read_scope(engine_of(request)) as session:
         principal = service.principal_for_token(
             session, secret=secret_of(request), token=token, now=utcnow()
         )
@@ -89,7 +89,7 @@ def issue_token(
     client = client_of(request)
     now = utcnow()
     attempted = service.normalise_username(form.username)[:64]
-    with session_scope(engine_of(request)) as session:
+    with write_scope(engine_of(request)) as session:
         result = service.login(
             session, username=form.username, password=form.password, ip=client.ip, now=now
         )

@@ -12,7 +12,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from alert_server.db import make_engine, migrate, session_scope
+from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.settings import Settings, load_settings
 from alert_server.timeutil import utcnow
 from alert_server.users import service
@@ -70,7 +70,7 @@ def users_add(
         migrate(engine)
         now = utcnow()
         # One transaction: the account and its audit line, or neither.
-        with session_scope(engine, write=True) as session:
+        with write_scope(engine) as session:
             account = service.add_account(session, new=new, now=now)
             service.audit(
                 session,
@@ -103,7 +103,7 @@ def users_list(
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)
-        with session_scope(engine, write=True) as session:
+        with read_scope(engine) as session:
             rows = [
                 {
                     "username": a.username,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,49 @@ class Notifier(Protocol):
     def place_call(self, *, to: str, notification_id: int, alert_id: str) -> SendResult: ...
 
 
-# A notifier may also offer, for the engine's reconciliation after a crash:
-#     find_accepted(*, channel, to, body_sha256, since) -> list[tuple[SendResult, datetime]]
-# what the provider accepted for ``to`` (and, for an SMS, whose text has that SHA-256) since
-# ``since``. Without it, a row left ``sending`` by a crashed server is simply sent again.
+# --- what a notifier may also offer (each a Protocol, tested with isinstance) --------------
+
+
+@runtime_checkable
+class Reconciles(Protocol):
+    """For the reconciliation after a crash (``dispatch.reconcile``): what the provider
+    accepted for ``to`` (and, for an SMS, whose text has that SHA-256) since ``since``.
+    Without it, a row left ``sending`` by a crashed server is simply sent again."""
+
+    # The provider's own time-out: a send younger than this may still be in flight.
+    http_timeout_s: float
+
+    def find_accepted(
+        self, *, channel: str, to: str, body_sha256: str | None, since: datetime
+    ) -> list[tuple[SendResult, datetime]]: ...
+
+
+@runtime_checkable
+class Attaches(Protocol):
+    """A channel that calls the dispatcher back by itself (the simulator answers, reports
+    delivery): handed the dispatcher once, when the dispatcher is built."""
+
+    def attach(self, dispatcher: Any) -> None: ...
+
+
+@runtime_checkable
+class AnswersItself(Protocol):
+    """A channel whose simulated responders press 1 on every call after
+    ``auto_ack_after_s`` seconds (None: they do not). Such a channel would impersonate the
+    worker on a verification call."""
+
+    auto_ack_after_s: float | None
+
+
+@runtime_checkable
+class ChecksCredentials(Protocol):
+    """A channel that can tell, with one harmless request, whether its credentials work."""
+
+    def check_credentials(self) -> bool: ...
+
+
+@runtime_checkable
+class Closes(Protocol):
+    """A channel holding threads or timers to stop at shutdown."""
+
+    def close(self) -> None: ...

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from dispatch.channels.base import ProviderHealth, SendResult
 
 if TYPE_CHECKING:
-    from dispatch.engine import Dispatcher
+    from dispatch.engine import SendEngine
 
 log = logging.getLogger("dispatch.simulated")
 _CODE = re.compile(r"OK (\d{3,6})\b")
@@ -53,9 +53,10 @@ class SimulatedNotifier:
         self._lock = threading.Lock()
         self._auto_acked: set[str] = set()
         self._timers: list[threading.Timer] = []
-        self._dispatcher: Dispatcher | None = None
+        self._dispatcher: SendEngine | None = None
 
-    def attach(self, dispatcher: Dispatcher) -> None:
+    def attach(self, dispatcher: Any) -> None:
+        """Called once by the dispatcher being built: the engine to report to."""
         self._dispatcher = dispatcher
 
     def close(self) -> None:

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from sqlmodel import select
 
 from alert_server.alerts import service as alerts_service
-from alert_server.db import migrate, session_scope
+from alert_server.db import migrate, write_scope
 from alert_server.devices import service as devices_service
 from alert_server.ingest.downlink import Downlink
 from alert_server.localbroker import free_port
@@ -46,7 +46,7 @@ class ApiStack:
     def add_user(
         self, username: str, role: str = "dispatcher", departements: tuple[str, ...] = ()
     ) -> str:
-        with session_scope(self.runtime.engine) as s:
+        with write_scope(self.runtime.engine) as s:
             users_service.add_account(
                 s,
                 new=NewAccount(username, PASSWORD, role, departements),
@@ -86,7 +86,7 @@ class ApiStack:
             "pos_src": "gps",
             **values,
         }
-        with session_scope(self.runtime.engine) as s:
+        with write_scope(self.runtime.engine) as s:
             alerts_service.insert_alert(s, values=row)
             alerts_service.add_event(s, alert_id=alert_id, at=at, type_="received", actor=device_id)
         return alert_id
@@ -95,11 +95,11 @@ class ApiStack:
         new = devices_service.NewDevice(
             device_id, worker, "nurse", "+33612345678", "2468", "1357"
         ).validate()
-        with session_scope(self.runtime.engine) as s:
+        with write_scope(self.runtime.engine) as s:
             devices_service.add_device(s, new=new, now=utcnow())
 
     def audit(self) -> list[AuditRecord]:
-        with session_scope(self.runtime.engine) as s:
+        with write_scope(self.runtime.engine) as s:
             return list(s.exec(select(AuditRecord).order_by(AuditRecord.id)))  # type: ignore[arg-type]
 
 

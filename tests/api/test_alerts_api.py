@@ -9,7 +9,7 @@ from datetime import timedelta
 from alert_server.alerts import api as alerts_api
 from alert_server.alerts import service as alerts_service
 from alert_server.alerts.schemas import TimelineEntry
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.timeutil import utcnow
 from alert_server.users import service as users_service
 from alert_server.users.schemas import Principal
@@ -287,7 +287,7 @@ def test_an_alert_on_a_border_is_seen_by_both_departements(api: ApiStack) -> Non
     api.add_user("vaucluse", departements=("84",))
     api.add_user("paris", departements=("75",))
     border = api.add_alert("13")
-    with session_scope(api.runtime.engine) as s:
+    with write_scope(api.runtime.engine) as s:
         for dep, reason in (("13", "position"), ("84", "ambiguous_border")):
             alerts_service.add_departement(
                 s, alert_id=border, departement=dep, at=utcnow(), reason=reason

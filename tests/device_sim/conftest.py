@@ -15,7 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert
-from alert_server.db import make_engine, session_scope
+from alert_server.db import make_engine, write_scope
 from alert_server.devices import broker_files, service
 from alert_server.localbroker import LocalMosquitto
 from alert_server.timeutil import utcnow
@@ -112,7 +112,7 @@ class DirectProvisioner:
         try:
             for attempt in range(10):
                 try:
-                    with session_scope(engine, write=True) as session:
+                    with write_scope(engine) as session:
                         service.add_device(session, new=new, now=utcnow())
                     break
                 except OperationalError:
@@ -178,7 +178,7 @@ def _stack(tmp: Path) -> Iterator[Stack]:
     server = ServerProcess(env, tmp / "server.log").start()
     store = DbAlertStore(db_url)
     engine = make_engine(db_url)
-    with session_scope(engine, write=True) as session:
+    with write_scope(engine) as session:
         users.add_account(
             session,
             new=users.validate_new_account(RESPONDER_USER, RESPONDER_PASSWORD, "admin", None),

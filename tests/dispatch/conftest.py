@@ -13,8 +13,8 @@ from fastapi import FastAPI
 from sqlalchemy import Engine, select
 from sqlmodel import Session
 
+from dispatch import DispatchConfig, Dispatcher, TickReport
 from dispatch.channels.twilio import TwilioNotifier
-from dispatch.engine import DispatchConfig, Dispatcher, TickReport
 from dispatch.models import Notification
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy
 from dispatch.schemas import AlertBrief, Chain, Contact
@@ -111,7 +111,11 @@ class Harness:
     ) -> bool:
         with Session(self.engine) as s:
             created = self.dispatcher.start(
-                s, brief(alert_id, kind, self.t0), list(chains), policy, self.clock()
+                s,
+                brief=brief(alert_id, kind, self.t0),
+                chains=list(chains),
+                policy=policy,
+                now=self.clock(),
             )
             s.commit()
         return created
@@ -120,8 +124,8 @@ class Harness:
         """Set the clock to T0 + seconds and run one tick (or run_due for one alert)."""
         self.clock.set(self.t0 + timedelta(seconds=seconds))
         if alert_id is not None:
-            return self.dispatcher.run_due(alert_id, self.clock())
-        return self.dispatcher.tick(self.clock())
+            return self.dispatcher.run_due(alert_id=alert_id, now=self.clock())
+        return self.dispatcher.tick(now=self.clock())
 
     def notifications(self, alert_id: str = "alert-1") -> list[Notification]:
         with Session(self.engine) as s:
@@ -164,7 +168,7 @@ def make_harness(
         http_timeout_s=0.5,
     )
     cfg = config or DispatchConfig(public_url=app_url, retry_backoff_s=(1.0, 2.0, 4.0))
-    dispatcher = Dispatcher(engine, notifier, hooks=hooks, config=cfg, clock=clock)
+    dispatcher = Dispatcher(engine=engine, notifier=notifier, hooks=hooks, config=cfg, clock=clock)
     app = FastAPI()
     app.include_router(make_router(dispatcher, auth_token=fake.auth_token, public_url=app_url))
     server = ThreadedServer(app, port=port).start()

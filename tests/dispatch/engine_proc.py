@@ -11,8 +11,8 @@ import sys
 from datetime import datetime
 
 from alert_server.db import make_engine
+from dispatch import DispatchConfig, Dispatcher
 from dispatch.channels.twilio import TwilioNotifier
-from dispatch.engine import DispatchConfig, Dispatcher
 
 
 def main() -> None:
@@ -27,8 +27,8 @@ def main() -> None:
         http_timeout_s=30,
     )
     dispatcher = Dispatcher(
-        engine,
-        notifier,
+        engine=engine,
+        notifier=notifier,
         config=DispatchConfig(public_url="http://127.0.0.1:9", lease_s=float(lease_s)),
     )
     print("ready", flush=True)
@@ -38,7 +38,7 @@ def main() -> None:
             wait = True
             if arg.endswith(" nowait"):
                 arg, wait = arg.removesuffix(" nowait"), False
-            report = dispatcher.tick(datetime.fromisoformat(arg), wait=wait)
+            report = dispatcher.tick(now=datetime.fromisoformat(arg), wait=wait)
             print(
                 "done " + json.dumps({"sent": report.sent, "claimed": report.claimed}), flush=True
             )

@@ -20,9 +20,17 @@ from sqlmodel import Session
 
 from alert_server.alerts import dispatch_timeline
 from alert_server.db import alembic_config, make_engine, migrate
-from dispatch import messages, service
+from dispatch import (
+    DispatchConfig,
+    Dispatcher,
+    TickReport,
+    codes,
+    inbound,
+    lifecycle,
+    messages,
+    store,
+)
 from dispatch.channels.base import SendResult
-from dispatch.engine import DispatchConfig, Dispatcher, TickReport
 from dispatch.models import (
     KIND_STAND_DOWN,
     PRIORITY_INFO,
@@ -58,7 +66,7 @@ def open_alerts_on_the_fallback(
     (recorded as the engine records a send)."""
     with Session(engine) as s:
         for i in range(n):
-            service.start(
+            lifecycle.start(
                 s,
                 brief=brief(f"{prefix}{i}", created_at=created_at),
                 chains=[FALLBACK_ONLY],
@@ -94,10 +102,12 @@ def test_2000_open_alerts_on_the_fallback_do_not_hold_a_new_alert(engine: Engine
         engine, 1000, prefix="recent-", created_at=now - timedelta(seconds=30)
     )
     with Session(engine) as s:
-        assert d.start(s, brief("new", created_at=now), [CHAIN_13], DEFAULT_POLICY, now)
+        assert d.start(
+            s, brief=brief("new", created_at=now), chains=[CHAIN_13], policy=DEFAULT_POLICY, now=now
+        )
         s.commit()
     # The first run of due work sends it, like for any other alert (and exhausts the old ones).
-    report = d.tick(now)
+    report = d.tick(now=now)
     assert len(report.exhausted) == 1000
     assert report.sent == 1 and rec.sent[0][:2] == ("sms", REF1.phone)
     first_code = code_in(rec.sent[0][2])
@@ -108,7 +118,7 @@ def test_2000_open_alerts_on_the_fallback_do_not_hold_a_new_alert(engine: Engine
         ).scalars()
         held = list(held)
         assert len(held) == 1000 + 1 == len(set(held))  # active ones + the new alert
-        assert all(service.parse_ack(f"OK {c}") == ("code", c) for c in held)
+        assert all(inbound.parse_ack(f"OK {c}") == ("code", c) for c in held)
         # The exhausted ones released theirs, but none was given again.
         everything = list(
             s.execute(select(AckCode.code).where(AckCode.phone == NAT.phone)).scalars()  # type: ignore[call-overload]
@@ -118,16 +128,16 @@ def test_2000_open_alerts_on_the_fallback_do_not_hold_a_new_alert(engine: Engine
             select(AckCode.code).where(AckCode.alert_id == "old-7")  # type: ignore[call-overload]
         ).scalar_one()
     # The fallback's turn (150 s): its SMS carries its own code, which acknowledges.
-    d.tick(at(150))
+    d.tick(now=at(150))
     nat_sms = [b for c, to, b, _ in rec.sent if c == "sms" and to == NAT.phone]
     assert len(nat_sms) == 1
     nat_code = code_in(nat_sms[0])
     # A late reply to an exhausted alert still acknowledges that one (its code was not reused).
-    out, _ = d.handle_inbound_sms(
+    out, _ = d.sender.handle_inbound_sms(
         from_phone=NAT.phone, to_phone=None, body=f"ok {old_code}", sid="SMlate", now=at(151)
     )
     assert (out.outcome, out.alert_id) == ("acknowledged", "old-7")
-    out, _ = d.handle_inbound_sms(
+    out, _ = d.sender.handle_inbound_sms(
         from_phone=NAT.phone, to_phone=None, body=f"OK {nat_code}", sid="SMnew", now=at(152)
     )
     assert (out.outcome, out.alert_id) == ("acknowledged", "new")
@@ -142,28 +152,28 @@ def test_codes_are_3_digits_while_free_then_longer(engine: Engine) -> None:
             for i in range(100, 1000)
         )
         s.commit()
-        codes = service._reserve_codes(
+        reserved = codes.reserve_codes(
             s, alert_id="a", phones=[REF1.phone, NAT.phone], preferred="482", now=T0
         )
         s.commit()
-    assert codes[REF1.phone] == "482"  # free for REF1: the alert's code
-    long_code = codes[NAT.phone]
+    assert reserved[REF1.phone] == "482"  # free for REF1: the alert's code
+    long_code = reserved[NAT.phone]
     assert long_code is not None and len(long_code) == 4
-    assert service.parse_ack(f"OK {long_code}") == ("code", long_code)
-    assert service.parse_ack(" ".join(long_code)) == ("code", long_code)
+    assert inbound.parse_ack(f"OK {long_code}") == ("code", long_code)
+    assert inbound.parse_ack(" ".join(long_code)) == ("code", long_code)
 
 
 def test_codes_are_freed_whatever_ends_the_escalation(engine: Engine) -> None:
     d, _rec = make(engine)
     for alert_id in ("acked", "stood", "closed", "exhausted", "running"):
         start(d, alert_id, policy=ONE_SMS)
-    d.tick(T0)
+    d.tick(now=T0)
     with Session(engine) as s:
-        d.acknowledge(s, "acked", "Opérateur", "dashboard", at(1))
-        d.stand_down(s, "stood", at(1), "code d'annulation")
-        d.close(s, "closed", at(1))
+        d.acknowledge(s, alert_id="acked", by="Opérateur", via="dashboard", now=at(1))
+        d.stand_down(s, alert_id="stood", now=at(1), reason="code d'annulation")
+        d.close(s, alert_id="closed", now=at(1))
         s.commit()
-    assert d.tick(at(60)).exhausted == ["exhausted", "running"]
+    assert d.tick(now=at(60)).exhausted == ["exhausted", "running"]
     with Session(engine) as s:
         before = s.execute(
             select(AckCode.code).where(  # type: ignore[call-overload]
@@ -172,7 +182,7 @@ def test_codes_are_freed_whatever_ends_the_escalation(engine: Engine) -> None:
         ).scalar_one()
         # A chain added to an exhausted alert: it runs again, and REF1 (in the new chain too)
         # takes back the code its first SMS carried.
-        d.add_chain(s, "running", Chain("84", "GN", (REF1, GN84)), at(61))
+        d.add_chain(s, alert_id="running", chain=Chain("84", "GN", (REF1, GN84)), now=at(61))
         s.commit()
         open_codes = {
             (r.alert_id, r.phone): r.code
@@ -188,7 +198,7 @@ def test_no_code_left_the_sms_goes_out_anyway(
 ) -> None:
     """If a number really had no code left (here: codes capped at 3 digits and all 900 held),
     the alert still starts and its SMS goes out, saying to use the link or the call."""
-    monkeypatch.setattr(service, "ACK_CODE_MAX_DIGITS", 3)
+    monkeypatch.setattr(codes, "ACK_CODE_MAX_DIGITS", 3)
     with Session(engine) as s:
         s.add_all(
             AckCode(alert_id=f"x{i}", phone=REF1.phone, code=str(i), created_at=T0)
@@ -197,14 +207,14 @@ def test_no_code_left_the_sms_goes_out_anyway(
         s.commit()
     d, rec = make(engine)
     start(d)
-    assert d.tick(T0).sent == 1
+    assert d.tick(now=T0).sent == 1
     body = rec.sent[0][2] or ""
     assert "OK" not in body and "en répondant à l'appel (touche 1)" in body
     assert "https://vigie.example.fr/alerts/alert-1" in body and messages.is_gsm7(body)
     with Session(engine) as s:
-        d.acknowledge(s, "alert-1", "CIC", "dashboard", at(1))
+        d.acknowledge(s, alert_id="alert-1", by="CIC", via="dashboard", now=at(1))
         s.commit()
-    d.tick(at(1))
+    d.tick(now=at(1))
     info = rec.sent[-1][2] or ""
     assert "prise en charge par CIC" in info and "()" not in info
     d.shutdown()
@@ -216,7 +226,7 @@ def test_no_code_left_the_sms_goes_out_anyway(
 def _stand_down_all(d: Dispatcher, ids: list[str], now: datetime) -> None:
     with Session(d.engine) as s:
         for alert_id in ids:
-            d.stand_down(s, alert_id, now, "code d'annulation")
+            d.stand_down(s, alert_id=alert_id, now=now, reason="code d'annulation")
         s.commit()
 
 
@@ -225,11 +235,11 @@ def _run_until_idle(d: Dispatcher, since: datetime, *, max_ticks: int = 500) -> 
     total = TickReport()
     now = since
     for _ in range(max_ticks):
-        due = d.next_due_at(now)
+        due = d.sender.next_due_at(now=now)
         if due is None:
             break
         now = max(now, due)
-        r = d.tick(now)
+        r = d.tick(now=now)
         for name in ("claimed", "sent", "deferred", "retried", "failed", "skipped"):
             setattr(total, name, getattr(total, name) + getattr(r, name))
     return total
@@ -242,14 +252,20 @@ def test_new_alert_is_claimed_before_throttled_stand_downs_which_are_deferred_on
     ids = [f"fa-{i}" for i in range(40)]
     for alert_id in ids:
         start(d, alert_id, chains=(FALLBACK_ONLY,), policy=ONE_SMS)
-    assert d.tick(T0).sent + d.tick(T0).sent == 40  # first pass: never throttled
+    assert d.tick(now=T0).sent + d.tick(now=T0).sent == 40  # first pass: never throttled
     _stand_down_all(d, ids, at(5))
     with Session(engine) as s:
-        d.start(s, brief("new", created_at=at(6)), [FALLBACK_ONLY], ONE_SMS, at(6))
+        d.start(
+            s,
+            brief=brief("new", created_at=at(6)),
+            chains=[FALLBACK_ONLY],
+            policy=ONE_SMS,
+            now=at(6),
+        )
         s.commit()
     rec.sent.clear()
     # 40 stand-downs to the fallback are due before the new alert and the batch holds 20.
-    first = d.tick(at(6))
+    first = d.tick(now=at(6))
     assert [(c, to) for c, to, _b, _n in rec.sent] == [("sms", NAT.phone)]
     assert "Vigie SOS" in (rec.sent[0][2] or "")  # the new alert's SMS, nothing else
     assert first.deferred >= 1
@@ -303,22 +319,28 @@ def test_low_class_sends_never_occupy_the_workers_an_alert_needs(engine: Engine)
     config = DispatchConfig(
         public_url="https://vigie.example.fr", per_number_max=10_000, global_max=10_000
     )
-    d = Dispatcher(engine, notifier, config=config)
+    d = Dispatcher(engine=engine, notifier=notifier, config=config)
     ids = [f"fa-{i}" for i in range(24)]
     for alert_id in ids:
         start(d, alert_id, chains=(FALLBACK_ONLY,), policy=ONE_SMS)
-    assert d.tick(T0).sent == 24
+    assert d.tick(now=T0).sent == 24
     _stand_down_all(d, ids, at(5))
-    d.tick(at(5), wait=False)  # as the clock does: every stand-down worker now hangs
+    d.tick(now=at(5), wait=False)  # as the clock does: every stand-down worker now hangs
     deadline = time.monotonic() + 10
     while notifier.held < config.low_send_workers and time.monotonic() < deadline:
         time.sleep(0.01)
     assert notifier.held == config.low_send_workers
     try:
         with Session(engine) as s:
-            d.start(s, brief("new", created_at=at(6)), [CHAIN_13], DEFAULT_POLICY, at(6))
+            d.start(
+                s,
+                brief=brief("new", created_at=at(6)),
+                chains=[CHAIN_13],
+                policy=DEFAULT_POLICY,
+                now=at(6),
+            )
             s.commit()
-        d.run_due("new", at(6), wait=False)  # the clock's kick after the commit
+        d.run_due(alert_id="new", now=at(6), wait=False)  # the clock's kick after the commit
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with notifier.lock:
@@ -331,7 +353,7 @@ def test_low_class_sends_never_occupy_the_workers_an_alert_needs(engine: Engine)
     finally:
         notifier.gate.set()
     d.shutdown(wait=True)  # the hanging sends finish
-    d2 = Dispatcher(engine, notifier, config=config)
+    d2 = Dispatcher(engine=engine, notifier=notifier, config=config)
     _run_until_idle(d2, at(100))  # the stand-downs not claimed yet
     downs = collections.Counter(n for _c, _to, b, n in notifier.sent if "annulée" in (b or ""))
     assert len(downs) == 24 and set(downs.values()) == {1}
@@ -341,13 +363,13 @@ def test_low_class_sends_never_occupy_the_workers_an_alert_needs(engine: Engine)
 def test_rows_carry_their_class(engine: Engine) -> None:
     d, _rec = make(engine)
     start(d)
-    d.tick(T0)
+    d.tick(now=T0)
     with Session(engine) as s:
-        d.mark_duress(s, "alert-1", at(1))
+        d.mark_duress(s, alert_id="alert-1", now=at(1))
         s.commit()
-    d.tick(at(1))
+    d.tick(now=at(1))
     with Session(engine) as s:
-        d.stand_down(s, "alert-1", at(2), "annulation")
+        d.stand_down(s, alert_id="alert-1", now=at(2), reason="annulation")
         s.commit()
     classes = {(n.kind, n.round_no): n.priority for n in _rows(engine, "alert-1")}
     assert classes == {
@@ -422,14 +444,14 @@ def _wrong(code: str) -> str:
 def test_five_wrong_codes_block_the_number_even_for_the_right_code(engine: Engine) -> None:
     d, rec = make(engine)
     start(d)
-    d.tick(T0)
+    d.tick(now=T0)
     code = code_in(rec.sent[0][2])
-    d.tick(at(30))  # the call to REF1
+    d.tick(now=at(30))  # the call to REF1
     call_id = next(n for c, _to, _b, n in rec.sent if c == "voice")
     wrong = [c for c in ("111", "222", "333", "444", "555", "666") if c != code][:5]
     replies = []
     for i, w in enumerate(wrong):
-        out, reply = d.handle_inbound_sms(
+        out, reply = d.sender.handle_inbound_sms(
             from_phone=REF1.phone, to_phone=None, body=f"OK {w}", sid=f"SMw{i}", now=at(40 + i)
         )
         assert out.outcome == "unknown_code" and out.alert_id == "alert-1"
@@ -437,28 +459,28 @@ def test_five_wrong_codes_block_the_number_even_for_the_right_code(engine: Engin
     assert all("code non reconnu" in r for r in replies[:4])
     assert "bloqué 15 min" in replies[4] and "console" in replies[4]
     # The right code, now: refused, and said so.
-    out, reply = d.handle_inbound_sms(
+    out, reply = d.sender.handle_inbound_sms(
         from_phone=REF1.phone, to_phone=None, body=f"OK {code}", sid="SMright", now=at(50)
     )
     assert out.outcome == "code_locked" and "bloqué" in (reply or "")
     assert messages.is_gsm7(reply or "")
     with Session(engine) as s:
-        assert d.view(s, "alert-1").status == "active"  # type: ignore[union-attr]
+        assert d.view(s, alert_id="alert-1").status == "active"  # type: ignore[union-attr]
         kinds = collections.Counter(
             e.kind
             for e in s.execute(
                 select(Event).where(Event.alert_id == "alert-1")  # type: ignore[arg-type]
             ).scalars()
         )
-        inbound = [e for e in d.timeline(s, "alert-1") if e.what == "inbound_sms"]
+        inbound = [e for e in d.timeline(s, alert_id="alert-1") if e.what == "inbound_sms"]
     assert (kinds["wrong_code"], kinds["code_locked"], kinds["code_refused"]) == (5, 1, 1)
     assert [e.status for e in inbound] == ["unknown_code"] * 5 + ["code_locked"]
     # Another number is not blocked by it; the call still acknowledges.
-    out, _ = d.handle_inbound_sms(
+    out, _ = d.sender.handle_inbound_sms(
         from_phone=REF2.phone, to_phone=None, body=f"OK {code}", sid="SMref2", now=at(51)
     )
     assert out.outcome == "not_notified"
-    result, _n, _esc = d.handle_digits(notification_id=call_id, digits="1", now=at(52))
+    result, _n, _esc = d.sender.handle_digits(notification_id=call_id, digits="1", now=at(52))
     assert result is not None and result.accepted
     d.shutdown()
 
@@ -466,24 +488,24 @@ def test_five_wrong_codes_block_the_number_even_for_the_right_code(engine: Engin
 def test_the_lock_ends_after_the_window(engine: Engine) -> None:
     d, rec = make(engine, sms_ack_max_wrong=3, sms_ack_lock_window_s=600.0)
     start(d)
-    d.tick(T0)
+    d.tick(now=T0)
     code = code_in(rec.sent[0][2])
     for i in range(3):
-        d.handle_inbound_sms(
+        d.sender.handle_inbound_sms(
             from_phone=REF1.phone, to_phone=None, body=_wrong(code), sid=f"SMw{i}", now=at(i)
         )
-    out, reply = d.handle_inbound_sms(
+    out, reply = d.sender.handle_inbound_sms(
         from_phone=REF1.phone, to_phone=None, body=f"OK {code}", sid="SMa", now=at(300)
     )
     assert out.outcome == "code_locked" and "bloqué 10 min" in (reply or "")
     # A refused reply counts as a wrong one: at 601 s the replies of 1 s, 2 s and 300 s are
     # still within the 10 minutes.
-    out, _ = d.handle_inbound_sms(
+    out, _ = d.sender.handle_inbound_sms(
         from_phone=REF1.phone, to_phone=None, body=f"OK {code}", sid="SMb", now=at(601)
     )
     assert out.outcome == "code_locked"
     # Once fewer than 3 are left in the window the code works again.
-    out, _ = d.handle_inbound_sms(
+    out, _ = d.sender.handle_inbound_sms(
         from_phone=REF1.phone, to_phone=None, body=f"OK {code}", sid="SMc", now=at(1000)
     )
     assert out.outcome == "acknowledged"
@@ -493,10 +515,10 @@ def test_the_lock_ends_after_the_window(engine: Engine) -> None:
 def test_wrong_codes_show_in_french_on_the_console_timeline(engine: Engine) -> None:
     d, rec = make(engine, sms_ack_max_wrong=2)
     start(d)
-    d.tick(T0)
+    d.tick(now=T0)
     code = code_in(rec.sent[0][2])
     for i in range(3):
-        d.handle_inbound_sms(
+        d.sender.handle_inbound_sms(
             from_phone=REF1.phone, to_phone=None, body=_wrong(code), sid=f"SMw{i}", now=at(i)
         )
     read = dispatch_timeline.source(d)
@@ -518,17 +540,19 @@ def test_wrong_codes_go_on_the_most_recent_open_alerts_of_the_number(engine: Eng
     d, _rec = make(engine)
     for i in range(5):
         start(d, f"a{i}", chains=(FALLBACK_ONLY,), policy=ONE_SMS)
-    d.tick(T0)
+    d.tick(now=T0)
     with Session(engine) as s:
-        d.close(s, "a4", at(1))
+        d.close(s, alert_id="a4", now=at(1))
         s.commit()
-    d.handle_inbound_sms(from_phone=NAT.phone, to_phone=None, body="OK 99999", sid="SMx", now=at(2))
+    d.sender.handle_inbound_sms(
+        from_phone=NAT.phone, to_phone=None, body="OK 99999", sid="SMx", now=at(2)
+    )
     with Session(engine) as s:
         on = sorted(
             s.execute(
                 select(Event.alert_id).where(Event.kind == "wrong_code")  # type: ignore[call-overload]
             ).scalars()
         )
-        n_inbound = s.execute(select(func.count()).select_from(service.INBOUND)).scalar_one()
+        n_inbound = s.execute(select(func.count()).select_from(store.INBOUND)).scalar_one()
     assert on == ["a1", "a2", "a3"] and n_inbound == 1
     d.shutdown()

@@ -17,12 +17,12 @@ from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
 from alert_server.db import make_engine
+from dispatch import DispatchConfig, Dispatcher
 from dispatch.channels.base import SendResult
 from dispatch.channels.twilio import TwilioNotifier
-from dispatch.engine import DispatchConfig, Dispatcher
 from dispatch.models import SENDING, SENT, Event, Notification
 from dispatch.policy import EscalationPolicy, Step
-from dispatch.service import NOTIF
+from dispatch.store import NOTIF
 from tests.dispatch.conftest import CHAIN_13, REF1, brief
 from tests.fakes.fake_twilio import FakeTwilio
 
@@ -53,12 +53,12 @@ def _server(engine: Engine, fake: FakeTwilio, name: str, lease_s: float) -> Disp
         public_url="http://127.0.0.1:9",
     )
     config = DispatchConfig(public_url="http://127.0.0.1:9", lease_s=lease_s, server_id=name)
-    return Dispatcher(engine, notifier, config=config)
+    return Dispatcher(engine=engine, notifier=notifier, config=config)
 
 
 def _start(d: Dispatcher, alert_id: str, at: datetime) -> Notification:
     with Session(d.engine) as s:
-        d.start(s, brief(alert_id, created_at=at), [CHAIN_13], ONE_CALL, at)
+        d.start(s, brief=brief(alert_id, created_at=at), chains=[CHAIN_13], policy=ONE_CALL, now=at)
         s.commit()
         rows = s.execute(select(Notification).where(Notification.alert_id == alert_id))  # type: ignore[arg-type]
         (row,) = rows.scalars()
@@ -124,17 +124,17 @@ def test_the_other_row_of_a_group_does_not_adopt_the_call_placed_again_for_the_f
     # hands them to its workers: the first row's send, and the second's decision at the
     # instant the first row's new call is accepted and not yet recorded.
     now = crash + timedelta(seconds=80)
-    claims = d._claim(now, None, 10)
+    claims = d.sender._claim(now, None, 10)
     assert [(c.id, c.takeover) for c in claims] == [(a.id, True), (b.id, True)]
     first, second = claims
     outcomes: dict[int, str] = {}
 
     def second_decides() -> None:
-        outcomes[second.id] = d._send_guarded(second, now, time.monotonic())
+        outcomes[second.id] = d.sender._send_guarded(second, now, time.monotonic())
 
     assert isinstance(d.notifier, HookedNotifier)
     d.notifier.after_accept = second_decides
-    outcomes[first.id] = d._send_guarded(first, now, time.monotonic())
+    outcomes[first.id] = d.sender._send_guarded(first, now, time.monotonic())
     d.shutdown()
 
     assert outcomes == {a.id: "sent", b.id: "sent"}
@@ -171,11 +171,11 @@ def test_a_crashed_row_does_not_adopt_the_call_a_live_server_has_not_recorded_ye
     reports = []
 
     def server2_takes_over() -> None:
-        reports.append(server2.run_due("alert-crashed", now2))
+        reports.append(server2.run_due(alert_id="alert-crashed", now=now2))
 
     assert isinstance(server1.notifier, HookedNotifier)
     server1.notifier.after_accept = server2_takes_over
-    report1 = server1.run_due("alert-live", now1)
+    report1 = server1.run_due(alert_id="alert-live", now=now1)
     server1.shutdown()
     server2.shutdown()
     engine2.dispose()
@@ -208,7 +208,7 @@ def test_a_send_in_flight_begun_after_the_crash_does_not_stop_the_adoption(
     now = crash + timedelta(seconds=25)
     _sending(engine, [live.id], now, lease_s, server="live-server")
 
-    report = d.run_due("alert-crashed", now)
+    report = d.run_due(alert_id="alert-crashed", now=now)
     d.shutdown()
 
     assert (report.claimed, report.sent) == (1, 1)

@@ -19,9 +19,8 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session
 
 from alert_server.db import make_engine
+from dispatch import DispatchConfig, Dispatcher
 from dispatch.channels.twilio import TwilioNotifier
-from dispatch.clock import Clock
-from dispatch.engine import DispatchConfig, Dispatcher
 from dispatch.models import SENT, Event, Notification
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy, Step
 from dispatch.schemas import Chain, Contact
@@ -83,8 +82,8 @@ def fake() -> Iterator[FakeTwilio]:
 
 def _start_alerts(engine: Engine, n: int, policy: EscalationPolicy = DEFAULT_POLICY) -> None:
     dispatcher = Dispatcher(
-        engine,
-        TwilioNotifier(
+        engine=engine,
+        notifier=TwilioNotifier(
             account_sid="AC",
             auth_token="x",
             from_number="+33700000000",
@@ -93,7 +92,7 @@ def _start_alerts(engine: Engine, n: int, policy: EscalationPolicy = DEFAULT_POL
     )
     with Session(engine) as s:
         for i in range(n):
-            dispatcher.start(s, brief(f"alert-{i}"), [CHAIN_13], policy, T0)
+            dispatcher.start(s, brief=brief(f"alert-{i}"), chains=[CHAIN_13], policy=policy, now=T0)
         s.commit()
     dispatcher.shutdown()
 
@@ -167,11 +166,14 @@ def test_sigkill_after_the_provider_accepted_is_not_sent_twice(
     )
     fake.inject("accept_hold", times=1)
     first = EngineProcess(db_url, fake, lease_s=20)
-    first.tick(_real_s(0), wait=False)
-    wait_until(lambda: len(fake.sms) + len(fake.calls) == 1, 5, "the provider accepted it")
+    claimed_at = _real_s(0)
+    first.tick(claimed_at, wait=False)
+    wait_until(lambda: len(fake.sms) + len(fake.calls) == 1, 60, "the provider accepted it")
     first.kill()
     second = EngineProcess(db_url, fake, lease_s=20)
-    assert '"claimed": 0' in second.tick(_real_s(5))  # the dead server's lease still holds
+    # 5 s after the claim on the engines' clock, however long the second process took to start
+    # on a busy machine: the dead server's lease still holds.
+    assert '"claimed": 0' in second.tick(claimed_at + 5)
     assert '"sent": 1' in second.tick(_real_s(80))  # a minute on: the SMS text changed since
     second.stop()
     assert _sent_to(fake) == Counter({(channel, REF1.phone): 1})
@@ -200,7 +202,7 @@ def test_two_crashed_calls_to_one_number_one_accepted_are_both_placed_again(
     fake.inject("timeout", times=1)
     first = EngineProcess(db_url, fake, lease_s=20)
     first.tick(_real_s(0), wait=False)
-    wait_until(lambda: len(fake.requests) == 2, 5, "both calls in flight")
+    wait_until(lambda: len(fake.requests) == 2, 60, "both calls in flight")
     first.kill()
     second = EngineProcess(db_url, fake, lease_s=20)
     assert '"sent": 2' in second.tick(_real_s(80))
@@ -222,8 +224,8 @@ def test_two_engines_tick_the_same_escalations(
     engines = [make_engine(db_url) for _ in range(2)]
     dispatchers = [
         Dispatcher(
-            e,
-            TwilioNotifier(
+            engine=e,
+            notifier=TwilioNotifier(
                 account_sid=fake.account_sid,
                 auth_token=fake.auth_token,
                 from_number=fake.from_number,
@@ -249,7 +251,7 @@ def test_two_engines_tick_the_same_escalations(
             for t in times:
                 barrier.wait(30)
                 # Tick until nothing is left at this instant, racing the other engine.
-                while d.tick(T0 + timedelta(seconds=t)).claimed:
+                while d.tick(now=T0 + timedelta(seconds=t)).claimed:
                     pass
         except BaseException as exc:
             errors.append(exc)
@@ -284,10 +286,13 @@ def test_real_clock_fires_steps_well_under_a_second_late(engine: Engine, fake: F
         public_url="http://127.0.0.1:9",
     )
     dispatcher = Dispatcher(
-        engine, notifier, config=DispatchConfig(public_url="http://127.0.0.1:9")
+        engine=engine,
+        notifier=notifier,
+        config=DispatchConfig(public_url="http://127.0.0.1:9"),
+        background=True,
+        sweep_s=1.0,
     )
-    clock = Clock(dispatcher, sweep_s=1.0)
-    clock.start()
+    dispatcher.start_background()
     try:
         policy = EscalationPolicy(
             steps=(
@@ -300,7 +305,13 @@ def test_real_clock_fires_steps_well_under_a_second_late(engine: Engine, fake: F
         created = datetime.now(UTC)
         chain = Chain("13", "PN", (Contact("A", "+33600000001"), Contact("B", "+33600000002")))
         with Session(engine) as s:
-            dispatcher.start(s, brief("live", created_at=created), [chain], policy, created)
+            dispatcher.start(
+                s,
+                brief=brief("live", created_at=created),
+                chains=[chain],
+                policy=policy,
+                now=created,
+            )
             s.commit()  # the after-commit kick sends the first SMS at once
         sms_a = fake.phones.expect_sms("+33600000001", timeout=2)
         sms_b = fake.phones.expect_sms("+33600000002", timeout=3)
@@ -312,5 +323,4 @@ def test_real_clock_fires_steps_well_under_a_second_late(engine: Engine, fake: F
         ]
         assert all(-0.01 < x < 0.5 for x in late), late
     finally:
-        clock.stop()
         dispatcher.shutdown()

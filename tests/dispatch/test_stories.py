@@ -40,7 +40,7 @@ def test_no_ack_sms_then_call_then_second_contact(harness: Harness) -> None:
     h.at(90)
     h.phones.expect_sms(REF2.phone, contains=["SOS"])
     h.phones.expect_call(REF2.phone)
-    view = h.dispatcher.view(h.session(), "alert-1")
+    view = h.dispatcher.view(h.session(), alert_id="alert-1")
     assert view is not None and view.status == "active"
 
 
@@ -57,12 +57,12 @@ def test_ack_by_sms_stops_escalation_and_tells_everyone(harness: Harness) -> Non
     code = code_of(sms2.body)
     # A reply from a number that was not notified changes nothing (and is recorded).
     h.phones.send_sms("+33699999999", f"OK {code}")
-    assert h.dispatcher.view(h.session(), "alert-1").status == "active"  # type: ignore[union-attr]
+    assert h.dispatcher.view(h.session(), alert_id="alert-1").status == "active"  # type: ignore[union-attr]
     # "ok 4 8 2" with odd case and spaces acknowledges.
     h.clock.set(h.t0 + __import__("datetime").timedelta(seconds=40))
     answer = sms2.reply(f"  ok {' '.join(code)} ")
     assert "<Response" in answer
-    view = h.dispatcher.view(h.session(), "alert-1")
+    view = h.dispatcher.view(h.session(), alert_id="alert-1")
     assert view is not None and view.status == "acknowledged" and view.acked_via == "sms"
     assert h.hooks.acked == [("alert-1", REF2.name, REF2.phone, "sms")]
     assert h.hooks.after_acked == ["alert-1"]
@@ -89,7 +89,7 @@ def test_ack_by_key_1(harness: Harness) -> None:
     call = h.phones.expect_call(REF1.phone).press("1")
     assert "pris en charge" in call.last_said
     call.hangup()  # "completed" after the ack: nothing pulled forward
-    view = h.dispatcher.view(h.session(), "alert-1")
+    view = h.dispatcher.view(h.session(), alert_id="alert-1")
     assert view is not None and view.status == "acknowledged" and view.acked_via == "voice"
     h.at(31)
     h.phones.expect_sms(REF1.phone, contains=["vous avez pris en charge"])
@@ -108,7 +108,7 @@ def test_voicemail_is_not_an_ack_and_moves_on(harness: Harness) -> None:
     h.at(31)
     h.phones.expect_sms(REF2.phone)
     h.phones.expect_call(REF2.phone)
-    assert h.dispatcher.view(h.session(), "alert-1").status == "active"  # type: ignore[union-attr]
+    assert h.dispatcher.view(h.session(), alert_id="alert-1").status == "active"  # type: ignore[union-attr]
 
 
 def test_sms_and_key_at_the_same_instant_exactly_one_ack(harness: Harness) -> None:
@@ -137,7 +137,7 @@ def test_sms_and_key_at_the_same_instant_exactly_one_ack(harness: Harness) -> No
         t.join(10)
     assert len(h.hooks.acked) == 1, h.hooks.acked
     winner = h.hooks.acked[0][3]
-    view = h.dispatcher.view(h.session(), "alert-1")
+    view = h.dispatcher.view(h.session(), alert_id="alert-1")
     assert view is not None and view.status == "acknowledged" and view.acked_via == winner
     if winner == "voice":
         assert "pris en charge" in results["voice"] and "déjà" in results["sms"]
@@ -155,13 +155,15 @@ def test_cancel_pin_stands_down_everyone_notified(harness: Harness) -> None:
     h.at(0)
     h.phones.expect_sms(REF1.phone)
     with h.session() as s:
-        assert h.dispatcher.stand_down(s, "alert-1", h.clock(), "code d'annulation")
+        assert h.dispatcher.stand_down(
+            s, alert_id="alert-1", now=h.clock(), reason="code d'annulation"
+        )
         s.commit()
     h.at(5)
     h.phones.expect_sms(REF1.phone, contains=["annulée"])
     for t in (30, 90, 150, 500):
         h.at(t)
-    assert h.dispatcher.view(h.session(), "alert-1").status == "stood_down"  # type: ignore[union-attr]
+    assert h.dispatcher.view(h.session(), alert_id="alert-1").status == "stood_down"  # type: ignore[union-attr]
 
 
 def test_duress_keeps_escalating_and_tells_everyone(harness: Harness) -> None:
@@ -171,8 +173,8 @@ def test_duress_keeps_escalating_and_tells_everyone(harness: Harness) -> None:
     h.phones.expect_sms(REF1.phone)
     h.clock.set(h.t0.replace(second=h.t0.second + 10))
     with h.session() as s:
-        assert h.dispatcher.mark_duress(s, "alert-1", h.clock())
-        assert not h.dispatcher.mark_duress(s, "alert-1", h.clock())  # once
+        assert h.dispatcher.mark_duress(s, alert_id="alert-1", now=h.clock())
+        assert not h.dispatcher.mark_duress(s, alert_id="alert-1", now=h.clock())  # once
         s.commit()
     h.at(10)
     h.phones.expect_sms(REF1.phone, contains=["CONTRAINTE", "continue"])
@@ -261,7 +263,7 @@ def test_bad_signature_is_403_and_changes_nothing(harness: Harness) -> None:
     assert (
         h.fake.post_signed(f"{h.app_url}/twilio/status", status, signature="x").status_code == 403
     )
-    assert h.dispatcher.view(h.session(), "alert-1").status == "active"  # type: ignore[union-attr]
+    assert h.dispatcher.view(h.session(), alert_id="alert-1").status == "active"  # type: ignore[union-attr]
     assert all(n.status != FAILED for n in h.notifications())
 
 
@@ -294,8 +296,10 @@ def test_add_chain_for_a_moving_alert(harness: Harness) -> None:
     h.phones.expect_sms(REF1.phone)
     h.clock.set(h.t0.replace(second=h.t0.second + 20))
     with h.session() as s:
-        assert h.dispatcher.add_chain(s, "alert-1", CHAIN_84, h.clock())
-        assert not h.dispatcher.add_chain(s, "alert-1", CHAIN_84, h.clock())  # same chain
+        assert h.dispatcher.add_chain(s, alert_id="alert-1", chain=CHAIN_84, now=h.clock())
+        assert not h.dispatcher.add_chain(
+            s, alert_id="alert-1", chain=CHAIN_84, now=h.clock()
+        )  # same chain
         s.commit()
     h.at(20)
     h.phones.expect_sms(GN84.phone)  # the new chain starts at its step 0, now
@@ -333,7 +337,9 @@ def test_exhausted_chain_stays_open_and_loud(harness: Harness) -> None:
     h.at(1000)
     # Still acknowledgeable.
     with h.session() as s:
-        result = h.dispatcher.acknowledge(s, "alert-1", "Opérateur CIC", "dashboard", h.clock())
+        result = h.dispatcher.acknowledge(
+            s, alert_id="alert-1", by="Opérateur CIC", via="dashboard", now=h.clock()
+        )
         s.commit()
     assert result.accepted
     h.at(1001)
@@ -347,7 +353,7 @@ def test_close_is_silent(harness: Harness) -> None:
     h.at(0)
     h.phones.expect_sms(REF1.phone)
     with h.session() as s:
-        assert h.dispatcher.close(s, "alert-1", h.clock())
+        assert h.dispatcher.close(s, alert_id="alert-1", now=h.clock())
         s.commit()
     for t in (30, 90, 150, 500):
         h.at(t)
@@ -371,7 +377,7 @@ def test_timeline_shows_everything(harness: Harness) -> None:
     h.at(1)
     h.phones.expect_sms(REF1.phone, contains=["vous avez"])
     with h.session() as s:
-        entries = h.dispatcher.timeline(s, "alert-1")
+        entries = h.dispatcher.timeline(s, alert_id="alert-1")
     whats = [e.what for e in entries]
     assert "started" in whats and "acknowledged" in whats and "inbound_sms" in whats
     sent = [e for e in entries if e.what == "alert_sms" and e.provider_sid == sms.sid]
@@ -394,7 +400,9 @@ def test_call_answered_after_someone_acked_says_so(harness: Harness) -> None:
     h.phones.expect_sms(REF1.phone, contains=["vous avez pris en charge"])
     h.at(500)
     with h.session() as s:
-        inbound = [e for e in h.dispatcher.timeline(s, "alert-1") if e.what == "inbound_sms"]
+        inbound = [
+            e for e in h.dispatcher.timeline(s, alert_id="alert-1") if e.what == "inbound_sms"
+        ]
     assert [e.status for e in inbound] == ["acknowledged"]
 
 
@@ -407,8 +415,10 @@ def test_reply_from_a_stranger_is_recorded_and_changes_nothing(harness: Harness)
         '<?xml version="1.0" encoding="UTF-8"?><Response />'
     )
     with h.session() as s:
-        assert h.dispatcher.view(s, "alert-1").status == "active"  # type: ignore[union-attr]
-        inbound = [e for e in h.dispatcher.timeline(s, "alert-1") if e.what == "inbound_sms"]
+        assert h.dispatcher.view(s, alert_id="alert-1").status == "active"  # type: ignore[union-attr]
+        inbound = [
+            e for e in h.dispatcher.timeline(s, alert_id="alert-1") if e.what == "inbound_sms"
+        ]
     assert [(e.to_phone, e.status) for e in inbound] == [("+33699999999", "unknown_sender")]
 
 
@@ -427,9 +437,9 @@ def test_wrong_codes_block_sms_acknowledgement_from_that_number(harness: Harness
     assert "bloqué 15 min" in answers[4]
     answer = sms.reply(f"OK {code}")
     assert "bloqué" in answer and "console" in answer
-    assert h.dispatcher.view(h.session(), "alert-1").status == "active"  # type: ignore[union-attr]
+    assert h.dispatcher.view(h.session(), alert_id="alert-1").status == "active"  # type: ignore[union-attr]
     with h.session() as s:
-        whats = [e.what for e in h.dispatcher.timeline(s, "alert-1")]
+        whats = [e.what for e in h.dispatcher.timeline(s, alert_id="alert-1")]
     assert whats.count("wrong_code") == 5 and whats.count("code_refused") == 1
     assert whats.count("code_locked") == 1 and whats.count("inbound_sms") == 6
     h.at(30)

@@ -14,10 +14,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, select
 from sqlmodel import Session, SQLModel
 
-from dispatch import messages, service
+from dispatch import DispatchConfig, Dispatcher, inbound, messages
 from dispatch.channels.base import PermanentSendError, SendResult, TransientSendError
 from dispatch.channels.simulated import SimulatedNotifier
-from dispatch.engine import DispatchConfig, Dispatcher
 from dispatch.messages import MessageContext, is_gsm7, sms_segments, to_gsm7
 from dispatch.models import AckCode, Notification
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy, Step, plan, round_length_s
@@ -55,7 +54,7 @@ def at(s: float) -> datetime:
 def make(engine: Engine, **cfg: object) -> tuple[Dispatcher, RecordingNotifier]:
     notifier = RecordingNotifier()
     config = DispatchConfig(public_url="https://vigie.example.fr", **cfg)  # type: ignore[arg-type]
-    return Dispatcher(engine, notifier, config=config), notifier
+    return Dispatcher(engine=engine, notifier=notifier, config=config), notifier
 
 
 def start(
@@ -65,7 +64,7 @@ def start(
     policy: EscalationPolicy = DEFAULT_POLICY,
 ) -> None:
     with Session(d.engine) as s:
-        d.start(s, brief(alert_id), list(chains), policy, T0)
+        d.start(s, brief=brief(alert_id), chains=list(chains), policy=policy, now=T0)
         s.commit()
 
 
@@ -165,13 +164,13 @@ def test_voice_text_is_french_and_asks_for_1() -> None:
 
 def test_parse_ack() -> None:
     for body in ("OK 482", "ok482", " Ok  4 8 2 ", "482", "OK 482.", "o k 482"):
-        assert service.parse_ack(body) == ("code", "482"), body
-    assert service.parse_ack("OK 4821") == ("code", "4821")  # longer codes, when issued
-    assert service.parse_ack("ok 482 105") == ("code", "482105")
-    assert service.parse_ack("ok") == ("ok", None)
-    assert service.parse_ack("OK 48") == ("other", None)
-    assert service.parse_ack("OK 4821567") == ("other", None)  # longer than ever issued
-    assert service.parse_ack("j'arrive") == ("other", None)
+        assert inbound.parse_ack(body) == ("code", "482"), body
+    assert inbound.parse_ack("OK 4821") == ("code", "4821")  # longer codes, when issued
+    assert inbound.parse_ack("ok 482 105") == ("code", "482105")
+    assert inbound.parse_ack("ok") == ("ok", None)
+    assert inbound.parse_ack("OK 48") == ("other", None)
+    assert inbound.parse_ack("OK 4821567") == ("other", None)  # longer than ever issued
+    assert inbound.parse_ack("j'arrive") == ("other", None)
 
 
 # --- policy ---------------------------------------------------------------------------------
@@ -214,7 +213,7 @@ def test_models_match_migrations(engine: Engine) -> None:
 def test_first_notification_goes_out_with_run_due(engine: Engine) -> None:
     d, rec = make(engine)
     start(d)
-    report = d.run_due("alert-1", T0)
+    report = d.run_due(alert_id="alert-1", now=T0)
     assert report.sent == 1 and rec.sent[0][:2] == ("sms", REF1.phone)
     d.shutdown()
 
@@ -231,7 +230,7 @@ def test_ack_codes_unique_per_number_among_open_alerts(engine: Engine) -> None:
         for codes in per_phone.values():
             assert len(codes) == len(set(codes)) == 40
             assert all(len(c) == 3 and c.isdigit() for c in codes)
-        d.close(s, "a0", at(10))
+        d.close(s, alert_id="a0", now=at(10))
         s.commit()
         assert (
             s.execute(select(AckCode).where(AckCode.alert_id == "a0")).scalars().first().released_at
@@ -242,13 +241,13 @@ def test_ack_codes_unique_per_number_among_open_alerts(engine: Engine) -> None:
 def test_reply_with_code_of_another_number_changes_nothing(engine: Engine) -> None:
     d, rec = make(engine)
     start(d)
-    d.tick(T0)
+    d.tick(now=T0)
     code = rec.sent[0][2].split("OK ")[1][:3]  # type: ignore[union-attr]
-    out, reply = d.handle_inbound_sms(
+    out, reply = d.sender.handle_inbound_sms(
         from_phone=REF2.phone, to_phone=None, body=f"OK {code}", sid="SMx1", now=at(5)
     )
     assert out.outcome == "not_notified" and reply is None  # REF2 not notified yet
-    out, _ = d.handle_inbound_sms(
+    out, _ = d.sender.handle_inbound_sms(
         from_phone=REF1.phone,
         to_phone=None,
         body="OK 999" if code != "999" else "OK 998",
@@ -257,12 +256,12 @@ def test_reply_with_code_of_another_number_changes_nothing(engine: Engine) -> No
     )
     assert out.outcome == "unknown_code"
     # Twilio retrying the same webhook: same outcome, nothing new.
-    out, _ = d.handle_inbound_sms(
+    out, _ = d.sender.handle_inbound_sms(
         from_phone=REF2.phone, to_phone=None, body=f"OK {code}", sid="SMx1", now=at(7)
     )
     assert out.outcome.startswith("duplicate")
     # A bare "OK" from the only notified number works when it has one open alert.
-    out, _ = d.handle_inbound_sms(
+    out, _ = d.sender.handle_inbound_sms(
         from_phone=REF1.phone, to_phone=None, body="ok", sid="SMx3", now=at(8)
     )
     assert out.outcome == "acknowledged"
@@ -275,7 +274,7 @@ def test_permanent_failure_of_every_number_reaches_the_fallback_fast(engine: Eng
     rec.fail[REF2.phone] = PermanentSendError("invalid", code="21211")
     start(d)
     for _ in range(6):
-        d.tick(at(1))
+        d.tick(now=at(1))
     # Step 4 reached the fallback; the repeat pass is NOT pulled forward (NAT was reached).
     assert sorted((c, to) for c, to, _b, _n in rec.sent) == [
         ("sms", NAT.phone),
@@ -297,25 +296,25 @@ def test_transient_failures_give_up_then_move_on(engine: Engine) -> None:
             repeat=0,
         ),
     )
-    assert d.tick(at(0)).retried == 1
-    assert d.tick(at(1)).retried == 1
-    assert d.tick(at(2)).failed == 1  # gave up: contact 2 pulled forward from 100 s
-    assert d.tick(at(2)).sent == 1 and rec.sent[-1][1] == REF2.phone
+    assert d.tick(now=at(0)).retried == 1
+    assert d.tick(now=at(1)).retried == 1
+    assert d.tick(now=at(2)).failed == 1  # gave up: contact 2 pulled forward from 100 s
+    assert d.tick(now=at(2)).sent == 1 and rec.sent[-1][1] == REF2.phone
     d.shutdown()
 
 
 def test_rate_limit_never_holds_back_first_pass(engine: Engine) -> None:
     d, rec = make(engine, per_number_max=1, per_number_window_s=60.0)
     start(d)
-    d.tick(at(0))
-    d.tick(at(30))  # second message to REF1 within the window: first pass, not limited
+    d.tick(now=at(0))
+    d.tick(now=at(30))  # second message to REF1 within the window: first pass, not limited
     assert [c for c, to, _b, _n in rec.sent] == ["sms", "voice"]
     with Session(engine) as s:
-        d.acknowledge(s, "alert-1", "Opérateur", "dashboard", at(31))
+        d.acknowledge(s, alert_id="alert-1", by="Opérateur", via="dashboard", now=at(31))
         s.commit()
-    r = d.tick(at(31))
+    r = d.tick(now=at(31))
     assert r.deferred == 1 and len(rec.sent) == 2  # the "taken" SMS waits
-    d.tick(at(100))
+    d.tick(now=at(100))
     assert len(rec.sent) == 3 and "Opérateur" in (rec.sent[-1][2] or "")
     d.shutdown()
 
@@ -324,11 +323,11 @@ def test_lease_of_a_dead_server_is_taken_over_once(engine: Engine) -> None:
     dead, dead_rec = make(engine, lease_s=20.0)
     alive, rec = make(engine, lease_s=20.0)
     start(dead)
-    claims = dead._claim(T0, None, 10)  # claimed, then the server "dies"
+    claims = dead.sender._claim(T0, None, 10)  # claimed, then the server "dies"
     assert len(claims) == 1 and dead_rec.sent == []
-    assert alive.tick(at(1)).claimed == 0  # the lease still holds
-    assert alive.tick(at(21)).sent == 1
-    assert alive.tick(at(22)).claimed == 0
+    assert alive.tick(now=at(1)).claimed == 0  # the lease still holds
+    assert alive.tick(now=at(21)).sent == 1
+    assert alive.tick(now=at(22)).claimed == 0
     assert len(rec.sent) == 1
     dead.shutdown()
     alive.shutdown()
@@ -337,11 +336,13 @@ def test_lease_of_a_dead_server_is_taken_over_once(engine: Engine) -> None:
 def test_ack_cancels_a_claimed_row_before_it_is_sent(engine: Engine) -> None:
     d, rec = make(engine)
     start(d)
-    claims = d._claim(T0, None, 10)
+    claims = d.sender._claim(T0, None, 10)
     with Session(engine) as s:
-        assert d.acknowledge(s, "alert-1", "Opérateur", "dashboard", at(0)).accepted
+        assert d.acknowledge(
+            s, alert_id="alert-1", by="Opérateur", via="dashboard", now=at(0)
+        ).accepted
         s.commit()
-    assert d._send(claims[0], T0, time.monotonic()) == "skipped"
+    assert d.sender._send(claims[0], T0, time.monotonic()) == "skipped"
     assert rec.sent == []
     d.shutdown()
 
@@ -355,7 +356,11 @@ def test_concurrent_acks_exactly_one_wins(engine: Engine) -> None:
     def ack(i: int) -> None:
         barrier.wait()
         with Session(engine) as s:
-            results.append(d.acknowledge(s, "alert-1", f"op{i}", "dashboard", at(1)).accepted)
+            results.append(
+                d.acknowledge(
+                    s, alert_id="alert-1", by=f"op{i}", via="dashboard", now=at(1)
+                ).accepted
+            )
             s.commit()
 
     threads = [threading.Thread(target=ack, args=(i,)) for i in range(4)]
@@ -375,17 +380,29 @@ def test_dst_nights_count_real_seconds(engine: Engine) -> None:
         ("autumn", datetime(2026, 10, 25, 0, 59, 40, tzinfo=UTC)),
     ):
         with Session(engine) as s:
-            d.start(s, brief(alert_id, created_at=t0), [CHAIN_13], DEFAULT_POLICY, t0)
+            d.start(
+                s,
+                brief=brief(alert_id, created_at=t0),
+                chains=[CHAIN_13],
+                policy=DEFAULT_POLICY,
+                now=t0,
+            )
             s.commit()
-        d.tick(t0)
-        d.tick(t0 + timedelta(seconds=29))
+        d.tick(now=t0)
+        d.tick(now=t0 + timedelta(seconds=29))
         assert len([x for x in rec.sent if x[0] == "voice"]) == 0
-        d.tick(t0 + timedelta(seconds=30))
+        d.tick(now=t0 + timedelta(seconds=30))
         assert rec.sent[-1][:2] == ("voice", REF1.phone)
         with Session(engine) as s:
-            d.acknowledge(s, alert_id, "Opérateur", "dashboard", t0 + timedelta(seconds=40))
+            d.acknowledge(
+                s,
+                alert_id=alert_id,
+                by="Opérateur",
+                via="dashboard",
+                now=t0 + timedelta(seconds=40),
+            )
             s.commit()
-        d.tick(t0 + timedelta(seconds=40))
+        d.tick(now=t0 + timedelta(seconds=40))
         rec.sent.clear()
     with Session(engine) as s:
         due = [
@@ -416,7 +433,9 @@ def test_dst_local_time_in_messages() -> None:
 def test_empty_chain_is_exhausted_loudly_not_dropped(engine: Engine) -> None:
     d, _ = make(engine)
     with Session(engine) as s:
-        assert d.start(s, brief("lonely"), [Chain("13", "PN", ())], DEFAULT_POLICY, T0)
+        assert d.start(
+            s, brief=brief("lonely"), chains=[Chain("13", "PN", ())], policy=DEFAULT_POLICY, now=T0
+        )
         s.commit()
         assert d.exhausted(s) == ["lonely"]
     d.shutdown()
@@ -424,29 +443,31 @@ def test_empty_chain_is_exhausted_loudly_not_dropped(engine: Engine) -> None:
 
 def test_simulated_channel_records_and_auto_acknowledges(engine: Engine) -> None:
     sim = SimulatedNotifier(auto_ack_after_s=0.05)
-    d = Dispatcher(engine, sim, config=DispatchConfig(public_url="http://127.0.0.1:8000"))
+    d = Dispatcher(
+        engine=engine, notifier=sim, config=DispatchConfig(public_url="http://127.0.0.1:8000")
+    )
     now = datetime.now(UTC)
     with Session(engine) as s:
         d.start(
             s,
-            brief("demo", created_at=now),
-            [Chain("13", "PN", (Contact("Démo", "+33600000001"),))],
-            DEFAULT_POLICY,
-            now,
+            brief=brief("demo", created_at=now),
+            chains=[Chain("13", "PN", (Contact("Démo", "+33600000001"),))],
+            policy=DEFAULT_POLICY,
+            now=now,
         )
         s.commit()
-    d.tick(now)
+    d.tick(now=now)
     assert sim.sent and sim.sent[0].channel == "sms"
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         with Session(engine) as s:
-            view = d.view(s, "demo")
+            view = d.view(s, alert_id="demo")
         if view is not None and view.status == "acknowledged":
             break
         time.sleep(0.02)
     assert view is not None and view.status == "acknowledged"
     with Session(engine) as s:
-        whats = {e.what for e in d.timeline(s, "demo")}
+        whats = {e.what for e in d.timeline(s, alert_id="demo")}
     assert {"alert_sms", "acknowledged"} <= whats
     sim.close()
     d.shutdown()
@@ -460,12 +481,12 @@ def test_simultaneous_failures_of_a_whole_step_still_move_on(engine: Engine) -> 
         rec.fail[REF2.phone] = PermanentSendError("invalid", code="21211")
         alert_id = f"sim-{attempt}"
         start(d, alert_id)
-        d.tick(at(0))
-        d.tick(at(30))
-        assert d.tick(at(90)).failed == 2  # contact 2: SMS and call, in parallel
-        r = d.tick(at(91))  # step 4 (150 s) pulled forward to 90 s
+        d.tick(now=at(0))
+        d.tick(now=at(30))
+        assert d.tick(now=at(90)).failed == 2  # contact 2: SMS and call, in parallel
+        r = d.tick(now=at(91))  # step 4 (150 s) pulled forward to 90 s
         assert r.sent >= 2, (attempt, r)
         with Session(engine) as s:
-            d.close(s, alert_id, at(92))
+            d.close(s, alert_id=alert_id, now=at(92))
             s.commit()
         d.shutdown()

@@ -18,15 +18,16 @@ from fastapi import FastAPI
 from sqlalchemy import Engine
 
 from alert_server.alerts import service as alerts
+from alert_server.alerts.dispatch_bridge import DispatchBridge
 from alert_server.alerts.models import Alert
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices.presence import PresenceTracker
 from alert_server.followup.verification import WorkerOkBridge
 from alert_server.ingest.downlink import Downlink
 from alert_server.pipeline import Pipeline
 from alert_server.referents import service as referents
+from dispatch import DispatchConfig, Dispatcher, TickReport
 from dispatch.channels.twilio import TwilioNotifier
-from dispatch.engine import DispatchConfig, Dispatcher, TickReport
 from dispatch.webhooks import make_router
 from tests.dispatch.conftest import FakeClock
 from tests.fakes.app_server import ThreadedServer, free_port
@@ -59,7 +60,7 @@ class Stack:
 
     def at(self, seconds: float) -> TickReport:
         self.clock.set(T0 + timedelta(seconds=seconds))
-        return self.dispatcher.tick(self.clock())
+        return self.dispatcher.tick(now=self.clock())
 
     def raise_alert(self, kind: str = "fall", device_id: str = "nurse-1", **values: Any) -> str:
         """Store an alert as ingest does, then route it (at T0, synchronously)."""
@@ -75,21 +76,23 @@ class Stack:
             "raw": "{}",
             **values,
         }
-        with session_scope(self.engine, write=True) as s:
+        with write_scope(self.engine) as s:
             assert alerts.insert_alert(s, values=row)
         self.clock.set(T0)
         self.pipeline.process(alert_id, T0)
-        self.dispatcher.run_due(alert_id, T0)  # what the clock's kick does after the commit
+        self.dispatcher.run_due(
+            alert_id=alert_id, now=T0
+        )  # what the clock's kick does after the commit
         return alert_id
 
     def alert(self, alert_id: str) -> Alert:
-        with session_scope(self.engine) as s:
+        with write_scope(self.engine) as s:
             a = alerts.get_alert(s, alert_id=alert_id)
         assert a is not None
         return a
 
     def event_types(self, alert_id: str) -> list[str]:
-        with session_scope(self.engine) as s:
+        with write_scope(self.engine) as s:
             return [e.type for e in alerts.events(s, alert_id=alert_id)]
 
     def commands(self, type_: str) -> list[dict[str, Any]]:
@@ -111,7 +114,6 @@ def stack(engine: Engine, tmp_path: Path) -> Iterator[Stack]:
         http_timeout_s=0.5,
     )
     config = DispatchConfig(public_url=app_url, retry_backoff_s=(1.0, 2.0), verify_s=VERIFY_S)
-    dispatcher = Dispatcher(engine, notifier, config=config, clock=clock)
     published: list[tuple[str, dict[str, Any]]] = []
     lock = threading.Lock()
 
@@ -120,11 +122,17 @@ def stack(engine: Engine, tmp_path: Path) -> Iterator[Stack]:
             published.append((topic, json.loads(payload)))
 
     downlink = Downlink(publish)
+    dispatcher = Dispatcher(
+        engine=engine,
+        notifier=notifier,
+        hooks=DispatchBridge(engine, downlink=downlink),
+        verification_hooks=WorkerOkBridge(engine, downlink),
+        config=config,
+        clock=clock,
+    )
     pipeline = Pipeline(
         engine, presence=PresenceTracker(engine), downlink=downlink, dispatcher=dispatcher
     )
-    dispatcher.hooks = pipeline
-    dispatcher.verification_hooks = WorkerOkBridge(engine, downlink)
     directory = tmp_path / "referents.yaml"
     directory.write_text(DIRECTORY, encoding="utf-8")
     referents.import_directory(engine, directory)

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert, AlertEvent
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices.models import Device
 from alert_server.followup import service as followup
 from alert_server.followup.models import WorkerMessage
@@ -42,12 +42,12 @@ def _alert(engine: Engine, alert_id: str, created_at: datetime, **values: Any) -
         "raw": '{"v": 1}',
         **values,
     }
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         assert alerts.insert_alert(s, values=row)
 
 
 def _sent(engine: Engine, alert_id: str, at: datetime, step: int = 0) -> None:
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         s.execute(
             insert(NOTIF).values(
                 alert_id=alert_id,
@@ -93,7 +93,7 @@ def test_monthly_statistics_from_the_database(engine: Engine) -> None:
     a(6, "84", "sos", "threat", 1, 10)
     a(7, "13", "sos", "theft", 1, 5, at=datetime(2026, 3, 31, 23, 30, tzinfo=UTC))  # April, Paris
     a(8, None, "sos", None, None, None)
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         facts = followup.alert_facts(s)
         stats = {(m.departement, m.month): m for m in followup.monthly_stats(s)}
         text = followup.monthly_stats_csv(s)
@@ -122,14 +122,14 @@ def test_monthly_statistics_from_the_database(engine: Engine) -> None:
 def test_onvs_prefill_from_an_alert(engine: Engine) -> None:
     add_device(engine)
     send(engine, session_msg("start", expected_end=T0 + timedelta(hours=1), memo=MEMO), T0)
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         s.add(GeoZone(code_commune="13005", libelle_commune="Aubagne", institution="PN",
                       departement="13", code_postal="13400"))  # fmt: skip
     _alert(engine, "onvs-1", T0 + timedelta(minutes=10), departement="13",
            commune_code="13005", commune_nom="Aubagne", outcome="physical_assault",
            state="resolved", acknowledged_by="Référent santé DDSP 13",
            acknowledged_at=T0 + timedelta(minutes=11))  # fmt: skip
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         data = followup.onvs_prefill(s, alert_id="onvs-1")
         text = followup.onvs_prefill_csv(s, alert_ids=["onvs-1", "unknown"])
         assert followup.onvs_prefill(s, alert_id="unknown") is None
@@ -174,7 +174,7 @@ def _dataset(engine: Engine) -> None:
            resolved_at=months_before(NOW, 13), **closed)  # fmt: skip
     _alert(engine, "closed-11m", NOW - timedelta(days=340), device_id="old-1",
            resolved_at=months_before(NOW, 11), **closed)  # fmt: skip
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         alerts.add_event(s, alert_id="closed-13m", at=OLD, type_="position", actor="old-1",
                          lat=43.29, lon=5.57)  # fmt: skip
         s.add(Escalation(alert_id="closed-13m", status="closed", alert_created_at=OLD,
@@ -188,7 +188,7 @@ def _dataset(engine: Engine) -> None:
 
 
 def _snapshot(engine: Engine) -> dict[str, Any]:
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         return {
             "devices": {d.device_id: d.last_lat for d in s.exec(select(Device))},
             "sessions": sorted(v.session_id for v in s.exec(select(VisitSession))),
@@ -215,7 +215,7 @@ def test_purge_removes_exactly_what_it_should(engine: Engine) -> None:
     assert pseudo.startswith("anon-") and note is None
     assert after["alerts"]["closed-11m"] == ("old-1", "nom du patient")
     assert after["alerts"]["open-old"] == ("alert-1", None)
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         a = alerts.get_alert(s, alert_id="closed-13m")
         assert a is not None
         # Statistics fields kept; the person and the place gone.
@@ -249,7 +249,7 @@ def test_vigie_purge_command(
     assert result.exit_code == 0, result.output
     assert "positions de boîtiers effacées      : 1" in result.output
     assert ("Simulation" in result.output) is dry_run
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         d = s.get(Device, "old-1")
         assert d is not None and (d.last_lat is None) is not dry_run
     help_text = CliRunner().invoke(app, ["purge", "--help"]).output
@@ -261,7 +261,7 @@ def test_pseudonymised_alert_keeps_its_statistics(engine: Engine) -> None:
            acknowledged_at=NOW - timedelta(days=500) + timedelta(seconds=40))  # fmt: skip
     _sent(engine, "x", NOW - timedelta(days=500) + timedelta(seconds=2))
     purge(engine, now=NOW, policy=POLICY)
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         [fact] = followup.alert_facts(s)
     assert fact.departement == "84"
     assert fact.first_notification_at is not None and fact.acknowledged_at is not None

@@ -24,9 +24,9 @@ def test_worker_presses_1_no_referent_is_notified(stack: Stack) -> None:
     assert alert.state == "cancelled" and alert.outcome == "false_alarm"
     assert "verified_false_alarm" in s.event_types(alert_id)
     assert [c["alert_id"] for c in s.commands("alert.cancelled")] == [alert_id]
-    v = s.dispatcher.verification(alert_id)
+    v = s.dispatcher.verification(alert_id=alert_id)
     assert v is not None and v.status == VERIFY_CONFIRMED
-    view = s.dispatcher.view(s.dispatcher.session(), alert_id)
+    view = s.dispatcher.view(s.dispatcher.session(), alert_id=alert_id)
     assert view is not None and view.status == "stood_down"
 
 
@@ -38,7 +38,7 @@ def test_nobody_answers_the_chain_is_notified_at_the_deadline(stack: Stack) -> N
     assert s.phones.unexpected() == []
     s.at(VERIFY_S)
     s.phones.expect_sms(REFERENT, contains=["IMMOBILIT", "OK "])
-    v = s.dispatcher.verification(alert_id)
+    v = s.dispatcher.verification(alert_id=alert_id)
     assert v is not None and v.status == VERIFY_ESCALATED and v.reason == "timeout"
     assert s.alert(alert_id).state == "open"
 
@@ -60,7 +60,7 @@ def test_a_failed_verification_call_escalates_at_once(stack: Stack) -> None:
             assert "alertés" in call.last_said
         s.at(1)  # long before the 30 s deadline
         s.phones.expect_sms(REFERENT, contains=["CHUTE", alert_id])
-        v = s.dispatcher.verification(alert_id)
+        v = s.dispatcher.verification(alert_id=alert_id)
         assert v is not None and v.status == VERIFY_ESCALATED, how
         assert s.alert(alert_id).state == "open"
 
@@ -71,7 +71,7 @@ def test_invalid_worker_number_escalates_at_once(stack: Stack) -> None:
     alert_id = s.raise_alert("fall")
     s.at(0)  # the pulled-forward SMS
     s.phones.expect_sms(REFERENT, contains=["CHUTE"])
-    v = s.dispatcher.verification(alert_id)
+    v = s.dispatcher.verification(alert_id=alert_id)
     assert v is not None and v.reason == "call_failed"
 
 
@@ -94,7 +94,7 @@ def test_key_1_after_the_deadline_does_not_stand_down(stack: Stack) -> None:
     call.press("1")  # … and presses 1 after the deadline
     assert "déjà été transmise" in call.last_said
     assert s.alert(alert_id).state == "open"
-    view = s.dispatcher.view(s.dispatcher.session(), alert_id)
+    view = s.dispatcher.view(s.dispatcher.session(), alert_id=alert_id)
     assert view is not None and view.status == "active"
 
 
@@ -103,7 +103,7 @@ def test_sos_is_never_verified(stack: Stack) -> None:
     for kind in ("sos", "sos_silent"):
         alert_id = s.raise_alert(kind)
         s.phones.expect_sms(REFERENT, contains=[alert_id])  # at once, no call to the worker
-        assert s.dispatcher.verification(alert_id) is None
+        assert s.dispatcher.verification(alert_id=alert_id) is None
     assert not any(c.to == WORKER_PHONE for c in s.fake.calls)
 
 
@@ -111,7 +111,7 @@ def test_duress_is_never_verified(stack: Stack) -> None:
     s = stack
     alert_id = s.raise_alert("fall", duress=True, flags=["duress"])
     s.phones.expect_sms(REFERENT, contains=["CONTRAINTE"])
-    assert s.dispatcher.verification(alert_id) is None
+    assert s.dispatcher.verification(alert_id=alert_id) is None
     assert not any(c.to == WORKER_PHONE for c in s.fake.calls)
 
 
@@ -121,9 +121,9 @@ def test_duress_pin_during_the_verification_escalates_at_once(stack: Stack) -> N
     s.phones.expect_call(WORKER_PHONE)
     s.clock.set(s.clock())
     with s.dispatcher.session() as session:
-        assert s.dispatcher.mark_duress(session, alert_id, s.clock())
+        assert s.dispatcher.mark_duress(session, alert_id=alert_id, now=s.clock())
         session.commit()
     s.at(1)
     s.phones.expect_sms(REFERENT, contains=["CONTRAINTE"])
-    v = s.dispatcher.verification(alert_id)
+    v = s.dispatcher.verification(alert_id=alert_id)
     assert v is not None and v.reason == "duress"

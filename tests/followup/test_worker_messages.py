@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from alert_server.alerts import service as alerts
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices.presence import PresenceTracker
 from alert_server.followup import service as followup
 from alert_server.followup.messenger import WorkerMessenger
@@ -124,7 +124,7 @@ departements:
 
 def _alert(engine: Engine, departement: str | None = "13") -> str:
     alert_id = str(uuid.uuid4())
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         alerts.insert_alert(
             s,
             values={
@@ -169,10 +169,10 @@ def test_victim_support_after_a_genuine_incident_only(engine: Engine, tmp_path: 
         assert "9 juillet 2025" in body and "plainte" in body
         assert "22/11 à 14:00" in body  # Paris time of the incident
         assert is_gsm7(body)
-        with session_scope(engine) as s:
+        with write_scope(engine) as s:
             assert "victim_support_offered" in [e.type for e in alerts.events(s, alert_id=genuine)]
         # Opted out: nothing, even for a genuine incident.
-        with session_scope(engine, write=True) as s:
+        with write_scope(engine) as s:
             followup.set_victim_support_opt_out(s, worker_id=worker_id, opt_out=True, now=at(700))
         pipeline.resolve(opted_out, actor="disp", outcome="armed_assault", note=None, now=at(800))
         m.tick(at(801))

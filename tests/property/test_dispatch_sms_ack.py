@@ -1,7 +1,7 @@
 """Properties of the inbound SMS reader (``dispatch/service.py::parse_ack``): "OK 482" replies.
 
 Acknowledgement codes are ASCII digit strings of 3 to 6 digits, never starting with 0: "100".."999"
-while one is free for the number, then longer (``service._pick_code``), reserved per phone
+while one is free for the number, then longer (``codes.pick_code``), reserved per phone
 number; the reply is matched against them in the database.
 """
 
@@ -12,7 +12,7 @@ import re
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dispatch.service import parse_ack
+from dispatch.inbound import parse_ack
 from tests.property.common import fast
 
 CODES = st.integers(100, 999).map(str) | st.integers(1000, 999_999).map(str)

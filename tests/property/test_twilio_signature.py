@@ -94,6 +94,7 @@ class _StubDispatcher:
         self.calls: list[str] = []
         self.clock: Callable[[], Any] = lambda: NOW
         self.config = SimpleNamespace(lang="fr", public_url=PUBLIC)
+        self.sender = self  # the webhook entry points are on the dispatcher's engine
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         def record(*args: Any, **kwargs: Any) -> Any:

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import select
 
 from alert_server.alerts.models import Alert
-from alert_server.db import session_scope
+from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.ingest import payloads
 from alert_server.ingest.downlink import Downlink
@@ -51,7 +51,7 @@ def add_device(
 ) -> int:
     """A device and its worker, written directly (no Argon2 hashing: these tests never check
     a PIN). Returns the worker id."""
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         worker = Worker(
             name=f"Camille {device_id}",
             role=role,
@@ -73,7 +73,7 @@ def add_device(
 
 
 def set_presence(engine: Engine, device_id: str, **values: Any) -> None:
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         s.execute(
             update(Device).where(Device.device_id == device_id).values(**values)  # type: ignore[arg-type]
         )
@@ -104,7 +104,7 @@ def send(
     engine: Engine, msg: payloads.SessionMsg, now: datetime, device_id: str = "nurse-1"
 ) -> None:
     """What the ingest writer does with a session message: one write transaction."""
-    with session_scope(engine, write=True) as s:
+    with write_scope(engine) as s:
         visits.on_message(s, device_id=device_id, msg=msg, now=now)
 
 
@@ -133,12 +133,12 @@ def make_engine(engine: Engine, rec: Recorder, config: SessionConfig = CONFIG) -
 
 
 def alerts_of(engine: Engine) -> list[Alert]:
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         return list(s.exec(select(Alert).order_by(Alert.id)))  # type: ignore[arg-type]
 
 
 def session_row(engine: Engine, session_id: str = "s-1") -> VisitSession:
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         row = s.exec(select(VisitSession).where(VisitSession.session_id == session_id)).first()
     assert row is not None
     return row

@@ -169,7 +169,7 @@ def test_device_clock_ahead_is_corrected_earlier_only(engine: Engine) -> None:
 
 def test_message_after_the_alert_is_recorded_but_never_stands_it_down(engine: Engine) -> None:
     from alert_server.alerts import service as alerts
-    from alert_server.db import session_scope
+    from alert_server.db import write_scope
 
     add_device(engine)
     rec = Recorder()
@@ -181,7 +181,7 @@ def test_message_after_the_alert_is_recorded_but_never_stands_it_down(engine: En
     send(engine, session_msg("end", ts=at(END_S + 210)), at(END_S + 210))
     [alert] = alerts_of(engine)
     assert alert.state == "open"
-    with session_scope(engine) as s:
+    with write_scope(engine) as s:
         types = [e.type for e in alerts.events(s, alert_id=alert_id)]
     assert "session_checkin_after_alert" in types and "session_end_after_alert" in types
 

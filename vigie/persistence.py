@@ -1,0 +1,256 @@
+"""Persistence mechanisms written once, for every package (alert server, dispatch, follow-up).
+
+Why one module: the same few database idioms carry Vigie's promises (an alert stored once, a
+send claimed by one server, a timer fired once), and each used to be written several times
+with small differences. Here they are written once, for SQLite (WAL, one machine) and
+PostgreSQL (several servers):
+
+- ``make_engine``: the engine, with SQLite's pragmas and real transactions;
+- ``run_migrations``: Alembic, serialised across servers starting together on PostgreSQL;
+- ``read_scope`` / ``write_scope``: a transaction that only reads, or one that writes and
+  therefore takes SQLite's write lock up front (``take_write_lock``, the one SQLite trick);
+- ``insert_ignore``: INSERT … ON CONFLICT DO NOTHING that says whether it inserted;
+- ``pick_due`` / ``claim_due`` / ``release_claim``: the claim/lease loop (pick due rows
+  nobody else holds, claim them with a token and a lease, run, release by compare-and-set).
+
+Imports nothing from ``alert_server``, ``dispatch`` or ``device_sim``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    Select,
+    Table,
+    create_engine,
+    event,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlmodel import Session
+
+# Named constraints, so that SQLite batch migrations can refer to them. Every package's tables
+# share SQLModel's metadata, so every package applies the same convention.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Arbitrary constant: serialises migrations when several servers start on one PostgreSQL.
+PG_MIGRATION_LOCK = 0x56494749  # "VIGI"
+
+Bind = Engine | Connection | Session
+
+
+def dialect_name(bind: Bind) -> str:
+    """``sqlite`` or ``postgresql`` for an engine, a connection or a session."""
+    if isinstance(bind, Session):
+        return bind.get_bind().dialect.name
+    return bind.dialect.name
+
+
+def is_sqlite(bind: Bind) -> bool:
+    return dialect_name(bind) == "sqlite"
+
+
+# --- engine and migrations ------------------------------------------------------------------
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Engine for ``url``; SQLite gets WAL, a busy timeout and real transactions."""
+    if url.startswith("postgresql://"):
+        # Plain postgresql:// would select psycopg2; Vigie ships psycopg 3.
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            # As many as the server's threads that may each hold one (ingest, pipeline and
+            # dispatch workers, scheduler jobs, API requests) while queueing on the write lock.
+            **{"pool_size": 10, "max_overflow": 30, **kwargs},
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Python 3.11's sqlite3 manages transactions itself and does not emit BEGIN for
+            # every statement; let SQLAlchemy do it (SQLAlchemy's documented recipe).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode survives an application crash (only power loss can undo the
+            # last commits), which is the failure the server is tested against.
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
+
+
+def run_migrations(engine: Engine, cfg: Config, target: str = "heads") -> None:
+    """``alembic upgrade target`` on ``engine``. Safe when several servers start at once: on
+    PostgreSQL an advisory lock makes them migrate one after the other."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": PG_MIGRATION_LOCK})
+            conn.commit()
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, target)
+                conn.commit()
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": PG_MIGRATION_LOCK})
+                conn.commit()
+    else:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, target)
+
+
+# --- transactions ---------------------------------------------------------------------------
+
+
+def take_write_lock(session: Session) -> None:
+    """On SQLite, take the database's write lock now, before anything is read. No-op elsewhere.
+
+    In WAL mode a transaction that read and then writes fails at once ("database is locked",
+    no busy wait) if another connection committed in between; taking the lock up front queues
+    politely on the busy timeout instead. A write statement that changes nothing takes it; the
+    Alembic version table exists in every migrated Vigie database.
+    """
+    if is_sqlite(session):
+        session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
+
+
+@contextmanager
+def write_scope(engine: Engine) -> Iterator[Session]:
+    """A transaction that writes: commits on success, rolls back on error. On SQLite it takes
+    the write lock first (``take_write_lock``). Never open a scope inside another on the same
+    SQLite database: the inner one would wait for the outer."""
+    with Session(engine, expire_on_commit=False) as session:
+        try:
+            take_write_lock(session)
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+@contextmanager
+def read_scope(engine: Engine) -> Iterator[Session]:
+    """A transaction that only reads: no write lock, and nothing is ever committed (closing
+    the session ends the transaction without a commit, so a write slipped in by mistake is
+    undone). Objects read stay loaded after the scope, detached."""
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+# --- insert or ignore -----------------------------------------------------------------------
+
+
+def insert_ignore(
+    session: Session,
+    table: Table | Any,
+    rows: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+    *,
+    keys: Sequence[str] | None = None,
+) -> int:
+    """``INSERT … ON CONFLICT (keys) DO NOTHING`` (any unique key when ``keys`` is None) for
+    one row or several; returns how many rows this statement inserted.
+
+    ``table`` is a ``Table`` or a SQLModel class. RETURNING rather than rowcount: psycopg
+    reports -1 for some INSERTs, and rowcount is not reliable for ON CONFLICT across drivers.
+    """
+    tbl: Table = table if isinstance(table, Table) else table.__table__
+    batch = [rows] if isinstance(rows, Mapping) else list(rows)
+    if not batch:
+        return 0
+    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(tbl)
+        .on_conflict_do_nothing(index_elements=keys)
+        .returning(*tbl.primary_key.columns)
+    )
+    conn = session.connection()
+    return sum(len(conn.execute(stmt.values(**row)).all()) for row in batch)
+
+
+# --- the claim/lease loop -------------------------------------------------------------------
+
+
+def pick_due(session: Session, stmt: Select[Any]) -> Select[Any]:
+    """``stmt`` (a SELECT of due rows) made safe for several servers: on PostgreSQL each one
+    skips the rows another is claiming right now (FOR UPDATE SKIP LOCKED). SQLite has a single
+    writer, holding the write lock (``write_scope``)."""
+    if dialect_name(session) == "postgresql":
+        return stmt.with_for_update(skip_locked=True)
+    return stmt
+
+
+def claim_due(
+    session: Session,
+    table: Table,
+    *,
+    due: ColumnElement[bool],
+    order_by: Sequence[Any],
+    limit: int,
+    claim: Mapping[str, Any],
+    where: Sequence[ColumnElement[bool]] = (),
+    returning: Sequence[Any] | None = None,
+) -> list[Any]:
+    """Claim up to ``limit`` rows of ``table`` matching ``due`` (and ``where``), in
+    ``order_by`` order, by setting ``claim`` (a token, a lease…) on them; returns ``returning``
+    (the id by default) of the rows this call claimed.
+
+    ``due`` is tested twice: to pick, and again in the UPDATE, the compare-and-set that makes
+    the claim exclusive when two servers pick the same row. ``due`` should include "claimed
+    by someone whose lease expired", so that a server that died mid-run is taken over.
+    """
+    pick = select(table.c.id).where(due, *where).order_by(*order_by).limit(limit)
+    pick = pick_due(session, pick)
+    stmt = (
+        update(table)
+        .where(table.c.id.in_(pick.scalar_subquery()), due)
+        .values(**claim)
+        .returning(*(returning if returning is not None else [table.c.id]))
+    )
+    return list(session.execute(stmt).all())
+
+
+def release_claim(
+    session: Session,
+    table: Table,
+    *,
+    row_id: int,
+    token: str,
+    values: Mapping[str, Any],
+    where: Sequence[ColumnElement[bool]] = (),
+    token_column: str = "claim_token",  # noqa: S107 (a column name)
+) -> bool:
+    """Write ``values`` on a claimed row only if this claim (``token``) still holds it
+    (compare-and-set); False when the lease was lost to another server."""
+    res = session.execute(
+        update(table)
+        .where(table.c.id == row_id, table.c[token_column] == token, *where)
+        .values(**values)
+    )
+    return bool(res.rowcount == 1)  # type: ignore[attr-defined]
