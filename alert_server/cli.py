@@ -11,7 +11,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from alert_server.db import make_engine, migrate, read_scope, write_scope
-from alert_server.devices import broker_files, service
+from alert_server.devices import service
 from alert_server.devices.revocation import cut_off
 from alert_server.followup.cli import app as purge_app
 from alert_server.geo.cli import app as geo_app
@@ -21,9 +21,10 @@ from alert_server.referents.schemas import DirectoryError
 from alert_server.safety import UnsafeConfiguration
 from alert_server.safety import check as check_safety
 from alert_server.settings import Settings, load_settings
-from alert_server.timeutil import utcnow
 from alert_server.users.cli import app as users_app
 from device_sim.cli import app as sim_app
+from vigie.brokers import files as broker_files
+from vigie.timeutil import utcnow
 
 app = typer.Typer(
     help="Vigie : alerte travailleur isolé pour les professionnels de santé.",
@@ -72,7 +73,7 @@ def server(
     """API HTTP + console, ingestion MQTT et moteur d'escalade, dans un seul processus."""
     import uvicorn
 
-    from alert_server.main import create_app
+    from alert_server.app import create_app
 
     _logging()
     settings = _settings(config)

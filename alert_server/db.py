@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psycopg
 from alembic.config import Config
-from sqlalchemy import Engine, MetaData
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
@@ -29,7 +29,6 @@ __all__ = [
     "database_unavailable",
     "is_sqlite",
     "make_engine",
-    "metadata",
     "migrate",
     "read_scope",
     "write_scope",
@@ -82,10 +81,3 @@ def database_unavailable(exc: BaseException) -> bool:
     # Connection failures, administrator shutdown, crash recovery, deadlocks and
     # serialisation failures: all psycopg.OperationalError, all worth the same retry.
     return isinstance(orig, psycopg.OperationalError)
-
-
-def metadata() -> MetaData:
-    """All tables, with every model module imported (for migration checks)."""
-    import alert_server.models  # noqa: F401  (registers every table)
-
-    return SQLModel.metadata

@@ -17,7 +17,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,15 +24,16 @@ from pathlib import Path
 import httpx
 
 from alert_server.db import make_engine, migrate, write_scope
-from alert_server.devices import broker_files
 from alert_server.devices import service as devices
-from alert_server.embedded_broker import EmbeddedBroker
-from alert_server.localbroker import REPO_ROOT, LocalMosquitto, free_port, stop_process
-from alert_server.timeutil import utcnow
 from alert_server.users import service as users
 from device_sim.device import BrokerTarget, DeviceConfig, Role, SimDevice
 from device_sim.geo import CommuneIndex, FixedSite, Mobility, NurseRound, Pinned, default_index_path
 from device_sim.reactor import Reactor
+from vigie import launch
+from vigie.brokers import files as broker_files
+from vigie.brokers.embedded import EmbeddedBroker
+from vigie.brokers.mosquitto import REPO_ROOT, LocalMosquitto, free_port, stop_process
+from vigie.timeutil import utcnow
 
 # Numbers from the ranges ARCEP reserves for fiction (01 99 00, 04 65 71): nobody answers them.
 DEMO_DIRECTORY = """\
@@ -247,25 +247,24 @@ class Demo:
         engine.dispose()
 
     def _start_server(self, env: dict[str, str]) -> None:
-        log = (self.workdir / "server.log").open("ab")
-        self.server = subprocess.Popen(
+        self.server = launch.spawn(
             [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.port)],
             env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
+            log_path=self.workdir / "server.log",
         )
-        log.close()
-        deadline = time.monotonic() + 180
-        while True:
+
+        def healthy() -> bool:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                tail = (self.workdir / "server.log").read_text(errors="replace")[-3000:]
-                self.stop()
-                raise RuntimeError(f"le serveur n'a pas démarré :\n{tail}")
-            time.sleep(0.2)
+                return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
+            return False
+
+        try:
+            launch.wait_ready(self.server, healthy, what="le serveur")
+        except launch.LaunchFailed as exc:
+            tail = (self.workdir / "server.log").read_text(errors="replace")[-3000:]
+            self.stop()
+            raise RuntimeError(f"le serveur n'a pas démarré ({exc}) :\n{tail}") from exc
 
     def _start_fleet(self, device_port: int, protocol: str) -> None:
         rng = random.Random(self.seed)

@@ -16,13 +16,14 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from alert_server.alerts import lifecycle
 from alert_server.alerts import service as alerts
-from alert_server.alerts.dispatch_bridge import incident_refs, service_name
 from alert_server.alerts.models import Alert
 from alert_server.db import read_scope, write_scope
 from alert_server.devices import service as devices
 from alert_server.devices.models import Device, Worker
 from alert_server.devices.presence import LastPosition, PresenceTracker
+from alert_server.dispatch_bridge import incident_refs, service_name
 from alert_server.followup import victim_support
 from alert_server.geo import resolve as geo_resolve
 from alert_server.geo import service as geo_service
@@ -37,16 +38,18 @@ from alert_server.geo.schemas import (
     Site,
     WifiAccessPoint,
 )
-from alert_server.ingest import payloads, pins
+from alert_server.ingest import pins
 from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.ingest.pins import PinPolicy, PinVerdict
 from alert_server.referents import chains as referent_chains
 from alert_server.referents import service as referents
 from alert_server.referents.schemas import Directory
 from alert_server.sessions import service as visits
-from alert_server.timeutil import as_utc, rfc3339, utcnow
 from dispatch import Dispatcher
 from dispatch.schemas import AlertBrief
+from vigie import payloads
+from vigie.timeutil import as_utc, rfc3339, utcnow
+from vigie.vocabulary import AlertEventType, AlertState, DownlinkType
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +116,7 @@ class Pipeline:
         # connection waiting on that lock, this one's own connection request would wait too).
         with read_scope(self.engine) as session:
             seen = session.exec(select(Alert).where(Alert.alert_id == alert_id)).first()
-            if seen is None or seen.dispatched_at is not None or seen.state != "open":
+            if seen is None or seen.dispatched_at is not None or seen.state != AlertState.OPEN:
                 return
             found = devices.device_and_worker(session, seen.device_id)
         device, worker = found if found is not None else (None, None)
@@ -122,15 +125,13 @@ class Pipeline:
         with write_scope(self.engine) as session:
             alert = _locked_alert(session, alert_id)
             # Acknowledged, cancelled or resolved before it was routed: nothing to escalate.
-            if alert is None or alert.dispatched_at is not None or alert.state != "open":
+            if alert is None or alert.dispatched_at is not None or alert.state != AlertState.OPEN:
                 return
             self._apply_position(session, alert, resolved, now)
             if directory is None:
                 # Nobody to call: keep the alert loudly open and retry at every sweep (an
                 # import of the directory makes the next sweep dispatch it).
-                if "no_directory" not in alert.flags:
-                    alert.flags = sorted({*alert.flags, "no_directory"})
-                    session.add(alert)
+                lifecycle.flag(session, alert=alert, flags={"no_directory"})
                 log.error("no referent directory loaded: alert_id=%s cannot be escalated", alert_id)
                 return
             chains = referent_chains.chains_for_position(directory, resolved, now)
@@ -142,13 +143,10 @@ class Pipeline:
             )
             # fall / no_motion: the worker's own phone first, the chain held (never for SOS).
             self.dispatcher.verify_first(session, brief=brief, now=now)
-            alert.dispatched_at = now
-            session.add(alert)
-            alerts.add_event(
+            lifecycle.dispatched(
                 session,
-                alert_id=alert_id,
+                alert=alert,
                 at=now,
-                type_="dispatched",
                 chains=[
                     {
                         "departement": c.departement,
@@ -163,7 +161,7 @@ class Pipeline:
                 self.dispatcher.mark_duress(session, alert_id=alert_id, now=now)
             if geo_resolve.needs_locate(resolved):
                 ref = AlertRef.of(alert)
-                after.append(lambda: self.downlink.alert(ref, "locate"))
+                after.append(lambda: self.downlink.alert(ref, DownlinkType.LOCATE))
         for action in after:
             action()
 
@@ -241,20 +239,14 @@ class Pipeline:
             alert.pos_acc_m = resolved.acc_m
             alert.pos_at = resolved.measured_at
             alert.pos_src = resolved.source
-        session.add(alert)
-        for dep in resolved.departements:
-            alerts.add_departement(
-                session,
-                alert_id=alert.alert_id,
-                departement=dep,
-                at=now,
-                reason="ambiguous_border" if dep != resolved.departement else "position",
-            )
-        alerts.add_event(
+        lifecycle.located(
             session,
-            alert_id=alert.alert_id,
+            alert=alert,
+            concerns={
+                dep: "ambiguous_border" if dep != resolved.departement else "position"
+                for dep in resolved.departements
+            },
             at=now,
-            type_="located",
             source=resolved.source,
             acc_m=resolved.acc_m,
             age_s=resolved.age_s,
@@ -301,13 +293,11 @@ class Pipeline:
                 return result.accepted
         # No escalation (not routed yet, or no dispatch): acknowledge the alert row itself.
         with write_scope(self.engine) as session:
-            won = alerts.mark_acknowledged(
-                session, alert_id=alert_id, actor=actor, via=via, now=now
-            )
+            won = lifecycle.acknowledge(session, alert_id=alert_id, actor=actor, via=via, at=now)
             refs = self._incident_refs(session, alert_id) if won else []
             by = service_name(alerts.get_alert(session, alert_id=alert_id), actor, via)
         for ref in refs:
-            self.downlink.alert(ref, "alert.acknowledged", by=by)
+            self.downlink.alert(ref, DownlinkType.ALERT_ACKNOWLEDGED, by=by)
         return won
 
     def resolve(
@@ -320,21 +310,16 @@ class Pipeline:
                 return False
             alert = alerts.primary_of(session, alert)
             alert_id = alert.alert_id
-            if alert.state == "resolved":
+            if not lifecycle.allowed(alert, lifecycle.Transition.RESOLVE):
                 return False
             # As the devices know them before the change: a cancelled alert stays quiet.
             refs = self._incident_refs(session, alert_id)
-            alerts.close_incident(
-                session, alert=alert, state="resolved", now=now, outcome=outcome, note=note
-            )
-            alerts.add_event(
-                session, alert_id=alert_id, at=now, type_="resolved", actor=actor, outcome=outcome
-            )
+            lifecycle.resolve(session, alert=alert, at=now, actor=actor, outcome=outcome, note=note)
             if self.dispatcher is not None:
                 self.dispatcher.close(session, alert_id=alert_id, now=now)
             victim_support.offer(session, alert_id=alert_id, outcome=outcome, now=now)
         for ref in refs:
-            self.downlink.alert(ref, "alert.resolved")
+            self.downlink.alert(ref, DownlinkType.ALERT_RESOLVED)
         return True
 
     def _incident_refs(self, session: Session, alert_id: str) -> list[AlertRef]:
@@ -374,9 +359,9 @@ class Pipeline:
                 PinVerdict.WRONG: "wrong_pin",
             }[verdict]
             event = {
-                PinVerdict.UNVERIFIABLE: "pin_unverifiable",
-                PinVerdict.LOCKED: "pin_locked_out",
-                PinVerdict.WRONG: "pin_wrong",
+                PinVerdict.UNVERIFIABLE: AlertEventType.PIN_UNVERIFIABLE,
+                PinVerdict.LOCKED: AlertEventType.PIN_LOCKED_OUT,
+                PinVerdict.WRONG: AlertEventType.PIN_WRONG,
             }[verdict]
             flags = {"pin_errors"} if verdict is PinVerdict.WRONG else set()
             if verdict is PinVerdict.LOCKED:
@@ -396,7 +381,7 @@ class Pipeline:
                         session,
                         alert_id=primary.alert_id,
                         at=now,
-                        type_="pin_lockout",
+                        type_=AlertEventType.PIN_LOCKOUT,
                         actor=device_id,
                         failures=device.pin_failures,
                         until=device.pin_locked_until.isoformat()
@@ -404,9 +389,7 @@ class Pipeline:
                         else None,
                     )
                 session.add(device)
-            if flags - set(primary.flags):
-                primary.flags = sorted({*primary.flags, *flags})
-                session.add(primary)
+            lifecycle.flag(session, alert=primary, flags=flags)
             log.warning(
                 "cancel refused (%s) alert_id=%s device_id=%s", reason, primary.alert_id, device_id
             )
@@ -415,8 +398,8 @@ class Pipeline:
         if device is not None and device.pin_failures:
             pins.clear_failures(device)
             session.add(device)
-        device_cancelled = primary.state == "cancelled" or primary.duress
-        if primary.state == "resolved" and not device_cancelled:
+        device_cancelled = primary.state == AlertState.CANCELLED or primary.duress
+        if primary.state == AlertState.RESOLVED and not device_cancelled:
             return [self._cancel_rejected(device_id, msg.alert_id, "already_closed")]
         # From here on the device receives the same thing for both PINs.
         refs = [AlertRef.of(alert)] + [
@@ -426,25 +409,16 @@ class Pipeline:
         ]
         if verdict is PinVerdict.DURESS:
             if not primary.duress:
-                alerts.mark_duress(session, alert=primary, now=now, actor=device_id)
+                lifecycle.duress(session, alert=primary, at=now, actor=device_id)
                 log.warning("DURESS alert_id=%s device_id=%s", primary.alert_id, device_id)
                 if self.dispatcher is not None and primary.dispatched_at is not None:
                     self.dispatcher.mark_duress(session, alert_id=primary.alert_id, now=now)
         elif primary.duress:
             # Once under duress, a later "cancel" cannot stand the alert down: it may be
             # typed under the same threat.
-            alerts.add_event(
-                session,
-                alert_id=primary.alert_id,
-                at=now,
-                type_="cancel_after_duress",
-                actor=device_id,
-            )
-        elif primary.state in ("open", "acknowledged"):
-            alerts.close_incident(session, alert=primary, state="cancelled", now=now)
-            alerts.add_event(
-                session, alert_id=primary.alert_id, at=now, type_="cancelled", actor=device_id
-            )
+            lifecycle.cancel_after_duress(session, alert=primary, at=now, actor=device_id)
+        elif lifecycle.allowed(primary, lifecycle.Transition.CANCEL):
+            lifecycle.cancel(session, alert=primary, at=now, actor=device_id)
             log.info("alert cancelled alert_id=%s device_id=%s", primary.alert_id, device_id)
             if self.dispatcher is not None:
                 self.dispatcher.stand_down(
@@ -456,13 +430,13 @@ class Pipeline:
 
         def reply() -> None:
             for ref in plain:
-                self.downlink.alert(ref, "alert.cancelled")
+                self.downlink.alert(ref, DownlinkType.ALERT_CANCELLED)
 
         return [reply]
 
     def _cancel_rejected(self, device_id: str, alert_id: str, reason: str) -> Callable[[], None]:
         ref = AlertRef(device_id, alert_id, quiet=False)
-        return lambda: self.downlink.alert(ref, "cancel.rejected", reason=reason)
+        return lambda: self.downlink.alert(ref, DownlinkType.CANCEL_REJECTED, reason=reason)
 
     def on_session(
         self, session: Session, *, device_id: str, msg: payloads.SessionMsg, now: datetime
@@ -477,13 +451,15 @@ class Pipeline:
         fields: dict[str, Any] = {"session_id": msg.session_id, "action": msg.action}
         if out.accepted:
             fields["expected_end"] = rfc3339(out.expected_end) if out.expected_end else None
-            return [lambda: self.downlink.session(device_id, "session.accepted", **fields)]
+            return [
+                lambda: self.downlink.session(device_id, DownlinkType.SESSION_ACCEPTED, **fields)
+            ]
         log.warning(
             "session refused (%s) device_id=%s session_id=%s", out.reason, device_id, msg.session_id
         )
         return [
             lambda: self.downlink.session(
-                device_id, "session.rejected", reason=out.reason, **fields
+                device_id, DownlinkType.SESSION_REJECTED, reason=out.reason, **fields
             )
         ]
 
@@ -524,25 +500,20 @@ class Pipeline:
                 if not resolved.has_position or "stale_position" in resolved.flags:
                     continue
                 current = alerts.departements(session, alert_id=alert.alert_id)
-                alert.pos_lat, alert.pos_lon = position.lat, position.lon
-                alert.pos_acc_m, alert.pos_at = position.acc_m, position.at
-                alert.pos_src = position.src
-                session.add(alert)
-                alerts.add_event(
+                added = list(geo_resolve.departements_to_add(tuple(current), resolved))
+                lifecycle.moved(
                     session,
-                    alert_id=alert.alert_id,
-                    at=now,
-                    type_="position",
+                    alert=alert,
                     lat=position.lat,
                     lon=position.lon,
                     acc_m=position.acc_m,
-                    departements=list(resolved.departements),
+                    pos_at=position.at,
+                    src=position.src,
+                    departements_now=list(resolved.departements),
+                    added=added,
+                    at=now,
                 )
-                added = geo_resolve.departements_to_add(tuple(current), resolved)
                 for dep in added:
-                    alerts.add_departement(
-                        session, alert_id=alert.alert_id, departement=dep, at=now, reason="moved"
-                    )
                     if directory is not None and alert.dispatched_at is not None:
                         chain = referent_chains.chain_for(
                             directory, dep, resolved.force_for(dep), now

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import re
 
-from alert_server.devices.broker_files import reserved_for_servers
-from alert_server.ingest.topics import SERVER_USERNAME
 from alert_server.settings import Settings
+from vigie.brokers.files import reserved_for_servers
+from vigie.topics import SERVER_USERNAME
 
 TELEPHONY_CHOICES = ("twilio", "simulated")
 # 32 characters is 128 bits as hex: below that it is a password someone typed, not a key.

@@ -33,9 +33,6 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alert_server.db import make_engine, migrate, write_scope
-from alert_server.devices import broker_files
-from alert_server.localbroker import LocalMosquitto
-from alert_server.timeutil import rfc3339, utcnow
 from benchmarks.benchlib import machine_info, write_json
 from benchmarks.ingest import BenchDevice, pct
 from dispatch import lifecycle
@@ -43,6 +40,9 @@ from dispatch.policy import EscalationPolicy
 from dispatch.schemas import AlertBrief, Chain, Contact
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.support import ServerProcess, add_device, server_env, wait_until
+from vigie.brokers import files as broker_files
+from vigie.brokers.mosquitto import LocalMosquitto
+from vigie.timeutil import rfc3339, utcnow
 
 FALLBACK = "+33465710013"
 DIRECTORY = f"""\

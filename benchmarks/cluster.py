@@ -34,11 +34,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alert_server.localbroker import LocalMosquitto
 from benchmarks.benchlib import machine_info, postgres_version, write_json
 from tests.rabbit.cluster import RabbitCluster
 from tests.rabbit.support import amqp_env
 from tests.support import ServerProcess, server_env, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto
 
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
 
@@ -147,7 +147,7 @@ def run_broker(kind: str, counts: list[int], args: argparse.Namespace, work: Pat
         acc.close()
         ports = [n.mqtt_port for n in cluster.nodes]
     else:
-        from alert_server.devices import broker_files
+        from vigie.brokers import files as broker_files
 
         broker = LocalMosquitto(work / "mosquitto").start()
         for d, p in passwords.items():

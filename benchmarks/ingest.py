@@ -28,11 +28,11 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from alert_server.devices import broker_files
-from alert_server.ingest.topics import SERVER_USERNAME
-from alert_server.localbroker import LocalMosquitto
 from benchmarks.benchlib import MqttEcho, machine_info, postgres_version, write_json
 from tests.support import ServerProcess, server_env, wait_until
+from vigie.brokers import files as broker_files
+from vigie.brokers.mosquitto import LocalMosquitto
+from vigie.topics import SERVER_USERNAME
 
 
 class BenchDevice:

@@ -36,13 +36,13 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alert_server.demo import DEMO_DIRECTORY
-from alert_server.ingest.topics import SERVER_USERNAME
 from benchmarks.benchlib import MqttEcho, machine_info, write_json
 from device_sim.device import BrokerTarget
 from device_sim.load import LoadConfig, LoadReport, LoadRun, Progress, load_passwords
 from device_sim.provision import wait_credentials_active, write_broker_passwords
 from device_sim.stack import LocalStack, raise_fd_limit
 from dispatch.models import KIND_ALERT, Notification
+from vigie.topics import SERVER_USERNAME
 
 
 def db_first_notifications(db_url: str) -> Any:
@@ -51,7 +51,7 @@ def db_first_notifications(db_url: str) -> Any:
     from sqlalchemy import func, select
 
     from alert_server.db import make_engine
-    from alert_server.timeutil import as_utc
+    from vigie.timeutil import as_utc
 
     def fetch(alert_ids: list[str]) -> dict[str, datetime | None]:
         engine = make_engine(db_url)

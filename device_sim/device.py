@@ -38,10 +38,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alert_server.ingest import topics
-from alert_server.timeutil import rfc3339
 from device_sim.geo import Fix, FixedSite, Mobility
 from device_sim.reactor import Shard, TimerHandle
+from vigie import topics
+from vigie.timeutil import rfc3339
+from vigie.vocabulary import UplinkTopic
 
 log = logging.getLogger(__name__)
 
@@ -397,7 +398,7 @@ class SimDevice:
             )
         client.username_pw_set(self.device_id, self.password)
         client.will_set(
-            topics.uplink(self.device_id, "status"),
+            topics.uplink(self.device_id, UplinkTopic.STATUS),
             _dumps({"v": 1, "state": "offline"}),
             qos=1,
             retain=True,
@@ -473,7 +474,9 @@ class SimDevice:
         # in order, so the subscription exists before the server can answer an alert.
         client.subscribe(topics.cmd(self.device_id), qos=1)
         self.connected.set()
-        self._publish_raw("status", _dumps({"v": 1, "state": "online"}), qos=1, retain=True)
+        self._publish_raw(
+            UplinkTopic.STATUS, _dumps({"v": 1, "state": "online"}), qos=1, retain=True
+        )
         for rec in self.pending_alerts():
             if rec.last_info is not None and not rec.last_info.is_published():
                 # Still unacknowledged from the previous connection: paho re-sends it itself
@@ -505,7 +508,9 @@ class SimDevice:
         if not self._running:
             return
         if announce_offline and self.client is not None and self.connected.is_set():
-            self._publish_raw("status", _dumps({"v": 1, "state": "offline"}), qos=1, retain=True)
+            self._publish_raw(
+                UplinkTopic.STATUS, _dumps({"v": 1, "state": "offline"}), qos=1, retain=True
+            )
         self._running = False
         self._cancel_timers()
         if self.client is not None:
@@ -624,7 +629,7 @@ class SimDevice:
         self._arm_resend(rec)
 
     def _publish_alert(self, rec: AlertRecord) -> None:
-        info = self._publish_raw("alert", rec.payload, qos=1)
+        info = self._publish_raw(UplinkTopic.ALERT, rec.payload, qos=1)
         if info is None:
             return  # offline: kept in the queue, sent on the next CONNACK
         rec.last_info = info
@@ -679,7 +684,7 @@ class SimDevice:
         fix = self.current_fix(age_s=self.rng.uniform(0.0, 5.0))
         if fix is not None:
             body["pos"] = fix.as_json()
-        self._publish_raw("hb", _dumps(body), qos=self.config.hb_qos)
+        self._publish_raw(UplinkTopic.HB, _dumps(body), qos=self.config.hb_qos)
 
     def _pos_tick(self) -> None:
         if not self._running or not self.config.pos_interval_s:
@@ -693,7 +698,7 @@ class SimDevice:
         fix = self.current_fix()
         if fix is None:
             return  # indoors without a fix and no configured site to report
-        self._send("pos", {"v": 1, "ts": rfc3339(_now_wall()), "pos": fix.as_json()}, qos)
+        self._send(UplinkTopic.POS, {"v": 1, "ts": rfc3339(_now_wall()), "pos": fix.as_json()}, qos)
 
     def _session_body(self, action: str, session: Session) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -713,7 +718,7 @@ class SimDevice:
 
     def _session_start(self, session_id: str, duration_s: float, memo: str | None) -> None:
         self.session = Session(session_id, _now_wall() + timedelta(seconds=duration_s), memo)
-        self._send("session", self._session_body("start", self.session), 1)
+        self._send(UplinkTopic.SESSION, self._session_body("start", self.session), 1)
 
     def _session_action(self, action: str, by_s: float | None) -> None:
         if self.session is None:
@@ -722,7 +727,7 @@ class SimDevice:
         if action == "extend" and by_s is not None:
             base = max(self.session.expected_end, _now_wall())
             self.session.expected_end = base + timedelta(seconds=by_s)
-        self._send("session", self._session_body(action, self.session), 1)
+        self._send(UplinkTopic.SESSION, self._session_body(action, self.session), 1)
         if action == "end":
             self.session = None
 

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alert_server.timeutil import rfc3339
+from vigie.timeutil import rfc3339
 
 EARTH_RADIUS_M = 6_371_000.0
 SIGMA_PER_ACC = 1.0 / math.sqrt(2.0 * math.log(1.0 / 0.32))  # ≈ 0.662

@@ -20,8 +20,8 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import paho.mqtt.client as mqtt
 
-from alert_server.ingest import topics
 from device_sim.reactor import set_nodelay
+from vigie import topics
 
 
 class AlertStore(Protocol):

@@ -30,11 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from alert_server.timeutil import as_utc
 from device_sim.device import BrokerTarget, DeviceConfig, SimDevice
 from device_sim.geo import CommuneIndex, FixedSite, NurseRound
 from device_sim.hooks import AlertStore, FirstNotificationSource
 from device_sim.reactor import Reactor
+from vigie.timeutil import as_utc
 
 
 @dataclass

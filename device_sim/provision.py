@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from alert_server.devices import broker_files
+from vigie.brokers import files as broker_files
 
 _REPO = Path(__file__).resolve().parent.parent
 

@@ -12,16 +12,16 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from alert_server.devices import broker_files
-from alert_server.embedded_broker import EmbeddedBroker
-from alert_server.localbroker import LocalMosquitto, free_port, stop_process
 from device_sim.provision import VigieCliProvisioner
+from vigie import launch
+from vigie.brokers import files as broker_files
+from vigie.brokers.embedded import EmbeddedBroker
+from vigie.brokers.mosquitto import LocalMosquitto, free_port, stop_process
 
 _REPO = Path(__file__).resolve().parent.parent
 # Settings a spawned server inherits from the caller's environment (data, not wiring).
@@ -105,7 +105,7 @@ class LocalStack:
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout_s: float = 60.0) -> LocalStack:
+    def start(self, timeout_s: float | None = None) -> LocalStack:
         if self.broker_kind == "mosquitto":
             self.mosquitto = LocalMosquitto(self.workdir / "broker").start()
         elif self.broker_kind == "embedded":
@@ -121,27 +121,29 @@ class LocalStack:
             self.start_server(timeout_s)
         return self
 
-    def start_server(self, timeout_s: float = 60.0) -> None:
+    def start_server(self, timeout_s: float | None = None) -> None:
+        """Start `vigie server` and wait for /healthz (``timeout_s``: None for the deadline
+        `vigie.launch` derives from the starts measured on this machine)."""
         self.http_port = free_port()
-        log = (self.workdir / "server.log").open("ab")
-        self.server = subprocess.Popen(
+        self.server = launch.spawn(
             [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.http_port)],
             env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
             cwd=_REPO,
+            log_path=self.workdir / "server.log",
         )
-        log.close()
-        deadline = time.monotonic() + timeout_s
-        while True:
+
+        def healthy() -> bool:
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.http_url + "/healthz", timeout=2).status_code == 200:
-                    return
-            if self.server.poll() is not None or time.monotonic() > deadline:
-                tail = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
-                self.stop()
-                raise RuntimeError(f"vigie server n'a pas démarré :\n{tail}")
-            time.sleep(0.1)
+                return httpx.get(self.http_url + "/healthz", timeout=2).status_code == 200
+            return False
+
+        try:
+            # The server is killed by wait_ready when it does not get there.
+            launch.wait_ready(self.server, healthy, what="vigie server", deadline_s=timeout_s)
+        except launch.LaunchFailed as exc:
+            tail = (self.workdir / "server.log").read_text(errors="replace")[-2000:]
+            self.stop()
+            raise RuntimeError(f"vigie server n'a pas démarré ({exc}) :\n{tail}") from exc
 
     def provisioner(self) -> VigieCliProvisioner:
         return VigieCliProvisioner(env=self.env())

@@ -21,8 +21,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alert_server.localbroker import LocalMosquitto, free_port
-from alert_server.timeutil import rfc3339, utcnow
+from vigie import launch
+from vigie.brokers.mosquitto import LocalMosquitto, free_port
+from vigie.timeutil import rfc3339, utcnow
 
 REPO = Path(__file__).resolve().parent.parent
 # One random key per test run, shared by every server a test starts (as in production, where
@@ -167,24 +168,24 @@ class ServerProcess:
     def start(self, wait_healthy: bool = True) -> ServerProcess:
         # A port given up front (e.g. for VIGIE_PUBLIC_URL) is kept across restarts.
         self.port = self.port or free_port()
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
+        # vigie.launch: killed when its start fails, and at exit if still running.
+        self.proc = launch.spawn(
             [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.port)],
             env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
             cwd=REPO,
+            log_path=self.log_path,
         )
-        log.close()
         if wait_healthy:
-            try:
-                wait_until(lambda: self.health()[0] == 200, 180, "server /healthz 200")
-            except BaseException:
-                # Never leave a server behind when its start fails: it would load the
-                # machine for every later test.
-                self.kill()
-                raise
+            self.wait_healthy()
         return self
+
+    def wait_healthy(self) -> None:
+        """Until /healthz answers 200 (the deadline fits this machine's measured starts);
+        the process is killed if it does not get there."""
+        assert self.proc is not None
+        launch.wait_ready(
+            self.proc, lambda: self.health()[0] == 200, what=f"vigie server ({self.log_path.name})"
+        )
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:
@@ -211,9 +212,7 @@ class ServerProcess:
 
     def kill(self) -> None:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
+        launch.kill(self.proc)
 
     def terminate(self) -> int:
         assert self.proc is not None

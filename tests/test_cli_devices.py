@@ -9,9 +9,9 @@ import pytest
 from sqlmodel import Session, select
 
 from alert_server.db import make_engine
-from alert_server.devices import broker_files
 from alert_server.devices.models import Device, Worker
 from tests.support import vigie
+from vigie.brokers import files as broker_files
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from alert_server.main import create_app
+from alert_server.app import create_app
 from alert_server.safety import UnsafeConfiguration, problems
 from alert_server.settings import Settings
 from tests.support import REPO

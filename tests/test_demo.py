@@ -16,8 +16,8 @@ from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert
 from alert_server.db import make_engine
-from alert_server.localbroker import free_port
 from tests.support import REPO, wait_until
+from vigie.brokers.mosquitto import free_port
 
 
 @pytest.mark.parametrize("broker", ["mosquitto", "embedded"])

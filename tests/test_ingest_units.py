@@ -13,10 +13,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from alert_server.db import database_unavailable, make_engine
-from alert_server.ingest import payloads, topics
 from alert_server.ingest.handler import interpret_alert
 from alert_server.ingest.mqtt import AckSequencer, BrokerAddress
-from alert_server.localbroker import free_port
+from vigie import payloads, topics
+from vigie.brokers.mosquitto import free_port
 
 NOW = datetime(2026, 11, 22, 18, 4, 10, tzinfo=UTC)
 

@@ -6,7 +6,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
 
-from alert_server.db import metadata, migrate
+from alert_server.db import migrate
+from alert_server.models import metadata
 
 
 def test_models_match_migrations(engine: Engine) -> None:

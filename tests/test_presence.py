@@ -11,7 +11,7 @@ from sqlmodel import Session
 from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.devices.presence import LastPosition, PresenceTracker
-from alert_server.timeutil import utcnow
+from vigie.timeutil import utcnow
 
 
 def _device(engine: Engine) -> None:

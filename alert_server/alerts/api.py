@@ -36,10 +36,11 @@ from alert_server.alerts.schemas import (
 )
 from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
-from alert_server.timeutil import as_utc, utcnow
 from alert_server.users import service as users_service
 from alert_server.users.api import UNAUTHORIZED, Client, api_principal, client_of, engine_of
 from alert_server.users.schemas import Principal
+from vigie.timeutil import as_utc, utcnow
+from vigie.vocabulary import AlertState as State
 
 if TYPE_CHECKING:
     from alert_server.pipeline import Pipeline
@@ -106,8 +107,8 @@ def visible_by_ids(
 
 # -- timeline ------------------------------------------------------------------------------
 # The timeline of an alert is merged from several sources. ``alert_event`` rows are the
-# alert's own; other packages (dispatch notifications and their deliveries, for instance)
-# plug theirs in with ``timeline_sources.append(fn)`` or ``register_timeline_source(fn)``.
+# alert's own; the app passes the others (dispatch notifications and their deliveries, for
+# instance) to ``install_dashboard``, which keeps them on the app (``timeline_sources``).
 # A source receives the open session and the alert and returns entries in any order.
 
 TimelineSource = Callable[[Session, Alert], Iterable[TimelineEntry]]
@@ -127,17 +128,16 @@ def alert_event_entries(session: Session, alert: Alert) -> list[TimelineEntry]:
     ]
 
 
-timeline_sources: list[TimelineSource] = [alert_event_entries]
+def timeline_sources(request: Request) -> Sequence[TimelineSource]:
+    """This app's sources: the alert's own events first, then those the app was built with."""
+    return (alert_event_entries, *getattr(request.app.state, "timeline_sources", ()))
 
 
-def register_timeline_source(source: TimelineSource) -> None:
-    if source not in timeline_sources:
-        timeline_sources.append(source)
-
-
-def timeline(session: Session, alert: Alert) -> list[TimelineEntry]:
+def timeline(
+    session: Session, alert: Alert, sources: Sequence[TimelineSource]
+) -> list[TimelineEntry]:
     entries: list[TimelineEntry] = []
-    for source in timeline_sources:
+    for source in sources:
         entries.extend(source(session, alert))
     # Stable: entries at the same instant keep their source's order.
     return sorted(entries, key=lambda e: as_utc(e.at))
@@ -200,7 +200,7 @@ def worker_contact(session: Session, alert: Alert) -> WorkerContact | None:
     )
 
 
-def to_detail(session: Session, alert: Alert) -> AlertDetail:
+def to_detail(session: Session, alert: Alert, sources: Sequence[TimelineSource]) -> AlertDetail:
     return AlertDetail(
         **to_summary(alert).model_dump(),
         original_kind=alert.original_kind,
@@ -208,7 +208,7 @@ def to_detail(session: Session, alert: Alert) -> AlertDetail:
         force=alert.force,
         note=alert.note,
         worker=worker_contact(session, alert),
-        timeline=timeline(session, alert),
+        timeline=timeline(session, alert, sources),
     )
 
 
@@ -300,7 +300,7 @@ def audit_view(engine: Engine, *, principal: Principal, client: Client, alert_id
 
 
 def conflict_message(alert: Alert) -> str:
-    if alert.state == "acknowledged":
+    if alert.state == State.ACKNOWLEDGED:
         return f"Alerte déjà prise en charge par {alert.acknowledged_by}"
     return f"Alerte {STATE_LABELS_FR.get(alert.state, alert.state).lower()} : action impossible"
 
@@ -359,7 +359,7 @@ def api_get_alert(request: Request, principal: PrincipalDep, alert_id: AlertIdPa
         alert = get_visible(session, principal=principal, alert_id=alert_id)
         if alert is None:
             raise _not_found()
-        detail = to_detail(session, alert)
+        detail = to_detail(session, alert, timeline_sources(request))
     audit_view(engine, principal=principal, client=client_of(request), alert_id=alert_id)
     return detail
 

@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import JSON, Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from vigie.vocabulary import AlertState
+
 
 class Alert(SQLModel, table=True):
     """One alert. Its identity is ``(device_id, device_alert_id)`` (protocol.md 1.1): a repeat
@@ -33,7 +35,7 @@ class Alert(SQLModel, table=True):
     last_press_at: datetime | None = None
     kind: str = Field(max_length=32)  # what is escalated: sos, sos_silent, fall, ...
     original_kind: str | None = Field(default=None, max_length=64)  # an unknown kind, kept
-    state: str = Field(default="open", max_length=16, index=True)
+    state: str = Field(default=AlertState.OPEN, max_length=16, index=True)
     duress: bool = False
     flags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(index=True)  # when the message reached the server
@@ -68,7 +70,7 @@ class AlertEvent(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     alert_id: str = Field(max_length=64, index=True)
     at: datetime
-    type: str = Field(max_length=40)  # received, repeat, cancel_ok, cancel_duress, pin_wrong, ...
+    type: str = Field(max_length=40)  # vigie.vocabulary.AlertEventType
     actor: str | None = Field(default=None, max_length=200)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
 

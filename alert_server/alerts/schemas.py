@@ -15,16 +15,19 @@ from pydantic import (
     model_validator,
 )
 
-from alert_server.followup import outcomes as followup_outcomes
+from vigie import outcomes as followup_outcomes
+from vigie.vocabulary import AlertState as State
 
+# The API spells the states out as a plain string enum (its OpenAPI schema stays as it was);
+# tests/test_vocabulary.py checks it against vigie.vocabulary.AlertState.
 AlertState = Literal["open", "acknowledged", "cancelled", "resolved"]
-ALERT_STATES: tuple[str, ...] = ("open", "acknowledged", "cancelled", "resolved")
+ALERT_STATES: tuple[str, ...] = tuple(State)
 
 STATE_LABELS_FR: dict[str, str] = {
-    "open": "Non prise en charge",
-    "acknowledged": "Prise en charge",
-    "cancelled": "Annulée",
-    "resolved": "Clôturée",
+    State.OPEN: "Non prise en charge",
+    State.ACKNOWLEDGED: "Prise en charge",
+    State.CANCELLED: "Annulée",
+    State.RESOLVED: "Clôturée",
 }
 
 KIND_LABELS_FR: dict[str, str] = {
@@ -37,7 +40,7 @@ KIND_LABELS_FR: dict[str, str] = {
 }
 
 # Outcomes picked when closing an alert: what happened, in the vocabulary the follow-up maps to
-# ONVS facts and levels (alert_server/followup/outcomes.py, the single source). The keys are
+# ONVS facts and levels (vigie/outcomes.py, the single source). The keys are
 # stored in ``alert.outcome``: never rename one.
 OUTCOMES: dict[str, str] = {o.code: o.label_fr for o in followup_outcomes.OUTCOMES}
 

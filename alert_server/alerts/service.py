@@ -1,4 +1,7 @@
-"""Reads and state changes of alerts. Keyword-only arguments, session first."""
+"""Reads and rows of alerts. Keyword-only arguments, session first.
+
+State changes are not here: they are the transitions of ``alerts.lifecycle``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import or_, update
 from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert, AlertDepartement, AlertEvent
 from vigie.persistence import insert_ignore
+from vigie.vocabulary import ACTIVE_STATES, AlertState
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,29 +81,13 @@ def incident_primary(
         .where(Alert.device_id == device_id)
         .where(Alert.kind == kind)
         .where(Alert.incident_of.is_(None))  # type: ignore[union-attr]
-        .where(Alert.state.in_(("open", "acknowledged")))  # type: ignore[attr-defined]
+        .where(Alert.state.in_(ACTIVE_STATES))  # type: ignore[attr-defined]
         .where(Alert.last_press_at >= since)  # type: ignore[operator]
         .order_by(Alert.last_press_at.desc())  # type: ignore[union-attr]
         .limit(1)
         .with_for_update()
     )
     return session.exec(stmt).first()
-
-
-def add_press(session: Session, *, primary: Alert, member_id: str, at: datetime) -> None:
-    """Count one more press on the incident's first alert (flagged for the dispatcher)."""
-    primary.presses += 1
-    primary.last_press_at = max(at, primary.last_press_at or at)
-    primary.flags = sorted({*primary.flags, "repeated_presses"})
-    session.add(primary)
-    add_event(
-        session,
-        alert_id=primary.alert_id,
-        at=at,
-        type_="press_merged",
-        member=member_id,
-        presses=primary.presses,
-    )
 
 
 def incident_members(session: Session, *, alert_id: str) -> list[Alert]:
@@ -115,68 +102,6 @@ def primary_of(session: Session, alert: Alert) -> Alert:
         return alert
     primary = get_alert(session, alert_id=alert.incident_of)
     return primary if primary is not None else alert
-
-
-def _incident(alert_id: str) -> Any:
-    return or_(Alert.alert_id == alert_id, Alert.incident_of == alert_id)  # type: ignore[arg-type]
-
-
-def close_incident(
-    session: Session,
-    *,
-    alert: Alert,
-    state: str,
-    now: datetime,
-    outcome: str | None = None,
-    note: str | None = None,
-) -> None:
-    """``state`` (cancelled or resolved) for the incident's first alert and the presses
-    attached to it. The caller records the timeline event."""
-    values: dict[str, Any] = {"state": state, "resolved_at": now}
-    if outcome is not None:
-        values["outcome"] = outcome
-    if note is not None:
-        values["note"] = note
-    session.connection().execute(
-        update(Alert)
-        .where(_incident(alert.alert_id))
-        .where(Alert.state != "resolved")  # type: ignore[arg-type]
-        .values(**values)
-    )
-    session.refresh(alert)
-
-
-def mark_duress(session: Session, *, alert: Alert, now: datetime, actor: str) -> None:
-    """The duress PIN: the incident is marked (every press of it), and recorded."""
-    session.connection().execute(update(Alert).where(_incident(alert.alert_id)).values(duress=True))
-    session.refresh(alert)
-    alert.flags = sorted({*alert.flags, "duress"})
-    session.add(alert)
-    add_event(session, alert_id=alert.alert_id, at=now, type_="duress", actor=actor)
-
-
-def mark_acknowledged(
-    session: Session, *, alert_id: str, actor: str, via: str, now: datetime
-) -> bool:
-    """Compare-and-set open → acknowledged; True only for the one caller that wins.
-
-    The alerts attached to the incident follow it."""
-    result = session.connection().execute(
-        update(Alert)
-        .where(Alert.alert_id == alert_id)  # type: ignore[arg-type]
-        .where(Alert.state == "open")  # type: ignore[arg-type]
-        .values(state="acknowledged", acknowledged_at=now, acknowledged_by=actor)
-    )
-    won = result.rowcount == 1
-    if won:
-        session.connection().execute(
-            update(Alert)
-            .where(Alert.incident_of == alert_id)  # type: ignore[arg-type]
-            .where(Alert.state == "open")  # type: ignore[arg-type]
-            .values(state="acknowledged", acknowledged_at=now, acknowledged_by=actor)
-        )
-        add_event(session, alert_id=alert_id, at=now, type_="acknowledged", actor=actor, via=via)
-    return won
 
 
 def add_departement(
@@ -194,9 +119,7 @@ def departements(session: Session, *, alert_id: str) -> list[str]:
 
 def open_for_device(session: Session, *, device_id: str) -> list[Alert]:
     stmt = (
-        select(Alert)
-        .where(Alert.device_id == device_id)
-        .where(Alert.state.in_(("open", "acknowledged")))  # type: ignore[attr-defined]
+        select(Alert).where(Alert.device_id == device_id).where(Alert.state.in_(ACTIVE_STATES))  # type: ignore[attr-defined]
     )
     return list(session.exec(stmt))
 
@@ -231,7 +154,7 @@ def undispatched(session: Session, *, older_than: datetime, limit: int = 100) ->
     stmt = (
         select(Alert.alert_id)
         .where(Alert.dispatched_at.is_(None))  # type: ignore[union-attr]
-        .where(Alert.state == "open")
+        .where(Alert.state == AlertState.OPEN)
         .where(Alert.created_at <= older_than)
         .order_by(Alert.created_at)  # type: ignore[arg-type]
         .limit(limit)

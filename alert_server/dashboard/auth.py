@@ -23,9 +23,9 @@ from sqlalchemy import Engine
 
 from alert_server.dashboard.config import DashboardConfig
 from alert_server.db import read_scope
-from alert_server.timeutil import utcnow
 from alert_server.users import service
 from alert_server.users.schemas import Principal
+from vigie.timeutil import utcnow
 
 LOGIN_COOKIE_MAX_AGE_S = 1800
 

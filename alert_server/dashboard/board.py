@@ -18,8 +18,8 @@ from alert_server.alerts.api import scope_clause
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.dashboard.render import STATE_FILTERS, render
 from alert_server.geo.codes import DEPARTEMENT_CODES
-from alert_server.timeutil import as_utc
 from alert_server.users.schemas import Principal
+from vigie.timeutil import as_utc
 
 BOARD_LIMIT = 200
 UNKNOWN_DEPARTEMENT = "inconnu"

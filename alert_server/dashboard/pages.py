@@ -43,10 +43,11 @@ from alert_server.dashboard.render import render
 from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
-from alert_server.timeutil import as_utc, rfc3339, utcnow
 from alert_server.users import service as users_service
 from alert_server.users.api import client_of
 from alert_server.users.schemas import ADMIN, Principal
+from vigie.timeutil import as_utc, rfc3339, utcnow
+from vigie.vocabulary import AlertState
 
 if TYPE_CHECKING:
     from alert_server.pipeline import Pipeline
@@ -288,8 +289,8 @@ def board(
         live = _live_context(session, sess.principal)
         alerts = board_alerts(session, principal=sess.principal, filt=filt)
     counts = {
-        "open": sum(1 for a in alerts if a.state == "open"),
-        "acknowledged": sum(1 for a in alerts if a.state == "acknowledged"),
+        "open": sum(1 for a in alerts if a.state == AlertState.OPEN),
+        "acknowledged": sum(1 for a in alerts if a.state == AlertState.ACKNOWLEDGED),
     }
     return _page(
         request,
@@ -376,7 +377,7 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         alert = alerts_api.get_visible(session, principal=sess.principal, alert_id=alert_id)
         if alert is None:
             return None
-        entries = alerts_api.timeline(session, alert)
+        entries = alerts_api.timeline(session, alert, alerts_api.timeline_sources(request))
         worker = alerts_api.worker_contact(session, alert)
         trail = _trail(session, alert, entries)
         # Its own, the other side of an ambiguous border, any it moved into.

@@ -20,7 +20,8 @@ from alert_server.alerts.schemas import (
     STATE_LABELS_FR,
 )
 from alert_server.dashboard.config import BOUNDARY_ATTRIBUTION, TEMPLATES_DIR
-from alert_server.timeutil import as_utc, rfc3339
+from vigie.timeutil import as_utc, rfc3339
+from vigie.vocabulary import ACTIVE_STATES, AlertState
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -33,10 +34,10 @@ POS_SOURCES_FR = {
     "manual": "saisie manuelle",
 }
 STATE_FILTERS: dict[str, tuple[str, tuple[str, ...] | None]] = {
-    "active": ("En cours (non prises + prises en charge)", ("open", "acknowledged")),
-    "open": ("Non prises en charge", ("open",)),
-    "acknowledged": ("Prises en charge", ("acknowledged",)),
-    "closed": ("Clôturées ou annulées", ("resolved", "cancelled")),
+    "active": ("En cours (non prises + prises en charge)", ACTIVE_STATES),
+    "open": ("Non prises en charge", (AlertState.OPEN,)),
+    "acknowledged": ("Prises en charge", (AlertState.ACKNOWLEDGED,)),
+    "closed": ("Clôturées ou annulées", (AlertState.RESOLVED, AlertState.CANCELLED)),
     "all": ("Toutes", None),
 }
 

@@ -40,7 +40,7 @@ from alert_server.dashboard.auth import (
 )
 from alert_server.dashboard.board import BoardFilter, current_cursor, row_payload
 from alert_server.db import read_scope
-from alert_server.timeutil import rfc3339, utcnow
+from vigie.timeutil import rfc3339, utcnow
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/dashboard", include_in_schema=False)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, bindparam, func, update
 
 from alert_server.db import write_scope
 from alert_server.devices.models import Device
-from alert_server.timeutil import utcnow
+from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import httpx
 
-from alert_server.ingest.topics import UPLINKS
+from vigie.topics import UPLINKS
 
 VHOST = "/"
 TOPIC_WRITE = r"^vigie\.v1\.dev\.{username}\.(" + "|".join(UPLINKS) + r")$"

@@ -23,8 +23,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alert_server.devices import broker_files
-from alert_server.ingest.mqtt import BrokerAddress
+from vigie.brokers import files as broker_files
+from vigie.brokers.address import BrokerAddress
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel import Session, select
 
-from alert_server.devices.broker_files import reserved_for_servers
 from alert_server.devices.models import Device, Worker
-from alert_server.ingest.topics import SERVER_USERNAME, valid_device_id
+from vigie.brokers.files import reserved_for_servers
+from vigie.topics import SERVER_USERNAME, valid_device_id
 
 _hasher = PasswordHasher()
 ROLES = ("nurse", "pharmacist", "other")

@@ -10,7 +10,7 @@ import typer
 from alert_server.db import make_engine, migrate
 from alert_server.followup.retention import PurgeReport, RetentionPolicy, purge
 from alert_server.settings import load_settings
-from alert_server.timeutil import utcnow
+from vigie.timeutil import utcnow
 
 app = typer.Typer(
     help="Purge des données personnelles arrivées au terme de leur durée de conservation.",

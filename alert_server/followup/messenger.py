@@ -15,8 +15,8 @@ from alert_server.followup.models import LOW_BATTERY, OFFLINE, VICTIM_SUPPORT, W
 from alert_server.followup.notices import NoticeConfig, NoticeReport
 from alert_server.followup.outbox import Outbox, OutboxReport
 from alert_server.followup.victim_support import SupportDirectory
-from alert_server.timeutil import utcnow
 from dispatch.channels.base import Notifier
+from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

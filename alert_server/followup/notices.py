@@ -20,9 +20,9 @@ from alert_server.devices.models import Device, Worker
 from alert_server.followup import outbox
 from alert_server.followup.models import LOW_BATTERY, OFFLINE, WorkerMessage, WorkerNotice
 from alert_server.sessions.models import OPEN, VisitSession
-from alert_server.timeutil import as_utc
 from dispatch.messages import PARIS, to_gsm7
 from vigie.persistence import insert_ignore
+from vigie.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 

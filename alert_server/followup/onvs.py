@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from alert_server.followup import outcomes
+from vigie import outcomes
 
 PARIS = ZoneInfo("Europe/Paris")
 

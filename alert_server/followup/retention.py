@@ -34,8 +34,10 @@ from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device
 from alert_server.followup.models import FAILED, SENT, SKIPPED, WorkerMessage
 from alert_server.sessions.models import ENDED, OPEN, VisitSession
-from alert_server.timeutil import rfc3339
 from dispatch.models import KIND_VERIFY, Escalation, Event, Notification, Verification
+from vigie.timeutil import rfc3339
+from vigie.vocabulary import ACTIVE_STATES
+from vigie.vocabulary import CLOSED_STATES as CLOSED
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +52,7 @@ VERIF = Verification.__table__  # type: ignore[attr-defined]
 DEVENT = Event.__table__  # type: ignore[attr-defined]
 
 PSEUDO_PREFIX = "anon-"
-CLOSED_STATES = ("cancelled", "resolved")
+CLOSED_STATES = CLOSED
 _RAW_PSEUDO = json.dumps({"pseudonymised": True})
 
 
@@ -86,7 +88,7 @@ def _conditions(now: datetime, policy: RetentionPolicy) -> dict[str, Any]:
     devices_busy = (
         select(SESSIONS.c.device_id)
         .where(SESSIONS.c.state.in_(OPEN))
-        .union(select(ALERT.c.device_id).where(ALERT.c.state.in_(("open", "acknowledged"))))
+        .union(select(ALERT.c.device_id).where(ALERT.c.state.in_(ACTIVE_STATES)))
     )
     stale_position = or_(DEVICE.c.last_pos_at < cutoff, DEVICE.c.last_pos_at.is_(None))
     return {

@@ -19,8 +19,8 @@ from alert_server.followup import onvs, stats
 from alert_server.followup.victim_support import set_opt_out
 from alert_server.geo.models import GeoZone
 from alert_server.sessions import service as visits
-from alert_server.timeutil import as_utc
 from dispatch.models import KIND_ALERT, Notification
+from vigie.timeutil import as_utc
 
 ALERT = Alert.__table__  # type: ignore[attr-defined]
 NOTIF = Notification.__table__  # type: ignore[attr-defined]

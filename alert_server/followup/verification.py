@@ -14,9 +14,11 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from alert_server.alerts import lifecycle
 from alert_server.alerts import service as alerts
 from alert_server.db import read_scope
 from alert_server.ingest.downlink import AlertRef, Downlink
+from vigie.vocabulary import DownlinkType
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +34,12 @@ class WorkerOkBridge:
         alert = alerts.get_alert(session, alert_id=alert_id)
         if alert is None:
             return
-        if alert.state in ("open", "acknowledged") and not alert.duress:
-            # Pre-filled for the statistics; a dispatcher resolving it later may change it.
-            alerts.close_incident(
-                session, alert=alert, state="cancelled", now=at, outcome="false_alarm"
-            )
-        alerts.add_event(
+        # Cancelled with the outcome pre-filled for the statistics (a dispatcher resolving it
+        # later may change it), unless under duress or already closed.
+        lifecycle.verified_false_alarm(
             session,
-            alert_id=alert_id,
+            alert=alert,
             at=at,
-            type_="verified_false_alarm",
-            actor="worker",
-            via="voice",
             detail="la personne a confirmé que tout va bien (touche 1) : aucun référent alerté",
         )
         log.warning("automatic alarm cancelled by the worker alert_id=%s", alert_id)
@@ -57,6 +53,6 @@ class WorkerOkBridge:
                     AlertRef.of(a) for a in alerts.incident_members(session, alert_id=alert_id)
                 ]
             for ref in refs:
-                self.downlink.alert(ref, "alert.cancelled")
+                self.downlink.alert(ref, DownlinkType.ALERT_CANCELLED)
         except Exception:
             log.exception("could not tell the device alert_id=%s", alert_id)

@@ -24,10 +24,11 @@ from sqlmodel import Session
 
 from alert_server.alerts import service as alerts
 from alert_server.devices import service as devices
-from alert_server.followup import outbox, outcomes
+from alert_server.followup import outbox
 from alert_server.followup.models import VICTIM_SUPPORT, WorkerPreference
-from alert_server.timeutil import as_utc
 from dispatch.messages import PARIS, to_gsm7
+from vigie import outcomes
+from vigie.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from alert_server.geo.boundaries import Area, BoundarySet, GeoDataError, parse_b
 from alert_server.geo.index import GeoIndex
 from alert_server.geo.models import GeoCommune, GeoDepartement, GeoImport, GeoZone
 from alert_server.geo.zones import Zone, ZoneSet, parse_zones
-from alert_server.timeutil import utcnow
+from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

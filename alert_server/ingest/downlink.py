@@ -23,30 +23,31 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from alert_server.ingest import topics
-from alert_server.ingest.payloads import command
-from alert_server.timeutil import utcnow
+from vigie import topics
+from vigie.payloads import command
+from vigie.timeutil import utcnow
+from vigie.vocabulary import AlertState, DownlinkType
 
 log = logging.getLogger(__name__)
 
-AlertCommand = Literal[
-    "alert.received",
-    "alert.acknowledged",
-    "alert.cancelled",
-    "alert.resolved",
-    "alert.raised",
-    "cancel.rejected",
-    "locate",
-]
-SessionCommand = Literal["session.accepted", "session.rejected", "session.warning"]
+# The commands about an alert, and about a timed visit.
+AlertCommand = DownlinkType
+SessionCommand = DownlinkType
 
 ALERT_EXPIRY_S = 24 * 3600
 LOCATE_EXPIRY_S = 60
 ERROR_MIN_INTERVAL_S = 1.0
 # Never sent about an alert the device has cancelled (duress looks exactly like a cancel).
-_HIDDEN_AFTER_CANCEL = frozenset({"alert.acknowledged", "alert.resolved", "alert.raised", "locate"})
+_HIDDEN_AFTER_CANCEL = frozenset(
+    {
+        DownlinkType.ALERT_ACKNOWLEDGED,
+        DownlinkType.ALERT_RESOLVED,
+        DownlinkType.ALERT_RAISED,
+        DownlinkType.LOCATE,
+    }
+)
 
 
 class Publish(Protocol):
@@ -83,7 +84,9 @@ class AlertRef:
     @classmethod
     def of(cls, alert: AlertLike) -> AlertRef:
         return cls(
-            alert.device_id, alert.device_alert_id, bool(alert.duress) or alert.state == "cancelled"
+            alert.device_id,
+            alert.device_alert_id,
+            bool(alert.duress) or alert.state == AlertState.CANCELLED,
         )
 
 
@@ -112,7 +115,7 @@ class Downlink:
                 ref.device_alert_id,
             )
             return
-        expiry = LOCATE_EXPIRY_S if type_ == "locate" else ALERT_EXPIRY_S
+        expiry = LOCATE_EXPIRY_S if type_ == DownlinkType.LOCATE else ALERT_EXPIRY_S
         body = command(type_, self._clock(), alert_id=ref.device_alert_id, **fields)
         self._send(ref.device_id, body, expiry)
 
@@ -132,4 +135,6 @@ class Downlink:
             if len(self._last_error) > 10_000:
                 horizon = now - ERROR_MIN_INTERVAL_S
                 self._last_error = {k: v for k, v in self._last_error.items() if v >= horizon}
-        self._send(device_id, command("error", self._clock(), topic=topic, reason=reason), 3600)
+        self._send(
+            device_id, command(DownlinkType.ERROR, self._clock(), topic=topic, reason=reason), 3600
+        )

@@ -23,16 +23,18 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, func, select
 from sqlmodel import Session
 
+from alert_server.alerts import lifecycle
 from alert_server.alerts import service as alerts
 from alert_server.db import database_unavailable, write_scope
 from alert_server.devices.models import Device
 from alert_server.devices.presence import LastPosition, PresenceTracker
-from alert_server.ingest import payloads, topics
 from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.ingest.mqtt import AckToken
 from alert_server.ingest.pins import PinGate, PinVerdict
 from alert_server.metrics import Metrics
-from alert_server.timeutil import utcnow
+from vigie import payloads, topics
+from vigie.timeutil import utcnow
+from vigie.vocabulary import AlertEventType, AlertKind, AlertState, DownlinkType, UplinkTopic
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,6 @@ class AlertDraft:
             "device_id": self.device_id,
             "kind": self.kind,
             "original_kind": self.original_kind,
-            "state": "open",
             "duress": False,
             "flags": sorted(set(self.flags)),
             "created_at": created_at,
@@ -467,15 +468,15 @@ class Ingestor:
         values = {
             "alert_id": alert_id,
             "device_id": payloads.db_text(item.device_id[:64]),
-            "kind": "sos",
-            "state": "open",
+            "kind": AlertKind.SOS,
             "duress": False,
             "flags": ["ingest_error", "malformed"],
             "created_at": now,
             "raw": payloads.db_text(item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace")),
         }
         with write_scope(self.engine) as session:
-            stored = alerts.store_alert(session, values=values)
+            # No event: the minimal record of a message that could not be stored normally.
+            stored = lifecycle.receive(session, values=values, event=None)
         self._received_sender(item.device_id, alert_id)()
         self._ack_item(item)
         if stored.created:
@@ -519,11 +520,11 @@ class Ingestor:
 
     def _received_sender(self, device_id: str, alert_id: str) -> Callable[[], None]:
         ref = AlertRef(device_id, alert_id, quiet=False)
-        return lambda: self.downlink.alert(ref, "alert.received")
+        return lambda: self.downlink.alert(ref, DownlinkType.ALERT_RECEIVED)
 
     def _acknowledged_sender(self, draft: AlertDraft, by: str) -> Callable[[], None]:
         ref = AlertRef(draft.device_id, draft.alert_id, quiet=draft.incident_duress)
-        return lambda: self.downlink.alert(ref, "alert.acknowledged", by=by)
+        return lambda: self.downlink.alert(ref, DownlinkType.ALERT_ACKNOWLEDGED, by=by)
 
     def _store_alert(
         self, session: Session, item: Inbound, now: datetime
@@ -550,14 +551,24 @@ class Ingestor:
             draft.incident_of = primary.alert_id
             values.update(
                 incident_of=primary.alert_id,
-                state=primary.state,
                 duress=primary.duress,
                 dispatched_at=now,
                 acknowledged_at=primary.acknowledged_at,
                 acknowledged_by=primary.acknowledged_by,
                 flags=sorted({*values["flags"], "merged"}),
             )
-        stored = alerts.store_alert(session, values=values)
+        stored = lifecycle.receive(
+            session,
+            values=values,
+            incident=primary if draft.incident_of is not None else None,
+            event={
+                "at": now,
+                "actor": draft.device_id,
+                "flags": values["flags"],
+                "errors": draft.errors,
+                **({"incident_of": draft.incident_of} if draft.incident_of else {}),
+            },
+        )
         if stored.created:
             self.metrics.alerts_stored.inc()
             for flag in set(values["flags"]):
@@ -570,22 +581,9 @@ class Ingestor:
                     draft.device_id,
                     "; ".join(draft.errors),
                 )
-            alerts.add_event(
-                session,
-                alert_id=stored.alert_id,
-                at=now,
-                type_="received",
-                actor=draft.device_id,
-                flags=values["flags"],
-                errors=draft.errors,
-                **(
-                    {"device_alert_id": draft.alert_id} if stored.alert_id != draft.alert_id else {}
-                ),
-                **({"incident_of": draft.incident_of} if draft.incident_of else {}),
-            )
             if primary is not None and draft.incident_of is not None:
-                alerts.add_press(session, primary=primary, member_id=stored.alert_id, at=now)
-                if primary.state == "acknowledged":
+                lifecycle.press_merged(session, primary=primary, member_id=stored.alert_id, at=now)
+                if primary.state == AlertState.ACKNOWLEDGED:
                     # Help is already on its way: this press is told so too.
                     draft.incident_acknowledged_by = primary.acknowledged_by or ""
                     draft.incident_duress = primary.duress
@@ -602,7 +600,11 @@ class Ingestor:
             draft.incident_of = None
             self.metrics.alert_repeats.inc()
             alerts.add_event(
-                session, alert_id=stored.alert_id, at=now, type_="repeat", actor=draft.device_id
+                session,
+                alert_id=stored.alert_id,
+                at=now,
+                type_=AlertEventType.REPEAT,
+                actor=draft.device_id,
             )
         return stored, draft
 
@@ -613,7 +615,7 @@ class Ingestor:
         )
 
     def _session(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
-        topic = topics.uplink(item.device_id, "session")
+        topic = topics.uplink(item.device_id, UplinkTopic.SESSION)
         try:
             if not topics.valid_device_id(item.device_id):
                 raise payloads.PayloadError("bad_device_id", "invalid device id")
@@ -641,7 +643,7 @@ class Ingestor:
         action = data.get("action") if data.get("action") in payloads.SESSION_ACTIONS else None
         reason = "memo_too_long" if exc.field == "memo" else "bad_payload"
         device_id = item.device_id
-        topic = topics.uplink(device_id, "session")
+        topic = topics.uplink(device_id, UplinkTopic.SESSION)
 
         def tell() -> None:
             if session_id is None:
@@ -649,7 +651,7 @@ class Ingestor:
             else:
                 self.downlink.session(
                     device_id,
-                    "session.rejected",
+                    DownlinkType.SESSION_REJECTED,
                     session_id=session_id,
                     action=action,
                     reason=reason,

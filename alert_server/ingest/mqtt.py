@@ -20,39 +20,16 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alert_server.ingest import topics
 from alert_server.ingest.probe import SubscriptionProbe, probe_topic
+from vigie import topics
+from vigie.brokers.address import BrokerAddress
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BrokerAddress:
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    tls: bool
-
-    @classmethod
-    def parse(cls, url: str) -> BrokerAddress:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"VIGIE_MQTT_URL: scheme must be mqtt:// or mqtts://, got {url!r}")
-        tls = parts.scheme == "mqtts"
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (8883 if tls else 1883),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-        )
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from sqlmodel import Session
 
 from alert_server.devices import service as devices
 from alert_server.devices.models import Device
-from alert_server.timeutil import as_utc, utcnow
+from vigie.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 

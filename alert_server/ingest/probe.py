@@ -17,9 +17,10 @@ import threading
 import time
 from collections.abc import Callable
 
+from vigie.topics import PROBE_PREFIX
+
 log = logging.getLogger(__name__)
 
-PROBE_PREFIX = "vigie/v1/probe"
 # Long enough for a busy broker, short enough that a silent subscription is seen at once.
 PROBE_TIMEOUT_S = 15.0
 

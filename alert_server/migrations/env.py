@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from alert_server.db import metadata
+from alert_server.models import metadata
 
 config = context.config
 connection = config.attributes["connection"]

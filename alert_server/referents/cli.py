@@ -15,7 +15,7 @@ from alert_server.referents.parser import load_directory_file
 from alert_server.referents.schemas import Directory, DirectoryError
 from alert_server.referents.service import current_directory, import_directory, zone_counts
 from alert_server.settings import load_settings
-from alert_server.timeutil import utcnow
+from vigie.timeutil import utcnow
 
 app = typer.Typer(
     help="Annuaire des référents police/gendarmerie.",

@@ -19,7 +19,7 @@ from alert_server.geo.models import GeoZone
 from alert_server.referents.models import ReferentDirectory
 from alert_server.referents.parser import parse_directory
 from alert_server.referents.schemas import Directory, DirectoryError
-from alert_server.timeutil import as_utc, utcnow
+from vigie.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
 

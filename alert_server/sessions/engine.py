@@ -32,14 +32,15 @@ from typing import Any
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlmodel import Session
 
-from alert_server.alerts import service as alerts
+from alert_server.alerts import lifecycle
 from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
 from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
-from alert_server.timeutil import as_utc, rfc3339, utcnow
 from vigie.persistence import pick_due
+from vigie.timeutil import as_utc, rfc3339, utcnow
+from vigie.vocabulary import AlertKind, DownlinkType
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +50,9 @@ WORKER = Worker.__table__  # type: ignore[attr-defined]
 
 AlertStored = Callable[[str], None]
 
-OVERDUE_KIND = "session_overdue"
+OVERDUE_KIND = AlertKind.SESSION_OVERDUE
 # Not a protocol kind: dispatch escalates it as an SOS and names it (messages.kind_label).
-OFFLINE_KIND = "session_offline"
+OFFLINE_KIND = AlertKind.SESSION_OFFLINE
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,7 @@ class SessionEngine:
         def send() -> None:
             self.downlink.session(
                 device_id,
-                "session.warning",
+                DownlinkType.SESSION_WARNING,
                 session_id=session_id,
                 expected_end=rfc3339(expected_end) if expected_end else None,
                 grace_s=round(grace),
@@ -294,14 +295,13 @@ class SessionEngine:
             "warned_at": rfc3339(r["warned_at"]) if r["warned_at"] else None,
             "offline_since": rfc3339(r["offline_since"]) if r["offline_since"] else None,
         }
-        created = alerts.insert_alert(
+        created = lifecycle.receive(
             session,
             values={
                 "alert_id": alert_id,
                 "device_id": device_id,
                 "kind": kind,
                 "original_kind": None,
-                "state": "open",
                 "duress": False,
                 "flags": sorted(flags),
                 "created_at": now,
@@ -314,19 +314,16 @@ class SessionEngine:
                 "pos_src": r["pos_src"] if has_pos else None,
                 "raw": json.dumps(raw, ensure_ascii=False),
             },
-        )
+            event={
+                "at": now,
+                "actor": "server",
+                "flags": sorted(flags),
+                "session_id": session_id,
+                "reason": reason,
+            },
+        ).created
         if not created:
             return
-        alerts.add_event(
-            session,
-            alert_id=alert_id,
-            at=now,
-            type_="received",
-            actor="server",
-            flags=sorted(flags),
-            session_id=session_id,
-            reason=reason,
-        )
         report.alerts.append(alert_id)
         log.error(
             "session alert raised alert_id=%s device_id=%s session_id=%s reason=%s",
@@ -339,5 +336,5 @@ class SessionEngine:
         # server dies in between): same path as a device's alert. The device is told the
         # server raised it (protocol.md 1.1): she can cancel it with her PIN.
         ref = AlertRef(device_id, alert_id, quiet=False)
-        after.append(lambda: self.downlink.alert(ref, "alert.raised", kind=kind))
+        after.append(lambda: self.downlink.alert(ref, DownlinkType.ALERT_RAISED, kind=kind))
         after.append(lambda: self.alert_stored(alert_id))

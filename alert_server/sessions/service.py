@@ -19,7 +19,6 @@ from sqlmodel import Session, col, select
 
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
-from alert_server.ingest import payloads
 from alert_server.sessions.models import (
     ACTIVE,
     ALERTED,
@@ -28,9 +27,10 @@ from alert_server.sessions.models import (
     WARNED,
     VisitSession,
 )
-from alert_server.timeutil import as_utc
 from dispatch.schemas import AlertBrief
+from vigie import payloads
 from vigie.persistence import insert_ignore
+from vigie.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from sqlalchemy import Engine
 
 from alert_server.alerts.schemas import Problem, Token
 from alert_server.db import read_scope, write_scope
-from alert_server.timeutil import utcnow
 from alert_server.users import service
 from alert_server.users.schemas import Principal
+from vigie.timeutil import utcnow
 
 router = APIRouter(prefix="/api", tags=["authentification"])
 

@@ -14,9 +14,9 @@ import typer
 
 from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.settings import Settings, load_settings
-from alert_server.timeutil import utcnow
 from alert_server.users import service
 from alert_server.users.schemas import ROLE_LABELS_FR
+from vigie.timeutil import utcnow
 
 app = typer.Typer(help="Comptes de la console et de l'API.", no_args_is_help=True)
 

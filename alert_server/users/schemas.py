@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ADMIN = "admin"
-DISPATCHER = "dispatcher"
+from vigie.vocabulary import Role
+
+ADMIN = Role.ADMIN
+DISPATCHER = Role.DISPATCHER
 ROLES: tuple[str, ...] = (ADMIN, DISPATCHER)
-ROLE_LABELS_FR = {ADMIN: "administrateur", DISPATCHER: "opérateur"}
+ROLE_LABELS_FR: dict[str, str] = {ADMIN: "administrateur", DISPATCHER: "opérateur"}
 
 
 @dataclass(frozen=True, slots=True)

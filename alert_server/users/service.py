@@ -22,9 +22,9 @@ from sqlalchemy import delete, func
 from sqlmodel import Session, col, select
 
 from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
-from alert_server.timeutil import as_utc
 from alert_server.users.models import Account, AuditRecord, LoginFailure, WebSession
 from alert_server.users.schemas import ADMIN, DISPATCHER, ROLES, NewAccount, Principal
+from vigie.timeutil import as_utc
 
 # argon2id with the library's defaults (RFC 9106 "low memory" profile).
 _hasher = PasswordHasher()

@@ -13,21 +13,22 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from pydantic import SecretStr
 from sqlmodel import select
 
 from alert_server.alerts import service as alerts_service
+from alert_server.app import Runtime, create_app
 from alert_server.db import migrate, write_scope
 from alert_server.devices import service as devices_service
 from alert_server.ingest.downlink import Downlink
-from alert_server.localbroker import free_port
-from alert_server.main import Runtime, create_app
 from alert_server.settings import Settings
-from alert_server.timeutil import utcnow
 from alert_server.users import service as users_service
 from alert_server.users.models import AuditRecord
 from alert_server.users.schemas import NewAccount
 from tests.fakes.app_server import ThreadedServer
+from vigie.brokers.mosquitto import free_port
+from vigie.timeutil import utcnow
 
 SECRET = "test-secret-key-for-the-api-tests-0123456789"
 PASSWORD = "mot de passe très long"
@@ -37,6 +38,7 @@ PASSWORD = "mot de passe très long"
 class ApiStack:
     url: str
     runtime: Runtime
+    app: FastAPI
     published: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> httpx.Client:
@@ -114,7 +116,7 @@ def make_stack(db_url: str, tmp_path: Path, **settings: Any) -> tuple[ApiStack, 
     app = create_app(conf)
     runtime: Runtime = app.state.runtime
     migrate(runtime.engine)
-    stack = ApiStack(url="", runtime=runtime)
+    stack = ApiStack(url="", runtime=runtime, app=app)
 
     def record(topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
         stack.published.append((topic, json.loads(payload)))

@@ -6,14 +6,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from alert_server.alerts import api as alerts_api
 from alert_server.alerts import service as alerts_service
 from alert_server.alerts.schemas import TimelineEntry
 from alert_server.db import write_scope
-from alert_server.timeutil import utcnow
 from alert_server.users import service as users_service
 from alert_server.users.schemas import Principal
 from tests.api.conftest import SECRET, ApiStack, ago
+from vigie.timeutil import utcnow
 
 
 def test_token_flow_and_bad_tokens(api: ApiStack) -> None:
@@ -260,12 +259,14 @@ def test_timeline_sources_plug_in(api: ApiStack) -> None:
             )
         ]
 
-    alerts_api.register_timeline_source(fake_notifications)
+    state = api.app.state
+    built_with = state.timeline_sources
+    state.timeline_sources = (*built_with, fake_notifications)
     try:
         with api.client(api.token("chef")) as c:
             timeline = c.get(f"/api/alerts/{alert_id}").json()["timeline"]
     finally:
-        alerts_api.timeline_sources.remove(fake_notifications)
+        state.timeline_sources = built_with
     assert [(e["source"], e["type"]) for e in timeline] == [
         ("alert_event", "received"),
         ("dispatch", "sms_sent"),

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from alert_server.localbroker import LocalMosquitto
 from device_sim.geo import CommuneIndex
 from tests.chaos.harness import ChaosStack, OwnPostgres
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.integration.conftest import broker  # noqa: F401  (a real Mosquitto)
+from vigie.brokers.mosquitto import LocalMosquitto
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

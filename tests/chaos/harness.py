@@ -29,8 +29,6 @@ from sqlalchemy import func, select
 
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.db import make_engine
-from alert_server.localbroker import LocalMosquitto, free_port, wait_for_port
-from alert_server.timeutil import as_utc
 from device_sim.device import BrokerTarget
 from device_sim.geo import CommuneIndex
 from device_sim.load import LoadConfig, LoadReport, LoadRun, load_passwords, percentile
@@ -38,6 +36,8 @@ from device_sim.provision import wait_credentials_active, write_broker_passwords
 from dispatch.models import KIND_ALERT, SENT, Escalation, Notification
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.support import ServerProcess, server_env, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto, free_port, wait_for_port
+from vigie.timeutil import as_utc
 
 # Short steps, so that every escalation runs all of them within the test: first SMS at once,
 # a call after 3 s, the second contact by SMS after 6 s; no repeat (exhausted after step 3).
@@ -286,11 +286,7 @@ class ChaosStack:
         for s in self.servers[1:]:
             s.start(wait_healthy=False)
         for s in self.servers[1:]:
-
-            def healthy(s: ServerProcess = s) -> bool:
-                return s.health()[0] == 200
-
-            wait_until(healthy, 60, f"{s.log_path.name} /healthz 200")
+            s.wait_healthy()
         return self.servers
 
     def stop(self) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from alert_server.localbroker import LocalMosquitto
 from device_sim.geo import CommuneIndex
 from device_sim.load import LoadConfig
 from tests.chaos.harness import (
@@ -23,6 +22,7 @@ from tests.chaos.harness import (
     run_load_with_faults,
 )
 from tests.fakes.fake_twilio import FakeTwilio
+from vigie.brokers.mosquitto import LocalMosquitto
 
 NewStack = Callable[..., ChaosStack]
 

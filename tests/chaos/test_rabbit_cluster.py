@@ -23,7 +23,6 @@ from pathlib import Path
 import pytest
 
 from alert_server.devices.rabbitmq_accounts import RabbitAccounts
-from alert_server.localbroker import LocalMosquitto, free_port
 from device_sim.device import BrokerTarget
 from device_sim.geo import CommuneIndex
 from device_sim.load import LoadConfig, LoadReport, LoadRun, load_passwords
@@ -34,6 +33,7 @@ from tests.rabbit.conftest import rabbit3  # noqa: F401  (the 3-node cluster)
 from tests.rabbit.proxy import TcpFront
 from tests.rabbit.support import amqp_env
 from tests.support import ServerProcess, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto, free_port
 
 QUEUE = "vigie.uplink"
 

@@ -16,11 +16,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from alert_server.localbroker import LocalMosquitto, free_port
 from alert_server.users.cli import app as users_app
 from tests.api.conftest import ApiStack, close_stack, make_stack
 from tests.conftest import GEO_DIR
 from tests.support import REPO, ServerProcess, server_env, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

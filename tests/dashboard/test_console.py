@@ -8,9 +8,9 @@ import time
 import uuid
 from typing import Any
 
-from alert_server.localbroker import LocalMosquitto
 from tests.dashboard.conftest import PASSWORD, PageProblems, RestartableServer, artifact
 from tests.support import Device, add_device, alert_payload, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto
 
 MARSEILLE = {"lat": 43.2965, "lon": 5.3698, "acc_m": 12, "src": "gps"}
 LAVAL = {"lat": 48.0706, "lon": -0.7734, "acc_m": 150, "src": "gps"}

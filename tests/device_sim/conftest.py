@@ -16,9 +16,7 @@ from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert
 from alert_server.db import make_engine, write_scope
-from alert_server.devices import broker_files, service
-from alert_server.localbroker import LocalMosquitto
-from alert_server.timeutil import utcnow
+from alert_server.devices import service
 from alert_server.users import service as users
 from device_sim.device import BrokerTarget
 from device_sim.geo import CommuneIndex
@@ -26,6 +24,9 @@ from device_sim.hooks import HttpApi
 from device_sim.provision import DeviceSpec, wait_credentials_active
 from device_sim.scenario import RunEnv
 from tests.support import ServerProcess, server_env
+from vigie.brokers import files as broker_files
+from vigie.brokers.mosquitto import LocalMosquitto
+from vigie.timeutil import utcnow
 
 
 class DbAlertStore:

@@ -9,8 +9,8 @@ from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 
-from alert_server.ingest import payloads, topics
-from alert_server.timeutil import utcnow
+from vigie import payloads, topics
+from vigie.timeutil import utcnow
 
 
 class ServerAccount:

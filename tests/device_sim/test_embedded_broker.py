@@ -12,13 +12,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from alert_server.devices import broker_files
-from alert_server.embedded_broker import EmbeddedBroker, _levels_cover
-from alert_server.ingest import topics
 from device_sim.device import BrokerTarget, DeviceConfig, SimDevice
 from device_sim.reactor import Reactor
 from tests.device_sim.helpers import ServerAccount
 from tests.support import SECRET_KEY, ServerProcess, add_device, wait_until
+from vigie import topics
+from vigie.brokers import files as broker_files
+from vigie.brokers.embedded import EmbeddedBroker, _levels_cover
 
 
 @pytest.fixture

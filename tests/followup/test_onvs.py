@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from alert_server.followup import onvs, outcomes
+from alert_server.followup import onvs
+from vigie import outcomes
 
 
 def _input(**kw: object) -> onvs.OnvsInput:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from alert_server.localbroker import LocalMosquitto
 from tests.support import ServerProcess, server_env
+from vigie.brokers.mosquitto import LocalMosquitto
 
 
 @pytest.fixture

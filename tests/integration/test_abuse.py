@@ -31,8 +31,6 @@ from sqlmodel import Session, select
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.db import make_engine
 from alert_server.devices.models import Device as DeviceRow
-from alert_server.localbroker import LocalMosquitto
-from alert_server.timeutil import rfc3339, utcnow
 from tests.support import (
     Device,
     ServerProcess,
@@ -42,6 +40,8 @@ from tests.support import (
     vigie,
     wait_until,
 )
+from vigie.brokers.mosquitto import LocalMosquitto
+from vigie.timeutil import rfc3339, utcnow
 
 PIN, DURESS_PIN, WRONG_PIN = "1234", "9999", "0000"
 DIRECTORY = """\

@@ -11,9 +11,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from alert_server.ingest.topics import SERVER_USERNAME
-from alert_server.localbroker import LocalMosquitto
 from tests.support import Device, ServerProcess, add_device, alert_payload, vigie, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto
+from vigie.topics import SERVER_USERNAME
 
 
 @pytest.fixture

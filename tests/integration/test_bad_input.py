@@ -9,9 +9,9 @@ from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert
 from alert_server.db import make_engine
-from alert_server.devices import broker_files
-from alert_server.localbroker import LocalMosquitto
 from tests.support import Device, ServerProcess, add_device, alert_payload, wait_until
+from vigie.brokers import files as broker_files
+from vigie.brokers.mosquitto import LocalMosquitto
 
 
 def test_bad_input_battery(

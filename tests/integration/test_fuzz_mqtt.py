@@ -41,9 +41,6 @@ from sqlmodel import Session, col, select
 
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.db import make_engine
-from alert_server.ingest import payloads, topics
-from alert_server.localbroker import LocalMosquitto
-from alert_server.timeutil import rfc3339, utcnow
 from tests.support import (
     Device,
     ServerProcess,
@@ -52,6 +49,9 @@ from tests.support import (
     server_env,
     wait_until,
 )
+from vigie import payloads, topics
+from vigie.brokers.mosquitto import LocalMosquitto
+from vigie.timeutil import rfc3339, utcnow
 
 DEVICE_ID = "nurse-fuzz"
 PIN, DURESS_PIN = "1234", "9999"

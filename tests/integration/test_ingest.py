@@ -14,9 +14,9 @@ from sqlmodel import Session, func, select
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.db import make_engine
 from alert_server.devices.models import Device
-from alert_server.localbroker import LocalMosquitto
 from tests.support import Device as Dev
 from tests.support import ServerProcess, add_device, alert_payload, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto
 
 
 def _alerts(db_url: str) -> list[Alert]:
@@ -53,7 +53,7 @@ def test_alert_from_unknown_device_is_kept_and_flagged(
 ) -> None:
     # A device registered on the broker but unknown to this database (e.g. provisioned on
     # another instance) still gets its alert stored and escalated.
-    from alert_server.devices import broker_files
+    from vigie.brokers import files as broker_files
 
     broker_files.set_password(broker.passwd_file, "ghost-42", "ghostpassword")
     broker.reload()
@@ -102,7 +102,7 @@ def test_presence_from_heartbeats_and_will(
 def test_sigkill_while_50_devices_publish_loses_nothing_and_duplicates_nothing(
     broker: LocalMosquitto, env: dict[str, str], db_url: str, tmp_path: Path
 ) -> None:
-    from alert_server.devices import broker_files
+    from vigie.brokers import files as broker_files
 
     # 50 devices, registered straight in the broker's password file (fast) and unknown to the
     # database (their alerts are kept all the same).

@@ -17,10 +17,10 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from alert_server.devices import broker_files
-from alert_server.ingest.topics import SERVER_USERNAME
-from alert_server.localbroker import BROKER_CONFIG_DIR, LocalMosquitto, free_port, wait_for_port
 from tests.support import Device, ServerProcess, add_device, alert_payload, vigie, wait_until
+from vigie.brokers import files as broker_files
+from vigie.brokers.mosquitto import BROKER_CONFIG_DIR, LocalMosquitto, free_port, wait_for_port
+from vigie.topics import SERVER_USERNAME
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert
 from alert_server.db import make_engine
-from alert_server.localbroker import LocalMosquitto
 from tests.support import Device, ServerProcess, add_device, alert_payload, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto
 
 
 def _alert_ids(db_url: str) -> list[str]:

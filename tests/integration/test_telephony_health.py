@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from alert_server.localbroker import LocalMosquitto, free_port
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.support import Device, ServerProcess, add_device, alert_payload, server_env, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto, free_port
 
 NATIONAL = "+33199000000"
 DIRECTORY = f"""\

@@ -7,9 +7,9 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from alert_server.ingest import payloads
-from alert_server.timeutil import rfc3339
 from tests.property.common import JSON_VALUES, STORABLE, UTC_DATETIMES
+from vigie import payloads
+from vigie.timeutil import rfc3339
 
 
 def _ts_text(dt: datetime, style: int) -> str:

@@ -14,10 +14,10 @@ from typing import Any
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from alert_server.ingest import payloads
 from alert_server.ingest.handler import AlertDraft, interpret_alert
 from tests.property.common import JSON_VALUES, NOW, NOWS, fast, server_recursion_limit
 from tests.property.messages import valid_message
+from vigie import payloads
 
 FLAGS = {
     "bad_device_id",

@@ -18,7 +18,6 @@ from hypothesis import assume, example, given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from alert_server.ingest import payloads
 from tests.property.common import (
     JSON_VALUES,
     PY_VALUES,
@@ -33,6 +32,7 @@ from tests.property.messages import (
     _ts_text,
     expected_ts,
 )
+from vigie import payloads
 
 SUFFIXES = sorted(payloads.UPLINK_MODELS)
 REASONS = {"oversized", "bad_json", "invalid"}

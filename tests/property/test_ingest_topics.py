@@ -1,12 +1,12 @@
-"""Properties of the MQTT topic names (``alert_server/ingest/topics.py``)."""
+"""Properties of the MQTT topic names (``vigie/topics.py``)."""
 
 from __future__ import annotations
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from alert_server.ingest import topics
 from tests.property.common import fast
+from vigie import topics
 
 DEVICE_IDS = st.from_regex(r"\A[A-Za-z0-9_-]{3,64}\Z")
 SUFFIXES = st.sampled_from(topics.UPLINKS)

@@ -22,7 +22,7 @@ from typing import Any
 
 import requests
 
-from alert_server.localbroker import free_port, wait_for_port
+from vigie.brokers.mosquitto import free_port, wait_for_port
 
 RABBITMQ_SERVER = Path("/usr/lib/rabbitmq/bin/rabbitmq-server")
 RABBITMQCTL = Path("/usr/lib/rabbitmq/bin/rabbitmqctl")

@@ -8,7 +8,7 @@ import contextlib
 import socket
 import threading
 
-from alert_server.localbroker import free_port
+from vigie.brokers.mosquitto import free_port
 
 
 class TcpFront:

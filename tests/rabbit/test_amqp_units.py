@@ -7,11 +7,11 @@ import time
 import pytest
 from pydantic import SecretStr
 
-from alert_server.ingest import topics
 from alert_server.ingest.amqp import AmqpLink, parse_urls, routing_key, topic_of
 from alert_server.ingest.probe import SubscriptionProbe
 from alert_server.safety import problems
 from alert_server.settings import Settings
+from vigie import topics
 
 
 def test_routing_keys_are_the_mqtt_plugins_mapping() -> None:

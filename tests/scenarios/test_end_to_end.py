@@ -16,9 +16,9 @@ from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert, AlertDepartement
 from alert_server.db import make_engine
-from alert_server.localbroker import LocalMosquitto, free_port
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.support import Device, ServerProcess, add_device, alert_payload, server_env, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto, free_port
 
 DDSP13 = "+33465710013"
 GN84 = "+33465710084"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from alert_server.localbroker import LocalMosquitto
+from vigie.brokers.mosquitto import LocalMosquitto
 
 
 @pytest.fixture

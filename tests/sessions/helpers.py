@@ -14,12 +14,12 @@ from sqlmodel import select
 from alert_server.alerts.models import Alert
 from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
-from alert_server.ingest import payloads
 from alert_server.ingest.downlink import Downlink
 from alert_server.sessions import service as visits
 from alert_server.sessions.engine import SessionConfig, SessionEngine
 from alert_server.sessions.models import VisitSession
-from alert_server.timeutil import rfc3339
+from vigie import payloads
+from vigie.timeutil import rfc3339
 
 T0 = datetime(2026, 11, 22, 13, 0, 0, tzinfo=UTC)
 WORKER_PHONE = "+33612345678"

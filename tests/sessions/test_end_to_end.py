@@ -12,11 +12,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert
-from alert_server.localbroker import LocalMosquitto
 from alert_server.sessions.service import session_alert_id
-from alert_server.timeutil import rfc3339, utcnow
 from dispatch.models import Escalation, Notification
 from tests.support import Device, ServerProcess, add_device, server_env, wait_until
+from vigie.brokers.mosquitto import LocalMosquitto
+from vigie.timeutil import rfc3339, utcnow
 
 REFERENT = "+33465710013"
 MEMO = "Visite au domicile, 12 rue des Lilas, Aubagne"

@@ -17,8 +17,8 @@ from alert_server.followup.victim_support import load_directory
 from alert_server.ingest.downlink import Downlink
 from alert_server.sessions.engine import AlertStored, SessionConfig, SessionEngine
 from alert_server.settings import Settings
-from alert_server.timeutil import utcnow
 from dispatch.channels.base import Notifier
+from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 

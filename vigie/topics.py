@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import re
-from typing import Final, Literal
+from typing import Final
+
+from vigie.vocabulary import UplinkTopic
 
 PREFIX: Final = "vigie/v1/dev"
 DEVICE_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
 # Reserved: the server's own broker account. No device may take this name.
 SERVER_USERNAME: Final = "vigie-server"
+# The subscription probe (operations.md 1.1): each server sends itself a message under this
+# prefix and reads it back through the same kind of subscription it uses for devices.
+PROBE_PREFIX: Final = "vigie/v1/probe"
 
-Uplink = Literal["alert", "cancel", "session", "hb", "pos", "status"]
-UPLINKS: Final[tuple[Uplink, ...]] = ("alert", "cancel", "session", "hb", "pos", "status")
+Uplink = UplinkTopic
+UPLINKS: Final[tuple[Uplink, ...]] = tuple(UplinkTopic)
 # QoS of the server's subscriptions: everything that matters is QoS 1 end to end.
 SUBSCRIPTION_QOS: Final[dict[Uplink, int]] = {
-    "alert": 1,
-    "cancel": 1,
-    "session": 1,
-    "hb": 1,
-    "pos": 1,
-    "status": 1,
+    UplinkTopic.ALERT: 1,
+    UplinkTopic.CANCEL: 1,
+    UplinkTopic.SESSION: 1,
+    UplinkTopic.HB: 1,
+    UplinkTopic.POS: 1,
+    UplinkTopic.STATUS: 1,
 }
 
 

@@ -14,7 +14,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from alert_server.ingest.topics import PREFIX, SERVER_USERNAME
+from vigie.topics import PREFIX, PROBE_PREFIX, SERVER_USERNAME
 
 # Mosquitto 2.0 "$7$" hashes: PBKDF2-HMAC-SHA512. 2.0 itself uses 101 iterations; 2.1 uses 1000.
 # The passwords are 32 random characters, so the iteration count is not what protects them.
@@ -105,7 +105,7 @@ topic read {PREFIX}/+/status
 topic write {PREFIX}/+/cmd
 topic read $SYS/#
 # The subscription probe (alert_server/ingest/probe.py): each server sends itself a message.
-topic readwrite vigie/v1/probe/#
+topic readwrite {PROBE_PREFIX}/#
 """
 
 _ACL_HEADER = f"""\
@@ -143,8 +143,7 @@ def render_servers_acl() -> str:
     return (
         "# Vigie broker ACL for the SERVERS' listener (Mosquitto 2.0 acl_file): only server\n"
         "# accounts log in there (their own password file). Generated from\n"
-        "# alert_server/devices/broker_files.py; tests/integration/test_listeners.py checks it.\n"
-        + _SERVER_RULES
+        "# vigie/brokers/files.py; tests/integration/test_listeners.py checks it.\n" + _SERVER_RULES
     )
 
 

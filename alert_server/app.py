@@ -1,4 +1,5 @@
-"""App factory and lifespan: start the database, presence, ingest, MQTT; stop in reverse order."""
+"""The composition root: builds and wires every part of one server (``Runtime.build``), then
+the FastAPI app around it (``create_app``); starts them in order and stops them in reverse."""
 
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Engine, text
 
 from alert_server.alerts import dispatch_timeline
-from alert_server.alerts.api import register_timeline_source
-from alert_server.alerts.dispatch_bridge import DispatchBridge
+from alert_server.background import Background
 from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate
 from alert_server.devices.presence import PresenceTracker
+from alert_server.dispatch_bridge import DispatchBridge
 from alert_server.followup import api as followup_api
 from alert_server.followup.verification import WorkerOkBridge
 from alert_server.geo import service as geo_service
@@ -35,14 +36,13 @@ from alert_server.pipeline import SWEEP_GRACE, Pipeline
 from alert_server.referents import service as referents_service
 from alert_server.safety import UnsafeConfiguration, problems
 from alert_server.safety import check as check_safety
-from alert_server.sessions.background import Background
 from alert_server.settings import Settings
-from alert_server.timeutil import utcnow
 from dispatch import DispatchConfig, Dispatcher
 from dispatch.channels.base import ChecksCredentials, Closes, Notifier, ProviderHealth
 from dispatch.channels.simulated import SimulatedNotifier
 from dispatch.channels.twilio import TwilioNotifier
 from dispatch.webhooks import make_router
+from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -319,7 +319,10 @@ def create_app(settings: Settings) -> FastAPI:
     def metrics() -> Response:
         return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    install_dashboard(app, runtime)
-    register_timeline_source(dispatch_timeline.source(runtime.dispatcher))
+    install_dashboard(
+        app,
+        runtime.settings,
+        timeline_sources=[dispatch_timeline.source(runtime.dispatcher)],
+    )
     app.include_router(followup_api.router)
     return app

@@ -14,10 +14,12 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from alert_server.alerts import lifecycle
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
 from alert_server.db import read_scope
 from alert_server.ingest.downlink import AlertRef, Downlink
+from vigie.vocabulary import DownlinkType
 
 log = logging.getLogger("alert_server.pipeline")
 
@@ -61,7 +63,7 @@ class DispatchBridge:
         at: datetime,
     ) -> None:
         # Same transaction as dispatch's own acknowledgement: all or nothing.
-        alerts.mark_acknowledged(session, alert_id=alert_id, actor=by_name, via=via, now=at)
+        lifecycle.acknowledge(session, alert_id=alert_id, actor=by_name, via=via, at=at)
 
     def after_acknowledged(
         self, alert_id: str, by_name: str, by_phone: str | None, via: str, at: datetime
@@ -70,15 +72,13 @@ class DispatchBridge:
             refs = incident_refs(session, alert_id)
             by = service_name(alerts.get_alert(session, alert_id=alert_id), by_name, via)
         for ref in refs:
-            self.downlink.alert(ref, "alert.acknowledged", by=by)
+            self.downlink.alert(ref, DownlinkType.ALERT_ACKNOWLEDGED, by=by)
         log.info("alert acknowledged alert_id=%s by=%s via=%s", alert_id, by_name, via)
 
     def on_exhausted(self, session: Session, alert_id: str, at: datetime) -> None:
         alert = alerts.get_alert(session, alert_id=alert_id)
-        if alert is not None and "exhausted" not in alert.flags:
-            alert.flags = sorted({*alert.flags, "exhausted"})
-            session.add(alert)
-            alerts.add_event(session, alert_id=alert_id, at=at, type_="exhausted")
+        if alert is not None:
+            lifecycle.exhausted(session, alert=alert, at=at)
 
     def after_exhausted(self, alert_id: str, at: datetime) -> None:
         log.error("escalation exhausted, nobody acknowledged alert_id=%s", alert_id)

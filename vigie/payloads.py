@@ -25,10 +25,12 @@ from pydantic import (
     ValidationError,
 )
 
-from alert_server.timeutil import rfc3339
+from vigie.timeutil import rfc3339
+from vigie.vocabulary import DEVICE_KINDS, DownlinkType
 
 MAX_PAYLOAD_BYTES = 4096
-KNOWN_KINDS = frozenset({"sos", "sos_silent", "fall", "no_motion"})
+# Plain strings: what the wire carries (the enum members compare equal to them).
+KNOWN_KINDS: frozenset[str] = frozenset(k.value for k in DEVICE_KINDS)
 POS_SOURCES = frozenset({"gps", "wifi", "cell", "fixed", "manual"})
 
 
@@ -166,19 +168,7 @@ UPLINK_MODELS: dict[str, type[_Msg]] = {
     "status": StatusMsg,
 }
 
-CommandType = Literal[
-    "alert.received",
-    "alert.acknowledged",
-    "alert.cancelled",
-    "alert.resolved",
-    "alert.raised",
-    "cancel.rejected",
-    "session.accepted",
-    "session.rejected",
-    "session.warning",
-    "locate",
-    "error",
-]
+CommandType = DownlinkType
 
 
 def command(type_: CommandType, at: datetime, **fields: Any) -> bytes:

@@ -10,10 +10,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alert_server.devices import broker_files
-from alert_server.ingest.topics import SERVER_USERNAME
+from vigie.brokers import files as broker_files
+from vigie.topics import SERVER_USERNAME
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 BROKER_CONFIG_DIR = REPO_ROOT / "broker_config"
 
 

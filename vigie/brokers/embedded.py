@@ -60,8 +60,8 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 from amqtt.utils import format_client_message, gen_client_id
 
-from alert_server.devices import broker_files
-from alert_server.ingest import topics
+from vigie import topics
+from vigie.brokers import files as broker_files
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,10 @@ _LISTENER: ContextVar[str] = ContextVar("vigie_embedded_listener", default="")
 _REFUSED_PREFIX = "refused/"
 
 _DEVICE_WRITE_SUFFIXES = topics.UPLINKS
-# ``vigie/v1/probe/#``: each server's subscription probe (alert_server/ingest/probe.py).
-_SERVER_READ = (*(f"{topics.PREFIX}/+/{s}" for s in topics.UPLINKS), "$SYS/#", "vigie/v1/probe/#")
-_SERVER_WRITE = (f"{topics.PREFIX}/+/cmd", "vigie/v1/probe/#")
+# ``PROBE_PREFIX/#``: each server's subscription probe (alert_server/ingest/probe.py).
+_PROBE = f"{topics.PROBE_PREFIX}/#"
+_SERVER_READ = (*(f"{topics.PREFIX}/+/{s}" for s in topics.UPLINKS), "$SYS/#", _PROBE)
+_SERVER_WRITE = (f"{topics.PREFIX}/+/cmd", _PROBE)
 
 
 def _levels_cover(allowed: str, requested: str) -> bool:
