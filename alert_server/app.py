@@ -31,7 +31,7 @@ from alert_server.geo import service as geo_service
 from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
 from alert_server.ingest.downlink import Downlink
 from alert_server.ingest.handler import Ingestor
-from alert_server.ingest.mqtt import MqttLink
+from alert_server.ingest.links import Link, build_link
 from alert_server.ingest.pins import PinGate, PinPolicy
 from alert_server.metrics import Metrics
 from alert_server.phoneapp.routes import install_phone_app
@@ -60,7 +60,7 @@ class Runtime:
     presence: PresenceTracker
     pipeline: Pipeline
     ingestor: Ingestor
-    link: MqttLink
+    link: Link
     dispatcher: Dispatcher
     notifier: Notifier
     # The last request to the telephony provider (shared with the notifier), for /healthz.
@@ -83,7 +83,7 @@ class Runtime:
             settings.presence_flush_s,
             position_retention=timedelta(days=settings.retention_position_days),
         )
-        link_holder: list[MqttLink] = []
+        link_holder: list[Link] = []
 
         def publish(topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
             link_holder[0].publish(topic, payload, qos=1, expiry_s=expiry_s)
@@ -131,12 +131,8 @@ class Runtime:
             pins=PinGate(engine, policy=pin_policy),
             flood_window_s=settings.flood_window_s,
         )
-        link = MqttLink(
-            settings.mqtt_url,
-            client_id=settings.mqtt_client_id,
-            protocol=settings.mqtt_protocol,
-            session_expiry_s=settings.mqtt_session_expiry_s,
-            shared_group=settings.mqtt_shared_group,
+        link = build_link(
+            settings,
             on_message=ingestor.handle,
             on_connected=lambda up: metrics.mqtt_connected.set(1 if up else 0),
         )
@@ -237,7 +233,12 @@ class Runtime:
                 conn.execute(text("SELECT 1"))
         except Exception:
             db_ok = False
-        return {"database": db_ok, "broker": self.link.connected.is_set()}
+        return {
+            "database": db_ok,
+            "broker": self.link.connected.is_set(),
+            # The message this server sent itself through its subscription came back.
+            "subscription": self.link.probe.ok.is_set(),
+        }
 
 
 def _notifier(settings: Settings, health: ProviderHealth) -> Notifier:

@@ -218,6 +218,9 @@ def devices_add(
             if acl is not None:
                 revoked = [d for d in broker_files.read_revoked(acl) if d != new.device_id]
                 broker_files.write_acl(acl, revoked)
+            if settings.rabbitmq_api_url:
+                # RabbitMQ (VIGIE_INGEST=amqp): the account and its topic permissions.
+                _rabbit_accounts(settings.rabbitmq_api_url, "add", new.device_id, password)
     except service.DeviceInputError as exc:
         fail(str(exc))
     except OSError as exc:
@@ -251,6 +254,23 @@ def devices_add(
         typer.echo(
             "Note : rechargez le broker (systemctl reload mosquitto) pour activer le compte."
         )
+
+
+def _rabbit_accounts(api_url: str, action: str, device_id: str, password: str = "") -> int:
+    """A device's account on RabbitMQ (``devices.rabbitmq_accounts``); a French error on
+    failure (inside ``devices add``'s transaction, so nothing is half-registered)."""
+    from alert_server.devices.rabbitmq_accounts import BrokerAccountError, RabbitAccounts
+
+    accounts = RabbitAccounts(api_url)
+    try:
+        if action == "add":
+            accounts.add_device(device_id, password)
+            return 1
+        return accounts.remove_device(device_id)
+    except BrokerAccountError as exc:
+        fail(f"broker RabbitMQ : {exc}")
+    finally:
+        accounts.close()
 
 
 @devices_app.command("list")
@@ -321,6 +341,23 @@ def devices_revoke(
     # The database says "revoked" from here on; the broker must be told too, or the device
     # keeps its access: say so (exit 1) with what to do, never print a plain "révoqué".
     again = f"puis relancez « vigie devices revoke {device_id} » pour fermer sa connexion"
+    if settings.rabbitmq_api_url:
+        from alert_server.devices.rabbitmq_accounts import BrokerAccountError, RabbitAccounts
+
+        accounts = RabbitAccounts(settings.rabbitmq_api_url)
+        try:
+            # Deleting the user closes its connections on every node.
+            closed = accounts.remove_device(device_id)
+        except BrokerAccountError as exc:
+            _broker_not_told(device_id, f"RabbitMQ : {exc}. Corrigez, {again}")
+        finally:
+            accounts.close()
+        if settings.broker_passwd_file is None or settings.broker_acl_file is None:
+            typer.echo(
+                f"Boîtier {device_id} révoqué ; RabbitMQ a supprimé son compte"
+                + (" et fermé ses connexions." if closed else ".")
+            )
+            return
     if settings.broker_passwd_file is None or settings.broker_acl_file is None:
         _broker_not_told(
             device_id,

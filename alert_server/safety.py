@@ -101,6 +101,10 @@ def problems(settings: Settings) -> list[str]:
             f"serveurs ({SERVER_USERNAME} ou {SERVER_USERNAME}-…) : un boîtier de ce nom "
             "pourrait prendre la session MQTT du serveur"
         )
+    if settings.ingest not in ("mqtt", "amqp"):
+        found.append(f"VIGIE_INGEST={settings.ingest!r} invalide (valeurs possibles : mqtt, amqp)")
+    elif settings.ingest == "amqp" and not settings.amqp_url.strip():
+        found.append("VIGIE_AMQP_URL manquant alors que VIGIE_INGEST=amqp")
     found.extend(operations_problems(settings))
     return found
 

@@ -32,6 +32,16 @@ class Settings(BaseSettings):
     # How long the broker keeps this server's session (and the alerts queued in it) while the
     # server is away. One day covers any restart or maintenance window.
     mqtt_session_expiry_s: int = 86_400
+    # --- Scale-out on a clustered broker (operations.md 1.1; alert_server/ingest/amqp.py) ---
+    # "mqtt" (default): the server subscribes on the broker. "amqp": devices still speak MQTT
+    # (RabbitMQ's MQTT plugin) and every server consumes one quorum queue.
+    ingest: str = "mqtt"
+    # amqp://user:password@host:5672/%2F; several nodes comma-separated (tried in turn).
+    amqp_url: str = ""
+    amqp_queue: str = "vigie.uplink"
+    # RabbitMQ management API (http://user:password@host:15672): `vigie devices add/revoke`
+    # writes device accounts and topic permissions there instead of Mosquitto's files.
+    rabbitmq_api_url: str | None = None
     referents_file: Path | None = None
     geo_dir: Path | None = None
     # Wi-Fi/cell positioning (optional): an offline CSV of known access points and cells

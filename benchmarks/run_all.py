@@ -12,6 +12,8 @@ Parts, in this order (each one a separate process; its JSON is kept in ``--out``
 - dispatch: ``dispatch.py`` step lateness with 10,000 open escalations (PostgreSQL when it is
                             reachable, and SQLite) vs the same schedule on an in-memory timer;
 - memory:   ``memory.py``   bytes per connected device, server vs Mosquitto (and simulator);
+- cluster:  ``cluster.py``  alerts/s and heartbeats/s with 1, 2, 3 servers on one PostgreSQL,
+                            on a 3-node RabbitMQ cluster (quorum queue) beside one Mosquitto;
 - abuse:    ``abuse.py``    another device's press → ``alert.received`` while one device sends
                             wrong PINs or floods, and press → first SMS with 2,000 open alerts
                             holding codes on one number, each vs its quiet baseline.
@@ -45,7 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.benchlib import machine_info, postgres_version  # noqa: E402
 
-PARTS = ("ingest", "geo", "load", "dispatch", "memory", "abuse")
+PARTS = ("ingest", "geo", "load", "dispatch", "memory", "abuse", "cluster")
 DB_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
 
@@ -109,6 +111,12 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
             300,
             900,
         ),
+        "cluster": (
+            "--servers 1,2 --devices 10 --alerts 100 --heartbeats 1000",
+            "--servers 1,2,3 --devices 20 --alerts 600 --heartbeats 6000",
+            900,
+            1800,
+        ),
     }
     extra = {
         "ingest": [],
@@ -117,6 +125,7 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
         "dispatch": ["--baseline"],
         "memory": [],
         "abuse": [],
+        "cluster": [],
     }
     parts = []
     for name in args.only:
@@ -394,6 +403,35 @@ def rows_abuse(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def rows_cluster(d: dict[str, Any]) -> list[Row]:
+    runs = d["runs"]
+    rows: list[Row] = []
+    for kind, label in (("rabbitmq", "RabbitMQ 3 nodes, quorum queue"), ("mosquitto", "")):
+        for r in (x for x in runs if x["broker"] == kind):
+            other = next(
+                (x for x in runs if x["broker"] != kind and x["servers"] == r["servers"]), None
+            )
+            if kind == "mosquitto":
+                continue  # shown as the baseline of the RabbitMQ row
+            base = other["alerts_per_s"] if other else None
+            rows.append(
+                (
+                    f"cluster: {r['servers']} server(s), {label} ({d['devices']} devices, "
+                    "PostgreSQL): alerts/s stored, heartbeats/s",
+                    f"{_f(r['alerts_per_s'], '.0f')}/s, {_f(r['heartbeats_per_s'], '.0f')}/s",
+                    "one Mosquitto: "
+                    + (
+                        f"{_f(other['alerts_per_s'], '.0f')}/s, "
+                        f"{_f(other['heartbeats_per_s'], '.0f')}/s"
+                        if other
+                        else "-"
+                    ),
+                    f"×{_f(_ratio(r['alerts_per_s'], base), '.2f')} alerts",
+                )
+            )
+    return rows
+
+
 BUILDERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "ingest": rows_ingest,
     "geo": rows_geo,
@@ -401,6 +439,7 @@ BUILDERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "dispatch": rows_dispatch,
     "memory": rows_memory,
     "abuse": rows_abuse,
+    "cluster": rows_cluster,
 }
 
 

@@ -11,6 +11,9 @@ PREFIX: Final = "vigie/v1/dev"
 DEVICE_ID_RE: Final = re.compile(r"^[A-Za-z0-9_-]{3,64}$")
 # Reserved: the server's own broker account. No device may take this name.
 SERVER_USERNAME: Final = "vigie-server"
+# The subscription probe (operations.md 1.1): each server sends itself a message under this
+# prefix and reads it back through the same kind of subscription it uses for devices.
+PROBE_PREFIX: Final = "vigie/v1/probe"
 
 Uplink = UplinkTopic
 UPLINKS: Final[tuple[Uplink, ...]] = tuple(UplinkTopic)

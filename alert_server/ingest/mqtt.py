@@ -15,6 +15,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from alert_server.ingest.probe import SubscriptionProbe, probe_topic
 from vigie import topics
 from vigie.brokers.address import BrokerAddress
 
@@ -113,6 +115,15 @@ class MqttLink:
         self._handler = on_message
         self._on_connected = on_connected
         self.connected = threading.Event()
+        # A message to itself through the same kind of subscription (operations.md 1.1).
+        self._probe_topic = probe_topic(client_id)
+        share = f"$share/{shared_group}/" if shared_group else ""
+        self._probe_filter = f"{share}{self._probe_topic}"
+        self.probe = SubscriptionProbe(f"MQTT {self._probe_filter}", clock=time.monotonic)
+        if not shared_group:
+            # A plain subscription is what every MQTT broker delivers: the probe is for
+            # ``$share``, which some brokers accept and never deliver (RabbitMQ 3.x).
+            self.probe.ok.set()
         if self.v5:
             client = mqtt.Client(
                 mqtt.CallbackAPIVersion.VERSION2,
@@ -206,6 +217,9 @@ class MqttLink:
             return
         self.acks.new_connection()
         client.subscribe(topics.subscriptions(self.shared_group))
+        if self.shared_group:
+            client.subscribe(self._probe_filter, qos=1)
+            client.publish(self._probe_topic, self.probe.new_nonce(), qos=1)
         log.info(
             "connected to broker %s:%s (session present: %s)",
             self.address.host,
@@ -226,6 +240,10 @@ class MqttLink:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         token = self.acks.register(msg.mid, msg.qos)
+        if msg.topic == self._probe_topic:
+            self.probe.arrived(bytes(msg.payload))
+            self.acks.done(token)
+            return
         try:
             self._handler(msg.topic, bytes(msg.payload), msg.retain, token)
         except Exception:

@@ -84,8 +84,10 @@ _LISTENER: ContextVar[str] = ContextVar("vigie_embedded_listener", default="")
 _REFUSED_PREFIX = "refused/"
 
 _DEVICE_WRITE_SUFFIXES = topics.UPLINKS
-_SERVER_READ = (*(f"{topics.PREFIX}/+/{s}" for s in topics.UPLINKS), "$SYS/#")
-_SERVER_WRITE = (f"{topics.PREFIX}/+/cmd",)
+# ``PROBE_PREFIX/#``: each server's subscription probe (alert_server/ingest/probe.py).
+_PROBE = f"{topics.PROBE_PREFIX}/#"
+_SERVER_READ = (*(f"{topics.PREFIX}/+/{s}" for s in topics.UPLINKS), "$SYS/#", _PROBE)
+_SERVER_WRITE = (f"{topics.PREFIX}/+/cmd", _PROBE)
 
 
 def _levels_cover(allowed: str, requested: str) -> bool:
