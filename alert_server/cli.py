@@ -355,7 +355,7 @@ def devices_revoke(
         if settings.broker_passwd_file is None or settings.broker_acl_file is None:
             typer.echo(
                 f"Boîtier {device_id} révoqué ; RabbitMQ a supprimé son compte"
-                + (" et fermé ses connexions." if closed else ".")
+                + (" et sa connexion en cours a été fermée." if closed else ".")
             )
             return
     if settings.broker_passwd_file is None or settings.broker_acl_file is None:

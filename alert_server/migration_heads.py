@@ -12,6 +12,7 @@ only ever skips an upgrade that would have done nothing.
 from __future__ import annotations
 
 import ast
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,22 @@ def _literal_revisions(value: Any) -> set[str] | None:
     return None
 
 
+# CPython 3.11 before 3.11.8 corrupts ``ast.parse`` when two threads run it at once
+# ("AST constructor recursion depth mismatch", gh-106905): servers and tests migrate from
+# several threads, so the files are read one thread at a time.
+_PARSE_LOCK = threading.Lock()
+
+
 def script_heads(locations: Iterable[Path]) -> frozenset[str] | None:
     """The head revisions of the migration scripts in ``locations``, or None if unsure."""
+    with _PARSE_LOCK:
+        return _script_heads(locations)
+
+
+def _script_heads(locations: Iterable[Path]) -> frozenset[str] | None:
     revisions: set[str] = set()
     parents: set[str] = set()
+    needed: set[str] = set()
     for folder in locations:
         if not folder.is_dir():
             continue
@@ -65,11 +78,15 @@ def script_heads(locations: Iterable[Path]) -> frozenset[str] | None:
             down = _literal_revisions(found.get("down_revision"))
             if rev is None or len(rev) != 1 or down is None:
                 return None
-            if found.get("depends_on") not in (None, (), []):
-                return None  # cross-branch dependencies: let Alembic decide
+            # A dependency on another branch orders the upgrade but is not a parent: it does
+            # not change the heads, as long as the revision it names exists.
+            deps = _literal_revisions(found.get("depends_on"))
+            if deps is None:
+                return None
+            needed |= deps
             revisions |= rev
             parents |= down
-    if not revisions or not parents <= revisions:
+    if not revisions or not parents <= revisions or not needed <= revisions:
         return None
     return frozenset(revisions - parents)
 

@@ -73,3 +73,14 @@ def engine(db_url: str) -> Iterator[Engine]:
         yield eng
     finally:
         eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def playwright_session() -> Iterator[object]:
+    """One Playwright driver per test process: the console and phone-app browser tests share
+    it (two sync drivers alive in one process refuse to run: "Sync API inside the asyncio
+    loop"), each launching its own Chromium from it."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        yield p

@@ -241,6 +241,8 @@ def server_env(broker: LocalMosquitto, db_url: str, **extra: str) -> dict[str, s
         VIGIE_BROKER_ACL_FILE=str(broker.acl_file),
         VIGIE_BROKER_PID_FILE=str(broker.pid_file),
         VIGIE_PRESENCE_FLUSH_S="0.2",
+        # Plain lines: the tests read the server's log (tracebacks, ingest errors) as text.
+        VIGIE_LOG_FORMAT="plain",
     )
     env.update(extra)
     return env
@@ -253,7 +255,8 @@ def vigie(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         cwd=REPO,
-        timeout=60,
+        # A deadline, not a measure: a command takes seconds, far more on a busy machine.
+        timeout=300,
     )
 
 

@@ -112,6 +112,7 @@ def test_transient_errors_keep_200_rejected_credentials_503_until_a_request_succ
     twilio.webhook_base = f"http://127.0.0.1:{port}"
     server = ServerProcess(env, tmp_path / "server.log", port=port).start()
     dev = Device("nurse-health", add_device(env, "nurse-health"), broker.port)
+    others: list[Device] = []
     try:
         assert dev.connect()
         wait_until(lambda: provider(server)[1].get("last_ok") is True, 15, "credentials check")
@@ -130,17 +131,25 @@ def test_transient_errors_keep_200_rejected_credentials_503_until_a_request_succ
         assert provider(server)[0] == 200
 
         # The account's token is changed at Twilio: the next request is rejected → 503.
+        # (Other devices: a second SOS from one device within the flood window joins its
+        # running incident and makes no new request.)
         token = twilio.auth_token
         twilio.auth_token = "rotated-at-twilio"
-        dev.publish("alert", alert_payload(str(uuid.uuid4())))
-        wait_until(lambda: provider(server)[0] == 503, 15, "/healthz 503")
+        others.append(Device("nurse-health-2", add_device(env, "nurse-health-2"), broker.port))
+        assert others[-1].connect()
+        others[-1].publish("alert", alert_payload(str(uuid.uuid4())))
+        wait_until(lambda: provider(server)[0] == 503, 120, "/healthz 503")
         assert provider(server)[1]["credentials_rejected"] is True
         # ...and stays 503 (no request since) until one succeeds again.
         twilio.auth_token = token
         assert provider(server)[0] == 503
-        dev.publish("alert", alert_payload(str(uuid.uuid4())))
-        wait_until(lambda: provider(server)[0] == 200, 15, "/healthz 200 again")
+        others.append(Device("nurse-health-3", add_device(env, "nurse-health-3"), broker.port))
+        assert others[-1].connect()
+        others[-1].publish("alert", alert_payload(str(uuid.uuid4())))
+        wait_until(lambda: provider(server)[0] == 200, 120, "/healthz 200 again")
         assert provider(server)[1]["credentials_rejected"] is False
     finally:
         dev.close()
+        for other in others:
+            other.close()
         server.stop()
