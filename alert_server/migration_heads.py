@@ -11,8 +11,7 @@ only ever skips an upgrade that would have done nothing.
 
 from __future__ import annotations
 
-import ast
-import threading
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,19 +29,36 @@ def _literal_revisions(value: Any) -> set[str] | None:
     return None
 
 
-# CPython 3.11 before 3.11.8 corrupts ``ast.parse`` when two threads run it at once
-# ("AST constructor recursion depth mismatch", gh-106905): servers and tests migrate from
-# several threads, so the files are read one thread at a time.
-_PARSE_LOCK = threading.Lock()
+_ASSIGNMENT = re.compile(
+    r"^(revision|down_revision|depends_on)\s*(?::[^=]*)?=\s*(?P<value>.+?)\s*(?:#.*)?$"
+)
+_QUOTED = re.compile(r"""^(?:"([^"\\]*)"|'([^'\\]*)')$""")
+_UNSURE = object()
+
+
+def _literal(text: str) -> Any:
+    """``None``, a quoted string, or a tuple/list of quoted strings; anything else is unsure.
+
+    Read with a pattern rather than ``ast``: ``ast.parse`` is not safe across threads on
+    CPython 3.11 before 3.11.8 (gh-106905), and servers migrate from several threads."""
+    if text == "None":
+        return None
+    if m := _QUOTED.match(text):
+        return m.group(1) if m.group(1) is not None else m.group(2)
+    if text[:1] in "([" and text[-1:] in ")]":
+        items = [i.strip() for i in text[1:-1].split(",") if i.strip()]
+        out = []
+        for item in items:
+            m = _QUOTED.match(item)
+            if m is None:
+                return _UNSURE
+            out.append(m.group(1) if m.group(1) is not None else m.group(2))
+        return tuple(out)
+    return _UNSURE
 
 
 def script_heads(locations: Iterable[Path]) -> frozenset[str] | None:
     """The head revisions of the migration scripts in ``locations``, or None if unsure."""
-    with _PARSE_LOCK:
-        return _script_heads(locations)
-
-
-def _script_heads(locations: Iterable[Path]) -> frozenset[str] | None:
     revisions: set[str] = set()
     parents: set[str] = set()
     needed: set[str] = set()
@@ -52,26 +68,17 @@ def _script_heads(locations: Iterable[Path]) -> frozenset[str] | None:
         for path in sorted(folder.glob("*.py")):
             found: dict[str, Any] = {}
             try:
-                tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
-            except (OSError, SyntaxError, ValueError):
+                lines = path.read_text(encoding="utf-8").splitlines()
+            except (OSError, ValueError):
                 return None
-            for node in tree.body:
-                target: ast.expr | None = None
-                value: ast.expr | None = None
-                if isinstance(node, ast.AnnAssign) and node.value is not None:
-                    target, value = node.target, node.value
-                elif isinstance(node, ast.Assign) and len(node.targets) == 1:
-                    target, value = node.targets[0], node.value
-                if not isinstance(target, ast.Name) or target.id not in (
-                    "revision",
-                    "down_revision",
-                    "depends_on",
-                ):
+            for line in lines:
+                m = _ASSIGNMENT.match(line)
+                if m is None:
                     continue
-                try:
-                    found[target.id] = ast.literal_eval(value) if value is not None else None
-                except ValueError:
+                value = _literal(m.group("value"))
+                if value is _UNSURE:
                     return None
+                found[m.group(1)] = value
             if "revision" not in found:
                 continue  # not a migration script (a helper module)
             rev = _literal_revisions(found["revision"])

@@ -217,7 +217,13 @@ class ServerProcess:
     def terminate(self) -> int:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
+        try:
+            # A deadline: on SIGTERM the server finishes (commits and acknowledges) what it
+            # holds, which a busy machine can make long.
+            return self.proc.wait(180)
+        except subprocess.TimeoutExpired:
+            launch.kill(self.proc)  # never leave it behind
+            raise
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
