@@ -14,7 +14,9 @@ from tests.rabbit.cluster import RabbitCluster, available
 @pytest.fixture(scope="module")
 def rabbit1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
     if not available():
-        pytest.fail("rabbitmq-server absent: apt-get install -y rabbitmq-server (.ci/run installs it)")
+        pytest.fail(
+            "rabbitmq-server absent: apt-get install -y rabbitmq-server (.ci/run installs it)"
+        )
     cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit1"), size=1).start()
     try:
         yield cluster
@@ -25,7 +27,9 @@ def rabbit1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]
 @pytest.fixture(scope="module")
 def rabbit3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitCluster]:
     if not available():
-        pytest.fail("rabbitmq-server absent: apt-get install -y rabbitmq-server (.ci/run installs it)")
+        pytest.fail(
+            "rabbitmq-server absent: apt-get install -y rabbitmq-server (.ci/run installs it)"
+        )
     cluster = RabbitCluster(tmp_path_factory.mktemp("rabbit3"), size=3).start()
     try:
         yield cluster
