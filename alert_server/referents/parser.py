@@ -200,7 +200,7 @@ def _french(err: Any) -> str:
     kind, ctx = err.get("type", ""), err.get("ctx") or {}
     if kind == "greater_than_equal":
         return f"doit être supérieur ou égal à {ctx.get('ge')}"
-    if kind == "literal_error":
+    if kind in ("literal_error", "enum"):
         return f"valeur attendue : {ctx.get('expected')}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return "nombre entier attendu"
