@@ -86,11 +86,9 @@ KNOWN_STAGE_IMPORTS = {
     ("followup", "sessions"),
     ("ingest", "alerts"),
     ("ingest", "devices"),
-    ("referents", "geo"),
     ("sessions", "alerts"),
     ("sessions", "devices"),
     ("sessions", "ingest"),
-    ("users", "geo"),
 }
 
 

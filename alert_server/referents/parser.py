@@ -17,10 +17,10 @@ import phonenumbers
 import yaml
 from pydantic import ValidationError
 
-from alert_server.geo.codes import DEPARTEMENT_CODES, FORCES
 from alert_server.referents.hours import HoursError, parse_hours
 from alert_server.referents.schemas import Directory, DirectoryError, ReferentContact
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy
+from vigie.departements import DEPARTEMENT_CODES, FORCES
 
 _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # ASCII digits only: Twilio's From is ASCII
 _TOP_KEYS = ("version", "departements", "national_fallback", "escalation")
