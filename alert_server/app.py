@@ -23,13 +23,12 @@ from alert_server.background import Background
 from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate, read_scope
 from alert_server.devices.presence import PresenceTracker
-from alert_server.dispatch_bridge import DispatchBridge
+from alert_server.dispatch_bridge import DispatchBridge, WorkerOkBridge
+from alert_server.downlink import Downlink
 from alert_server.followup import api as followup_api
-from alert_server.followup.verification import WorkerOkBridge
 from alert_server.gateways.install import Gateways, install_gateways
 from alert_server.geo import service as geo_service
 from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
-from alert_server.ingest.downlink import Downlink
 from alert_server.ingest.handler import Ingestor
 from alert_server.ingest.links import Link, build_link
 from alert_server.ingest.pins import PinGate, PinPolicy

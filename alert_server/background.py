@@ -10,11 +10,11 @@ from datetime import timedelta
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Engine
 
+from alert_server.downlink import Downlink
 from alert_server.followup.messenger import WorkerMessenger
 from alert_server.followup.notices import NoticeConfig
 from alert_server.followup.retention import RetentionPolicy
 from alert_server.followup.victim_support import load_directory
-from alert_server.ingest.downlink import Downlink
 from alert_server.retention import purge
 from alert_server.sessions.engine import AlertStored, SessionConfig, SessionEngine
 from alert_server.settings import Settings

@@ -22,8 +22,9 @@ from alert_server.alerts.models import Alert
 from alert_server.db import read_scope, write_scope
 from alert_server.devices import service as devices
 from alert_server.devices.models import Device, Worker
-from alert_server.devices.presence import LastPosition, PresenceTracker
+from alert_server.devices.presence import PresenceTracker
 from alert_server.dispatch_bridge import incident_refs, service_name
+from alert_server.downlink import AlertRef, Downlink
 from alert_server.followup import victim_support
 from alert_server.geo import resolve as geo_resolve
 from alert_server.geo import service as geo_service
@@ -39,8 +40,8 @@ from alert_server.geo.schemas import (
     WifiAccessPoint,
 )
 from alert_server.ingest import pins
-from alert_server.ingest.downlink import AlertRef, Downlink
 from alert_server.ingest.pins import PinPolicy, PinVerdict
+from alert_server.positions import LastPosition
 from alert_server.referents import chains as referent_chains
 from alert_server.referents import service as referents
 from alert_server.referents.schemas import Directory

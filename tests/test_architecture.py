@@ -40,7 +40,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("vigie", "dispatch", "device_sim", "alert_server")
-KERNEL = {"settings", "db", "metrics", "migration_heads"}
+KERNEL = {"settings", "db", "metrics", "migration_heads", "downlink", "positions"}
 STAGES = {"alerts", "devices", "geo", "ingest", "referents", "sessions", "users", "followup"}
 ADAPTER_MODULES = {"api", "cli"}
 # Helpers of the entry points (HTTP, console, commands), shared by several adapters.
@@ -82,13 +82,11 @@ KNOWN_STAGE_IMPORTS = {
     ("followup", "alerts"),
     ("followup", "devices"),
     ("followup", "geo"),
-    ("followup", "ingest"),
     ("followup", "sessions"),
     ("ingest", "alerts"),
     ("ingest", "devices"),
     ("sessions", "alerts"),
     ("sessions", "devices"),
-    ("sessions", "ingest"),
 }
 
 

@@ -28,7 +28,7 @@ from alert_server.alerts import service as alerts
 from alert_server.db import database_unavailable, write_scope
 from alert_server.devices.models import Device
 from alert_server.devices.presence import LastPosition, PresenceTracker
-from alert_server.ingest.downlink import AlertRef, Downlink
+from alert_server.downlink import AlertRef, Downlink
 from alert_server.ingest.mqtt import AckToken
 from alert_server.ingest.pins import PinGate, PinVerdict
 from alert_server.metrics import Metrics

@@ -35,7 +35,7 @@ from sqlmodel import Session
 from alert_server.alerts import lifecycle
 from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
-from alert_server.ingest.downlink import AlertRef, Downlink
+from alert_server.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
 from vigie.persistence import pick_due

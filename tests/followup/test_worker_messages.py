@@ -13,11 +13,11 @@ from sqlalchemy import Engine
 from alert_server.alerts import service as alerts
 from alert_server.db import write_scope
 from alert_server.devices.presence import PresenceTracker
+from alert_server.downlink import Downlink
 from alert_server.followup import service as followup
 from alert_server.followup.messenger import WorkerMessenger
 from alert_server.followup.notices import NoticeConfig
 from alert_server.followup.victim_support import load_directory
-from alert_server.ingest.downlink import Downlink
 from alert_server.pipeline import Pipeline
 from dispatch.channels.base import SendResult
 from dispatch.messages import is_gsm7

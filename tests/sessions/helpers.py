@@ -14,7 +14,7 @@ from sqlmodel import select
 from alert_server.alerts.models import Alert
 from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
-from alert_server.ingest.downlink import Downlink
+from alert_server.downlink import Downlink
 from alert_server.sessions import service as visits
 from alert_server.sessions.engine import SessionConfig, SessionEngine
 from alert_server.sessions.models import VisitSession
