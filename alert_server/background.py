@@ -10,12 +10,13 @@ from datetime import timedelta
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Engine
 
+from alert_server.devices import service as devices
 from alert_server.downlink import Downlink
 from alert_server.followup.messenger import WorkerMessenger
 from alert_server.followup.notices import NoticeConfig
-from alert_server.followup.retention import RetentionPolicy
 from alert_server.followup.victim_support import load_directory
-from alert_server.retention import purge
+from alert_server.retention import RetentionPolicy, purge
+from alert_server.sessions import service as visits
 from alert_server.sessions.engine import AlertStored, SessionConfig, SessionEngine
 from alert_server.settings import Settings
 from dispatch.channels.base import Notifier
@@ -61,6 +62,8 @@ class Background:
         messenger = WorkerMessenger(
             engine,
             notifier,
+            devices=devices.in_service,
+            in_visit=visits.devices_in_visit,
             notices=NoticeConfig(
                 enabled=s.notices_enabled,
                 low_battery_pct=s.notice_low_battery_pct,

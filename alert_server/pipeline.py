@@ -324,7 +324,7 @@ class Pipeline:
             lifecycle.resolve(session, alert=alert, at=now, actor=actor, outcome=outcome, note=note)
             if self.dispatcher is not None:
                 self.dispatcher.close(session, alert_id=alert_id, now=now)
-            victim_support.offer(session, alert_id=alert_id, outcome=outcome, now=now)
+            _offer_victim_support(session, alert, outcome=outcome, now=now)
         for ref in refs:
             self.downlink.alert(ref, DownlinkType.ALERT_RESOLVED)
         return True
@@ -533,6 +533,38 @@ class Pipeline:
                             alert.alert_id,
                             dep,
                         )
+
+
+def _offer_victim_support(
+    session: Session, alert: Alert, *, outcome: str | None, now: datetime
+) -> None:
+    """After a genuine incident, the victim-support SMS to the alert's worker (once)."""
+    if not victim_support.genuine(outcome):
+        return
+    pair = devices.device_and_worker(session, alert.device_id)
+    if pair is None:
+        return
+    _, worker = pair
+    assert worker.id is not None
+    queued = victim_support.offer(
+        session,
+        alert_id=alert.alert_id,
+        device_id=alert.device_id,
+        departement=alert.departement,
+        incident_at=as_utc(alert.created_at),
+        worker_id=worker.id,
+        phone=worker.phone,
+        outcome=outcome,
+        now=now,
+    )
+    if queued:
+        alerts.add_event(
+            session,
+            alert_id=alert.alert_id,
+            at=now,
+            type_=AlertEventType.VICTIM_SUPPORT_OFFERED,
+            actor="server",
+        )
 
 
 def _locked_alert(session: Session, alert_id: str) -> Alert | None:

@@ -49,7 +49,7 @@ ADAPTER_HELPERS = {"audit", "internal_access", "secret_input", "serving"}
 # gateways (HTTP/MQTT into ingest/pipeline).
 ADAPTER_PACKAGES = {"dashboard", "phoneapp", "gateways"}
 # The use cases, and the alert server's side of dispatch's hooks beside them.
-PIPELINE = {"pipeline", "dispatch_bridge", "retention"}
+PIPELINE = {"pipeline", "dispatch_bridge", "retention", "reports"}
 COMPOSITION = {
     "app",
     "background",
@@ -79,10 +79,6 @@ RANK = {
 
 # Stage-to-stage imports still to be undone (importer stage → imported stage).
 KNOWN_STAGE_IMPORTS = {
-    ("followup", "alerts"),
-    ("followup", "devices"),
-    ("followup", "geo"),
-    ("followup", "sessions"),
     ("ingest", "alerts"),
     ("ingest", "devices"),
     ("sessions", "alerts"),

@@ -23,6 +23,7 @@ from alert_server.sessions.models import (
     ACTIVE,
     ALERTED,
     ENDED,
+    OPEN,
     RUNNING,
     WARNED,
     VisitSession,
@@ -71,6 +72,12 @@ def get(session: Session, *, device_id: str, session_id: str) -> VisitSession | 
         .with_for_update()
     )
     return session.exec(stmt).first()
+
+
+def devices_in_visit(session: Session) -> set[str]:
+    """The devices with an open visit (running, or ended by its alert and not yet closed)."""
+    stmt = select(VisitSession.device_id).where(col(VisitSession.state).in_(OPEN))
+    return set(session.exec(stmt))
 
 
 def running_for_device(session: Session, *, device_id: str) -> list[VisitSession]:
