@@ -10,6 +10,7 @@ from datetime import timedelta
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Engine
 
+from alert_server.alerts import lifecycle
 from alert_server.devices import service as devices
 from alert_server.downlink import Downlink
 from alert_server.followup.messenger import WorkerMessenger
@@ -52,6 +53,8 @@ class Background:
             engine,
             downlink=downlink,
             alert_stored=alert_stored,
+            receive_alert=lifecycle.receive,
+            device_states=devices.states,
             config=SessionConfig(
                 grace_s=dict(s.session_grace_s),
                 offline_alert_s=s.session_offline_alert_s,

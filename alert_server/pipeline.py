@@ -448,7 +448,7 @@ class Pipeline:
     def on_session(
         self, session: Session, *, device_id: str, msg: payloads.SessionMsg, now: datetime
     ) -> list[Callable[[], None]]:
-        out = visits.on_message(
+        out = record_session_message(
             session,
             device_id=device_id,
             msg=msg,
@@ -533,6 +533,32 @@ class Pipeline:
                             alert.alert_id,
                             dep,
                         )
+
+
+def record_session_message(
+    session: Session,
+    *,
+    device_id: str,
+    msg: payloads.SessionMsg,
+    now: datetime,
+    default_duration_s: float | None = None,
+) -> visits.SessionOutcome:
+    """A Session message applied to its visit (``sessions.service.on_message``); when the
+    visit's alert is already raised, the message is also recorded on the alert's timeline."""
+    out = visits.on_message(
+        session, device_id=device_id, msg=msg, now=now, default_duration_s=default_duration_s
+    )
+    note = out.after_alert
+    if note is not None:
+        alerts.add_event(
+            session,
+            alert_id=note.alert_id,
+            at=now,
+            type_=note.event,
+            actor=device_id,
+            expected_end=note.expected_end.isoformat() if note.expected_end else None,
+        )
+    return out
 
 
 def _offer_victim_support(

@@ -81,8 +81,6 @@ RANK = {
 KNOWN_STAGE_IMPORTS = {
     ("ingest", "alerts"),
     ("ingest", "devices"),
-    ("sessions", "alerts"),
-    ("sessions", "devices"),
 }
 
 
