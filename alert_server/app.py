@@ -22,6 +22,7 @@ from alert_server.alerts import dispatch_timeline
 from alert_server.background import Background
 from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate, read_scope
+from alert_server.devices.pins import PinGate, PinPolicy
 from alert_server.devices.presence import PresenceTracker
 from alert_server.dispatch_bridge import DispatchBridge, WorkerOkBridge
 from alert_server.downlink import Downlink
@@ -31,7 +32,6 @@ from alert_server.geo import service as geo_service
 from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
 from alert_server.ingest.handler import Ingestor
 from alert_server.ingest.links import Link, build_link
-from alert_server.ingest.pins import PinGate, PinPolicy
 from alert_server.metrics import Metrics
 from alert_server.phoneapp.routes import install_phone_app
 from alert_server.pipeline import SWEEP_GRACE, Pipeline
@@ -120,6 +120,7 @@ class Runtime:
             provider_timeout_s=settings.geo_provider_timeout_s,
             pin_policy=pin_policy,
             session_default_duration_s=settings.session_default_duration_s,
+            flood_window_s=settings.flood_window_s,
         )
         ingestor = Ingestor(
             engine,
@@ -128,7 +129,6 @@ class Runtime:
             metrics=metrics,
             downlink=downlink,
             pins=PinGate(engine, policy=pin_policy),
-            flood_window_s=settings.flood_window_s,
         )
         link = build_link(
             settings,
