@@ -82,12 +82,13 @@ class Runtime:
             settings.presence_flush_s,
             position_retention=timedelta(days=settings.retention_position_days),
         )
-        link_holder: list[Link] = []
-
-        def publish(topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
-            link_holder[0].publish(topic, payload, qos=1, expiry_s=expiry_s)
-
-        downlink = Downlink(publish)
+        # Built in order, nothing attached afterwards: the link first (it publishes once
+        # connected), the downlink on it, ..., the ingest writer, which the link hands every
+        # message to from ``start`` on (``Runtime.start``).
+        link = build_link(
+            settings, on_connected=lambda up: metrics.mqtt_connected.set(1 if up else 0)
+        )
+        downlink = Downlink(link.publish)
         pin_policy = PinPolicy(
             max_failures=settings.pin_max_failures,
             window_s=settings.pin_window_s,
@@ -130,13 +131,6 @@ class Runtime:
             downlink=downlink,
             pins=PinGate(engine, policy=pin_policy),
         )
-        link = build_link(
-            settings,
-            on_message=ingestor.handle,
-            on_connected=lambda up: metrics.mqtt_connected.set(1 if up else 0),
-        )
-        link_holder.append(link)
-        ingestor.bind(ack=link.acks.done)
         background = Background.build(
             settings,
             engine,
@@ -165,7 +159,7 @@ class Runtime:
         self.dispatcher.start_background()
         self.ingestor.start()
         self.ingestor.pins.start()
-        self.link.start()
+        self.link.start(self.ingestor.handle)
         self.scheduler.add_job(
             self.pipeline.sweep,
             "interval",

@@ -29,7 +29,7 @@ from sqlmodel import Session
 
 from alert_server.db import database_unavailable, write_scope
 from alert_server.downlink import AlertRef, Downlink
-from alert_server.ingest.mqtt import AckToken
+from alert_server.ingest.mqtt import Ack
 from alert_server.metrics import Metrics
 from alert_server.positions import LastPosition
 from vigie import payloads, topics
@@ -51,9 +51,9 @@ class Inbound:
     device_id: str
     suffix: str
     payload: bytes
-    # None once the broker has its PUBACK already (a cancel, acknowledged at its PIN check);
-    # a callable for a gateway's message (``submit``): called once the message is committed.
-    token: AckToken | Callable[[], None] | None
+    # Called once the message is committed (the broker's PUBACK, or a gateway's answer);
+    # None once the broker has its PUBACK already (a cancel, acknowledged at its PIN check).
+    token: Ack | None
     received_at: datetime
     # A cancel, read and its PIN checked (off the writer) before it reaches the writer.
     cancel: payloads.CancelMsg | None = None
@@ -318,18 +318,12 @@ class Ingestor:
         self.downlink = downlink
         self.pins = pins
         self.batch_max = batch_max
-        self._ack: Callable[[AckToken], None] = lambda token: None
         self._queue: queue.Queue[Inbound | None] = queue.Queue()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def bind(self, *, ack: Callable[[AckToken], None]) -> None:
-        self._ack = ack
-
     def _ack_item(self, item: Inbound) -> None:
-        if isinstance(item.token, AckToken):
-            self._ack(item.token)
-        elif item.token is not None:
+        if item.token is not None:
             item.token()
 
     def submit(self, item: Inbound) -> None:
@@ -339,20 +333,21 @@ class Ingestor:
         self.metrics.ingest_queue.set(self._queue.qsize())
 
     # -- paho thread ---------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes, retain: bool, token: AckToken) -> None:
+    def handle(self, topic: str, payload: bytes, retain: bool, ack: Ack) -> None:
+        """A message from the link (its thread): ``ack`` once its effect is durable."""
         if self._closing.is_set():
             # Shutting down: leave it unacknowledged; the broker keeps it for the next start.
             return
         parsed = topics.parse(topic)
         if parsed is None:
             self._reject("unknown", "bad_topic", topic, "not a Vigie uplink topic")
-            self._ack(token)
+            ack()
             return
         device_id, suffix = parsed
         received_at = utcnow()
         self.metrics.messages.labels(suffix).inc()
         if suffix in ("alert", "session"):
-            self._queue.put(Inbound(device_id, suffix, payload, token, received_at))
+            self._queue.put(Inbound(device_id, suffix, payload, ack, received_at))
             self.metrics.ingest_queue.set(self._queue.qsize())
             return
         try:
@@ -368,7 +363,7 @@ class Ingestor:
         except payloads.PayloadError as exc:
             self._reject(suffix, exc.reason, topic, str(exc))
             self.downlink.error(device_id, topic=topic, reason=exc.reason)
-        self._ack(token)
+        ack()
 
     def _check_pin(
         self, device_id: str, payload: bytes, msg: payloads.CancelMsg, received_at: datetime
