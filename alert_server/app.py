@@ -3,14 +3,18 @@ the FastAPI app around it (``create_app``); starts them in order and stops them 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, timedelta
 
+from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -19,7 +23,7 @@ from sqlalchemy import Engine, text
 
 from alert_server import audit as audit_trail
 from alert_server.alerts import dispatch_timeline
-from alert_server.background import Background
+from alert_server.background import BACKGROUND_JOBS, Background
 from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate, read_scope
 from alert_server.devices.pins import PinGate, PinPolicy
@@ -43,10 +47,32 @@ from dispatch import DispatchConfig, Dispatcher
 from dispatch.channels.base import ChecksCredentials, Closes, Notifier, ProviderHealth
 from dispatch.channels.simulated import SimulatedNotifier
 from dispatch.channels.twilio import TwilioNotifier
+from dispatch.clock import JOB_THREADS as DISPATCH_JOB_THREADS
 from dispatch.webhooks import make_router
 from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+
+# The server's own periodic jobs, on their own executor of the one scheduler.
+SERVER_EXECUTOR = "server"
+PIPELINE_SWEEP = "pipeline-sweep"
+SERVER_JOBS = (PIPELINE_SWEEP, *BACKGROUND_JOBS)
+
+
+def build_scheduler() -> BackgroundScheduler:
+    """The one scheduler of a server process. Dispatch's clock (sweep and wake-ups) runs on
+    its default executor, sized as dispatch needs; the server's jobs on ``SERVER_EXECUTOR``,
+    one thread each (every job is ``max_instances=1``): no job waits for a thread behind
+    another, and the server's jobs can be stopped, waiting for a running one, before the
+    parts they use while dispatch's clock keeps running until dispatch stops."""
+    return BackgroundScheduler(
+        jobstores={"default": MemoryJobStore()},
+        executors={
+            "default": SchedulerPool(DISPATCH_JOB_THREADS),
+            SERVER_EXECUTOR: SchedulerPool(len(SERVER_JOBS)),
+        },
+        timezone=UTC,
+    )
 
 
 @dataclass
@@ -64,9 +90,8 @@ class Runtime:
     notifier: Notifier
     # The last request to the telephony provider (shared with the notifier), for /healthz.
     provider_health: ProviderHealth
-    scheduler: BackgroundScheduler = field(
-        default_factory=lambda: BackgroundScheduler(timezone="UTC")
-    )
+    # The one scheduler: dispatch's clock and the server's jobs (``build_scheduler``).
+    scheduler: BackgroundScheduler
     # Timed visits, worker notices and SMS, retention purge (jobs on ``scheduler``).
     background: Background | None = None
 
@@ -97,6 +122,7 @@ class Runtime:
 
         provider_health = ProviderHealth()
         notifier = _notifier(settings, provider_health)
+        scheduler = build_scheduler()
         dispatcher = Dispatcher(
             engine=engine,
             notifier=notifier,
@@ -105,6 +131,7 @@ class Runtime:
             # The worker's "I am fine" on the verification call lands on the alert.
             verification_hooks=WorkerOkBridge(engine, downlink),
             background=True,
+            scheduler=scheduler,
             config=DispatchConfig(
                 public_url=settings.public_url,
                 lease_s=settings.dispatch_lease_s,
@@ -149,6 +176,7 @@ class Runtime:
             dispatcher=dispatcher,
             notifier=notifier,
             provider_health=provider_health,
+            scheduler=scheduler,
             background=background,
         )
 
@@ -156,6 +184,8 @@ class Runtime:
         migrate(self.engine)
         self._load_reference_data()
         self.presence.start()
+        # The one scheduler: dispatch's clock first (its jobs), the server's jobs below.
+        self.scheduler.start()
         self.dispatcher.start_background()
         self.ingestor.start()
         self.ingestor.pins.start()
@@ -164,14 +194,14 @@ class Runtime:
             self.pipeline.sweep,
             "interval",
             seconds=5,
-            id="pipeline-sweep",
+            id=PIPELINE_SWEEP,
+            executor=SERVER_EXECUTOR,
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
         )
         if self.background is not None:
-            self.background.schedule(self.scheduler)
-        self.scheduler.start()
+            self.background.schedule(self.scheduler, executor=SERVER_EXECUTOR)
         # Alerts stored by a server that died before routing them: do not wait for the sweep.
         self.pipeline.sweep(utcnow() + SWEEP_GRACE)
         if isinstance(self.notifier, ChecksCredentials):
@@ -208,16 +238,26 @@ class Runtime:
         # Reverse order. Ingest first stops taking messages and commits/acks what it holds,
         # while the broker connection is still up; anything not acknowledged stays queued in
         # the broker session for the next start.
-        self.scheduler.shutdown(wait=True)
+        self._stop_server_jobs()
         self.ingestor.stop()
         self.pipeline.shutdown()
         self.link.stop()
         self.dispatcher.shutdown(wait=True)
+        self.scheduler.shutdown(wait=True)
         if isinstance(self.notifier, Closes):
             self.notifier.close()
         self.presence.stop()
         self.engine.dispose()
         log.info("vigie server stopped")
+
+    def _stop_server_jobs(self) -> None:
+        """No server job starts any more, and one still running is waited for (its executor
+        is shut down); dispatch's clock goes on until ``dispatcher.shutdown``."""
+        for job_id in SERVER_JOBS:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(job_id)
+        if self.scheduler.running:
+            self.scheduler.remove_executor(SERVER_EXECUTOR, shutdown=True)
 
     def healthy(self) -> dict[str, bool]:
         db_ok = True

@@ -25,6 +25,12 @@ from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
+# Its jobs' ids on the server's scheduler.
+SESSIONS_TICK = "sessions-tick"
+WORKER_MESSAGES = "worker-messages"
+RETENTION_PURGE = "retention-purge"
+BACKGROUND_JOBS = (SESSIONS_TICK, WORKER_MESSAGES, RETENTION_PURGE)
+
 HOUSEKEEPING_EVERY = timedelta(days=1)
 # The first purge runs a little after start (not during it), then daily.
 HOUSEKEEPING_FIRST = timedelta(minutes=10)
@@ -84,16 +90,22 @@ class Background:
         )
         return cls(engine, sessions, messenger, retention, s.session_tick_s)
 
-    def schedule(self, scheduler: BaseScheduler) -> None:
-        common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+    def schedule(self, scheduler: BaseScheduler, *, executor: str) -> None:
+        """Add the jobs (``BACKGROUND_JOBS``, one running at a time each) on ``executor``."""
+        common = {
+            "max_instances": 1,
+            "coalesce": True,
+            "misfire_grace_time": None,
+            "executor": executor,
+        }
         scheduler.add_job(
-            self.sessions.tick_safe, "interval", seconds=self.tick_s, id="sessions-tick", **common
+            self.sessions.tick_safe, "interval", seconds=self.tick_s, id=SESSIONS_TICK, **common
         )
         scheduler.add_job(
             self.messenger.tick_safe,
             "interval",
             seconds=self.tick_s,
-            id="worker-messages",
+            id=WORKER_MESSAGES,
             **common,
         )
         scheduler.add_job(
@@ -101,7 +113,7 @@ class Background:
             "interval",
             seconds=HOUSEKEEPING_EVERY.total_seconds(),
             next_run_time=utcnow() + HOUSEKEEPING_FIRST,
-            id="retention-purge",
+            id=RETENTION_PURGE,
             **common,
         )
 
