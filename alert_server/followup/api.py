@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.responses import Response
 
 import alert_server.audit as audit_trail
-from alert_server import reports
+import alert_server.reports as reports
 from alert_server.alerts.api import NOT_FOUND, UNAUTHORIZED, get_visible
 from alert_server.db import read_scope
 from alert_server.followup import stats
