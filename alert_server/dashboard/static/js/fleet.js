@@ -65,7 +65,7 @@
           cell(tr, new Date(v.started_at).toLocaleTimeString("fr-FR", { timeZone: "Europe/Paris" }));
           cell(tr, Vigie.elapsed(now - Date.parse(v.started_at)));
           cell(tr, v.expected_end ? new Date(v.expected_end).toLocaleTimeString("fr-FR", { timeZone: "Europe/Paris" }) : "—");
-          cell(tr, v.state === "warned" ? "fin dépassée : avertissement envoyé" : "en cours");
+          cell(tr, v.status_fr);
           tbody.appendChild(tr);
         });
         if (!data.visits.length) {
