@@ -541,6 +541,8 @@ def test_fleet_map_devices_online_and_visits_in_progress(stack: ApiStack, chromi
     try:
         login(pg, stack.url, "/dashboard/devices", user="admin")
         pg.wait_for_selector("#fleet-map[data-devices='1'][data-visits='1']")
+        # No tiles in tests: the same outlines background as the alert page.
+        assert pg.get_attribute("#fleet-map", "data-basemap") == "outlines"
         visits = pg.inner_text("#visits")
         assert "nurse-001" in visits and "25 min" in visits and "en cours" in visits
         assert "Patient" not in pg.content()  # the memo never reaches the map
