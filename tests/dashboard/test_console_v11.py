@@ -596,7 +596,9 @@ def test_history_search_and_paging_in_the_browser(stack: ApiStack, chromium: Any
         assert rows() == ids[:50]  # newest first
         assert pg.locator("#history-prev").count() == 0
         assert_fits(pg, PHONE["width"], "history search at 390")
-        pg.screenshot(path=str(artifact("v11-history-search-390.png")), full_page=True)
+        pg.screenshot(path=str(artifact("v11-history-search-390.png")))  # the first screen
+        pg.locator("#history-next").scroll_into_view_if_needed()
+        pg.screenshot(path=str(artifact("v11-history-pager-390.png")))
         pg.click("#history-next")
         pg.wait_for_load_state()
         assert pg.inner_text("#history-count") == (
