@@ -80,6 +80,7 @@ class Pipeline:
         dispatcher: Dispatcher | None = None,
         pin_policy: PinPolicy | None = None,
         session_default_duration_s: float | None = None,
+        session_checkin_extend_s: float | None = None,
         providers: Sequence[RadioLocator] = (),
         provider_timeout_s: float = 2.0,
         flood_window_s: float = 120.0,
@@ -90,6 +91,7 @@ class Pipeline:
         self.downlink = downlink
         self.pin_policy = pin_policy or PinPolicy()
         self.session_default_duration_s = session_default_duration_s
+        self.session_checkin_extend_s = session_checkin_extend_s
         self.dispatcher = dispatcher
         self.providers = tuple(providers)
         self.provider_timeout_s = provider_timeout_s
@@ -537,6 +539,7 @@ class Pipeline:
             msg=msg,
             now=now,
             default_duration_s=self.session_default_duration_s,
+            checkin_extend_s=self.session_checkin_extend_s,
         )
         fields: dict[str, Any] = {"session_id": msg.session_id, "action": msg.action}
         if out.accepted:
@@ -625,11 +628,17 @@ def record_session_message(
     msg: payloads.SessionMsg,
     now: datetime,
     default_duration_s: float | None = None,
+    checkin_extend_s: float | None = None,
 ) -> visits.SessionOutcome:
     """A Session message applied to its visit (``sessions.service.on_message``); when the
     visit's alert is already raised, the message is also recorded on the alert's timeline."""
     out = visits.on_message(
-        session, device_id=device_id, msg=msg, now=now, default_duration_s=default_duration_s
+        session,
+        device_id=device_id,
+        msg=msg,
+        now=now,
+        default_duration_s=default_duration_s,
+        checkin_extend_s=checkin_extend_s,
     )
     note = out.after_alert
     if note is not None:
