@@ -3,14 +3,18 @@ the FastAPI app around it (``create_app``); starts them in order and stops them 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, timedelta
 
+from apscheduler.executors.pool import ThreadPoolExecutor as SchedulerPool
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
@@ -19,20 +23,19 @@ from sqlalchemy import Engine, text
 
 from alert_server import audit as audit_trail
 from alert_server.alerts import dispatch_timeline
-from alert_server.background import Background
+from alert_server.background import BACKGROUND_JOBS, Background
 from alert_server.dashboard import install_dashboard
 from alert_server.db import make_engine, migrate, read_scope
+from alert_server.devices.pins import PinGate, PinPolicy
 from alert_server.devices.presence import PresenceTracker
-from alert_server.dispatch_bridge import DispatchBridge
+from alert_server.dispatch_bridge import DispatchBridge, WorkerOkBridge
+from alert_server.downlink import Downlink
 from alert_server.followup import api as followup_api
-from alert_server.followup.verification import WorkerOkBridge
 from alert_server.gateways.install import Gateways, install_gateways
 from alert_server.geo import service as geo_service
 from alert_server.geo.providers import HttpGeolocationProvider, OfflineRadioTable, RadioLocator
-from alert_server.ingest.downlink import Downlink
 from alert_server.ingest.handler import Ingestor
 from alert_server.ingest.links import Link, build_link
-from alert_server.ingest.pins import PinGate, PinPolicy
 from alert_server.metrics import Metrics
 from alert_server.phoneapp.routes import install_phone_app
 from alert_server.pipeline import SWEEP_GRACE, Pipeline
@@ -44,10 +47,32 @@ from dispatch import DispatchConfig, Dispatcher
 from dispatch.channels.base import ChecksCredentials, Closes, Notifier, ProviderHealth
 from dispatch.channels.simulated import SimulatedNotifier
 from dispatch.channels.twilio import TwilioNotifier
+from dispatch.clock import JOB_THREADS as DISPATCH_JOB_THREADS
 from dispatch.webhooks import make_router
 from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+
+# The server's own periodic jobs, on their own executor of the one scheduler.
+SERVER_EXECUTOR = "server"
+PIPELINE_SWEEP = "pipeline-sweep"
+SERVER_JOBS = (PIPELINE_SWEEP, *BACKGROUND_JOBS)
+
+
+def build_scheduler() -> BackgroundScheduler:
+    """The one scheduler of a server process. Dispatch's clock (sweep and wake-ups) runs on
+    its default executor, sized as dispatch needs; the server's jobs on ``SERVER_EXECUTOR``,
+    one thread each (every job is ``max_instances=1``): no job waits for a thread behind
+    another, and the server's jobs can be stopped, waiting for a running one, before the
+    parts they use while dispatch's clock keeps running until dispatch stops."""
+    return BackgroundScheduler(
+        jobstores={"default": MemoryJobStore()},
+        executors={
+            "default": SchedulerPool(DISPATCH_JOB_THREADS),
+            SERVER_EXECUTOR: SchedulerPool(len(SERVER_JOBS)),
+        },
+        timezone=UTC,
+    )
 
 
 @dataclass
@@ -65,9 +90,8 @@ class Runtime:
     notifier: Notifier
     # The last request to the telephony provider (shared with the notifier), for /healthz.
     provider_health: ProviderHealth
-    scheduler: BackgroundScheduler = field(
-        default_factory=lambda: BackgroundScheduler(timezone="UTC")
-    )
+    # The one scheduler: dispatch's clock and the server's jobs (``build_scheduler``).
+    scheduler: BackgroundScheduler
     # Timed visits, worker notices and SMS, retention purge (jobs on ``scheduler``).
     background: Background | None = None
 
@@ -83,12 +107,13 @@ class Runtime:
             settings.presence_flush_s,
             position_retention=timedelta(days=settings.retention_position_days),
         )
-        link_holder: list[Link] = []
-
-        def publish(topic: str, payload: bytes, *, expiry_s: int | None = None) -> None:
-            link_holder[0].publish(topic, payload, qos=1, expiry_s=expiry_s)
-
-        downlink = Downlink(publish)
+        # Built in order, nothing attached afterwards: the link first (it publishes once
+        # connected), the downlink on it, ..., the ingest writer, which the link hands every
+        # message to from ``start`` on (``Runtime.start``).
+        link = build_link(
+            settings, on_connected=lambda up: metrics.mqtt_connected.set(1 if up else 0)
+        )
+        downlink = Downlink(link.publish)
         pin_policy = PinPolicy(
             max_failures=settings.pin_max_failures,
             window_s=settings.pin_window_s,
@@ -97,6 +122,7 @@ class Runtime:
 
         provider_health = ProviderHealth()
         notifier = _notifier(settings, provider_health)
+        scheduler = build_scheduler()
         dispatcher = Dispatcher(
             engine=engine,
             notifier=notifier,
@@ -105,6 +131,7 @@ class Runtime:
             # The worker's "I am fine" on the verification call lands on the alert.
             verification_hooks=WorkerOkBridge(engine, downlink),
             background=True,
+            scheduler=scheduler,
             config=DispatchConfig(
                 public_url=settings.public_url,
                 lease_s=settings.dispatch_lease_s,
@@ -122,6 +149,7 @@ class Runtime:
             pin_policy=pin_policy,
             session_default_duration_s=settings.session_default_duration_s,
             session_checkin_extend_s=settings.session_checkin_extend_s,
+            flood_window_s=settings.flood_window_s,
         )
         ingestor = Ingestor(
             engine,
@@ -130,15 +158,7 @@ class Runtime:
             metrics=metrics,
             downlink=downlink,
             pins=PinGate(engine, policy=pin_policy),
-            flood_window_s=settings.flood_window_s,
         )
-        link = build_link(
-            settings,
-            on_message=ingestor.handle,
-            on_connected=lambda up: metrics.mqtt_connected.set(1 if up else 0),
-        )
-        link_holder.append(link)
-        ingestor.bind(ack=link.acks.done)
         background = Background.build(
             settings,
             engine,
@@ -157,6 +177,7 @@ class Runtime:
             dispatcher=dispatcher,
             notifier=notifier,
             provider_health=provider_health,
+            scheduler=scheduler,
             background=background,
         )
 
@@ -164,22 +185,24 @@ class Runtime:
         migrate(self.engine)
         self._load_reference_data()
         self.presence.start()
+        # The one scheduler: dispatch's clock first (its jobs), the server's jobs below.
+        self.scheduler.start()
         self.dispatcher.start_background()
         self.ingestor.start()
         self.ingestor.pins.start()
-        self.link.start()
+        self.link.start(self.ingestor.handle)
         self.scheduler.add_job(
             self.pipeline.sweep,
             "interval",
             seconds=5,
-            id="pipeline-sweep",
+            id=PIPELINE_SWEEP,
+            executor=SERVER_EXECUTOR,
             max_instances=1,
             coalesce=True,
             misfire_grace_time=None,
         )
         if self.background is not None:
-            self.background.schedule(self.scheduler)
-        self.scheduler.start()
+            self.background.schedule(self.scheduler, executor=SERVER_EXECUTOR)
         # Alerts stored by a server that died before routing them: do not wait for the sweep.
         self.pipeline.sweep(utcnow() + SWEEP_GRACE)
         if isinstance(self.notifier, ChecksCredentials):
@@ -216,16 +239,26 @@ class Runtime:
         # Reverse order. Ingest first stops taking messages and commits/acks what it holds,
         # while the broker connection is still up; anything not acknowledged stays queued in
         # the broker session for the next start.
-        self.scheduler.shutdown(wait=True)
+        self._stop_server_jobs()
         self.ingestor.stop()
         self.pipeline.shutdown()
         self.link.stop()
         self.dispatcher.shutdown(wait=True)
+        self.scheduler.shutdown(wait=True)
         if isinstance(self.notifier, Closes):
             self.notifier.close()
         self.presence.stop()
         self.engine.dispose()
         log.info("vigie server stopped")
+
+    def _stop_server_jobs(self) -> None:
+        """No server job starts any more, and one still running is waited for (its executor
+        is shut down); dispatch's clock goes on until ``dispatcher.shutdown``."""
+        for job_id in SERVER_JOBS:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.remove_job(job_id)
+        if self.scheduler.running:
+            self.scheduler.remove_executor(SERVER_EXECUTOR, shutdown=True)
 
     def healthy(self) -> dict[str, bool]:
         db_ok = True

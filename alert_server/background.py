@@ -10,18 +10,26 @@ from datetime import timedelta
 from apscheduler.schedulers.base import BaseScheduler
 from sqlalchemy import Engine
 
+from alert_server.alerts import lifecycle
+from alert_server.devices import service as devices
+from alert_server.downlink import Downlink
 from alert_server.followup.messenger import WorkerMessenger
 from alert_server.followup.notices import NoticeConfig
-from alert_server.followup.retention import RetentionPolicy
 from alert_server.followup.victim_support import load_directory
-from alert_server.ingest.downlink import Downlink
-from alert_server.retention import purge
+from alert_server.retention import RetentionPolicy, purge
+from alert_server.sessions import service as visits
 from alert_server.sessions.engine import AlertStored, SessionConfig, SessionEngine
 from alert_server.settings import Settings
 from dispatch.channels.base import Notifier
 from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+
+# Its jobs' ids on the server's scheduler.
+SESSIONS_TICK = "sessions-tick"
+WORKER_MESSAGES = "worker-messages"
+RETENTION_PURGE = "retention-purge"
+BACKGROUND_JOBS = (SESSIONS_TICK, WORKER_MESSAGES, RETENTION_PURGE)
 
 HOUSEKEEPING_EVERY = timedelta(days=1)
 # The first purge runs a little after start (not during it), then daily.
@@ -51,6 +59,8 @@ class Background:
             engine,
             downlink=downlink,
             alert_stored=alert_stored,
+            receive_alert=lifecycle.receive,
+            device_states=devices.states,
             config=SessionConfig(
                 grace_s=dict(s.session_grace_s),
                 offline_alert_s=s.session_offline_alert_s,
@@ -61,6 +71,8 @@ class Background:
         messenger = WorkerMessenger(
             engine,
             notifier,
+            devices=devices.in_service,
+            in_visit=visits.devices_in_visit,
             notices=NoticeConfig(
                 enabled=s.notices_enabled,
                 low_battery_pct=s.notice_low_battery_pct,
@@ -78,16 +90,22 @@ class Background:
         )
         return cls(engine, sessions, messenger, retention, s.session_tick_s)
 
-    def schedule(self, scheduler: BaseScheduler) -> None:
-        common = {"max_instances": 1, "coalesce": True, "misfire_grace_time": None}
+    def schedule(self, scheduler: BaseScheduler, *, executor: str) -> None:
+        """Add the jobs (``BACKGROUND_JOBS``, one running at a time each) on ``executor``."""
+        common = {
+            "max_instances": 1,
+            "coalesce": True,
+            "misfire_grace_time": None,
+            "executor": executor,
+        }
         scheduler.add_job(
-            self.sessions.tick_safe, "interval", seconds=self.tick_s, id="sessions-tick", **common
+            self.sessions.tick_safe, "interval", seconds=self.tick_s, id=SESSIONS_TICK, **common
         )
         scheduler.add_job(
             self.messenger.tick_safe,
             "interval",
             seconds=self.tick_s,
-            id="worker-messages",
+            id=WORKER_MESSAGES,
             **common,
         )
         scheduler.add_job(
@@ -95,7 +113,7 @@ class Background:
             "interval",
             seconds=HOUSEKEEPING_EVERY.total_seconds(),
             next_run_time=utcnow() + HOUSEKEEPING_FIRST,
-            id="retention-purge",
+            id=RETENTION_PURGE,
             **common,
         )
 

@@ -497,7 +497,7 @@ def devices_victim_support(
     victimes (116 006, association locale, dépôt de plainte) ? Il peut le refuser."""
     from alert_server.db import make_engine, migrate, write_scope
     from alert_server.devices import service
-    from alert_server.followup.service import set_victim_support_opt_out
+    from alert_server.followup.victim_support import set_opt_out
     from vigie.timeutil import utcnow
 
     settings = _settings(config)
@@ -508,9 +508,7 @@ def devices_victim_support(
             found = service.device_and_worker(session, device_id)
             if found is None:
                 fail(f"DEVICE_ID: {device_id!r} inconnu")
-            set_victim_support_opt_out(
-                session, worker_id=found[1].id or 0, opt_out=not enable, now=utcnow()
-            )
+            set_opt_out(session, worker_id=found[1].id or 0, opt_out=not enable, now=utcnow())
     finally:
         engine.dispose()
     state = "recevra" if enable else "ne recevra pas"

@@ -1,4 +1,4 @@
-"""The use case written out: on_alert → geolocate → match → dispatch.
+"""The use case written out: on_alert → store → geolocate → match → dispatch.
 
 Stages do not import one another; this module is where they meet. Slow work (Wi-Fi/cell
 providers, telephony) runs on a small thread pool, never in the MQTT thread.
@@ -6,6 +6,7 @@ providers, telephony) runs on a small thread pool, never in the MQTT thread.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -13,17 +14,21 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, bindparam, func
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, select
 
 from alert_server.alerts import lifecycle
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
 from alert_server.db import read_scope, write_scope
+from alert_server.devices import pins
 from alert_server.devices import service as devices
 from alert_server.devices.models import Device, Worker
-from alert_server.devices.presence import LastPosition, PresenceTracker
+from alert_server.devices.pins import PinPolicy
+from alert_server.devices.presence import PresenceTracker
 from alert_server.dispatch_bridge import incident_refs, service_name
+from alert_server.downlink import AlertRef, Downlink
 from alert_server.followup import victim_support
 from alert_server.geo import resolve as geo_resolve
 from alert_server.geo import service as geo_service
@@ -38,9 +43,8 @@ from alert_server.geo.schemas import (
     Site,
     WifiAccessPoint,
 )
-from alert_server.ingest import pins
-from alert_server.ingest.downlink import AlertRef, Downlink
-from alert_server.ingest.pins import PinPolicy, PinVerdict
+from alert_server.ingest.handler import AlertDraft, StoredAlert
+from alert_server.positions import LastPosition
 from alert_server.referents import chains as referent_chains
 from alert_server.referents import service as referents
 from alert_server.referents.schemas import Directory
@@ -49,12 +53,17 @@ from dispatch import Dispatcher
 from dispatch.schemas import AlertBrief
 from vigie import payloads
 from vigie.timeutil import as_utc, rfc3339, utcnow
-from vigie.vocabulary import AlertEventType, AlertState, DownlinkType
+from vigie.vocabulary import AlertEventType, AlertState, DownlinkType, PinVerdict
 
 log = logging.getLogger(__name__)
 
 # An alert stored but not handed to dispatch after this long is picked up by the sweep.
 SWEEP_GRACE = timedelta(seconds=5)
+
+_device_t = Device.__table__  # type: ignore[attr-defined]
+_DEVICE_REVOKED_AT = select_columns(_device_t.c.revoked_at).where(
+    _device_t.c.device_id == bindparam("d")
+)
 
 
 def _first_name(name: str) -> str:
@@ -74,6 +83,7 @@ class Pipeline:
         session_checkin_extend_s: float | None = None,
         providers: Sequence[RadioLocator] = (),
         provider_timeout_s: float = 2.0,
+        flood_window_s: float = 120.0,
         workers: int = 4,
     ) -> None:
         self.engine = engine
@@ -85,9 +95,83 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.providers = tuple(providers)
         self.provider_timeout_s = provider_timeout_s
+        self.flood_window = timedelta(seconds=flood_window_s)
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vigie-pipeline")
         self._inflight: set[str] = set()
         self._lock = threading.Lock()
+
+    # -- storage (ingest writer thread, inside its transaction) -----------------------------
+    def store_alert(self, session: Session, *, draft: AlertDraft, now: datetime) -> StoredAlert:
+        """Store an alert message read by ingest: a new alert, a press joining its device's
+        running incident, or a repeat of an alert already stored."""
+        # One Core query for the one column needed: loading a Device entity through the ORM
+        # was a third of the writer's time per alert.
+        device = (
+            session.connection().execute(_DEVICE_REVOKED_AT, {"d": draft.device_id}).first()
+            if "bad_device_id" not in draft.flags
+            else None
+        )
+        if device is None:
+            draft.flags.append("unknown_device")
+        elif device.revoked_at is not None:
+            draft.flags.append("revoked_device")
+        values = draft.values(now)
+        # A new press of the same kind while the device's previous alert is still running
+        # (within the flood window) is part of that incident: stored and receipted, never
+        # escalated again (one device cannot make a referent receive a hundred SMS).
+        if session.get_bind().dialect.name == "postgresql":
+            # Two servers storing presses of one device decide its incident one at a time.
+            session.execute(
+                select_columns(func.pg_advisory_xact_lock(_device_lock_key(draft.device_id)))
+            )
+        primary = alerts.incident_primary(
+            session, device_id=draft.device_id, kind=draft.kind, since=now - self.flood_window
+        )
+        if primary is not None and primary.device_alert_id != draft.alert_id:
+            draft.incident_of = primary.alert_id
+            values.update(
+                incident_of=primary.alert_id,
+                duress=primary.duress,
+                dispatched_at=now,
+                acknowledged_at=primary.acknowledged_at,
+                acknowledged_by=primary.acknowledged_by,
+                flags=sorted({*values["flags"], "merged"}),
+            )
+        stored = lifecycle.receive(
+            session,
+            values=values,
+            incident=primary if draft.incident_of is not None else None,
+            event={
+                "at": now,
+                "actor": draft.device_id,
+                "flags": values["flags"],
+                "errors": draft.errors,
+                **({"incident_of": draft.incident_of} if draft.incident_of else {}),
+            },
+        )
+        if stored.created:
+            if primary is not None and draft.incident_of is not None:
+                lifecycle.press_merged(session, primary=primary, member_id=stored.alert_id, at=now)
+                if primary.state == AlertState.ACKNOWLEDGED:
+                    # Help is already on its way: this press is told so too.
+                    draft.incident_acknowledged_by = primary.acknowledged_by or ""
+                    draft.incident_duress = primary.duress
+        else:
+            draft.incident_of = None
+            alerts.add_event(
+                session,
+                alert_id=stored.alert_id,
+                at=now,
+                type_=AlertEventType.REPEAT,
+                actor=draft.device_id,
+            )
+        return StoredAlert(stored.alert_id, stored.created, values["flags"])
+
+    def store_unreadable_alert(self, session: Session, *, values: dict[str, Any]) -> StoredAlert:
+        """The minimal record of an alert message that could not be stored normally (its raw
+        bytes, flagged): no event."""
+        stored = lifecycle.receive(session, values=values, event=None)
+        return StoredAlert(stored.alert_id, stored.created, values["flags"])
 
     # -- after storage: geolocate → match → dispatch --------------------------------------
     def alert_stored(self, alert_id: str) -> None:
@@ -325,7 +409,7 @@ class Pipeline:
             lifecycle.resolve(session, alert=alert, at=now, actor=actor, outcome=outcome, note=note)
             if self.dispatcher is not None:
                 self.dispatcher.close(session, alert_id=alert_id, now=now)
-            victim_support.offer(session, alert_id=alert_id, outcome=outcome, now=now)
+            _offer_victim_support(session, alert, outcome=outcome, now=now)
         for ref in refs:
             self.downlink.alert(ref, DownlinkType.ALERT_RESOLVED)
         return True
@@ -343,7 +427,7 @@ class Pipeline:
         verdict: PinVerdict,
         now: datetime,
     ) -> list[Callable[[], None]]:
-        """Apply a cancel whose PIN was checked (``ingest.pins``): the decision only.
+        """Apply a cancel whose PIN was checked (``devices.pins``): the decision only.
 
         The cancel PIN stands the incident down; the duress PIN looks exactly the same on the
         device (the same ``alert.cancelled`` for the same alerts, then nothing more) while
@@ -449,7 +533,7 @@ class Pipeline:
     def on_session(
         self, session: Session, *, device_id: str, msg: payloads.SessionMsg, now: datetime
     ) -> list[Callable[[], None]]:
-        out = visits.on_message(
+        out = record_session_message(
             session,
             device_id=device_id,
             msg=msg,
@@ -535,6 +619,76 @@ class Pipeline:
                             alert.alert_id,
                             dep,
                         )
+
+
+def record_session_message(
+    session: Session,
+    *,
+    device_id: str,
+    msg: payloads.SessionMsg,
+    now: datetime,
+    default_duration_s: float | None = None,
+    checkin_extend_s: float | None = None,
+) -> visits.SessionOutcome:
+    """A Session message applied to its visit (``sessions.service.on_message``); when the
+    visit's alert is already raised, the message is also recorded on the alert's timeline."""
+    out = visits.on_message(
+        session,
+        device_id=device_id,
+        msg=msg,
+        now=now,
+        default_duration_s=default_duration_s,
+        checkin_extend_s=checkin_extend_s,
+    )
+    note = out.after_alert
+    if note is not None:
+        alerts.add_event(
+            session,
+            alert_id=note.alert_id,
+            at=now,
+            type_=note.event,
+            actor=device_id,
+            expected_end=note.expected_end.isoformat() if note.expected_end else None,
+        )
+    return out
+
+
+def _offer_victim_support(
+    session: Session, alert: Alert, *, outcome: str | None, now: datetime
+) -> None:
+    """After a genuine incident, the victim-support SMS to the alert's worker (once)."""
+    if not victim_support.genuine(outcome):
+        return
+    pair = devices.device_and_worker(session, alert.device_id)
+    if pair is None:
+        return
+    _, worker = pair
+    assert worker.id is not None
+    queued = victim_support.offer(
+        session,
+        alert_id=alert.alert_id,
+        device_id=alert.device_id,
+        departement=alert.departement,
+        incident_at=as_utc(alert.created_at),
+        worker_id=worker.id,
+        phone=worker.phone,
+        outcome=outcome,
+        now=now,
+    )
+    if queued:
+        alerts.add_event(
+            session,
+            alert_id=alert.alert_id,
+            at=now,
+            type_=AlertEventType.VICTIM_SUPPORT_OFFERED,
+            actor="server",
+        )
+
+
+def _device_lock_key(device_id: str) -> int:
+    return int.from_bytes(
+        hashlib.sha256(b"vigie-device\0" + device_id.encode()).digest()[:8], "big", signed=True
+    )
 
 
 def _locked_alert(session: Session, alert_id: str) -> Alert | None:

@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     # national number 116 006 and the general complaint advice.
     victim_support_file: Path | None = None
 
-    # --- Retention (CNIL; alert_server/followup/retention.py, `vigie purge`) ----------------
+    # --- Retention (CNIL; alert_server/retention.py, `vigie purge`) -----------------------
     # Positions outside alerts and sessions (device last position, positions and memos of
     # ended sessions) are erased after this many days.
     retention_position_days: int = Field(default=30, ge=1)

@@ -53,7 +53,10 @@ class Dispatcher:
         (``NoopHooks`` alone); ``verification_hooks``: its side of a worker's "I am fine";
         ``clock``: the time of the drivers that have no ``now`` of their own. With
         ``background`` a clock sweeps every ``sweep_s`` seconds and wakes at the next due
-        time once ``start_background`` is called, on ``scheduler`` if given (else its own)."""
+        time once ``start_background`` is called, on ``scheduler`` if given (else its own; a
+        scheduler given gives its default executor ``dispatch.clock.JOB_THREADS`` threads
+        and is started and shut down by its owner, the clock only adds and removes its
+        jobs)."""
         self.engine = engine
         self.notifier = notifier
         self.hooks: DispatchHooks = hooks or NoopHooks()

@@ -7,8 +7,10 @@
 - ``wake()`` runs a tick now.
 
 Built and owned by ``dispatch.api.Dispatcher`` (``background=True``), which forwards the
-engine's "new work" to ``on_new_work``. It runs on its own APScheduler, or on one passed in
-(the alert server's), where it only adds and removes its two jobs.
+engine's "new work" to ``on_new_work``. It runs on its own APScheduler (dispatch alone), or on
+one passed in (the alert server's), where it only adds and removes its two jobs; that one must
+give its default executor ``JOB_THREADS`` threads for them, so that they never wait for a
+thread behind another job.
 
 Only the in-memory job store is used: APScheduler's FAQ says a job store cannot be shared
 between processes, and a one-shot job is removed before it runs (at-most-once). Losing these
@@ -40,6 +42,10 @@ WAKEUP_JOB = "dispatch-wakeup"
 # Run however late (the default grace of 1 s would silently skip a tick after a pause), once,
 # never stacked. Given per job: the scheduler may be the alert server's.
 _JOB_DEFAULTS: dict[str, Any] = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
+# The wake-up may run 3 at once (re-armed from inside a running sweep, see ``_arm``).
+_WAKEUP_INSTANCES = 3
+# The most threads the clock's jobs take at once: one sweep, and the wake-ups.
+JOB_THREADS = 1 + _WAKEUP_INSTANCES
 
 
 class Clock:
@@ -57,7 +63,7 @@ class Clock:
         self._own_scheduler = scheduler is None
         self._scheduler = scheduler or BackgroundScheduler(
             jobstores={"default": MemoryJobStore()},
-            executors={"default": APSThreadPoolExecutor(4)},
+            executors={"default": APSThreadPoolExecutor(JOB_THREADS)},
             timezone=UTC,
         )
         self._kicks = ThreadPoolExecutor(2)
@@ -67,6 +73,11 @@ class Clock:
         self._arm_lock = threading.Lock()
         self._started = False
         self.ticks = 0
+
+    @property
+    def scheduler(self) -> BackgroundScheduler:
+        """The scheduler its jobs run on (its own, or the one it was given)."""
+        return self._scheduler
 
     @property
     def running(self) -> bool:
@@ -154,7 +165,7 @@ class Clock:
                     run_date=at,
                     id=WAKEUP_JOB,
                     replace_existing=True,
-                    **{**_JOB_DEFAULTS, "max_instances": 3},
+                    **{**_JOB_DEFAULTS, "max_instances": _WAKEUP_INSTANCES},
                 )
             except Exception:  # shutting down
                 log.debug("could not arm the wake-up", exc_info=True)

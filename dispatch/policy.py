@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-Channel = Literal["sms", "voice"]
+from vigie.vocabulary import Channel
 
 
 class Step(BaseModel):
@@ -52,10 +52,10 @@ class EscalationPolicy(BaseModel):
 
 DEFAULT_POLICY = EscalationPolicy(
     steps=(
-        Step(after_s=0, contact=1, channels=("sms",)),
-        Step(after_s=30, contact=1, channels=("voice",)),
-        Step(after_s=90, contact=2, channels=("sms", "voice")),
-        Step(after_s=150, contact="all", channels=("sms", "voice")),
+        Step(after_s=0, contact=1, channels=(Channel.SMS,)),
+        Step(after_s=30, contact=1, channels=(Channel.VOICE,)),
+        Step(after_s=90, contact=2, channels=(Channel.SMS, Channel.VOICE)),
+        Step(after_s=150, contact="all", channels=(Channel.SMS, Channel.VOICE)),
     ),
     repeat=1,
 )

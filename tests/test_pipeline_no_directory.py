@@ -17,7 +17,7 @@ from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
 from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.devices.presence import PresenceTracker
-from alert_server.ingest.downlink import Downlink
+from alert_server.downlink import Downlink
 from alert_server.pipeline import Pipeline
 from alert_server.referents import service as referents
 from vigie.timeutil import utcnow

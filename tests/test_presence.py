@@ -10,7 +10,8 @@ from sqlmodel import Session
 
 from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
-from alert_server.devices.presence import LastPosition, PresenceTracker
+from alert_server.devices.presence import PresenceTracker
+from alert_server.positions import LastPosition
 from vigie.timeutil import utcnow
 
 

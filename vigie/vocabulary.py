@@ -116,6 +116,16 @@ class AlertEventType(StrEnum):
     EXPIRED = "expired"
 
 
+class PinVerdict(StrEnum):
+    """The check of a cancel's PIN (``devices/pins.py``), handed by ingest to the pipeline."""
+
+    CANCEL = "cancel"  # the worker's cancel PIN
+    DURESS = "duress"  # the worker's duress PIN
+    WRONG = "wrong"  # neither
+    LOCKED = "locked"  # not checked: too many wrong PINs lately
+    UNVERIFIABLE = "unverifiable"  # unknown device: no PIN to check against
+
+
 class Role(StrEnum):
     """A console account's role."""
 

@@ -19,8 +19,8 @@ from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.alerts.schemas import KIND_LABELS_FR
 from alert_server.dashboard.presstime import urgency_key
 from alert_server.dashboard.render import STATE_FILTERS, render
-from alert_server.geo.codes import DEPARTEMENT_CODES
 from alert_server.users.schemas import Principal
+from vigie.departements import DEPARTEMENT_CODES
 from vigie.vocabulary import AlertState
 
 BOARD_LIMIT = 200

@@ -45,10 +45,10 @@ from alert_server.dashboard.render import PARIS, render
 from alert_server.dashboard.summary import escalation_summary, plain_timeline
 from alert_server.db import read_scope, write_scope
 from alert_server.devices.models import Device, Worker
-from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
 from alert_server.users import service as users_service
 from alert_server.users.api import client_of
 from alert_server.users.schemas import ADMIN, Principal
+from vigie.departements import DEPARTEMENT_CODES, departement_sort_key
 from vigie.timeutil import as_utc, rfc3339, utcnow
 from vigie.vocabulary import AlertState
 

@@ -31,7 +31,7 @@ class Device(SQLModel, table=True):
     site_label: str | None = Field(default=None, max_length=200)
     created_at: datetime
     revoked_at: datetime | None = None
-    # Wrong cancel PINs (alert_server/ingest/pins.py): how many since when, and the lockout.
+    # Wrong cancel PINs (alert_server/devices/pins.py): how many since when, and the lockout.
     pin_failures: int = 0
     pin_failure_since: datetime | None = None
     pin_locked_until: datetime | None = None

@@ -17,22 +17,14 @@ from sqlalchemy import Engine, bindparam, func, update
 
 from alert_server.db import write_scope
 from alert_server.devices.models import Device
+from alert_server.positions import LastPosition
 from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
 
 
-# Slots: one of each per connected device, held for as long as the process runs (a plain
-# dataclass carries a per-instance dict, several hundred bytes per device).
-@dataclass(frozen=True, slots=True)
-class LastPosition:
-    lat: float
-    lon: float
-    acc_m: float | None
-    at: datetime
-    src: str | None
-
-
+# Slots: one per connected device, held for as long as the process runs (a plain dataclass
+# carries a per-instance dict, several hundred bytes per device).
 @dataclass(frozen=True, slots=True)
 class PresenceState:
     online: bool | None = None

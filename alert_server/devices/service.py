@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
 import phonenumbers
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, select
 
 from alert_server.devices.models import Device, Worker
 from vigie.brokers.files import reserved_for_servers
 from vigie.topics import SERVER_USERNAME, valid_device_id
+
+DEVICE = Device.__table__  # type: ignore[attr-defined]
+WORKER = Worker.__table__  # type: ignore[attr-defined]
 
 _hasher = PasswordHasher()
 ROLES = ("nurse", "pharmacist", "other")
@@ -157,3 +162,55 @@ def device_and_worker(session: Session, device_id: str) -> tuple[Device, Worker]
     worker = session.get(Worker, device.worker_id)
     assert worker is not None
     return device, worker
+
+
+@dataclass(frozen=True, slots=True)
+class InService:
+    """A device not revoked and its worker, as the worker notices need them."""
+
+    device_id: str
+    online: bool
+    last_seen_at: datetime | None
+    batt: int | None
+    charging: bool | None
+    worker_id: int
+    phone: str
+
+
+def in_service(session: Session) -> list[InService]:
+    """Every device not revoked, with its worker's id and phone."""
+    rows = session.execute(
+        select_columns(
+            DEVICE.c.device_id,
+            DEVICE.c.online,
+            DEVICE.c.last_seen_at,
+            DEVICE.c.batt,
+            DEVICE.c.charging,
+            WORKER.c.id,
+            WORKER.c.phone,
+        )
+        .select_from(DEVICE.join(WORKER, WORKER.c.id == DEVICE.c.worker_id))
+        .where(DEVICE.c.revoked_at.is_(None))
+    ).all()
+    return [InService(*row) for row in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """What the visit timers need of a device: is it online, its battery, its worker's role."""
+
+    online: bool
+    batt: int | None
+    role: str | None
+
+
+def states(session: Session, device_ids: Collection[str]) -> dict[str, DeviceState]:
+    """The state of each known device among ``device_ids`` (unknown ones are left out)."""
+    if not device_ids:
+        return {}
+    rows = session.execute(
+        select_columns(DEVICE.c.device_id, DEVICE.c.online, DEVICE.c.batt, WORKER.c.role)
+        .select_from(DEVICE.outerjoin(WORKER, WORKER.c.id == DEVICE.c.worker_id))
+        .where(DEVICE.c.device_id.in_(sorted(set(device_ids))))
+    ).all()
+    return {device_id: DeviceState(online, batt, role) for device_id, online, batt, role in rows}

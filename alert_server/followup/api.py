@@ -10,9 +10,10 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.responses import Response
 
 import alert_server.audit as audit_trail
+import alert_server.reports as reports
 from alert_server.alerts.api import NOT_FOUND, UNAUTHORIZED, get_visible
 from alert_server.db import read_scope
-from alert_server.followup import service, stats
+from alert_server.followup import stats
 from alert_server.users.api import api_principal, engine_of
 from alert_server.users.schemas import Principal
 
@@ -36,7 +37,7 @@ def onvs_for(request: Request, principal: Principal, alert_id: str) -> dict[str,
     with read_scope(engine_of(request)) as session:
         if get_visible(session, principal=principal, alert_id=alert_id) is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, detail="Alerte introuvable")
-        data = service.onvs_prefill(session, alert_id=alert_id)
+        data = reports.onvs_prefill(session, alert_id=alert_id)
     assert data is not None
     # The pre-fill can hold the worker's name and the patient's address: an audited read.
     audit_trail.record_read(
@@ -47,7 +48,7 @@ def onvs_for(request: Request, principal: Principal, alert_id: str) -> dict[str,
 
 def monthly_for(request: Request, principal: Principal) -> list[stats.MonthStats]:
     with read_scope(engine_of(request)) as session:
-        rows = visible_stats(principal, service.monthly_stats(session))
+        rows = visible_stats(principal, reports.monthly_stats(session))
     audit_trail.record_read(
         engine_of(request), request, principal, audit_trail.STATS_EXPORT, rows=len(rows)
     )

@@ -9,8 +9,7 @@ import typer
 
 from alert_server.audit import record_cli
 from alert_server.db import make_engine, migrate, write_scope
-from alert_server.followup.retention import PurgeReport, RetentionPolicy
-from alert_server.retention import purge
+from alert_server.retention import PurgeReport, RetentionPolicy, purge
 from alert_server.settings import load_settings
 from vigie.timeutil import utcnow
 

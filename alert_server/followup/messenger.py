@@ -1,4 +1,7 @@
-"""The worker's own SMS: notice detection, then the outbox, at every tick."""
+"""The worker's own SMS: notice detection, then the outbox, at every tick.
+
+Built with two ports (``notices.WatchedDevices``, ``notices.DevicesInVisit``) that the
+composition root plugs into the devices and sessions stages."""
 
 from __future__ import annotations
 
@@ -12,7 +15,12 @@ from sqlmodel import Session
 from alert_server.db import write_scope
 from alert_server.followup import notices, victim_support
 from alert_server.followup.models import LOW_BATTERY, OFFLINE, VICTIM_SUPPORT, WorkerMessage
-from alert_server.followup.notices import NoticeConfig, NoticeReport
+from alert_server.followup.notices import (
+    DevicesInVisit,
+    NoticeConfig,
+    NoticeReport,
+    WatchedDevices,
+)
 from alert_server.followup.outbox import Outbox, OutboxReport
 from alert_server.followup.victim_support import SupportDirectory
 from dispatch.channels.base import Notifier
@@ -33,11 +41,15 @@ class WorkerMessenger:
         engine: Engine,
         notifier: Notifier,
         *,
+        devices: WatchedDevices,
+        in_visit: DevicesInVisit,
         notices: NoticeConfig | None = None,
         support: SupportDirectory | None = None,
         victim_support_enabled: bool = True,
     ) -> None:
         self.engine = engine
+        self.devices = devices
+        self.in_visit = in_visit
         self.notice_config = notices or NoticeConfig()
         self.support = support or SupportDirectory()
         self.victim_support_enabled = victim_support_enabled
@@ -67,7 +79,13 @@ class WorkerMessenger:
         report = NoticeReport()
         if self.notice_config.enabled:
             with write_scope(self.engine) as session:
-                report = notices.detect(session, now=now, config=self.notice_config)
+                report = notices.detect(
+                    session,
+                    now=now,
+                    config=self.notice_config,
+                    in_visit=self.in_visit(session),
+                    devices=self.devices(session),
+                )
         return MessengerReport(report, self.outbox.run_due(now))
 
     def tick_safe(self) -> None:

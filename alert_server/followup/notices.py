@@ -5,21 +5,25 @@ At most once per episode: an episode (``worker_notice`` row) opens when the cond
 says it once, and only ends after the condition has been clear for ``rearm_s``: a device that
 flaps between online and offline, or a battery hovering around the threshold, makes one SMS.
 Offline DURING a session is not a notice but an alert (``alert_server.sessions``).
+
+The devices, their workers and the running visits belong to other stages: ``detect`` is
+handed what it needs of them (``WatchedDevice``, the devices in a visit), read in the same
+transaction through the ports ``WorkerMessenger`` is built with.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import delete, select, update
 from sqlmodel import Session
 
-from alert_server.devices.models import Device, Worker
 from alert_server.followup import outbox
 from alert_server.followup.models import LOW_BATTERY, OFFLINE, WorkerMessage, WorkerNotice
-from alert_server.sessions.models import OPEN, VisitSession
 from dispatch.messages import PARIS, to_gsm7
 from vigie.persistence import insert_ignore
 from vigie.timeutil import as_utc
@@ -27,9 +31,43 @@ from vigie.timeutil import as_utc
 log = logging.getLogger(__name__)
 
 NOTICE = WorkerNotice.__table__  # type: ignore[attr-defined]
-DEVICE = Device.__table__  # type: ignore[attr-defined]
-WORKER = Worker.__table__  # type: ignore[attr-defined]
-SESSIONS = VisitSession.__table__  # type: ignore[attr-defined]
+
+
+class WatchedDevice(Protocol):
+    """A device in service (not revoked) and its worker, as the notices need them."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def online(self) -> bool: ...
+
+    @property
+    def last_seen_at(self) -> datetime | None: ...
+
+    @property
+    def batt(self) -> int | None: ...
+
+    @property
+    def charging(self) -> bool | None: ...
+
+    @property
+    def worker_id(self) -> int: ...
+
+    @property
+    def phone(self) -> str: ...
+
+
+class WatchedDevices(Protocol):
+    """Port: every device in service with its worker (``devices.service.in_service``)."""
+
+    def __call__(self, session: Session) -> Iterable[WatchedDevice]: ...
+
+
+class DevicesInVisit(Protocol):
+    """Port: the devices with an open visit (``sessions.service.devices_in_visit``)."""
+
+    def __call__(self, session: Session) -> Collection[str]: ...
 
 
 @dataclass(frozen=True)
@@ -47,31 +85,25 @@ class NoticeReport:
     closed: int = 0
 
 
-def detect(session: Session, *, now: datetime, config: NoticeConfig) -> NoticeReport:
-    """Open, notify and close episodes from the devices' stored presence. Idempotent."""
+def detect(
+    session: Session,
+    *,
+    now: datetime,
+    config: NoticeConfig,
+    devices: Iterable[WatchedDevice],
+    in_visit: Collection[str],
+) -> NoticeReport:
+    """Open, notify and close episodes from the devices' stored presence. Idempotent.
+
+    ``devices``: the devices in service; ``in_visit``: those with an open visit."""
     report = NoticeReport()
-    in_session = set(
-        session.execute(select(SESSIONS.c.device_id).where(SESSIONS.c.state.in_(OPEN))).scalars()
-    )
     episodes = {(e.device_id, e.kind): e for e in session.execute(select(WorkerNotice)).scalars()}
-    devices = session.execute(
-        select(
-            DEVICE.c.device_id,
-            DEVICE.c.online,
-            DEVICE.c.last_seen_at,
-            DEVICE.c.batt,
-            DEVICE.c.charging,
-            WORKER.c.id,
-            WORKER.c.phone,
-        )
-        .select_from(DEVICE.join(WORKER, WORKER.c.id == DEVICE.c.worker_id))
-        .where(DEVICE.c.revoked_at.is_(None))
-    ).all()
-    for device_id, online, last_seen_at, batt, charging, worker_id, phone in devices:
-        low = batt is not None and batt <= config.low_battery_pct and charging is not True
+    for d in devices:
+        device_id, online, last_seen_at, batt = d.device_id, d.online, d.last_seen_at, d.batt
+        low = batt is not None and batt <= config.low_battery_pct and d.charging is not True
         # Never seen at all is not "offline" (a device still in its box); in a session it is
         # the session's business (an alert after its own delay).
-        offline = not online and last_seen_at is not None and device_id not in in_session
+        offline = not online and last_seen_at is not None and device_id not in in_visit
         for kind, present, delay_s in (
             (LOW_BATTERY, low, 0.0),
             (OFFLINE, offline, config.offline_after_s),
@@ -86,8 +118,8 @@ def detect(session: Session, *, now: datetime, config: NoticeConfig) -> NoticeRe
                 delay_s=delay_s,
                 now=now,
                 config=config,
-                worker_id=worker_id,
-                phone=phone,
+                worker_id=d.worker_id,
+                phone=d.phone,
                 batt=batt,
                 last_seen_at=last_seen_at,
             )

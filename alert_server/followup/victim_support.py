@@ -5,10 +5,11 @@ département, and how to file a complaint — including that since the loi n° 2
 9 juillet 2025 the employer, the Ordre, the URPS or a union may file it on the victim's behalf
 with her written consent, and that she may give the Ordre's address as her domicile.
 
-``offer`` is called from the resolution (``Pipeline.resolve``), inside its transaction: only
-for an outcome marked ``genuine`` (``outcomes.py``), only once per alert, never for a worker
-who opted out. The text is built when the SMS is sent, from the directory file
-(``VIGIE_VICTIM_SUPPORT_FILE``, see ``victim_support.example.yaml``).
+``offer`` is called from the resolution (``Pipeline.resolve``), inside its transaction, with
+what it needs of the alert and its worker: only for an outcome marked ``genuine``
+(``outcomes.py``), only once per alert, never for a worker who opted out. The text is built
+when the SMS is sent, from the directory file (``VIGIE_VICTIM_SUPPORT_FILE``, see
+``victim_support.example.yaml``).
 """
 
 from __future__ import annotations
@@ -22,13 +23,10 @@ from typing import Any
 import yaml
 from sqlmodel import Session
 
-from alert_server.alerts import service as alerts
-from alert_server.devices import service as devices
 from alert_server.followup import outbox
 from alert_server.followup.models import VICTIM_SUPPORT, WorkerPreference
 from dispatch.messages import PARIS, to_gsm7
 from vigie import outcomes
-from vigie.timeutil import as_utc
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +112,26 @@ def set_opt_out(session: Session, *, worker_id: int, opt_out: bool, now: datetim
     session.add(pref)
 
 
-def offer(session: Session, *, alert_id: str, outcome: str | None, now: datetime) -> bool:
-    """Queue the victim-support SMS for a genuine incident. True when one was queued.
+def genuine(outcome: str | None) -> bool:
+    """An outcome that calls for the victim-support SMS (a real incident)."""
+    found = outcomes.BY_CODE.get(outcome or "")
+    return found is not None and found.genuine
+
+
+def offer(
+    session: Session,
+    *,
+    alert_id: str,
+    device_id: str,
+    departement: str | None,
+    incident_at: datetime,
+    worker_id: int,
+    phone: str,
+    outcome: str | None,
+    now: datetime,
+) -> bool:
+    """Queue the victim-support SMS for a genuine incident. True when one was queued (the
+    caller then writes ``victim_support_offered`` on the alert's timeline).
 
     Runs in the resolution's transaction: the message exists if and only if the resolution
     committed. Idempotent per alert (a second resolution does not resend it).
@@ -123,37 +139,24 @@ def offer(session: Session, *, alert_id: str, outcome: str | None, now: datetime
     found = outcomes.BY_CODE.get(outcome or "")
     if found is None or not found.genuine:
         return False
-    alert = alerts.get_alert(session, alert_id=alert_id)
-    if alert is None:
-        return False
-    pair = devices.device_and_worker(session, alert.device_id)
-    if pair is None:
-        return False
-    _, worker = pair
-    assert worker.id is not None
-    if opted_out(session, worker.id):
+    if opted_out(session, worker_id):
         log.info("victim support not offered (opted out) alert_id=%s", alert_id)
         return False
-    queued = outbox.queue(
+    return outbox.queue(
         session,
         dedupe_key=f"{VICTIM_SUPPORT}:{alert_id}",
         kind=VICTIM_SUPPORT,
-        phone=worker.phone,
+        phone=phone,
         now=now,
-        worker_id=worker.id,
-        device_id=alert.device_id,
+        worker_id=worker_id,
+        device_id=device_id,
         alert_id=alert_id,
         context={
-            "departement": alert.departement,
-            "incident_at": as_utc(alert.created_at).isoformat(),
+            "departement": departement,
+            "incident_at": incident_at.isoformat(),
             "outcome": found.code,
         },
     )
-    if queued:
-        alerts.add_event(
-            session, alert_id=alert_id, at=now, type_="victim_support_offered", actor="server"
-        )
-    return queued
 
 
 def text(directory: SupportDirectory, *, departement: str | None, incident_at: datetime) -> str:

@@ -10,10 +10,11 @@ from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from alert_server.devices.presence import LastPosition, PresenceTracker
+from alert_server.devices.presence import PresenceTracker
 from alert_server.gateways import buttons, osmand
 from alert_server.gateways.intake import Intake
 from alert_server.ingest.handler import Ingestor
+from alert_server.positions import LastPosition
 from alert_server.settings import Settings
 from vigie.brokers import files as broker_files
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from alert_server.devices.presence import LastPosition, PresenceTracker
+from alert_server.devices.presence import PresenceTracker
 from alert_server.ingest.handler import Inbound, Ingestor
+from alert_server.positions import LastPosition
 from vigie.timeutil import rfc3339
 
 

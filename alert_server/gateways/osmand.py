@@ -47,9 +47,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from alert_server.db import read_scope
-from alert_server.devices.presence import LastPosition
 from alert_server.gateways.intake import GatewayAlert, Intake
 from alert_server.gateways.models import OsmandIdentity
+from alert_server.positions import LastPosition
 from vigie.timeutil import utcnow
 from vigie.vocabulary import AlertKind
 

@@ -20,7 +20,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from alert_server.geo.codes import (
+from vigie.departements import (
     departement_of_commune,
     is_commune_code,
     is_departement_code,

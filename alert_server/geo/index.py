@@ -30,8 +30,8 @@ import shapely
 from shapely import STRtree
 
 from alert_server.geo.boundaries import Area
-from alert_server.geo.codes import departement_of_commune
 from alert_server.geo.zones import Zone
+from vigie.departements import departement_of_commune
 
 EARTH_RADIUS_M = 6_371_008.8  # mean Earth radius (IUGG)
 M_PER_DEG = EARTH_RADIUS_M * math.pi / 180.0

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import shapely
 from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, text
+from sqlmodel import Session
 
 from alert_server.geo.boundaries import Area, BoundarySet, GeoDataError
 from alert_server.geo.index import GeoIndex
@@ -346,3 +347,29 @@ def current_index(engine: Engine) -> GeoIndex | None:
         if cache is None:
             cache = _caches[engine] = IndexCache()
     return cache.get(engine)
+
+
+def zone_counts(engine: Engine) -> dict[tuple[str, str], int]:
+    """(département, PN|GN) → number of communes in that zone, from the stored zone table."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(_zone_t.c.departement, _zone_t.c.institution, func.count()).group_by(
+                _zone_t.c.departement, _zone_t.c.institution
+            )
+        ).all()
+    return {(dep, inst): int(n) for dep, inst, n in rows}
+
+
+def postal_code(conn: Connection | Session, commune_code: str | None) -> str | None:
+    """The commune's postal code from the stored zone table (the first one when it lists
+    several), or None."""
+    if not commune_code:
+        return None
+    raw = conn.execute(
+        select(_zone_t.c.code_postal).where(_zone_t.c.code_commune == commune_code)
+    ).scalar()
+    if not raw:
+        return None
+    # The zone file may list several codes ("13400;13401"): ONVS wants one.
+    first = str(raw).replace(",", ";").split(";")[0].strip()
+    return first or None

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from alert_server.geo.boundaries import GeoDataError, read_bytes
-from alert_server.geo.codes import (
+from vigie.departements import (
     FORCES,
     departement_of_commune,
     is_commune_code,

@@ -29,6 +29,7 @@ Safety decisions:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 import time
@@ -123,7 +124,6 @@ class AmqpLink:
         *,
         client_id: str,
         queue: str = DEFAULT_QUEUE,
-        on_message: MessageHandler,
         on_connected: Callable[[bool], None] | None = None,
         prefetch: int = 200,
         clock: Callable[[], float] = time.monotonic,
@@ -133,7 +133,7 @@ class AmqpLink:
         self.client_id = client_id
         self.queue = queue
         self.prefetch = prefetch
-        self._handler = on_message
+        self._handler: MessageHandler | None = None
         self._on_connected = on_connected
         self.connected = threading.Event()
         self.acks = _Acks(self)
@@ -148,7 +148,9 @@ class AmqpLink:
         self.node: str | None = None  # the node this server is connected to, for the logs
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, on_message: MessageHandler) -> None:
+        """Connect and consume: every delivery goes to ``on_message`` with its ``Ack``."""
+        self._handler = on_message
         self._thread = threading.Thread(target=self._run, name="vigie-amqp", daemon=True)
         self._thread.start()
 
@@ -281,7 +283,8 @@ class AmqpLink:
         token = AckToken(self._generation, method.delivery_tag, 1)
         self.acks.register()
         try:
-            self._handler(topic_of(key), body, False, token)
+            assert self._handler is not None  # set by start(), before the thread runs
+            self._handler(topic_of(key), body, False, functools.partial(self.acks.done, token))
         except Exception:
             # As on the MQTT path: a bug in the handler must not stall the queue.
             log.exception("ingest handler failed for %s", key)

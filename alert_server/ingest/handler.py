@@ -4,6 +4,10 @@ The paho thread only decodes and hands off (``Ingestor.handle``). Alerts, cancel
 sessions go to one writer thread that commits them in batches; heartbeats, positions and
 status go to the in-memory presence tracker. Every QoS 1 message is acknowledged to the
 broker only once its effect is durable.
+
+Ingest reads and batches; what a message does to the alerts, visits and devices is decided by
+the pipeline, inside the writer's transaction (``PipelinePort``). Presence and the PIN checks
+are ports too (``Presence``, ``PinChecks``), plugged by the composition root.
 """
 
 from __future__ import annotations
@@ -20,26 +24,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, bindparam, func, select
+from sqlalchemy import Engine
 from sqlmodel import Session
 
-from alert_server.alerts import lifecycle
-from alert_server.alerts import service as alerts
 from alert_server.db import database_unavailable, write_scope
-from alert_server.devices.models import Device
-from alert_server.devices.presence import LastPosition, PresenceTracker
-from alert_server.ingest.downlink import AlertRef, Downlink
-from alert_server.ingest.mqtt import AckToken
-from alert_server.ingest.pins import PinGate, PinVerdict
+from alert_server.downlink import AlertRef, Downlink
+from alert_server.ingest.mqtt import Ack
 from alert_server.metrics import Metrics
+from alert_server.positions import LastPosition
 from vigie import payloads, topics
 from vigie.timeutil import utcnow
-from vigie.vocabulary import AlertEventType, AlertKind, AlertState, DownlinkType, UplinkTopic
+from vigie.vocabulary import AlertKind, DownlinkType, PinVerdict, UplinkTopic
 
 log = logging.getLogger(__name__)
-
-_device_t = Device.__table__  # type: ignore[attr-defined]
-_DEVICE_REVOKED_AT = select(_device_t.c.revoked_at).where(_device_t.c.device_id == bindparam("d"))
 
 # Device clocks may drift; beyond this an alert is flagged (but always kept, and always timed
 # by the server's clock for escalation).
@@ -54,9 +51,9 @@ class Inbound:
     device_id: str
     suffix: str
     payload: bytes
-    # None once the broker has its PUBACK already (a cancel, acknowledged at its PIN check);
-    # a callable for a gateway's message (``submit``): called once the message is committed.
-    token: AckToken | Callable[[], None] | None
+    # Called once the message is committed (the broker's PUBACK, or a gateway's answer);
+    # None once the broker has its PUBACK already (a cancel, acknowledged at its PIN check).
+    token: Ack | None
     received_at: datetime
     # A cancel, read and its PIN checked (off the writer) before it reaches the writer.
     cancel: payloads.CancelMsg | None = None
@@ -113,12 +110,6 @@ def _check_device(device_id: str, msg: Any) -> None:
         raise payloads.PayloadError(
             "device_mismatch", f"payload device_id {str(claimed)[:64]!r} != topic"
         )
-
-
-def _device_lock_key(device_id: str) -> int:
-    return int.from_bytes(
-        hashlib.sha256(b"vigie-device\0" + device_id.encode()).digest()[:8], "big", signed=True
-    )
 
 
 def _readable_alert_id(value: object) -> str | None:
@@ -233,8 +224,30 @@ def interpret_alert(device_id: str, payload: bytes, now: datetime) -> AlertDraft
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredAlert:
+    """What storing an alert message did (``PipelinePort.store_alert``)."""
+
+    alert_id: str  # the server's key of the alert (new or repeated)
+    created: bool  # False: a repeat of an alert already stored
+    flags: list[str]  # as stored
+
+
 class PipelinePort(Protocol):
-    """What ingest needs from the rest of the server (implemented by ``pipeline.Pipeline``)."""
+    """What ingest needs from the rest of the server (implemented by ``pipeline.Pipeline``).
+
+    The ``store_*``, ``on_cancel`` and ``on_session`` calls run on the writer thread, inside
+    its transaction; what they return to do after the commit (tell the device) is run once
+    the batch is committed."""
+
+    def store_alert(self, session: Session, *, draft: AlertDraft, now: datetime) -> StoredAlert:
+        """Store an alert message: a new alert, a press joining its device's running incident
+        (``draft.incident_*`` then say which and what its device must be told), or a repeat."""
+        ...
+
+    def store_unreadable_alert(self, session: Session, *, values: dict[str, Any]) -> StoredAlert:
+        """The minimal record of an alert message that cannot be stored normally."""
+        ...
 
     def alert_stored(self, alert_id: str) -> None: ...
 
@@ -255,17 +268,47 @@ class PipelinePort(Protocol):
     def on_position(self, device_id: str, position: LastPosition) -> None: ...
 
 
+class Presence(Protocol):
+    """Port: the devices' presence, kept in memory (``devices.presence.PresenceTracker``)."""
+
+    def seen(
+        self,
+        device_id: str,
+        at: datetime,
+        *,
+        online: bool | None = ...,
+        batt: int | None = ...,
+        charging: bool | None = ...,
+        position: LastPosition | None = ...,
+    ) -> None: ...
+
+    def heartbeat(self, device_id: str, at: datetime) -> None: ...
+
+
+class PinChecks(Protocol):
+    """Port: the checks of cancel PINs, off the writer (``devices.pins.PinGate``)."""
+
+    def submit(self, device_id: str, pin: str, done: Callable[[PinVerdict], None]) -> None:
+        """Check ``pin``; ``done`` receives the verdict (on the checker's thread)."""
+        ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None:
+        """Finish every check already submitted, then stop."""
+        ...
+
+
 class Ingestor:
     def __init__(
         self,
         engine: Engine,
         *,
-        presence: PresenceTracker,
+        presence: Presence,
         pipeline: PipelinePort,
         metrics: Metrics,
         downlink: Downlink,
-        pins: PinGate,
-        flood_window_s: float = 120.0,
+        pins: PinChecks,
         batch_max: int = 200,
     ) -> None:
         self.engine = engine
@@ -274,20 +317,13 @@ class Ingestor:
         self.metrics = metrics
         self.downlink = downlink
         self.pins = pins
-        self.flood_window = timedelta(seconds=flood_window_s)
         self.batch_max = batch_max
-        self._ack: Callable[[AckToken], None] = lambda token: None
         self._queue: queue.Queue[Inbound | None] = queue.Queue()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def bind(self, *, ack: Callable[[AckToken], None]) -> None:
-        self._ack = ack
-
     def _ack_item(self, item: Inbound) -> None:
-        if isinstance(item.token, AckToken):
-            self._ack(item.token)
-        elif item.token is not None:
+        if item.token is not None:
             item.token()
 
     def submit(self, item: Inbound) -> None:
@@ -297,20 +333,21 @@ class Ingestor:
         self.metrics.ingest_queue.set(self._queue.qsize())
 
     # -- paho thread ---------------------------------------------------------------------
-    def handle(self, topic: str, payload: bytes, retain: bool, token: AckToken) -> None:
+    def handle(self, topic: str, payload: bytes, retain: bool, ack: Ack) -> None:
+        """A message from the link (its thread): ``ack`` once its effect is durable."""
         if self._closing.is_set():
             # Shutting down: leave it unacknowledged; the broker keeps it for the next start.
             return
         parsed = topics.parse(topic)
         if parsed is None:
             self._reject("unknown", "bad_topic", topic, "not a Vigie uplink topic")
-            self._ack(token)
+            ack()
             return
         device_id, suffix = parsed
         received_at = utcnow()
         self.metrics.messages.labels(suffix).inc()
         if suffix in ("alert", "session"):
-            self._queue.put(Inbound(device_id, suffix, payload, token, received_at))
+            self._queue.put(Inbound(device_id, suffix, payload, ack, received_at))
             self.metrics.ingest_queue.set(self._queue.qsize())
             return
         try:
@@ -326,7 +363,7 @@ class Ingestor:
         except payloads.PayloadError as exc:
             self._reject(suffix, exc.reason, topic, str(exc))
             self.downlink.error(device_id, topic=topic, reason=exc.reason)
-        self._ack(token)
+        ack()
 
     def _check_pin(
         self, device_id: str, payload: bytes, msg: payloads.CancelMsg, received_at: datetime
@@ -487,8 +524,7 @@ class Ingestor:
             "raw": payloads.db_text(item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace")),
         }
         with write_scope(self.engine) as session:
-            # No event: the minimal record of a message that could not be stored normally.
-            stored = lifecycle.receive(session, values=values, event=None)
+            stored = self.pipeline.store_unreadable_alert(session, values=values)
         self._received_sender(item.device_id, alert_id)()
         self._ack_item(item)
         if stored.created:
@@ -540,54 +576,12 @@ class Ingestor:
 
     def _store_alert(
         self, session: Session, item: Inbound, now: datetime
-    ) -> tuple[alerts.Stored, AlertDraft]:
+    ) -> tuple[StoredAlert, AlertDraft]:
         draft = interpret_alert(item.device_id, item.payload, now)
-        # One Core query for the one column needed: loading a Device entity through the ORM
-        # was a third of the writer's time per alert.
-        device = (
-            session.connection().execute(_DEVICE_REVOKED_AT, {"d": draft.device_id}).first()
-            if "bad_device_id" not in draft.flags
-            else None
-        )
-        if device is None:
-            draft.flags.append("unknown_device")
-        elif device.revoked_at is not None:
-            draft.flags.append("revoked_device")
-        values = draft.values(now)
-        # A new press of the same kind while the device's previous alert is still running
-        # (within the flood window) is part of that incident: stored and receipted, never
-        # escalated again (one device cannot make a referent receive a hundred SMS).
-        if session.get_bind().dialect.name == "postgresql":
-            # Two servers storing presses of one device decide its incident one at a time.
-            session.execute(select(func.pg_advisory_xact_lock(_device_lock_key(draft.device_id))))
-        primary = alerts.incident_primary(
-            session, device_id=draft.device_id, kind=draft.kind, since=now - self.flood_window
-        )
-        if primary is not None and primary.device_alert_id != draft.alert_id:
-            draft.incident_of = primary.alert_id
-            values.update(
-                incident_of=primary.alert_id,
-                duress=primary.duress,
-                dispatched_at=now,
-                acknowledged_at=primary.acknowledged_at,
-                acknowledged_by=primary.acknowledged_by,
-                flags=sorted({*values["flags"], "merged"}),
-            )
-        stored = lifecycle.receive(
-            session,
-            values=values,
-            incident=primary if draft.incident_of is not None else None,
-            event={
-                "at": now,
-                "actor": draft.device_id,
-                "flags": values["flags"],
-                "errors": draft.errors,
-                **({"incident_of": draft.incident_of} if draft.incident_of else {}),
-            },
-        )
+        stored = self.pipeline.store_alert(session, draft=draft, now=now)
         if stored.created:
             self.metrics.alerts_stored.inc()
-            for flag in set(values["flags"]):
+            for flag in set(stored.flags):
                 self.metrics.alerts_flagged.labels(flag).inc()
             if "malformed" in draft.flags:
                 self.metrics.rejected.labels("alert", "kept_as_alert").inc()
@@ -597,31 +591,18 @@ class Ingestor:
                     draft.device_id,
                     "; ".join(draft.errors),
                 )
-            if primary is not None and draft.incident_of is not None:
-                lifecycle.press_merged(session, primary=primary, member_id=stored.alert_id, at=now)
-                if primary.state == AlertState.ACKNOWLEDGED:
-                    # Help is already on its way: this press is told so too.
-                    draft.incident_acknowledged_by = primary.acknowledged_by or ""
-                    draft.incident_duress = primary.duress
+            if draft.incident_of is not None:
                 self.metrics.alerts_merged.inc()
             log.info(
                 "alert stored alert_id=%s device_id=%s kind=%s flags=%s%s",
                 stored.alert_id,
                 draft.device_id,
                 draft.kind,
-                ",".join(values["flags"]),
+                ",".join(stored.flags),
                 f" incident_of={draft.incident_of}" if draft.incident_of else "",
             )
         else:
-            draft.incident_of = None
             self.metrics.alert_repeats.inc()
-            alerts.add_event(
-                session,
-                alert_id=stored.alert_id,
-                at=now,
-                type_=AlertEventType.REPEAT,
-                actor=draft.device_id,
-            )
         return stored, draft
 
     def _cancel(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:

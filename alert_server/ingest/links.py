@@ -1,5 +1,10 @@
 """Which transport carries the uplink (``VIGIE_INGEST``): one place chooses, the rest of the
-server sees one ``Link`` (connect, ack after commit, publish downlinks, probe)."""
+server sees one ``Link`` (connect, publish downlinks, probe; each message received is handed
+over with its own ack, called after the commit).
+
+Built first, before the downlink that publishes through it and the ingest writer that
+receives from it: ``start(on_message)`` connects it to that writer, so nothing is attached
+to anything after construction."""
 
 from __future__ import annotations
 
@@ -8,26 +13,19 @@ from collections.abc import Callable
 from typing import Protocol
 
 from alert_server.ingest.amqp import AmqpLink
-from alert_server.ingest.mqtt import AckToken, MessageHandler, MqttLink
+from alert_server.ingest.mqtt import MessageHandler, MqttLink
 from alert_server.ingest.probe import SubscriptionProbe
 from alert_server.settings import Settings
 
 
-class Acks(Protocol):
-    def done(self, token: AckToken) -> None: ...
-
-
 class Link(Protocol):
-    @property
-    def acks(self) -> Acks: ...
-
     @property
     def probe(self) -> SubscriptionProbe: ...
 
     @property
     def connected(self) -> threading.Event: ...
 
-    def start(self) -> None: ...
+    def start(self, on_message: MessageHandler) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -47,7 +45,6 @@ class Link(Protocol):
 def build_link(
     settings: Settings,
     *,
-    on_message: MessageHandler,
     on_connected: Callable[[bool], None] | None = None,
 ) -> Link:
     if settings.ingest == "amqp":
@@ -55,7 +52,6 @@ def build_link(
             settings.amqp_url,
             client_id=settings.mqtt_client_id,
             queue=settings.amqp_queue,
-            on_message=on_message,
             on_connected=on_connected,
         )
     return MqttLink(
@@ -64,6 +60,5 @@ def build_link(
         protocol=settings.mqtt_protocol,
         session_expiry_s=settings.mqtt_session_expiry_s,
         shared_group=settings.mqtt_shared_group,
-        on_message=on_message,
         on_connected=on_connected,
     )

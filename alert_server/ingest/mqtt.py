@@ -12,6 +12,7 @@ Safety decisions:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import socket
 import threading
@@ -87,11 +88,15 @@ class AckSequencer:
             return len(self._pending)
 
 
-MessageHandler = Callable[[str, bytes, bool, AckToken], None]
+# Acknowledge one message to the broker (once its effect is durable); handed with it.
+Ack = Callable[[], None]
+# (topic, payload, retained, its ack): what a link hands over for each message it receives.
+MessageHandler = Callable[[str, bytes, bool, Ack], None]
 
 
 class MqttLink:
-    """The server's connection to the broker."""
+    """The server's connection to the broker: built first (it can publish once connected),
+    it receives from ``start(on_message)`` on, each message handed over with its ``Ack``."""
 
     def __init__(
         self,
@@ -101,7 +106,6 @@ class MqttLink:
         protocol: str = "5",
         session_expiry_s: int = 86_400,
         shared_group: str = "",
-        on_message: MessageHandler,
         on_connected: Callable[[bool], None] | None = None,
         receive_maximum: int = 100,
     ) -> None:
@@ -112,7 +116,7 @@ class MqttLink:
         self.shared_group = shared_group
         self.session_expiry_s = session_expiry_s
         self.receive_maximum = receive_maximum
-        self._handler = on_message
+        self._handler: MessageHandler | None = None
         self._on_connected = on_connected
         self.connected = threading.Event()
         # A message to itself through the same kind of subscription (operations.md 1.1).
@@ -157,7 +161,9 @@ class MqttLink:
         self.acks = AckSequencer(send_ack)
 
     # -- lifecycle -----------------------------------------------------------------------
-    def start(self) -> None:
+    def start(self, on_message: MessageHandler) -> None:
+        """Connect and receive: every message goes to ``on_message`` with its ``Ack``."""
+        self._handler = on_message
         props = None
         clean_start: Any = mqtt.MQTT_CLEAN_START_FIRST_ONLY
         if self.v5:
@@ -245,7 +251,10 @@ class MqttLink:
             self.acks.done(token)
             return
         try:
-            self._handler(msg.topic, bytes(msg.payload), msg.retain, token)
+            assert self._handler is not None  # set by start(), before the loop runs
+            self._handler(
+                msg.topic, bytes(msg.payload), msg.retain, functools.partial(self.acks.done, token)
+            )
         except Exception:
             # Never let one message stop the loop. The handler only decodes and hands off, so
             # this is a bug; the message is acked anyway because an unacked message would hold

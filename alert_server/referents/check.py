@@ -11,9 +11,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
 from alert_server.referents.hours import DAY_LABELS_FR, DAY_MIN, PARIS, WEEK_MIN, merge
 from alert_server.referents.schemas import Directory, ReferentContact
+from vigie.departements import DEPARTEMENT_CODES, departement_sort_key
 
 
 @dataclass(frozen=True, slots=True)

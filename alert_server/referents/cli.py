@@ -9,12 +9,13 @@ import typer
 from sqlalchemy import Engine
 
 from alert_server.db import make_engine, migrate
-from alert_server.geo.codes import departement_sort_key
+from alert_server.geo.service import zone_counts
 from alert_server.referents.check import check_lines
 from alert_server.referents.parser import load_directory_file
 from alert_server.referents.schemas import Directory, DirectoryError
-from alert_server.referents.service import current_directory, import_directory, zone_counts
+from alert_server.referents.service import current_directory, import_directory
 from alert_server.settings import load_settings
+from vigie.departements import departement_sort_key
 from vigie.timeutil import utcnow
 
 app = typer.Typer(

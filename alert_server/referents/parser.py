@@ -17,10 +17,10 @@ import phonenumbers
 import yaml
 from pydantic import ValidationError
 
-from alert_server.geo.codes import DEPARTEMENT_CODES, FORCES
 from alert_server.referents.hours import HoursError, parse_hours
 from alert_server.referents.schemas import Directory, DirectoryError, ReferentContact
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy
+from vigie.departements import DEPARTEMENT_CODES, FORCES
 
 _E164_RE = re.compile(r"^\+[1-9][0-9]{6,14}$")  # ASCII digits only: Twilio's From is ASCII
 _TOP_KEYS = ("version", "departements", "national_fallback", "escalation")
@@ -200,7 +200,7 @@ def _french(err: Any) -> str:
     kind, ctx = err.get("type", ""), err.get("ctx") or {}
     if kind == "greater_than_equal":
         return f"doit être supérieur ou égal à {ctx.get('ge')}"
-    if kind == "literal_error":
+    if kind in ("literal_error", "enum"):
         return f"valeur attendue : {ctx.get('expected')}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return "nombre entier attendu"

@@ -13,9 +13,8 @@ from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, func, insert, select
+from sqlalchemy import Engine, insert, select
 
-from alert_server.geo.models import GeoZone
 from alert_server.referents.models import ReferentDirectory
 from alert_server.referents.parser import parse_directory
 from alert_server.referents.schemas import Directory, DirectoryError
@@ -24,7 +23,6 @@ from vigie.timeutil import as_utc, utcnow
 log = logging.getLogger(__name__)
 
 _dir_t = ReferentDirectory.__table__  # type: ignore[attr-defined]
-_zone_t = GeoZone.__table__  # type: ignore[attr-defined]
 
 _parsed: OrderedDict[str, Directory] = OrderedDict()
 _parsed_lock = threading.Lock()
@@ -102,14 +100,3 @@ def sync_from_file(engine: Engine, path: Path, *, now: datetime | None = None) -
     if current is not None and current.sha256 == directory.sha256:
         return current
     return _store(engine, directory, text, now)
-
-
-def zone_counts(engine: Engine) -> dict[tuple[str, str], int]:
-    """(département, PN|GN) → number of communes in that zone, from the stored zone table."""
-    with engine.connect() as conn:
-        rows = conn.execute(
-            select(_zone_t.c.departement, _zone_t.c.institution, func.count()).group_by(
-                _zone_t.c.departement, _zone_t.c.institution
-            )
-        ).all()
-    return {(dep, inst): int(n) for dep, inst, n in rows}

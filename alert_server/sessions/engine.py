@@ -24,18 +24,16 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlmodel import Session
 
-from alert_server.alerts import lifecycle
 from alert_server.db import write_scope
-from alert_server.devices.models import Device, Worker
-from alert_server.ingest.downlink import AlertRef, Downlink
+from alert_server.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
 from vigie.persistence import pick_due
@@ -45,10 +43,45 @@ from vigie.vocabulary import AlertKind, DownlinkType
 log = logging.getLogger(__name__)
 
 S = SESSION_TABLE
-DEVICE = Device.__table__  # type: ignore[attr-defined]
-WORKER = Worker.__table__  # type: ignore[attr-defined]
 
 AlertStored = Callable[[str], None]
+
+
+class Received(Protocol):
+    @property
+    def created(self) -> bool: ...
+
+
+class ReceiveAlert(Protocol):
+    """Port: store a new alert and its ``received`` event, in the caller's transaction; a
+    repeat of an alert already stored changes nothing (``alerts.lifecycle.receive``)."""
+
+    def __call__(
+        self, session: Session, *, values: dict[str, Any], event: Mapping[str, Any] | None = ...
+    ) -> Received: ...
+
+
+class DeviceState(Protocol):
+    """What the timers need of a device: online or not, its battery, its worker's role."""
+
+    @property
+    def online(self) -> bool: ...
+
+    @property
+    def batt(self) -> int | None: ...
+
+    @property
+    def role(self) -> str | None: ...
+
+
+class DeviceStates(Protocol):
+    """Port: the state of each known device among ``device_ids``, in the caller's transaction
+    (``devices.service.states``); unknown devices are left out."""
+
+    def __call__(
+        self, session: Session, device_ids: Collection[str]
+    ) -> Mapping[str, DeviceState]: ...
+
 
 OVERDUE_KIND = AlertKind.SESSION_OVERDUE
 # Not a protocol kind: dispatch escalates it as an SOS and names it (messages.kind_label).
@@ -87,11 +120,17 @@ class SessionEngine:
         *,
         downlink: Downlink,
         alert_stored: AlertStored,
+        receive_alert: ReceiveAlert,
+        device_states: DeviceStates,
         config: SessionConfig | None = None,
     ) -> None:
+        """``alert_stored``: hands a committed alert to the pipeline; ``receive_alert`` and
+        ``device_states``: the ports to the alerts and devices stages."""
         self.engine = engine
         self.downlink = downlink
         self.alert_stored = alert_stored
+        self.receive_alert = receive_alert
+        self.device_states = device_states
         self.config = config or SessionConfig()
 
     def tick_safe(self) -> None:
@@ -153,11 +192,14 @@ class SessionEngine:
         delay = timedelta(seconds=self.config.offline_alert_s)
         with write_scope(self.engine) as session:
             rows = session.execute(
-                select(S.c.id, S.c.offline_since, DEVICE.c.online)
-                .select_from(S.join(DEVICE, DEVICE.c.device_id == S.c.device_id))
-                .where(S.c.state.in_(RUNNING))
+                select(S.c.id, S.c.offline_since, S.c.device_id).where(S.c.state.in_(RUNNING))
             ).all()
-            for row_id, offline_since, online in rows:
+            states = self.device_states(session, {r.device_id for r in rows})
+            for row_id, offline_since, device_id in rows:
+                state = states.get(device_id)
+                if state is None:
+                    continue  # no such device: nothing to watch
+                online = state.online
                 if not online and offline_since is None:
                     res = session.execute(
                         update(S)
@@ -184,12 +226,8 @@ class SessionEngine:
                 or_(S.c.due_at <= now, S.c.offline_due_at <= now),
             )
             for r in self._pick(session, due):
-                device = session.execute(
-                    select(DEVICE.c.online, DEVICE.c.batt, WORKER.c.role)
-                    .select_from(DEVICE.outerjoin(WORKER, WORKER.c.id == DEVICE.c.worker_id))
-                    .where(DEVICE.c.device_id == r["device_id"])
-                ).first()
-                still_offline = device is not None and not device[0]
+                device = self.device_states(session, (r["device_id"],)).get(r["device_id"])
+                still_offline = device is not None and not device.online
                 if r["offline_due_at"] is not None and as_utc(r["offline_due_at"]) <= now:
                     if still_offline:
                         self._raise(session, r, "offline", now, device, report, after)
@@ -203,7 +241,7 @@ class SessionEngine:
                 if r["due_at"] is None or as_utc(r["due_at"]) > now:
                     continue
                 if r["state"] == ACTIVE:
-                    self._warn(session, r, now, device[2] if device else None, report, after)
+                    self._warn(session, r, now, device.role if device else None, report, after)
                 elif r["state"] == WARNED:
                     self._raise(session, r, "overdue", now, device, report, after)
         return after
@@ -258,7 +296,7 @@ class SessionEngine:
         r: Any,
         reason: str,
         now: datetime,
-        device: Any,
+        device: DeviceState | None,
         report: SessionTickReport,
         after: list[Callable[[], None]],
     ) -> None:
@@ -295,7 +333,7 @@ class SessionEngine:
             "warned_at": rfc3339(r["warned_at"]) if r["warned_at"] else None,
             "offline_since": rfc3339(r["offline_since"]) if r["offline_since"] else None,
         }
-        created = lifecycle.receive(
+        created = self.receive_alert(
             session,
             values={
                 "alert_id": alert_id,
@@ -306,7 +344,7 @@ class SessionEngine:
                 "flags": sorted(flags),
                 "created_at": now,
                 "device_ts": None,
-                "batt": device[1] if device is not None else None,
+                "batt": device.batt if device is not None else None,
                 "pos_lat": r["pos_lat"] if has_pos else None,
                 "pos_lon": r["pos_lon"] if has_pos else None,
                 "pos_acc_m": r["pos_acc_m"] if has_pos else None,

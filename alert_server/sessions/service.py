@@ -12,17 +12,16 @@ import hashlib
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
-from alert_server.alerts import service as alerts
-from alert_server.alerts.models import Alert
 from alert_server.sessions.models import (
     ACTIVE,
     ALERTED,
     ENDED,
+    OPEN,
     RUNNING,
     WARNED,
     VisitSession,
@@ -73,6 +72,12 @@ def get(session: Session, *, device_id: str, session_id: str) -> VisitSession | 
     return session.exec(stmt).first()
 
 
+def devices_in_visit(session: Session) -> set[str]:
+    """The devices with an open visit (running, or ended by its alert and not yet closed)."""
+    stmt = select(VisitSession.device_id).where(col(VisitSession.state).in_(OPEN))
+    return set(session.exec(stmt))
+
+
 def running_for_device(session: Session, *, device_id: str) -> list[VisitSession]:
     stmt = (
         select(VisitSession)
@@ -109,14 +114,25 @@ def _position_values(pos: payloads.Position | None, msg_ts: datetime) -> dict[st
 
 
 @dataclass(frozen=True, slots=True)
+class AfterAlert:
+    """A message of the device about a visit whose alert is raised: a line for that alert's
+    timeline (``session_<action>_after_alert``), which the pipeline writes."""
+
+    alert_id: str
+    event: str
+    expected_end: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class SessionOutcome:
     """What the device is told (protocol.md 1.1): ``session.accepted`` with the deadline on
     the server's clock, or ``session.rejected`` with a reason — the worker must know whether
-    she is being watched."""
+    she is being watched. ``after_alert``: what the alert's timeline must record."""
 
     accepted: bool
     reason: str | None = None
     expected_end: datetime | None = None
+    after_alert: AfterAlert | None = None
 
 
 def on_message(
@@ -202,18 +218,11 @@ def on_message(
         # responders, but never stands it down (it may be sent under threat; the cancel PIN
         # is the way to stop an alert).
         assert row.alert_id is not None
-        alerts.add_event(
-            session,
-            alert_id=row.alert_id,
-            at=now,
-            type_=f"session_{msg.action}_after_alert",
-            actor=device_id,
-            expected_end=expected_end.isoformat() if expected_end else None,
-        )
+        note = AfterAlert(row.alert_id, f"session_{msg.action}_after_alert", expected_end)
         if msg.action == "end":
             row.state, row.ended_at, row.end_reason = ENDED, now, "end"
         session.add(row)
-        return _accepted(row)
+        return replace(_accepted(row), after_alert=note)
     if row.state == ENDED:
         session.add(row)
         return _accepted(row)
@@ -268,7 +277,20 @@ def _accepted(row: VisitSession) -> SessionOutcome:
     return SessionOutcome(accepted=True, expected_end=end)
 
 
-def _session_of_alert(session: Session, alert: Alert) -> VisitSession | None:
+class AlertOfVisit(Protocol):
+    """What the visits need to know of an alert (an ``Alert`` row has it)."""
+
+    @property
+    def alert_id(self) -> str: ...
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def created_at(self) -> datetime: ...
+
+
+def _session_of_alert(session: Session, alert: AlertOfVisit) -> VisitSession | None:
     """The session an alert belongs to: the one that raised it, or the device's visit that
     was open when the alert was created (an SOS during a home visit)."""
     created = as_utc(alert.created_at)
@@ -291,12 +313,12 @@ def _session_of_alert(session: Session, alert: Alert) -> VisitSession | None:
     return session.exec(stmt).first()
 
 
-def memo_for_alert(session: Session, alert: Alert) -> str | None:
+def memo_for_alert(session: Session, alert: AlertOfVisit) -> str | None:
     row = _session_of_alert(session, alert)
     return row.memo if row is not None else None
 
 
-def brief_with_memo(session: Session, alert: Alert, brief: AlertBrief) -> AlertBrief:
+def brief_with_memo(session: Session, alert: AlertOfVisit, brief: AlertBrief) -> AlertBrief:
     """The responders' brief with the visit memo as the place (often the patient's address,
     the most useful thing a patrol can have when the worker is inside a building)."""
     memo = memo_for_alert(session, alert)

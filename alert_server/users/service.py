@@ -21,10 +21,10 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete
 from sqlmodel import Session, col, select
 
-from alert_server.geo.codes import DEPARTEMENT_CODES, departement_sort_key
 from alert_server.users import throttle
 from alert_server.users.models import Account, AuditRecord, LoginFailure, WebSession
 from alert_server.users.schemas import ADMIN, DISPATCHER, ROLES, NewAccount, Principal
+from vigie.departements import DEPARTEMENT_CODES, departement_sort_key
 from vigie.timeutil import as_utc
 
 # argon2id with the library's defaults (RFC 9106 "low memory" profile).

@@ -21,7 +21,7 @@ from alert_server.alerts import service as alerts_service
 from alert_server.app import Runtime, create_app
 from alert_server.db import migrate, write_scope
 from alert_server.devices import service as devices_service
-from alert_server.ingest.downlink import Downlink
+from alert_server.downlink import Downlink
 from alert_server.settings import Settings
 from alert_server.users import service as users_service
 from alert_server.users.models import AuditRecord

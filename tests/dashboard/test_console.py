@@ -123,7 +123,7 @@ def test_live_board_ack_duress_and_detail(
     pg.wait_for_selector("#alert-status[data-state=resolved]")
     assert "Agression physique" in pg.inner_text("#alert-status")
     # The device is not told: after the duress PIN its screen must keep showing "cancelled"
-    # (ingest.downlink: "not telling the device (cancelled by it)").
+    # (alert_server.downlink: "not telling the device (cancelled by it)").
     problems.assert_none()
     dev.close()
 

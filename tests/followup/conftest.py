@@ -21,9 +21,8 @@ from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
 from alert_server.db import write_scope
 from alert_server.devices.presence import PresenceTracker
-from alert_server.dispatch_bridge import DispatchBridge
-from alert_server.followup.verification import WorkerOkBridge
-from alert_server.ingest.downlink import Downlink
+from alert_server.dispatch_bridge import DispatchBridge, WorkerOkBridge
+from alert_server.downlink import Downlink
 from alert_server.pipeline import Pipeline
 from alert_server.referents import service as referents
 from dispatch import DispatchConfig, Dispatcher, TickReport

@@ -14,15 +14,14 @@ from sqlalchemy import Engine, insert
 from sqlmodel import select
 from typer.testing import CliRunner
 
+from alert_server import reports as followup
 from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert, AlertEvent
 from alert_server.db import write_scope
 from alert_server.devices.models import Device
-from alert_server.followup import service as followup
 from alert_server.followup.models import WorkerMessage
-from alert_server.followup.retention import RetentionPolicy, months_before
 from alert_server.geo.models import GeoZone
-from alert_server.retention import purge
+from alert_server.retention import RetentionPolicy, months_before, purge
 from alert_server.sessions.models import VisitSession
 from dispatch.models import Escalation, Notification
 from tests.sessions.helpers import MEMO, T0, add_device, send, session_msg, set_presence

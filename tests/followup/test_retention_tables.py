@@ -13,8 +13,7 @@ from typer.testing import CliRunner
 
 from alert_server.db import write_scope
 from alert_server.devices.models import Device, Worker
-from alert_server.followup.retention import ERASED_NAME, RetentionPolicy
-from alert_server.retention import purge
+from alert_server.retention import ERASED_NAME, RetentionPolicy, purge
 from alert_server.users.models import Account, AuditRecord, WebSession
 from dispatch.models import Inbound
 from tests.sessions.helpers import add_device

@@ -12,18 +12,21 @@ from sqlalchemy import Engine
 
 from alert_server.alerts import service as alerts
 from alert_server.db import write_scope
+from alert_server.devices import service as devices
 from alert_server.devices.presence import PresenceTracker
-from alert_server.followup import service as followup
+from alert_server.downlink import Downlink
 from alert_server.followup.messenger import WorkerMessenger
 from alert_server.followup.notices import NoticeConfig
-from alert_server.followup.victim_support import load_directory
-from alert_server.ingest.downlink import Downlink
+from alert_server.followup.victim_support import load_directory, set_opt_out
 from alert_server.pipeline import Pipeline
+from alert_server.sessions import service as visits
 from dispatch.channels.base import SendResult
 from dispatch.messages import is_gsm7
 from tests.sessions.helpers import T0, WORKER_PHONE, add_device, send, session_msg, set_presence
 
 NOTICES = NoticeConfig(low_battery_pct=15, offline_after_s=600, rearm_s=1800)
+# The messenger's ports, plugged as the composition root (alert_server/background.py) does.
+PORTS = {"devices": devices.in_service, "in_visit": visits.devices_in_visit}
 
 
 class RecordingNotifier:
@@ -49,7 +52,7 @@ def at(seconds: float) -> datetime:
 def test_low_battery_once_per_episode(engine: Engine) -> None:
     add_device(engine)
     rec = RecordingNotifier()
-    m = WorkerMessenger(engine, rec, notices=NOTICES)
+    m = WorkerMessenger(engine, rec, **PORTS, notices=NOTICES)
     set_presence(engine, "nurse-1", batt=14, charging=False)
     m.tick(at(0))
     [(to, body)] = rec.sms
@@ -71,7 +74,7 @@ def test_low_battery_once_per_episode(engine: Engine) -> None:
 def test_offline_outside_a_session_once_per_episode(engine: Engine) -> None:
     add_device(engine)
     rec = RecordingNotifier()
-    m = WorkerMessenger(engine, rec, notices=NOTICES)
+    m = WorkerMessenger(engine, rec, **PORTS, notices=NOTICES)
     set_presence(engine, "nurse-1", online=False)
     m.tick(at(0))
     m.tick(at(599))
@@ -90,7 +93,7 @@ def test_offline_outside_a_session_once_per_episode(engine: Engine) -> None:
 def test_short_drops_never_add_up_to_a_notice(engine: Engine) -> None:
     add_device(engine)
     rec = RecordingNotifier()
-    m = WorkerMessenger(engine, rec, notices=NOTICES)
+    m = WorkerMessenger(engine, rec, **PORTS, notices=NOTICES)
     for i in range(20):  # offline 5 min, online 1 min, again and again
         set_presence(engine, "nurse-1", online=False)
         m.tick(at(360 * i))
@@ -104,7 +107,7 @@ def test_offline_during_a_session_is_not_a_notice(engine: Engine) -> None:
     add_device(engine)
     send(engine, session_msg("start", expected_end=at(7200)), T0)
     rec = RecordingNotifier()
-    m = WorkerMessenger(engine, rec, notices=NOTICES)
+    m = WorkerMessenger(engine, rec, **PORTS, notices=NOTICES)
     set_presence(engine, "nurse-1", online=False)
     for t in (0, 600, 1200):
         m.tick(at(t))
@@ -147,7 +150,7 @@ def test_victim_support_after_a_genuine_incident_only(engine: Engine, tmp_path: 
     path = tmp_path / "soutien.yaml"
     path.write_text(DIRECTORY, encoding="utf-8")
     rec = RecordingNotifier()
-    m = WorkerMessenger(engine, rec, notices=NOTICES, support=load_directory(path))
+    m = WorkerMessenger(engine, rec, **PORTS, notices=NOTICES, support=load_directory(path))
     pipeline = Pipeline(
         engine,
         presence=PresenceTracker(engine),
@@ -173,7 +176,7 @@ def test_victim_support_after_a_genuine_incident_only(engine: Engine, tmp_path: 
             assert "victim_support_offered" in [e.type for e in alerts.events(s, alert_id=genuine)]
         # Opted out: nothing, even for a genuine incident.
         with write_scope(engine) as s:
-            followup.set_victim_support_opt_out(s, worker_id=worker_id, opt_out=True, now=at(700))
+            set_opt_out(s, worker_id=worker_id, opt_out=True, now=at(700))
         pipeline.resolve(opted_out, actor="disp", outcome="armed_assault", note=None, now=at(800))
         m.tick(at(801))
         m.tick(at(900))

@@ -9,7 +9,7 @@ import phonenumbers
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from alert_server.geo.codes import DEPARTEMENT_CODES, FORCES
+from vigie.departements import DEPARTEMENT_CODES, FORCES
 
 _DEPS = sorted(DEPARTEMENT_CODES)
 

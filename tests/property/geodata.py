@@ -9,7 +9,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from alert_server.geo.codes import DEPARTEMENT_CODES
+from vigie.departements import DEPARTEMENT_CODES
 
 _DEPS = sorted(DEPARTEMENT_CODES)
 LON0, LAT0, CELL = 2.0, 44.0, 0.5  # grid of 0.5° cells; squares stay inside their cell

@@ -16,9 +16,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from alert_server.geo.boundaries import GeoDataError
-from alert_server.geo.codes import DEPARTEMENT_CODES, departement_of_commune
 from alert_server.geo.zones import ZoneSet, parse_zones
 from tests.property.common import fast
+from vigie.departements import DEPARTEMENT_CODES, departement_of_commune
 
 _DEPS = sorted(DEPARTEMENT_CODES)
 COMMUNE_CODES = st.builds(

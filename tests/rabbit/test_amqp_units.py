@@ -35,11 +35,10 @@ def test_amqp_urls_are_checked() -> None:
 
 def test_a_downlink_matched_by_the_binding_never_reaches_ingest() -> None:
     seen: list[str] = []
-    link = AmqpLink(
-        "amqp://u:p@127.0.0.1:1/%2F",
-        client_id="vigie-server",
-        on_message=lambda t, *a: seen.append(t),
-    )
+    link = AmqpLink("amqp://u:p@127.0.0.1:1/%2F", client_id="vigie-server")
+    # Started (nothing listens on port 1: its connection thread only retries) to receive.
+    link.start(lambda t, *a: seen.append(t))
+    link.stop()
 
     class Method:
         def __init__(self, key: str, tag: int) -> None:

@@ -11,11 +11,13 @@ from typing import Any
 from sqlalchemy import Engine, update
 from sqlmodel import select
 
+from alert_server.alerts import lifecycle
 from alert_server.alerts.models import Alert
 from alert_server.db import write_scope
+from alert_server.devices import service as devices
 from alert_server.devices.models import Device, Worker
-from alert_server.ingest.downlink import Downlink
-from alert_server.sessions import service as visits
+from alert_server.downlink import Downlink
+from alert_server.pipeline import record_session_message
 from alert_server.sessions.engine import SessionConfig, SessionEngine
 from alert_server.sessions.models import VisitSession
 from vigie import payloads
@@ -103,9 +105,10 @@ def session_msg(
 def send(
     engine: Engine, msg: payloads.SessionMsg, now: datetime, device_id: str = "nurse-1"
 ) -> None:
-    """What the ingest writer does with a session message: one write transaction."""
+    """What the ingest writer does with a session message (through the pipeline): one write
+    transaction."""
     with write_scope(engine) as s:
-        visits.on_message(s, device_id=device_id, msg=msg, now=now)
+        record_session_message(s, device_id=device_id, msg=msg, now=now)
 
 
 @dataclass
@@ -127,8 +130,14 @@ class Recorder:
 
 
 def make_engine(engine: Engine, rec: Recorder, config: SessionConfig = CONFIG) -> SessionEngine:
+    # The ports plugged as the composition root (alert_server/background.py) does.
     return SessionEngine(
-        engine, downlink=Downlink(rec.publish), alert_stored=rec.alert_stored, config=config
+        engine,
+        downlink=Downlink(rec.publish),
+        alert_stored=rec.alert_stored,
+        receive_alert=lifecycle.receive,
+        device_states=devices.states,
+        config=config,
     )
 
 

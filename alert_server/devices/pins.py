@@ -16,7 +16,6 @@ on its own thread, and the writer only records the decision.
 
 from __future__ import annotations
 
-import enum
 import logging
 import threading
 from collections import deque
@@ -30,16 +29,9 @@ from sqlmodel import Session
 from alert_server.devices import service as devices
 from alert_server.devices.models import Device
 from vigie.timeutil import as_utc, utcnow
+from vigie.vocabulary import PinVerdict
 
 log = logging.getLogger(__name__)
-
-
-class PinVerdict(enum.StrEnum):
-    CANCEL = "cancel"  # the worker's cancel PIN
-    DURESS = "duress"  # the worker's duress PIN
-    WRONG = "wrong"  # neither
-    LOCKED = "locked"  # not checked: too many wrong PINs lately
-    UNVERIFIABLE = "unverifiable"  # unknown device: no PIN to check against
 
 
 @dataclass(frozen=True)

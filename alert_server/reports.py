@@ -1,7 +1,9 @@
-"""Follow-up reads for the dashboard and exports: ONVS pre-fill of an alert, monthly statistics.
+"""Follow-up reads for the console and exports: ONVS pre-fill of an alert, monthly statistics.
 
-Keyword-only arguments after the session. Pure functions of ``onvs.py`` and ``stats.py`` do
-the work; this module only reads the rows they need.
+Keyword-only arguments after the session. The pure functions of ``followup/onvs.py`` and
+``followup/stats.py`` do the work; this use case reads the rows they need from the stages that
+own them (the alert, its device and worker, the visit's memo, the commune's postal code) and
+from dispatch (the first notification sent).
 """
 
 from __future__ import annotations
@@ -16,15 +18,13 @@ from alert_server.alerts import service as alerts
 from alert_server.alerts.models import Alert
 from alert_server.devices import service as devices
 from alert_server.followup import onvs, stats
-from alert_server.followup.victim_support import set_opt_out
-from alert_server.geo.models import GeoZone
+from alert_server.geo import service as geo
 from alert_server.sessions import service as visits
 from dispatch.models import KIND_ALERT, Notification
 from vigie.timeutil import as_utc
 
 ALERT = Alert.__table__  # type: ignore[attr-defined]
 NOTIF = Notification.__table__  # type: ignore[attr-defined]
-ZONE = GeoZone.__table__  # type: ignore[attr-defined]
 
 __all__ = [
     "alert_facts",
@@ -33,26 +33,10 @@ __all__ = [
     "onvs_input",
     "onvs_prefill",
     "onvs_prefill_csv",
-    "set_victim_support_opt_out",
 ]
-
-set_victim_support_opt_out = set_opt_out
 
 
 # --- ONVS --------------------------------------------------------------------------------
-
-
-def _postal_code(session: Session, commune_code: str | None) -> str | None:
-    if not commune_code:
-        return None
-    raw = session.execute(
-        select(ZONE.c.code_postal).where(ZONE.c.code_commune == commune_code)
-    ).scalar()
-    if not raw:
-        return None
-    # The zone file may list several codes ("13400;13401"): ONVS wants one.
-    first = str(raw).replace(",", ";").split(";")[0].strip()
-    return first or None
 
 
 def onvs_input(session: Session, *, alert_id: str) -> onvs.OnvsInput | None:
@@ -69,7 +53,7 @@ def onvs_input(session: Session, *, alert_id: str) -> onvs.OnvsInput | None:
         worker_role=worker.role if worker else None,
         commune_nom=alert.commune_nom,
         commune_code=alert.commune_code,
-        postal_code=_postal_code(session, alert.commune_code),
+        postal_code=geo.postal_code(session, alert.commune_code),
         site_label=device.site_label if device else None,
         session_memo=visits.memo_for_alert(session, alert),
         outcome=alert.outcome,

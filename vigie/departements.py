@@ -1,4 +1,9 @@
-"""INSEE codes: the set of real département codes and how a commune code maps to its département."""
+"""The départements Vigie covers: their INSEE codes, how a commune code maps to its
+département, their order, and the two forces that cover them.
+
+Words shared by the boundaries (``geo``), the referent directory (``referents``), the console
+accounts (``users``) and the console: here, below all of them, so that none imports another.
+"""
 
 from __future__ import annotations
 
