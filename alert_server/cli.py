@@ -59,12 +59,12 @@ def fail(message: str) -> NoReturn:
 
 
 def _settings(config: Path | None) -> Settings:
-    from alert_server.settings import load_settings
+    from alert_server.settings import describe_setting_errors, load_settings
 
     try:
         return load_settings(config)
     except Exception as exc:
-        fail(f"réglages: {str(exc).splitlines()[0]}")
+        fail(f"réglages: {describe_setting_errors(exc)}")
 
 
 @app.command()
