@@ -225,7 +225,9 @@ def setting_errors(exc: Exception) -> list[str]:
             name = f"VIGIE_{loc[0].upper()}" if loc else "réglages"
             if len(loc) > 1:
                 name += "[" + "][".join(loc[1:]) + "]"
-            ctx = e.get("ctx") or {}
+            ctx = {
+                k: f"{v:g}" if isinstance(v, float) else v for k, v in (e.get("ctx") or {}).items()
+            }
             why = _WHY.get(e["type"], "").format(**ctx) or f"valeur refusée ({e['msg']})"
             if e["type"] == "string_pattern_mismatch":
                 choices = re.fullmatch(r"\^\(([\w|]+)\)\$", str(ctx.get("pattern", "")))

@@ -26,7 +26,7 @@ from vigie.brokers import files as broker_files
 HEADER = "device_id,worker,role,phone,pin,duress_pin,site_lat,site_lon,site_label,gateway"
 GOOD = [
     "nurse-001,Inès Durand,nurse,+33612345678,2468,1357,,,,",
-    "nurse-002,Léa Martin,nurse,06 12 34 56 79,8642,7531,,,,mqtt",
+    "nurse-002,Léa Martin,nurse,+33 6 12 34 56 79,8642,7531,,,,mqtt",
     'pharma-001,Paul Roux,pharmacist,+33491000001,1111,2222,43.2965,5.3698,"Pharmacie du Port, '
     'comptoir",',
     "traccar-001,Sofia Garnier,nurse,+33612000007,2468,1357,,,,osmand",
