@@ -390,6 +390,8 @@ def load(
         finally:
             if mix is not None:
                 mix.stop()
+                if mix.buttons is not None:
+                    time.sleep(1.0)  # the last QoS 0 presses reach the server before it stops
     finally:
         if stack is not None:
             stack.stop()
