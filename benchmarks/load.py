@@ -251,8 +251,9 @@ def run_size(n: int, args: argparse.Namespace, out_dir: Path) -> dict[str, Any]:
         if mix is not None and not mix_stopped:
             mix.stop()
         stack.stop()
+    labels = {"connect": "fleet connecting", "load": "under load", "drain": "drain"}
     for name, (a, b) in report.phases.items():
-        periods[f"{name} ({'fleet connecting' if name == 'connect' else name})"] = (a, b)
+        periods[labels.get(name, name)] = (a, b)
     logs = loglines.rates(loglines.read_log(workdir / "server.log"), periods)
     data = report.to_json()
     data["register_gateways_s"] = register_s
