@@ -132,12 +132,7 @@ class Runtime:
             verification_hooks=WorkerOkBridge(engine, downlink),
             background=True,
             scheduler=scheduler,
-            config=DispatchConfig(
-                public_url=settings.public_url,
-                lease_s=settings.dispatch_lease_s,
-                verify_s=settings.verify_automatic_s,
-                verify_kinds=tuple(settings.verify_kinds),
-            ),
+            config=dispatch_config(settings),
         )
         pipeline = Pipeline(
             engine,
@@ -304,6 +299,19 @@ def _providers(settings: Settings) -> list[RadioLocator]:
     if settings.geo_provider_url:
         providers.append(HttpGeolocationProvider(settings.geo_provider_url))
     return providers
+
+
+def dispatch_config(settings: Settings) -> DispatchConfig:
+    """Dispatch's settings from the server's (``VIGIE_*``; the rest keep dispatch's defaults)."""
+    return DispatchConfig(
+        public_url=settings.public_url,
+        lease_s=settings.dispatch_lease_s,
+        low_send_workers=settings.dispatch_low_send_workers,
+        sms_ack_max_wrong=settings.sms_ack_max_wrong,
+        sms_ack_lock_window_s=settings.sms_ack_lock_window_s,
+        verify_s=settings.verify_automatic_s,
+        verify_kinds=tuple(settings.verify_kinds),
+    )
 
 
 def create_app(settings: Settings) -> FastAPI:

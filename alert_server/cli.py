@@ -59,12 +59,12 @@ def fail(message: str) -> NoReturn:
 
 
 def _settings(config: Path | None) -> Settings:
-    from alert_server.settings import load_settings
+    from alert_server.settings import describe_setting_errors, load_settings
 
     try:
         return load_settings(config)
     except Exception as exc:
-        fail(f"réglages: {str(exc).splitlines()[0]}")
+        fail(f"réglages: {describe_setting_errors(exc)}")
 
 
 @app.command()
@@ -253,6 +253,75 @@ def devices_add(
     elif not reloaded:
         typer.echo(
             "Note : rechargez le broker (systemctl reload mosquitto) pour activer le compte."
+        )
+
+
+@devices_app.command("import")
+def devices_import(
+    file: Annotated[
+        str,
+        typer.Argument(
+            metavar="FICHIER",
+            help="CSV : device_id,worker,role,phone,pin,duress_pin[,site_lat,site_lon,"
+            "site_label,gateway] ; « - » pour l'entrée standard.",
+        ),
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Sortie JSON (une liste).")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Enregistre d'un coup les boîtiers d'un fichier CSV : tous ou aucun.
+
+    Affiche une fois, en CSV (ou JSON), le mot de passe MQTT ou l'identifiant OsmAnd de
+    chacun. Chaque erreur nomme la ligne et la colonne ; rien n'est enregistré s'il y en a une.
+    """
+    import sys
+
+    from alert_server.devices import bulk
+    from alert_server.devices import cli as devices_cli
+
+    source = "<entrée standard>" if file == "-" else file
+    try:
+        if file == "-":
+            text = sys.stdin.read()
+        else:
+            with open(file, encoding="utf-8-sig", newline="") as fh:
+                text = fh.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{source}: illisible ({exc})")
+    settings = _settings(config)
+    try:
+        rows = bulk.parse_devices(text, source)
+        result = devices_cli.import_devices(settings, rows, source)
+    except bulk.BulkImportError as exc:
+        for line in exc.errors:
+            typer.echo(f"vigie: erreur: {line}", err=True)
+        typer.echo("vigie: rien n'a été enregistré.", err=True)
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        fail(f"fichiers du broker: {exc} (rien n'a été enregistré)")
+    except Exception as exc:
+        from alert_server.devices.rabbitmq_accounts import BrokerAccountError
+
+        if isinstance(exc, BrokerAccountError):
+            fail(f"broker RabbitMQ : {exc} (rien n'a été enregistré)")
+        raise
+    devices = result.devices
+    typer.echo(devices_cli.as_json(devices) if as_json else devices_cli.as_csv(devices), nl=as_json)
+    mqtt = sum(1 for d in devices if d.mqtt_password)
+    typer.echo(
+        f"{len(devices)} boîtiers enregistrés ({mqtt} MQTT, {len(devices) - mqtt} OsmAnd) ; "
+        "mots de passe et identifiants affichés une seule fois.",
+        err=True,
+    )
+    if mqtt and not result.passwd_file_set:
+        typer.echo(
+            "Note : VIGIE_BROKER_PASSWD_FILE n'est pas réglé ; ajoutez ces comptes au broker.",
+            err=True,
+        )
+    elif mqtt and not result.broker_reloaded:
+        typer.echo(
+            "Note : rechargez le broker (systemctl reload mosquitto) pour activer les comptes.",
+            err=True,
         )
 
 

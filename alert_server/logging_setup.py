@@ -9,8 +9,12 @@ client at INFO, one "rate limited, deferred" per SMS per tick). Now:
 - third-party libraries (APScheduler, Twilio, httpx, uvicorn's access log…) only speak at
   WARNING and above: their INFO lines restate what our own lines say;
 - a condition that repeats is written once, then summarised at most once a window (a minute):
-  "42 SMS différés pour +336…, prochain à …" instead of 42 lines. Any other line repeated
-  word for word within the window is counted and summarised the same way.
+  "42 SMS différés pour +336…, prochain à …" instead of 42 lines; the same for the presses of a
+  flood joining one incident and for messages refused at ingest (per kind and reason). Any
+  other line repeated word for word within the window is counted and summarised the same way.
+
+Measured under the load benchmark (benchmarks/RESULTS.md): heartbeats and positions write no
+line; what remains is a few lines per alert (stored, escalation started, each SMS and call).
 
 The clock is a parameter so that the window is tested without waiting.
 """
@@ -49,6 +53,16 @@ REPEATING: dict[str, tuple[tuple[str, ...], str]] = {
     "rate limited, deferred": (("to",), "{count} SMS différés pour {to}, prochain à {until}"),
     # APScheduler on an overloaded machine: a new time in every line, one line a second.
     "Execution of job": ((), "{count} passages de tâches planifiées sautés (machine surchargée)"),
+    # A flood of presses from one device (alert_server/ingest): one incident, one summary.
+    "press joined incident": (
+        ("incident_of",),
+        "{count} appuis de plus rattachés à l'incident {incident_of} (boîtier {device_id})",
+    ),
+    # Messages refused at ingest (bad JSON, another device's topic…): per kind and reason.
+    "rejected ": (
+        ("type", "reason"),
+        "{count} messages {type} refusés ({reason}), le dernier sur {topic}",
+    ),
 }
 _STD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message",

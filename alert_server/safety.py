@@ -106,6 +106,27 @@ def problems(settings: Settings) -> list[str]:
     elif settings.ingest == "amqp" and not settings.amqp_url.strip():
         found.append("VIGIE_AMQP_URL manquant alors que VIGIE_INGEST=amqp")
     found.extend(operations_problems(settings))
+    found.extend(dispatch_problems(settings))
+    return found
+
+
+# SMS acknowledgement codes have 3 digits: a number may get at most this many wrong codes an
+# hour before it is refused (the default, 5 in 15 minutes). A setting may tighten it, never
+# loosen it: a looser one turns guessing a code into a matter of hours.
+MAX_WRONG_SMS_CODES_PER_HOUR = 20
+
+
+def dispatch_problems(settings: Settings) -> list[str]:
+    """Dispatch settings that each pass their own bounds but together would be unsafe."""
+    found: list[str] = []
+    per_hour = settings.sms_ack_max_wrong * 3600 / settings.sms_ack_lock_window_s
+    if per_hour > MAX_WRONG_SMS_CODES_PER_HOUR + 1e-9:
+        found.append(
+            f"VIGIE_SMS_ACK_MAX_WRONG={settings.sms_ack_max_wrong} en "
+            f"VIGIE_SMS_ACK_LOCK_WINDOW_S={settings.sms_ack_lock_window_s:g} laisse essayer "
+            f"{per_hour:.0f} codes SMS faux par heure et par numéro : au plus "
+            f"{MAX_WRONG_SMS_CODES_PER_HOUR} (les codes ont 3 chiffres ; par ex. 5 en 900 s)"
+        )
     return found
 
 

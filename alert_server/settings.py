@@ -5,15 +5,17 @@ The names and meanings of the variables are the contract of ``spec/operations.md
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -73,6 +75,18 @@ class Settings(BaseSettings):
     # one restarted) after this long. Longer than the provider's 10 s time-out plus a commit,
     # so that a slow but alive server is never overtaken.
     dispatch_lease_s: float = Field(default=30.0, ge=12, le=600)
+    # Send workers for the lower classes (repeat passes, "taken by", stand-down SMS), apart
+    # from the urgent ones (first pass of a chain, duress, verification calls: 8, fixed), so
+    # that a flood of them never occupies a worker an alert needs (docs/decisions/0005). At
+    # least 1 (else they would never go out), at most the urgent pool's 8: they never hold more
+    # provider requests and database connections at once than the alerts may.
+    dispatch_low_send_workers: int = Field(default=4, ge=1, le=8)
+    # SMS acknowledgement codes (docs/decisions/0006): after this many wrong codes from one
+    # number within the window, that number's code replies are refused until the window has
+    # passed (the call and the console still work). The codes have 3 digits: never looser than
+    # 20 wrong codes an hour per number (5 in 15 minutes), checked by alert_server.safety.
+    sms_ack_max_wrong: int = Field(default=5, ge=1, le=20)
+    sms_ack_lock_window_s: float = Field(default=900.0, ge=60, le=86_400)
     # Simulated telephony only: acknowledge every alert this many seconds after its first
     # notification (used by `vigie demo`; never with Twilio).
     simulated_auto_ack_s: float | None = None
@@ -176,6 +190,66 @@ class Settings(BaseSettings):
     # The servers' listener ACL (broker_config/servers.acl) that the server rewrites with
     # read access to exactly the configured button topics; unset: not written.
     broker_servers_acl_file: Path | None = None
+
+
+# pydantic's error types, said in French (the rest keep pydantic's English message).
+_WHY: dict[str, str] = {
+    "greater_than_equal": "doit valoir au moins {ge}",
+    "greater_than": "doit être supérieur à {gt}",
+    "less_than_equal": "doit valoir au plus {le}",
+    "less_than": "doit être inférieur à {lt}",
+    "int_parsing": "doit être un nombre entier",
+    "int_from_float": "doit être un nombre entier",
+    "int_type": "doit être un nombre entier",
+    "float_parsing": "doit être un nombre",
+    "float_type": "doit être un nombre",
+    "finite_number": "doit être un nombre fini",
+    "bool_parsing": "doit être true ou false",
+    "bool_type": "doit être true ou false",
+    "json_invalid": "JSON illisible",
+    "dict_type": "doit être un objet JSON",
+    "list_type": "doit être une liste JSON",
+    "extra_forbidden": "réglage inconnu",
+    "string_type": "doit être un texte",
+}
+_SECRET_WORDS = ("SECRET", "TOKEN", "PASSWORD", "AUTH")
+
+
+def setting_errors(exc: Exception) -> list[str]:
+    """French lines for settings that cannot be read, each naming the variable and its value
+    (``VIGIE_SMS_ACK_MAX_WRONG='0' : doit valoir au moins 1``); secrets are never echoed."""
+    if isinstance(exc, ValidationError):
+        out = []
+        for e in exc.errors():
+            loc = [str(part) for part in e.get("loc", ())]
+            name = f"VIGIE_{loc[0].upper()}" if loc else "réglages"
+            if len(loc) > 1:
+                name += "[" + "][".join(loc[1:]) + "]"
+            ctx = {
+                k: f"{v:g}" if isinstance(v, float) else v for k, v in (e.get("ctx") or {}).items()
+            }
+            why = _WHY.get(e["type"], "").format(**ctx) or f"valeur refusée ({e['msg']})"
+            if e["type"] == "string_pattern_mismatch":
+                choices = re.fullmatch(r"\^\(([\w|]+)\)\$", str(ctx.get("pattern", "")))
+                why = "valeurs possibles : " + (
+                    ", ".join(choices.group(1).split("|")) if choices else str(ctx.get("pattern"))
+                )
+            if any(word in name for word in _SECRET_WORDS) or e["type"] == "extra_forbidden":
+                out.append(f"{name} : {why}")
+            else:
+                out.append(f"{name}={e.get('input')!r} : {why}")
+        return out
+    if isinstance(exc, SettingsError):
+        # pydantic-settings: a value it could not decode (JSON of a dict or list setting).
+        found = re.search(r'field "(\w+)"', str(exc))
+        if found:
+            return [f"VIGIE_{found.group(1).upper()} : JSON illisible"]
+    return [str(exc).splitlines()[0] if str(exc) else type(exc).__name__]
+
+
+def describe_setting_errors(exc: Exception) -> str:
+    """``setting_errors`` on one line (the CLI's error line)."""
+    return " ; ".join(setting_errors(exc))
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:

@@ -88,7 +88,7 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
         ),
         "geo": ("--points 2000 --naive-points 20", "--points 20000 --naive-points 200", 300, 900),
         "load": (
-            "--sizes 200 --hb-interval 5 --alert-rate 5 --duration 8",
+            "--sizes 200 --hb-interval 5 --alert-rate 5 --duration 8 --idle 10",
             "--sizes 10000 --hb-interval 30 --alert-rate 5 --duration 45",
             300,
             1200,
@@ -312,6 +312,41 @@ def rows_load(d: dict[str, Any]) -> list[Row]:
                 f"in {_f(v['connect_s'])} s; lost {v['alerts_lost']} (baseline {lost_b})",
             )
         )
+        if v.get("osmand"):
+            o = v["osmand"]
+            rows.append(
+                (
+                    f"load: Traccar Client SOS → HTTP 200 (stored), {o['phones']} phones, "
+                    "p50 / p99",
+                    _pair(o.get("sos_200_p50_ms"), o.get("sos_200_p99_ms"), "ms"),
+                    "-",
+                    f"{o['sos']} SOS, {o['sos_failed']} not answered 200; {o['positions']} "
+                    f"positions, {o['positions_refused']} refused",
+                )
+            )
+        if v.get("buttons"):
+            bt = v["buttons"]
+            st = bt["press_to_stored"]
+            rows.append(
+                (
+                    f"load: MQTT button press → stored, {bt['buttons']} buttons, p50 / p99",
+                    _pair(st.get("p50_ms"), st.get("p99_ms"), "ms"),
+                    "-",
+                    f"{bt['stored']} stored for {bt['presses']} presses, {bt['lost']} lost",
+                )
+            )
+        if v.get("server_log"):
+            logs = v["server_log"]
+            rows.append(
+                (
+                    "load: server log lines per minute (JSON), "
+                    + " / ".join(logs)
+                    + f", {n:,} devices",
+                    " / ".join(f"{r['per_minute']:.1f}" for r in logs.values()),
+                    "-",
+                    "lines: " + " / ".join(str(r["lines"]) for r in logs.values()),
+                )
+            )
     return rows
 
 

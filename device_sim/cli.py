@@ -20,6 +20,7 @@ from device_sim.load import LoadConfig, LoadRun, Progress, load_passwords, write
 from device_sim.provision import (
     BrokerFileProvisioner,
     Provisioner,
+    ProvisioningError,
     StaticProvisioner,
     VigieCliProvisioner,
     wait_credentials_active,
@@ -277,6 +278,17 @@ def load(
     osmand_rate: Annotated[
         float, typer.Option("--osmand-sos-rate", min=0.0, help="Leurs SOS par seconde.")
     ] = 0.2,
+    buttons: Annotated[
+        int,
+        typer.Option(
+            "--buttons",
+            min=0,
+            help="Boutons MQTT (Shelly, zigbee2mqtt, Tasmota) en plus (--spawn, Mosquitto).",
+        ),
+    ] = 0,
+    button_rate: Annotated[
+        float, typer.Option("--button-rate", min=0.0, help="Leurs appuis par seconde.")
+    ] = 0.1,
 ) -> None:
     """Charge : N boîtiers, battements de cœur, alertes au hasard ; latences et pertes."""
     cfg = LoadConfig(
@@ -295,12 +307,29 @@ def load(
     # Each device holds a socket; so does the broker for each of them.
     raise_fd_limit(devices * 2 + 1024)
     stack: LocalStack | None = None
+    plan: gateway_cli.GatewayPlan | None = None
+    if (osmand_phones or buttons) and not spawn:
+        fail("--osmand et --buttons demandent --spawn (enregistrés dans le système local)")
+    if buttons and embedded_broker:
+        fail("--buttons demande Mosquitto (le broker intégré n'a pas d'ACL pour leurs sujets)")
     if spawn:
         stack = LocalStack(broker_kind="embedded" if embedded_broker else "mosquitto")
         typer.echo(f"Démarrage d'un système local dans {stack.workdir}…", err=True)
         try:
-            stack.start()
+            stack.start(with_server=False)
+            if osmand_phones or buttons:
+                typer.echo(
+                    f"Enregistrement de {osmand_phones} téléphones Traccar Client et {buttons} "
+                    "boutons MQTT (vigie devices import)…",
+                    err=True,
+                )
+                # Before the server: it reads the buttons file when it starts.
+                plan = gateway_cli.prepare_gateways(
+                    stack, osmand=osmand_phones, buttons=buttons, seed=seed
+                )
+            stack.start_server()
         except Exception as exc:
+            stack.stop()
             fail(f"système local : {exc}")
         target = BrokerTarget(port=stack.device_port, protocol=stack.protocol)
         passwd_file, pid_file = stack.passwd_file, stack.pid_file
@@ -342,21 +371,33 @@ def load(
             progress=Progress(),
         )
         signal.signal(signal.SIGINT, lambda *a: run_.stop())
-        phones = None
-        if osmand_phones and stack is not None:
-            phones = gateway_cli.osmand_load(stack, osmand_phones, osmand_rate, hb_interval, seed)
-            phones.start()
+        mix = None
+        if plan is not None and stack is not None:
+            try:
+                mix = gateway_cli.start_gateways(
+                    plan,
+                    stack,
+                    sos_rate=osmand_rate,
+                    position_every_s=hb_interval,
+                    press_rate=button_rate,
+                    seed=seed,
+                )
+            except ProvisioningError as exc:
+                fail(str(exc))
+            mix.start()
         try:
             report = run_.run()
         finally:
-            if phones is not None:
-                phones.stop()
+            if mix is not None:
+                mix.stop()
+                if mix.buttons is not None:
+                    time.sleep(1.0)  # the last QoS 0 presses reach the server before it stops
     finally:
         if stack is not None:
             stack.stop()
     typer.echo(report.summary())
-    if phones is not None:
-        typer.echo(phones.summary())
+    if mix is not None:
+        typer.echo(mix.summary())
     if json_out is not None:
         write_json(report, json_out)
     raise typer.Exit(0 if report.alerts_lost == 0 else 1)

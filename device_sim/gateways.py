@@ -162,6 +162,71 @@ class MqttButton:
         self.client.loop_stop()
 
 
+class ButtonLoad:
+    """MQTT buttons mixed into a load run: presses at ``press_rate`` per second (whole group,
+    a Poisson process), each at QoS 0 with no event id, as the real ones. The server's bridge
+    makes each alert; what was stored is checked on the server's side (``presses`` gives the
+    press times per device, in order)."""
+
+    def __init__(self, buttons: list[MqttButton], *, press_rate: float, seed: int = 1) -> None:
+        import random
+
+        self.buttons = buttons
+        self.press_rate = press_rate
+        self.rng = random.Random(f"buttons:{seed}")
+        self.connected = 0
+        # (device_id, wall-clock time of the press), in press order.
+        self.presses: list[tuple[str, float]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def connect(self, timeout_s: float = 30.0) -> int:
+        """Connect every button (each announces itself online); returns how many made it."""
+        for b in self.buttons:
+            b.client.connect_async(b.host, b.port, keepalive=30)
+            b.client.loop_start()
+        deadline = time.monotonic() + timeout_s
+        self.connected = sum(
+            1 for b in self.buttons if b._connected.wait(max(0.0, deadline - time.monotonic()))
+        )
+        return self.connected
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._press_loop, name="sim-buttons", daemon=True)
+        self._thread.start()
+
+    def _press_loop(self) -> None:
+        if self.press_rate <= 0 or not self.buttons:
+            return
+        while not self._stop.wait(self.rng.expovariate(self.press_rate)):
+            b = self.rng.choice(self.buttons)
+            self.presses.append((b.device_id, time.time()))
+            b.press()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        time.sleep(0.2)  # the last QoS 0 publishes leave before the disconnect
+        for b in self.buttons:
+            b.stop()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "buttons": len(self.buttons),
+            "connected": self.connected,
+            "presses": len(self.presses),
+            "kinds": sorted({b.kind for b in self.buttons}),
+        }
+
+    def summary(self) -> str:
+        kinds = ", ".join(sorted({b.kind for b in self.buttons}))
+        return (
+            f"Boutons MQTT ({kinds}) : {len(self.buttons)} boutons, {self.connected} connectés, "
+            f"{len(self.presses)} appuis (QoS 0, sans accusé : vérifiés côté serveur)"
+        )
+
+
 class OsmandLoad:
     """Traccar Client phones mixed into a load run: positions every ``position_every_s`` and
     SOS requests at ``sos_rate`` per second (whole group), each answered 200 only once stored."""
@@ -208,6 +273,27 @@ class OsmandLoad:
         self._stop.set()
         for t in self._threads:
             t.join(35)
+
+    def to_json(self) -> dict[str, Any]:
+        def p(values: list[float], q: float) -> float | None:
+            if not values:
+                return None
+            values = sorted(values)
+            return values[min(len(values) - 1, int(q / 100 * len(values)))] * 1000
+
+        sos = [s for d in self.phones for s in d.sent if s[0] == "sos"]
+        pos = [s for d in self.phones for s in d.sent if s[0] == "position"]
+        ok = [s[2] for s in sos if s[1] == 200]
+        return {
+            "phones": len(self.phones),
+            "sos": len(sos),
+            "sos_200": len(ok),
+            "sos_failed": len(sos) - len(ok),
+            "sos_200_p50_ms": p(ok, 50),
+            "sos_200_p99_ms": p(ok, 99),
+            "positions": len(pos),
+            "positions_refused": sum(1 for s in pos if s[1] != 200),
+        }
 
     def summary(self) -> str:
         def ms(values: list[float], p: float) -> str:

@@ -110,6 +110,9 @@ class LoadReport:
     cpu_s: float
     max_rss_mib: float
     lost_alert_ids: list[str] = field(default_factory=list)
+    # Wall-clock [start, end] (epoch seconds) of each phase: connect, load, drain (to read the
+    # server's own figures, e.g. its log lines, over the same periods).
+    phases: dict[str, list[float]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -324,12 +327,18 @@ class LoadRun:
         t_start = time.monotonic()
         self._build()
         self.reactor.start()
+        phases: dict[str, list[float]] = {}
         try:
+            phases["connect"] = [time.time()]
             self._connect_all()
+            phases["connect"].append(time.time())
             # The simulator's lateness is reported for the measured phase, not the ramp-up.
             self.reactor.reset_lag()
             t0 = time.monotonic()
+            phases["load"] = [time.time()]
             self._press_loop(t0 + self.cfg.duration_s, t0)
+            phases["load"].append(time.time())
+            phases["drain"] = [time.time()]
             # Drain: stop pressing, wait for every outstanding receipt (bounded).
             drain_end = time.monotonic() + self.cfg.drain_s
             while time.monotonic() < drain_end:
@@ -337,10 +346,12 @@ class LoadRun:
                     break
                 self._show("vidange", t0)
                 time.sleep(0.05)
+            phases["drain"].append(time.time())
             self._show("fin", t0)
             if self.progress is not None:
                 self.progress.done()
             report = self._report(started_at, t_start, cpu0)
+            report.phases = phases
         finally:
             for d in self.devices:
                 d.stop(announce_offline=False)

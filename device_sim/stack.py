@@ -101,12 +101,21 @@ class LocalStack:
         )
         if self.pid_file is not None:
             env["VIGIE_BROKER_PID_FILE"] = str(self.pid_file)
+        if self.mosquitto is not None:
+            # MQTT buttons (VIGIE_BUTTONS_FILE): the server gives its own account read access
+            # to exactly their topics in the servers' listener ACL.
+            env["VIGIE_BROKER_SERVERS_ACL_FILE"] = str(self.mosquitto.servers_acl_file)
         if self.broker_kind == "embedded":
             env["VIGIE_MQTT_PROTOCOL"] = "3.1.1"
         env.update(self.extra_env)
         return env
 
-    def start(self, timeout_s: float | None = None) -> LocalStack:
+    def start(
+        self, timeout_s: float | None = None, *, with_server: bool | None = None
+    ) -> LocalStack:
+        """The broker, then (unless ``with_server`` or the field says not) the server; a caller
+        with something to register first (``vigie devices import``, a buttons file) starts
+        the server itself with :meth:`start_server`."""
         if self.broker_kind == "mosquitto":
             self.mosquitto = LocalMosquitto(self.workdir / "broker").start()
         elif self.broker_kind == "embedded":
@@ -118,7 +127,7 @@ class LocalStack:
             ).start()
         else:
             raise ValueError(f"broker inconnu : {self.broker_kind!r} (mosquitto ou embedded)")
-        if self.with_server:
+        if self.with_server if with_server is None else with_server:
             self.start_server(timeout_s)
         return self
 

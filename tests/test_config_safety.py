@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
-from alert_server.app import create_app
+from alert_server.app import create_app, dispatch_config
 from alert_server.safety import UnsafeConfiguration, problems
-from alert_server.settings import Settings
+from alert_server.settings import Settings, setting_errors
+from dispatch.config import DispatchConfig
 from tests.support import REPO
 
 GOOD_KEY = secrets.token_hex(32)
@@ -163,3 +164,128 @@ def _twilio_fields() -> dict[str, object]:
         "twilio_auth_token": SecretStr(TWILIO["VIGIE_TWILIO_AUTH_TOKEN"]),
         "twilio_from": TWILIO["VIGIE_TWILIO_FROM"],
     }
+
+
+# --- Dispatch's knobs as settings (issue #12's leftover) ------------------------------------
+
+
+DISPATCH_SETTINGS = (
+    "VIGIE_DISPATCH_LOW_SEND_WORKERS",
+    "VIGIE_SMS_ACK_MAX_WRONG",
+    "VIGIE_SMS_ACK_LOCK_WINDOW_S",
+)
+
+
+def test_dispatch_settings_reach_the_dispatcher(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VIGIE_DISPATCH_LOW_SEND_WORKERS", "2")
+    monkeypatch.setenv("VIGIE_SMS_ACK_MAX_WRONG", "3")
+    monkeypatch.setenv("VIGIE_SMS_ACK_LOCK_WINDOW_S", "1800")
+    config = dispatch_config(Settings(telephony="simulated", secret_key=SecretStr(GOOD_KEY)))
+    assert (config.low_send_workers, config.sms_ack_max_wrong, config.sms_ack_lock_window_s) == (
+        2,
+        3,
+        1800.0,
+    )
+    # Unset: dispatch's own defaults, unchanged.
+    for name in DISPATCH_SETTINGS:
+        monkeypatch.delenv(name)
+    config = dispatch_config(Settings(telephony="simulated", secret_key=SecretStr(GOOD_KEY)))
+    default = DispatchConfig()
+    assert (config.low_send_workers, config.sms_ack_max_wrong, config.sms_ack_lock_window_s) == (
+        default.low_send_workers,
+        default.sms_ack_max_wrong,
+        default.sms_ack_lock_window_s,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "says"),
+    [
+        # No worker at all: reminders, "taken by" and stand-downs would never go out.
+        ("VIGIE_DISPATCH_LOW_SEND_WORKERS", "0", "doit valoir au moins 1"),
+        # More than the urgent pool: more provider requests and connections than alerts get.
+        ("VIGIE_DISPATCH_LOW_SEND_WORKERS", "9", "doit valoir au plus 8"),
+        ("VIGIE_DISPATCH_LOW_SEND_WORKERS", "deux", "doit être un nombre entier"),
+        # No attempt at all would refuse the first typo.
+        ("VIGIE_SMS_ACK_MAX_WRONG", "0", "doit valoir au moins 1"),
+        ("VIGIE_SMS_ACK_MAX_WRONG", "21", "doit valoir au plus 20"),
+        # A window of seconds would be no limit at all.
+        ("VIGIE_SMS_ACK_LOCK_WINDOW_S", "30", "doit valoir au moins 60"),
+        ("VIGIE_SMS_ACK_LOCK_WINDOW_S", "1e9", "doit valoir au plus 86400"),
+    ],
+)
+def test_dispatch_settings_out_of_bounds_are_named_in_french(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, says: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as exc:
+        Settings()
+    assert setting_errors(exc.value) == [f"{name}={value!r} : {says}"]
+
+
+def test_low_workers_never_exceed_the_urgent_pool() -> None:
+    urgent = DispatchConfig().send_workers
+    assert Settings(dispatch_low_send_workers=urgent).dispatch_low_send_workers == urgent
+    with pytest.raises(ValidationError):
+        Settings(dispatch_low_send_workers=urgent + 1)
+
+
+def test_vigie_server_names_each_bad_dispatch_setting_and_starts_nothing(tmp_path: Path) -> None:
+    out = run_server(
+        tmp_path,
+        VIGIE_TELEPHONY="simulated",
+        VIGIE_SECRET_KEY=GOOD_KEY,
+        VIGIE_DISPATCH_LOW_SEND_WORKERS="0",
+        VIGIE_SMS_ACK_LOCK_WINDOW_S="dix",
+    )
+    assert out.returncode == 2, out.stderr
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("vigie: erreur: réglages: "), line
+    assert "VIGIE_DISPATCH_LOW_SEND_WORKERS='0' : doit valoir au moins 1" in line
+    assert "VIGIE_SMS_ACK_LOCK_WINDOW_S='dix' : doit être un nombre" in line
+    assert not (tmp_path / "vigie.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("max_wrong", "window_s", "refused"),
+    [
+        (5, 900.0, False),  # the default: 20 wrong codes an hour
+        (10, 1800.0, False),  # the same rate over a longer window
+        (1, 60.0, True),  # 60 an hour
+        (6, 900.0, True),  # 24 an hour
+        (3, 3600.0, False),  # tighter
+    ],
+)
+def test_sms_code_attempts_can_be_tightened_never_loosened(
+    max_wrong: int, window_s: float, refused: bool
+) -> None:
+    found = problems(
+        Settings(
+            telephony="simulated",
+            secret_key=SecretStr(GOOD_KEY),
+            sms_ack_max_wrong=max_wrong,
+            sms_ack_lock_window_s=window_s,
+        )
+    )
+    if refused:
+        (problem,) = found
+        assert problem.startswith(
+            f"VIGIE_SMS_ACK_MAX_WRONG={max_wrong} en VIGIE_SMS_ACK_LOCK_WINDOW_S={window_s:g} "
+        ), problem
+        assert "au plus 20" in problem
+    else:
+        assert found == []
+
+
+def test_vigie_server_refuses_a_looser_sms_code_limit(tmp_path: Path) -> None:
+    out = run_server(
+        tmp_path,
+        VIGIE_TELEPHONY="simulated",
+        VIGIE_SECRET_KEY=GOOD_KEY,
+        VIGIE_SMS_ACK_MAX_WRONG="20",
+    )
+    assert_refused(
+        out,
+        tmp_path,
+        "VIGIE_SMS_ACK_MAX_WRONG=20 en VIGIE_SMS_ACK_LOCK_WINDOW_S=900 laisse essayer 80 codes",
+    )

@@ -135,3 +135,58 @@ def test_skipped_scheduler_runs_are_one_summary_a_minute(
         50 <= int(count) <= 60
         and text == "passages de tâches planifiées sautés (machine surchargée)"
     )
+
+
+def test_a_flood_of_presses_is_one_line_then_one_summary_per_incident(
+    setup: tuple[LogSetup, io.StringIO, Clock],
+) -> None:
+    """The ingest writer's line for a press joining an incident (alert_server/ingest/handler.py):
+    1,000 presses of a flood in a minute are two lines, not 1,000."""
+    s, stream, clock = setup
+    log = logging.getLogger("alert_server.ingest.handler")
+    for i in range(1000):
+        log.info(
+            "press joined incident alert_id=%s device_id=%s incident_of=%s",
+            f"a-{i}",
+            "nurse-7",
+            "a-0",
+            extra={"vigie_fields": {"device_id": "nurse-7", "incident_of": "a-0"}},
+        )
+        clock.t += 0.05
+    clock.t += 60
+    s.summariser.flush()
+    first, summary = lines(stream)
+    assert first["msg"] == "press joined incident alert_id=a-0 device_id=nurse-7 incident_of=a-0"
+    assert summary["msg"] == "999 appuis de plus rattachés à l'incident a-0 (boîtier nurse-7)"
+
+
+def test_rejected_messages_are_summarised_per_kind_and_reason(
+    setup: tuple[LogSetup, io.StringIO, Clock],
+) -> None:
+    """What ``Ingestor._reject`` writes: a device sending garbage fills no log."""
+    from types import SimpleNamespace
+
+    from alert_server.ingest.handler import Ingestor
+
+    class Counter:
+        def labels(self, *a: str) -> Counter:
+            return self
+
+        def inc(self) -> None:
+            pass
+
+    s, stream, clock = setup
+    ingestor = SimpleNamespace(metrics=SimpleNamespace(rejected=Counter()))
+    for i in range(300):
+        topic = f"vigie/v1/dev/d-{i % 7}/alert"
+        Ingestor._reject(ingestor, "alert", "bad_json", topic, f"ligne {i}")  # type: ignore[arg-type]
+        clock.t += 0.1
+    Ingestor._reject(ingestor, "hb", "device_mismatch", "vigie/v1/dev/x/hb", "x")  # type: ignore[arg-type]
+    clock.t += 60
+    s.summariser.flush()
+    out = [str(line["msg"]) for line in lines(stream)]
+    assert out[0].startswith("rejected alert message on vigie/v1/dev/d-0/alert (bad_json)")
+    assert out[1].startswith("rejected hb message on vigie/v1/dev/x/hb (device_mismatch)")
+    assert out[2:] == [
+        "299 messages alert refusés (bad_json), le dernier sur vigie/v1/dev/d-5/alert"
+    ]

@@ -107,19 +107,29 @@ class NewDevice:
         )
 
 
-def add_device(session: Session, *, new: NewDevice, now: datetime) -> Device:
-    """Register a device and its worker. Raises DeviceInputError if the id is taken."""
+def add_device(
+    session: Session,
+    *,
+    new: NewDevice,
+    now: datetime,
+    pin_hashes: tuple[str, str] | None = None,
+) -> Device:
+    """Register a device and its worker. Raises DeviceInputError if the id is taken.
+
+    ``pin_hashes``: the (PIN, duress PIN) hashes when already made (a bulk import hashes
+    them in parallel, before its transaction)."""
     new = new.validate()
     existing = session.get(Device, new.device_id)
     if existing is not None:
         state = "révoqué" if existing.revoked_at else "actif"
         raise DeviceInputError(f"DEVICE_ID: {new.device_id!r} existe déjà ({state})")
+    pin_hash, duress_hash = pin_hashes or (hash_pin(new.pin), hash_pin(new.duress_pin))
     worker = Worker(
         name=new.worker,
         role=new.role,
         phone=new.phone,
-        pin_hash=hash_pin(new.pin),
-        duress_pin_hash=hash_pin(new.duress_pin),
+        pin_hash=pin_hash,
+        duress_pin_hash=duress_hash,
         created_at=now,
     )
     session.add(worker)

@@ -10,7 +10,7 @@ import typer
 from alert_server.audit import record_cli
 from alert_server.db import make_engine, migrate, write_scope
 from alert_server.retention import PurgeReport, RetentionPolicy, purge
-from alert_server.settings import load_settings
+from alert_server.settings import describe_setting_errors, load_settings
 from vigie.timeutil import utcnow
 
 app = typer.Typer(
@@ -53,7 +53,7 @@ def main(
     try:
         settings = load_settings(config)
     except Exception as exc:
-        typer.echo(f"vigie: erreur: réglages: {str(exc).splitlines()[0]}", err=True)
+        typer.echo(f"vigie: erreur: réglages: {describe_setting_errors(exc)}", err=True)
         raise typer.Exit(2) from exc
     policy = RetentionPolicy(
         position_days=settings.retention_position_days,

@@ -27,6 +27,7 @@ def add_osmand_device(settings: Settings, new: service.NewDevice, *, as_json: bo
 
     The device gets no MQTT account: it only speaks HTTP, and its identifier is its credential.
     """
+    from alert_server.audit import record_cli
     from alert_server.gateways import osmand  # the web stack, only when needed
 
     engine = make_engine(settings.database_url)
@@ -35,6 +36,8 @@ def add_osmand_device(settings: Settings, new: service.NewDevice, *, as_json: bo
         with write_scope(engine) as session:
             service.add_device(session, new=new, now=utcnow())
             ident = osmand.register(session, device_id=new.device_id, now=utcnow())
+            # Every CLI change has its audit row (operations.md 1.1), this one too.
+            record_cli(session, "device.add", target=new.device_id, command="vigie devices add")
     finally:
         engine.dispose()
     server_url = settings.public_url.rstrip("/") + osmand.PATH

@@ -11,7 +11,7 @@ from alert_server.db import make_engine, migrate
 from alert_server.geo import ATTRIBUTION
 from alert_server.geo.boundaries import GeoDataError
 from alert_server.geo.service import import_files
-from alert_server.settings import load_settings
+from alert_server.settings import describe_setting_errors, load_settings
 
 app = typer.Typer(
     help="Contours (départements, communes) et zones police/gendarmerie.",
@@ -62,7 +62,7 @@ def import_command(
     try:
         settings = load_settings()
     except Exception as exc:  # pydantic ValidationError, bad TOML…
-        raise _fail(f"configuration invalide : {str(exc).splitlines()[0]}") from exc
+        raise _fail(f"configuration invalide : {describe_setting_errors(exc)}") from exc
     engine = make_engine(settings.database_url)
     try:
         migrate(engine)

@@ -410,7 +410,16 @@ class Ingestor:
 
     def _reject(self, type_: str, reason: str, topic: str, detail: str) -> None:
         self.metrics.rejected.labels(type_, reason).inc()
-        log.warning("rejected %s message on %s (%s): %s", type_, topic, reason, detail)
+        # One line per rejected message would let a broken or hostile device fill the log:
+        # the first of each kind and reason is written, the rest summarised once a minute.
+        log.warning(
+            "rejected %s message on %s (%s): %s",
+            type_,
+            topic,
+            reason,
+            detail,
+            extra={"vigie_fields": {"type": type_, "reason": reason, "topic": topic}},
+        )
 
     # -- writer thread -------------------------------------------------------------------
     def start(self) -> None:
@@ -593,14 +602,30 @@ class Ingestor:
                 )
             if draft.incident_of is not None:
                 self.metrics.alerts_merged.inc()
-            log.info(
-                "alert stored alert_id=%s device_id=%s kind=%s flags=%s%s",
-                stored.alert_id,
-                draft.device_id,
-                draft.kind,
-                ",".join(stored.flags),
-                f" incident_of={draft.incident_of}" if draft.incident_of else "",
-            )
+            if draft.incident_of is None:
+                log.info(
+                    "alert stored alert_id=%s device_id=%s kind=%s flags=%s",
+                    stored.alert_id,
+                    draft.device_id,
+                    draft.kind,
+                    ",".join(stored.flags),
+                )
+            else:
+                # A flood (one device pressing again and again) would be a line per press:
+                # the first is written, the rest summarised once a minute per incident
+                # (alert_server/logging_setup.py).
+                log.info(
+                    "press joined incident alert_id=%s device_id=%s incident_of=%s",
+                    stored.alert_id,
+                    draft.device_id,
+                    draft.incident_of,
+                    extra={
+                        "vigie_fields": {
+                            "device_id": draft.device_id,
+                            "incident_of": draft.incident_of,
+                        }
+                    },
+                )
         else:
             self.metrics.alert_repeats.inc()
         return stored, draft

@@ -13,7 +13,7 @@ import typer
 
 from alert_server.db import make_engine, migrate, write_scope
 from alert_server.devices import enrol
-from alert_server.settings import load_settings
+from alert_server.settings import describe_setting_errors, load_settings
 from vigie.timeutil import rfc3339, utcnow
 
 
@@ -36,7 +36,7 @@ def enrol_command(
     try:
         settings = load_settings(config)
     except Exception as exc:
-        typer.echo(f"vigie: erreur: réglages: {str(exc).splitlines()[0]}", err=True)
+        typer.echo(f"vigie: erreur: réglages: {describe_setting_errors(exc)}", err=True)
         raise typer.Exit(2) from None
     engine = make_engine(settings.database_url)
     migrate(engine)

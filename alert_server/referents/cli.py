@@ -14,7 +14,7 @@ from alert_server.referents.check import check_lines
 from alert_server.referents.parser import load_directory_file
 from alert_server.referents.schemas import Directory, DirectoryError
 from alert_server.referents.service import current_directory, import_directory
-from alert_server.settings import load_settings
+from alert_server.settings import describe_setting_errors, load_settings
 from vigie.departements import departement_sort_key
 from vigie.timeutil import utcnow
 
@@ -35,7 +35,7 @@ def _engine() -> tuple[Engine, Path | None]:
     try:
         settings = load_settings()
     except Exception as exc:  # pydantic ValidationError, bad TOML…
-        raise _fail(f"configuration invalide : {str(exc).splitlines()[0]}") from exc
+        raise _fail(f"configuration invalide : {describe_setting_errors(exc)}") from exc
     engine = make_engine(settings.database_url)
     migrate(engine)
     return engine, settings.referents_file

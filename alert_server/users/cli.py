@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.secret_input import SecretInputError, read_secret
-from alert_server.settings import Settings, load_settings
+from alert_server.settings import Settings, describe_setting_errors, load_settings
 from alert_server.users import accounts, service
 from alert_server.users.schemas import ROLE_LABELS_FR
 from vigie.timeutil import utcnow
@@ -61,7 +61,7 @@ def _settings(config: Path | None) -> Settings:
     try:
         return load_settings(config)
     except Exception as exc:
-        _fail(f"réglages: {str(exc).splitlines()[0]}")
+        _fail(f"réglages: {describe_setting_errors(exc)}")
 
 
 def _os_user() -> str:

@@ -71,6 +71,9 @@ def test_cli_changes_are_audited(tmp_path: Path) -> None:
     add = ["devices", "add", "nurse-7", "--worker", "Inès", "--role", "nurse",
            "--phone", "+33612345678", "--json"]  # fmt: skip
     assert run(vigie_app, add, env=env, input="2468\n1357\n").exit_code == 0
+    # A device of the OsmAnd gateway too (it has no broker account, still a CLI change).
+    osmand = [*add[:2], "traccar-7", *add[3:], "--gateway", "osmand"]
+    assert run(vigie_app, osmand, env=env, input="2468\n1357\n").exit_code == 0
     # No broker configured here: revoked in the database (and audited), exit 1 for the broker.
     assert run(vigie_app, ["devices", "revoke", "nurse-7"], env=env).exit_code == 1
     assert run(vigie_app, ["purge", "--dry-run"], env=env).exit_code == 0
@@ -83,9 +86,10 @@ def test_cli_changes_are_audited(tmp_path: Path) -> None:
         engine.dispose()
     assert [(r.action, r.target) for r in rows] == [
         ("device.add", "nurse-7"),
+        ("device.add", "traccar-7"),
         ("device.revoke", "nurse-7"),
         ("purge.dry_run", None),
         ("purge", None),
     ]
     assert all(r.actor and r.actor.startswith("cli:") for r in rows)
-    assert rows[2].detail["dry_run"] is True
+    assert rows[3].detail["dry_run"] is True

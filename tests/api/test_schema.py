@@ -7,16 +7,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+# schemathesis is a locked dev dependency (uv sync installs it): imported plainly, so that a
+# missing install fails here instead of skipping the whole API fuzz run unnoticed.
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import checks as st_checks
 
-schemathesis = pytest.importorskip(
-    "schemathesis",
-    reason="schemathesis is not installed (dev dependency schemathesis==4.32.5)",
-)
-from hypothesis import HealthCheck, settings  # noqa: E402  (after the importorskip)
-from schemathesis import checks as st_checks  # noqa: E402
-
-from tests.api.conftest import ApiStack, close_stack, make_stack  # noqa: E402
+from tests.api.conftest import ApiStack, close_stack, make_stack
 
 CHECKS = [
     st_checks.not_a_server_error,

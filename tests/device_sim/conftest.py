@@ -22,7 +22,7 @@ from device_sim.device import BrokerTarget
 from device_sim.geo import CommuneIndex
 from device_sim.hooks import HttpApi
 from device_sim.provision import DeviceSpec, wait_credentials_active
-from device_sim.scenario import RunEnv
+from device_sim.scenario import SERVER_FEATURES, RunEnv
 from tests.support import ServerProcess, server_env
 from vigie.brokers import files as broker_files
 from vigie.brokers.mosquitto import LocalMosquitto
@@ -148,7 +148,7 @@ class Stack:
             "provisioner": DirectProvisioner(self.db_url, self.broker),
             # Everything the server implements; a dispatcher account acknowledges through the
             # HTTP API (the "responder").
-            "features": {"cancel", "dispatch", "sessions"},
+            "features": set(SERVER_FEATURES),
             "store": self.store,
             "responder": self.responder,
             "observer_url": self.broker.server_url(),

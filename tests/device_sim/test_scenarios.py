@@ -1,8 +1,7 @@
 """The bundled scenarios against a real Mosquitto and the real server.
 
-Steps that need server parts still being integrated (``dispatch`` for alert.acknowledged,
-``sessions`` for session.warning / session_overdue, ``responder``) are reported as skipped:
-add the feature to ``Stack.run_env(features=…)`` (and a responder hook) to enable them.
+The stack declares every feature the server implements (``cancel``, ``dispatch``, ``sessions``,
+``locate``) and a responder, so no step may be skipped: a skipped step is a harness bug.
 """
 
 from __future__ import annotations
@@ -15,18 +14,14 @@ from device_sim.geo import CommuneIndex
 from device_sim.scenario import Scenario, ScenarioReport, format_report, run_scenario
 from tests.device_sim.conftest import MosquittoControl, Stack
 
-# Needs that may legitimately be missing today; anything else skipped is a harness bug.
-NOT_YET = {"locate"}
-
 
 def _check(report: ScenarioReport, scenario: Scenario) -> None:
     text = format_report(report)
     assert report.passed, text
-    for result, step in zip(report.steps, scenario.timeline, strict=True):
-        if result.status == "skipped":
-            assert set(step.needs) & NOT_YET, (
-                f"step {result.index} skipped: {result.detail}\n{text}"
-            )
+    for result in report.steps:
+        # Every feature the server has is declared (tests/device_sim/conftest.py): nothing
+        # may be skipped.
+        assert result.status != "skipped", f"step {result.index} skipped: {result.detail}\n{text}"
 
 
 @pytest.mark.parametrize(

@@ -97,17 +97,12 @@ class Stack:
         return dict(json.loads(out.stdout))
 
 
-@pytest.fixture(
-    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
+@contextmanager
+def _new_stack(database: str, root: Path) -> Iterator[Stack]:
     if not LocalMosquitto.available():
         pytest.fail("mosquitto is not installed (apt-get install mosquitto)")
-    root = tmp_path_factory.mktemp(f"gateways-{request.param}")
     pg_name = None
-    if request.param == "sqlite":
+    if database == "sqlite":
         db_url = f"sqlite:///{root / 'vigie.db'}"
     else:
         pg_name = f"vigie_test_{uuid.uuid4().hex[:12]}"
@@ -158,6 +153,29 @@ def stack(
         if pg_name is not None:
             with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def sqlite_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The SQLite stack alone, for what does not depend on the database (the CLI's printed
+    registration, the buttons file refused before the server starts). The same instance as
+    ``stack``'s SQLite run: no server started for it."""
+    with _new_stack("sqlite", tmp_path_factory.mktemp("gateways-sqlite")) as stack:
+        yield stack
+
+
+@pytest.fixture(
+    scope="session", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """One stack per database (one server start each), shared by the OsmAnd and button tests."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("sqlite_stack")
+        return
+    with _new_stack(request.param, tmp_path_factory.mktemp("gateways-postgresql")) as stack:
+        yield stack
 
 
 @contextmanager

@@ -3,10 +3,17 @@ server as the gateway tests): what `vigie sim`, `vigie demo` and the load run se
 
 from __future__ import annotations
 
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
 from alert_server.gateways.buttons import parse_buttons
 from device_sim.gateways import BUTTON_KINDS, MqttButton, OsmandDevice, OsmandLoad, buttons_file
 from tests.gateways.conftest import BUTTONS, Stack
-from tests.support import wait_until
+from tests.support import REPO, wait_until
 
 
 def test_simulated_traccar_client_v10_and_v9(stack: Stack) -> None:
@@ -66,3 +73,31 @@ def test_the_load_mix_of_traccar_phones(stack: Stack) -> None:
     # Every SOS answered 200 is stored (two within one second may be one alert: same id).
     assert 1 <= stored <= len(sos)
     assert "SOS" in mix.summary() and f"{len(sos)}" in mix.summary()
+
+
+def test_sim_load_spawn_mixes_phones_and_buttons_with_the_fleet(tmp_path: Path) -> None:
+    """`vigie sim load --spawn --osmand --buttons`: phones and buttons registered through one
+    `vigie devices import` before the server starts, every button seen online before it is
+    pressed, and every press stored (counted in the spawned system's database)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
+    env.update(TMPDIR=str(tmp_path), VIGIE_GEO_DIR=os.environ.get("VIGIE_GEO_DIR", ""))
+    out = subprocess.run(
+        [sys.executable, "-m", "alert_server.cli", "sim", "load", "--spawn",
+         "--devices", "3", "--hb-interval", "2", "--alert-rate", "0.5", "--duration", "6",
+         "--drain", "30", "--osmand", "2", "--osmand-sos-rate", "0.5",
+         "--buttons", "3", "--button-rate", "1"],
+        env=env, capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Traccar Client (OsmAnd) : 2 téléphones" in out.stdout
+    found = re.search(r"Boutons MQTT \(shelly, tasmota, zigbee\) : 3 boutons, 3 connectés, (\d+)",
+                      out.stdout)  # fmt: skip
+    assert found, out.stdout
+    presses = int(found.group(1))
+    assert presses >= 1
+    (db,) = tmp_path.glob("vigie-sim-*/vigie.db")
+    with sqlite3.connect(db) as conn:
+        (stored,) = conn.execute(
+            "SELECT count(*) FROM alert WHERE device_id LIKE 'bouton-%'"
+        ).fetchone()
+    assert stored == presses
