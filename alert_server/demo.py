@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import httpx
-
 from alert_server.db import make_engine, migrate, write_scope
 from alert_server.demo_gateways import DemoGateways
 from alert_server.devices import enrol
@@ -314,9 +312,7 @@ class Demo:
         )
 
         def healthy() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
-            return False
+            return launch.http_status("127.0.0.1", self.port) == 200
 
         try:
             launch.wait_ready(self.server, healthy, what="le serveur")
