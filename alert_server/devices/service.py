@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -102,8 +103,13 @@ class NewDevice:
         )
 
 
-def add_device(session: Session, *, new: NewDevice, now: datetime) -> Device:
-    """Register a device and its worker. Raises DeviceInputError if the id is taken."""
+def add_device(
+    session: Session, *, new: NewDevice, now: datetime, hasher: Callable[[str], str] = hash_pin
+) -> Device:
+    """Register a device and its worker. Raises DeviceInputError if the id is taken.
+
+    ``hasher`` turns a PIN into its stored argon2 hash (``hash_pin``; the demonstration, whose
+    devices all share the PINs it prints, hashes each PIN once for all of them)."""
     new = new.validate()
     existing = session.get(Device, new.device_id)
     if existing is not None:
@@ -113,8 +119,8 @@ def add_device(session: Session, *, new: NewDevice, now: datetime) -> Device:
         name=new.worker,
         role=new.role,
         phone=new.phone,
-        pin_hash=hash_pin(new.pin),
-        duress_pin_hash=hash_pin(new.duress_pin),
+        pin_hash=hasher(new.pin),
+        duress_pin_hash=hasher(new.duress_pin),
         created_at=now,
     )
     session.add(worker)
