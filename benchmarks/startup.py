@@ -8,7 +8,11 @@ the bare interpreter (``python -c pass``) for the commands, and a bare FastAPI a
 uvicorn (start → first 200) for the server.
 
     uv run python benchmarks/startup.py [--repeat 7] [--cold-repeat 2] [--demo-rounds 2]
-                                        [--json out.json]
+                                        [--checkout DIR] [--json out.json]
+
+``--checkout DIR`` measures the code of another checkout (an older commit, for a before/after
+comparison in one session) with this environment's packages: ``python -m alert_server.cli``
+with ``DIR`` first on ``PYTHONPATH``.
 
 Server starts, three cases (SQLite, boundaries from ``VIGIE_GEO_DIR``):
 
@@ -62,6 +66,7 @@ def _vigie() -> list[str]:
 
 
 VIGIE = _vigie()
+CODE = REPO  # the checkout whose code is measured (--checkout)
 
 # A FastAPI app answering /healthz, served by uvicorn: the floor of `vigie server`.
 BARE_SERVER = textwrap.dedent(
@@ -106,7 +111,7 @@ def time_command(argv: list[str], env: dict[str, str], repeat: int) -> dict[str,
     out = []
     for _ in range(repeat):
         t0 = time.perf_counter()
-        subprocess.run(argv, env=env, cwd=REPO, check=True, capture_output=True)
+        subprocess.run(argv, env=env, cwd=CODE, check=True, capture_output=True)
         out.append(time.perf_counter() - t0)
     return stats(out)
 
@@ -129,7 +134,7 @@ def time_until_healthy(argv: Callable[[int], list[str]], env: dict[str, str]) ->
     proc = subprocess.Popen(
         argv(port),
         env=env,
-        cwd=REPO,
+        cwd=CODE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
@@ -164,7 +169,7 @@ def time_demo(env: dict[str, str]) -> float:
     proc = subprocess.Popen(
         [*VIGIE, "demo", "--port", str(_free_port())],
         env=env,
-        cwd=REPO,
+        cwd=CODE,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -192,8 +197,21 @@ def main() -> int:
     ap.add_argument(
         "--demo-rounds", type=int, default=2, help="rounds of a first and a second demo run"
     )
+    ap.add_argument(
+        "--pycache",
+        type=Path,
+        help="keep the compiled bytecode in this folder (reused by later runs) rather than in "
+        "the temporary one",
+    )
+    ap.add_argument("--checkout", type=Path, help="measure the code of this other checkout")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    global VIGIE, CODE
+    if args.checkout is not None:
+        CODE = args.checkout.resolve()
+        if not (CODE / "alert_server" / "cli.py").is_file():
+            ap.error(f"--checkout: {CODE} is not a checkout of Vigie")
+        VIGIE = [sys.executable, "-m", "alert_server.cli"]
     if args.repeat < 1 or args.cold_repeat < 0 or args.demo_rounds < 0:
         ap.error("--repeat ≥ 1, --cold-repeat ≥ 0, --demo-rounds ≥ 0")
     geo_dir = os.environ.get("VIGIE_GEO_DIR")
@@ -204,6 +222,7 @@ def main() -> int:
             "demo_rounds": args.demo_rounds,
             "geo_dir": geo_dir,
             "vigie": VIGIE,
+            "code": str(CODE),
         },
         "loadavg_start": os.getloadavg(),
     }
@@ -211,8 +230,12 @@ def main() -> int:
         broker = LocalMosquitto(Path(tmp) / "broker").start()
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
+        if CODE != REPO:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(CODE), *filter(None, [os.environ.get("PYTHONPATH")])]
+            )
         env.update(
-            PYTHONPYCACHEPREFIX=str(Path(tmp) / "pycache"),
+            PYTHONPYCACHEPREFIX=str(args.pycache or Path(tmp) / "pycache"),
             XDG_CACHE_HOME=str(Path(tmp) / "cache"),
             VIGIE_DATABASE_URL=f"sqlite:///{tmp}/vigie.db",
             VIGIE_MQTT_URL=broker.server_url(),
@@ -240,7 +263,7 @@ def compile_bytecode(env: dict[str, str]) -> None:
     paths = sysconfig.get_paths()
     # The standard library too: with a prefix, Python looks for all its bytecode there.
     folders = [paths["stdlib"], paths["platstdlib"], paths["purelib"], paths["platlib"]]
-    folders += [str(REPO / p) for p in ("alert_server", "dispatch", "device_sim", "vigie")]
+    folders += [str(CODE / p) for p in ("alert_server", "dispatch", "device_sim", "vigie")]
     subprocess.run(
         [
             *(sys.executable, "-m", "compileall", "-q", "-j", "2"),
@@ -266,13 +289,13 @@ def measure(
     result["compile_bytecode_s"] = time.perf_counter() - t0
     _say(f"bytecode compiled in {result['compile_bytecode_s']:.0f} s")
     result["python_floor"] = time_command([*py, "-c", "pass"], env, args.repeat)
-    subprocess.run([*VIGIE, "--help"], env=env, cwd=REPO, check=True, capture_output=True)
+    subprocess.run([*VIGIE, "--help"], env=env, cwd=CODE, check=True, capture_output=True)
     result["help"] = time_command([*VIGIE, "--help"], env, args.repeat)
     _say(f"--help {result['help']['median_s']:.2f} s")
     # The first one creates and migrates the database.
-    subprocess.run([*VIGIE, "devices", "list"], env=env, cwd=REPO, check=True, capture_output=True)
+    subprocess.run([*VIGIE, "devices", "list"], env=env, cwd=CODE, check=True, capture_output=True)
     result["devices_list"] = time_command([*VIGIE, "devices", "list"], env, args.repeat)
-    subprocess.run([*VIGIE, "users", "list"], env=env, cwd=REPO, check=True, capture_output=True)
+    subprocess.run([*VIGIE, "users", "list"], env=env, cwd=CODE, check=True, capture_output=True)
     result["users_list"] = time_command([*VIGIE, "users", "list"], env, args.repeat)
     _say(f"devices list {result['devices_list']['median_s']:.2f} s")
 
