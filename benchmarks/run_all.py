@@ -267,6 +267,8 @@ def rows_startup(d: dict[str, Any]) -> list[Row]:
         base = f"{BASELINE_LABEL[base_key]}: " if base_key else ""
         base += _pair(b["median_s"], b["p90_s"], "s", ".2f") if b else ""
         note = f"{x['n']} runs, best {_f(x['best_s'], '.2f')} s, load {_f(x['loadavg'], '.2f')}"
+        if "cpu_median_s" in x:
+            note += f", CPU {_f(x['cpu_median_s'], '.2f')} s (median)"
         if goal:
             note = f"goal {goal} (median); " + note
         rows.append(

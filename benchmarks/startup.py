@@ -36,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import secrets
 import shutil
 import socket
@@ -92,11 +93,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def stats(xs: list[float]) -> dict[str, Any]:
-    """Median, p90 (nearest rank), best and worst of ``xs`` seconds."""
+def stats(xs: list[float], cpu: list[float] | None = None) -> dict[str, Any]:
+    """Median, p90 (nearest rank), best and worst of ``xs`` seconds; with ``cpu``, the median
+    CPU seconds (user + system) the processes used to get there, which a busy machine changes
+    far less than the wall time."""
     ordered = sorted(xs)
     p90 = ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+    extra = {"cpu_median_s": statistics.median(cpu), "cpu_runs_s": cpu} if cpu else {}
     return {
+        **extra,
         "n": len(xs),
         "median_s": statistics.median(xs),
         "p90_s": p90,
@@ -107,13 +112,42 @@ def stats(xs: list[float]) -> dict[str, Any]:
     }
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its living descendants (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        # utime, stime, and those of its children already reaped
+        times[int(entry.name)] = sum(int(f) for f in fields[11:15]) / tick
+    tree, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        tree.add(p)
+        todo += [c for c, parent in parents.items() if parent == p and c not in tree]
+    return sum(times.get(p, 0.0) for p in tree)
+
+
 def time_command(argv: list[str], env: dict[str, str], repeat: int) -> dict[str, Any]:
-    out = []
+    out, cpu = [], []
     for _ in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = _children_cpu(), time.perf_counter()
         subprocess.run(argv, env=env, cwd=CODE, check=True, capture_output=True)
         out.append(time.perf_counter() - t0)
-    return stats(out)
+        cpu.append(_children_cpu() - c0)
+    return stats(out, cpu)
 
 
 def _stop(proc: subprocess.Popen[Any], timeout_s: float) -> None:
@@ -126,8 +160,11 @@ def _stop(proc: subprocess.Popen[Any], timeout_s: float) -> None:
         proc.wait()
 
 
-def time_until_healthy(argv: Callable[[int], list[str]], env: dict[str, str]) -> float:
-    """Seconds from the process start to its first ``/healthz`` 200; the process is stopped."""
+def time_until_healthy(
+    argv: Callable[[int], list[str]], env: dict[str, str]
+) -> tuple[float, float]:
+    """Seconds from the process start to its first ``/healthz`` 200, and the CPU seconds it
+    used to get there; the process is stopped."""
     port = _free_port()
     url = f"http://127.0.0.1:{port}/healthz"
     t0 = time.perf_counter()
@@ -143,7 +180,7 @@ def time_until_healthy(argv: Callable[[int], list[str]], env: dict[str, str]) ->
             while time.perf_counter() - t0 < 300:
                 try:
                     if client.get(url).status_code == 200:
-                        return time.perf_counter() - t0
+                        return time.perf_counter() - t0, _tree_cpu(proc.pid)
                 except httpx.HTTPError:
                     pass
                 if proc.poll() is not None:
@@ -160,11 +197,13 @@ def time_until_healthy(argv: Callable[[int], list[str]], env: dict[str, str]) ->
 def time_servers(
     env_for_run: Callable[[int], dict[str, str]], repeat: int, argv: Callable[[int], list[str]]
 ) -> dict[str, Any]:
-    return stats([time_until_healthy(argv, env_for_run(i)) for i in range(repeat)])
+    runs = [time_until_healthy(argv, env_for_run(i)) for i in range(repeat)]
+    return stats([w for w, _ in runs], [c for _, c in runs])
 
 
-def time_demo(env: dict[str, str]) -> float:
-    """Seconds from ``vigie demo`` to the line with the console's URL; the demo is stopped."""
+def time_demo(env: dict[str, str]) -> tuple[float, float]:
+    """Seconds from ``vigie demo`` to the line with the console's URL, and the CPU seconds the
+    demo and its processes (server, broker) used to get there; the demo is stopped."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [*VIGIE, "demo", "--port", str(_free_port())],
@@ -180,7 +219,7 @@ def time_demo(env: dict[str, str]) -> float:
         for line in proc.stdout:
             seen.append(line)
             if "Console :" in line:
-                return time.perf_counter() - t0
+                return time.perf_counter() - t0, _tree_cpu(proc.pid)
         raise RuntimeError("demo exited before printing its URL:\n" + "".join(seen[-30:]))
     finally:
         _stop(proc, 60)
@@ -314,7 +353,7 @@ def measure(
     shared_cache = str(tmp / "cache")
     served = dict(env, VIGIE_GEO_DIR=geo_dir, XDG_CACHE_HOME=shared_cache)
     # The first start imports the boundaries into the database (and fills the parse cache).
-    result["first_start_unmeasured_s"] = time_until_healthy(server, served)
+    result["first_start_unmeasured_s"] = time_until_healthy(server, served)[0]
     result["server_restart"] = time_servers(lambda _i: served, args.repeat, server)
     _say(f"server restart {result['server_restart']['median_s']:.2f} s")
 
@@ -349,9 +388,9 @@ def measure(
             demo_env.update(VIGIE_GEO_DIR=geo_dir, XDG_CACHE_HOME=str(tmp / f"demo-cache-{i}"))
             first.append(time_demo(demo_env))
             second.append(time_demo(demo_env))
-            _say(f"demo round {i + 1}: first {first[-1]:.2f} s, second {second[-1]:.2f} s")
-        result["demo_first"] = stats(first)
-        result["demo_second"] = stats(second)
+            _say(f"demo round {i + 1}: first {first[-1][0]:.2f} s, second {second[-1][0]:.2f} s")
+        result["demo_first"] = stats([w for w, _ in first], [c for _, c in first])
+        result["demo_second"] = stats([w for w, _ in second], [c for _, c in second])
 
 
 if __name__ == "__main__":
