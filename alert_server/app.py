@@ -40,7 +40,6 @@ from alert_server.referents import service as referents_service
 from alert_server.safety import UnsafeConfiguration, problems
 from alert_server.safety import check as check_safety
 from alert_server.settings import Settings
-from alert_server.warm_start import WarmStart
 from dispatch import DispatchConfig, Dispatcher
 from dispatch.channels.base import ChecksCredentials, Closes, Notifier, ProviderHealth
 from dispatch.channels.simulated import SimulatedNotifier
@@ -71,16 +70,13 @@ class Runtime:
     )
     # Timed visits, worker notices and SMS, retention purge (jobs on ``scheduler``).
     background: Background | None = None
-    # The boundaries loaded while the server was importing (``vigie server``; warm_start).
-    warm: WarmStart | None = None
 
     @classmethod
-    def build(cls, settings: Settings, *, warm: WarmStart | None = None) -> Runtime:
+    def build(cls, settings: Settings) -> Runtime:
         # `vigie server` refuses first with a one-line message; this keeps any other way of
         # building a server (tests, embedding) from running on an unsafe configuration.
         check_safety(settings)
-        # The warm start's engine: the index it loaded is cached on it.
-        engine = warm.engine if warm is not None else make_engine(settings.database_url)
+        engine = make_engine(settings.database_url)
         metrics = Metrics()
         presence = PresenceTracker(
             engine,
@@ -161,13 +157,9 @@ class Runtime:
             notifier=notifier,
             provider_health=provider_health,
             background=background,
-            warm=warm,
         )
 
     def start(self) -> None:
-        if self.warm is not None:
-            # Its work done (or not: then the steps below do it, and meet its error).
-            self.warm.wait()
         migrate(self.engine)
         self._load_reference_data()
         self.presence.start()
@@ -205,8 +197,6 @@ class Runtime:
         s = self.settings
         if s.geo_dir is not None:
             summary = geo_service.load_from_dir(self.engine, s.geo_dir)
-            if summary.empty and self.warm is not None and self.warm.summary is not None:
-                summary = self.warm.summary  # stored by the warm start, just before
             log.info("boundaries from %s: %s", s.geo_dir, summary)
         if geo_service.current_index(self.engine) is None:
             log.warning(
@@ -282,8 +272,8 @@ def _providers(settings: Settings) -> list[RadioLocator]:
     return providers
 
 
-def create_app(settings: Settings, *, warm: WarmStart | None = None) -> FastAPI:
-    runtime = Runtime.build(settings, warm=warm)
+def create_app(settings: Settings) -> FastAPI:
+    runtime = Runtime.build(settings)
     # Existing devices (OsmAnd, MQTT buttons): through the same ingest writer as MQTT uplinks.
     gateways = Gateways(
         settings=settings,

@@ -74,8 +74,7 @@ def server(
     config: ConfigOpt = None,
 ) -> None:
     """API HTTP + console, ingestion MQTT et moteur d'escalade, dans un seul processus."""
-    # The configuration is checked before the application is imported (a refusal is quick),
-    # and the boundaries are loaded while it is imported (alert_server/warm_start.py).
+    # The configuration is checked before the application is imported: a refusal is quick.
     from alert_server.referents.parser import parse_directory
     from alert_server.referents.schemas import DirectoryError
     from alert_server.safety import UnsafeConfiguration
@@ -111,10 +110,6 @@ def server(
         for line in problems:
             typer.echo(f"vigie: erreur: {line}", err=True)
         raise typer.Exit(2)
-    from alert_server.db import make_engine
-    from alert_server.warm_start import WarmStart
-
-    warm = WarmStart(make_engine(settings.database_url), settings.geo_dir).start()
     import uvicorn
 
     from alert_server.app import create_app
@@ -123,7 +118,7 @@ def server(
         # Live streams end by themselves on stop (dashboard.stream); the grace period is the
         # backstop for any response that would not, so that a stop never hangs.
         uvicorn.run(
-            create_app(settings, warm=warm),
+            create_app(settings),
             host=host,
             port=port,
             log_level="info",

@@ -25,8 +25,8 @@ From the bottom up:
 - the composition: ``app`` (the one composition root), ``background``, ``cli`` (its
   ``lazy_cli`` loader of sub-commands, and ``broker_cli``, its ``vigie broker`` commands),
   ``demo``, ``demo_gateways`` (the demo's existing devices), ``models`` (every table),
-  ``safety``, ``migrations``, ``logging_setup`` (the process's log handlers), ``warm_start``
-  (the boundaries loaded while the server imports): build and wire everything.
+  ``safety``, ``migrations``, ``logging_setup`` (the process's log handlers): build and wire
+  everything.
 
 No cycle between any two of these units.
 """
@@ -62,7 +62,6 @@ COMPOSITION = {
     "safety",
     "migrations",
     "logging_setup",
-    "warm_start",
 }
 
 # Layer rank of each kind of unit: a unit may import units of its own rank or below only
