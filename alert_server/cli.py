@@ -74,9 +74,7 @@ def server(
     config: ConfigOpt = None,
 ) -> None:
     """API HTTP + console, ingestion MQTT et moteur d'escalade, dans un seul processus."""
-    import uvicorn
-
-    from alert_server.app import create_app
+    # The configuration is checked before the application is imported: a refusal is quick.
     from alert_server.referents.parser import parse_directory
     from alert_server.referents.schemas import DirectoryError
     from alert_server.safety import UnsafeConfiguration
@@ -112,6 +110,10 @@ def server(
         for line in problems:
             typer.echo(f"vigie: erreur: {line}", err=True)
         raise typer.Exit(2)
+    import uvicorn
+
+    from alert_server.app import create_app
+
     try:
         # Live streams end by themselves on stop (dashboard.stream); the grace period is the
         # backstop for any response that would not, so that a stop never hangs.

@@ -18,11 +18,10 @@ import subprocess
 import sys
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-
-import httpx
 
 from alert_server.db import make_engine, migrate, write_scope
 from alert_server.demo_gateways import DemoGateways
@@ -144,6 +143,8 @@ class Demo:
     phone_enrol_url: str = ""
     _stop: threading.Event = field(default_factory=threading.Event)
     gateways: DemoGateways | None = None
+    _communes: Future[CommuneIndex | None] | None = None
+    _pin_hashes: dict[str, str] = field(default_factory=dict)
 
     def _say(self, text: str) -> None:
         self.say(text)  # type: ignore[operator]
@@ -227,6 +228,11 @@ class Demo:
         # later because of it.
         phone = threading.Thread(target=self._provision_phone, args=(env,), name="demo-phone")
         phone.start()
+        # The nurses' rounds need the communes index (a CSV of 35,000 lines): read while the
+        # server starts rather than after.
+        communes = ThreadPoolExecutor(1, thread_name_prefix="demo-communes")
+        self._communes = communes.submit(_communes_index)
+        communes.shutdown(wait=False)
         try:
             self._start_server(env)
             self._start_fleet(device_port, protocol)
@@ -239,8 +245,14 @@ class Demo:
         return self
 
     def _provision(self, env: dict[str, str]) -> None:
-        engine = make_engine(env["VIGIE_DATABASE_URL"])
-        migrate(engine)
+        # Every demo device has the PINs the demo prints, so each PIN is hashed once (argon2,
+        # deliberately slow) for all of them, in threads (argon2 leaves the GIL) while the
+        # database is migrated.
+        with ThreadPoolExecutor(2, thread_name_prefix="demo-pin") as pool:
+            hashing = {pin: pool.submit(devices.hash_pin, pin) for pin in (PIN, DURESS_PIN)}
+            engine = make_engine(env["VIGIE_DATABASE_URL"])
+            migrate(engine)
+            self._pin_hashes = {pin: f.result() for pin, f in hashing.items()}
         passwd = self.broker_dir / "passwd"
         entries = broker_files.read_passwd(passwd)
         self._device_passwords: dict[str, str] = {}
@@ -261,13 +273,16 @@ class Demo:
                         w.site_label,
                     ),
                     now=now,
+                    hasher=self._demo_pin_hash,
                 )
                 pw = broker_files.generate_password()
                 entries[w.device_id] = broker_files.mosquitto_hash(pw)
                 self._device_passwords[w.device_id] = pw
             # Existing devices: a Traccar Client phone and a zigbee2mqtt button.
             if self.gateways is not None:
-                self.gateways.provision(session, env, entries, PIN, DURESS_PIN)
+                self.gateways.provision(
+                    session, env, entries, PIN, DURESS_PIN, hasher=self._demo_pin_hash
+                )
             self.password = secrets.token_urlsafe(12)
             users.add_account(
                 session,
@@ -278,6 +293,10 @@ class Demo:
         if self.mosquitto is not None:
             self.mosquitto.reload()
         engine.dispose()
+
+    def _demo_pin_hash(self, pin: str) -> str:
+        """The hash of one of the demo's two PINs (computed once in ``_provision``)."""
+        return self._pin_hashes[pin]
 
     def _provision_phone(self, env: dict[str, str]) -> None:
         """The newcomer's own phone: a device without broker password (enrolment gives it
@@ -297,6 +316,7 @@ class Demo:
                         DURESS_PIN,
                     ),
                     now=now,
+                    hasher=self._demo_pin_hash,
                 )
                 url = enrol.issue(
                     session, device_id=PHONE_DEVICE, public_url=self.url, now=now
@@ -314,9 +334,7 @@ class Demo:
         )
 
         def healthy() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
-            return False
+            return launch.http_status("127.0.0.1", self.port) == 200
 
         try:
             launch.wait_ready(self.server, healthy, what="le serveur")
@@ -327,9 +345,7 @@ class Demo:
 
     def _start_fleet(self, device_port: int, protocol: str) -> None:
         rng = random.Random(self.seed)
-        index: CommuneIndex | None = None
-        if default_index_path().is_file():
-            index = CommuneIndex.load()
+        index = self._communes.result() if self._communes is not None else _communes_index()
         self.reactor = Reactor(shards=1).start()
         target = BrokerTarget("127.0.0.1", device_port, protocol)
         start = datetime.now(UTC)
@@ -407,6 +423,10 @@ def finish_workdir(workdir: Path, *, keep: bool, owned: bool) -> str:
     if workdir.exists():
         return f"Fichiers de la démonstration : {workdir} n'a pas pu être effacé entièrement"
     return f"Fichiers de la démonstration effacés ({workdir})"
+
+
+def _communes_index() -> CommuneIndex | None:
+    return CommuneIndex.load() if default_index_path().is_file() else None
 
 
 def _clock() -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlmodel import Session
@@ -39,13 +40,18 @@ class DemoGateways:
         passwd_entries: dict[str, str],
         pin: str,
         duress: str,
+        *,
+        hasher: Callable[[str], str] = devices.hash_pin,
     ) -> None:
         """Register both (in the demo's transaction); the button's MQTT account goes into
         ``passwd_entries``, which the demo writes with its fleet's."""
         now = utcnow()
         device_id, name, phone, _ = TRACCAR
         devices.add_device(
-            session, new=devices.NewDevice(device_id, name, "nurse", phone, pin, duress), now=now
+            session,
+            new=devices.NewDevice(device_id, name, "nurse", phone, pin, duress),
+            now=now,
+            hasher=hasher,
         )
         self.osmand_id = osmand.register(session, device_id=device_id, now=now)
         if self.mosquitto is None:
@@ -57,6 +63,7 @@ class DemoGateways:
                 device_id, name, "pharmacist", phone, pin, duress, lat, lon, BUTTON_SITE
             ),
             now=now,
+            hasher=hasher,
         )
         self.button_password = broker_files.generate_password()
         passwd_entries[device_id] = broker_files.mosquitto_hash(self.button_password)

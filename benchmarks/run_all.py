@@ -1,10 +1,14 @@
 """Run every benchmark, each beside its baseline, and append a dated section to RESULTS.md.
 
-    ./benchmarks/run [--quick] [--only ingest,geo,load,dispatch,memory,abuse]
+    ./benchmarks/run [--quick] [--only startup,ingest,geo,load,dispatch,memory,abuse,cluster]
                      [--append | --no-append] [--out DIR] [--results FILE]
 
 Parts, in this order (each one a separate process; its JSON is kept in ``--out``):
 
+- startup:  ``startup.py``  ``vigie --help``, ``devices list``, ``users list`` vs the bare
+                            interpreter; ``vigie server`` start → ``/healthz`` 200 (restart,
+                            first start with the boundary parse cache warm and cold) vs a bare
+                            FastAPI app on uvicorn; ``vigie demo`` → URL, first and second run;
 - ingest:   ``ingest.py``   server ingest vs a bare paho echo subscriber (SQLite);
 - geo:      ``geo.py``      position resolution vs a naive loop over the commune polygons;
 - load:     ``load.py``     press → first notification (and → ``alert.received``) with 10,000
@@ -47,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.benchlib import machine_info, postgres_version  # noqa: E402
 
-PARTS = ("ingest", "geo", "load", "dispatch", "memory", "abuse", "cluster")
+PARTS = ("startup", "ingest", "geo", "load", "dispatch", "memory", "abuse", "cluster")
 DB_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
 
@@ -80,6 +84,12 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
     dispatch_db = "both" if pg else "sqlite"
     # name: (quick arguments, full arguments, time limit quick / full in s)
     table: dict[str, tuple[str, str, float, float]] = {
+        "startup": (
+            "--repeat 3 --cold-repeat 1 --demo-rounds 1",
+            "--repeat 10 --cold-repeat 3 --demo-rounds 3",
+            900,
+            1800,
+        ),
         "ingest": (
             "--db sqlite --devices 10 --alerts 200 --heartbeats 2000",
             "--db sqlite --devices 100 --alerts 2000 --heartbeats 20000",
@@ -119,6 +129,7 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
         ),
     }
     extra = {
+        "startup": [],
         "ingest": [],
         "geo": [],
         "load": ["--baseline", "--out", str(out / "load")],
@@ -212,6 +223,63 @@ def _ratio(a: Any, b: Any) -> float | None:
         return float(a) / float(b) if b else None
     except (TypeError, ValueError):
         return None
+
+
+# The goals of issue #18 (benchmarks only, never asserted in tests).
+STARTUP_ROWS = (
+    ("help", "`vigie --help`", "python_floor", "≤ 0.5 s"),
+    ("devices_list", "`vigie devices list` (SQLite, migrated)", "python_floor", "≤ 0.5 s"),
+    ("users_list", "`vigie users list` (SQLite, migrated)", "python_floor", "≤ 0.5 s"),
+    (
+        "server_restart",
+        "`vigie server` → `/healthz` 200, restart (boundaries in the database)",
+        "bare_server",
+        "≤ 1.5 s",
+    ),
+    (
+        "server_first_warm_cache",
+        "`vigie server` → `/healthz` 200, new database, boundary parse cache warm",
+        "bare_server",
+        "",
+    ),
+    (
+        "server_first_cold",
+        "`vigie server` → `/healthz` 200, new database, parse cache empty",
+        "bare_server",
+        "",
+    ),
+    ("demo_first", "`vigie demo` → URL printed, first run (parse cache empty)", None, ""),
+    ("demo_second", "`vigie demo` → URL printed, second run", None, "≤ 10 s"),
+)
+BASELINE_LABEL = {
+    "python_floor": "bare interpreter (`python -c pass`)",
+    "bare_server": "bare FastAPI app on uvicorn → 200",
+}
+
+
+def rows_startup(d: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    for key, label, base_key, goal in STARTUP_ROWS:
+        x = d.get(key)
+        if x is None:
+            continue
+        b = d.get(base_key) if base_key else None
+        base = f"{BASELINE_LABEL[base_key]}: " if base_key else ""
+        base += _pair(b["median_s"], b["p90_s"], "s", ".2f") if b else ""
+        note = f"{x['n']} runs, best {_f(x['best_s'], '.2f')} s, load {_f(x['loadavg'], '.2f')}"
+        if "cpu_median_s" in x:
+            note += f", CPU {_f(x['cpu_median_s'], '.2f')} s (median)"
+        if goal:
+            note = f"goal {goal} (median); " + note
+        rows.append(
+            (
+                f"startup: {label}, median / p90",
+                _pair(x["median_s"], x["p90_s"], "s", ".2f"),
+                base or "-",
+                note,
+            )
+        )
+    return rows
 
 
 def rows_ingest(d: dict[str, Any]) -> list[Row]:
@@ -468,6 +536,7 @@ def rows_cluster(d: dict[str, Any]) -> list[Row]:
 
 
 BUILDERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "startup": rows_startup,
     "ingest": rows_ingest,
     "geo": rows_geo,
     "load": rows_load,

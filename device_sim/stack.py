@@ -5,7 +5,6 @@ on SQLite, in a temporary folder. Not for ``vigie demo``, which wires its own.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import resource
 import secrets
@@ -14,8 +13,6 @@ import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
 
 from device_sim.provision import VigieCliProvisioner
 from vigie import launch
@@ -143,9 +140,7 @@ class LocalStack:
         )
 
         def healthy() -> bool:
-            with contextlib.suppress(httpx.HTTPError):
-                return httpx.get(self.http_url + "/healthz", timeout=2).status_code == 200
-            return False
+            return launch.http_status("127.0.0.1", self.http_port) == 200
 
         try:
             # The server is killed by wait_ready when it does not get there.

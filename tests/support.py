@@ -184,7 +184,9 @@ class ServerProcess:
         the process is killed if it does not get there."""
         assert self.proc is not None
         launch.wait_ready(
-            self.proc, lambda: self.health()[0] == 200, what=f"vigie server ({self.log_path.name})"
+            self.proc,
+            lambda: launch.http_status("127.0.0.1", self.port) == 200,
+            what=f"vigie server ({self.log_path.name})",
         )
 
     def health(self) -> tuple[int, dict[str, Any]]:

@@ -92,3 +92,30 @@ def test_a_process_still_running_at_exit_is_killed(tmp_path: Path) -> None:
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     pid = int(pid_file.read_text())
     assert not _alive(pid)
+
+
+def test_http_status_of_a_readiness_poll() -> None:
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/healthz" else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        assert launch.http_status("127.0.0.1", port) == 200
+        assert launch.http_status("127.0.0.1", port, "/other") == 503
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Nothing listening any more: 0, never an exception.
+    assert launch.http_status("127.0.0.1", port, timeout_s=1) == 0

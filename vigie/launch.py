@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -63,6 +64,24 @@ def _record_start(duration_s: float, path: Path) -> None:
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(starts), encoding="utf-8")
         tmp.replace(path)
+
+
+def http_status(host: str, port: int, path: str = "/healthz", timeout_s: float = 2.0) -> int:
+    """The status of ``GET http://host:port/path``, 0 when nothing answers.
+
+    For readiness polls, which run every few tens of milliseconds while a server starts: plain
+    ``http.client``, because an ``httpx.get`` builds a TLS context and loads the CA bundle on
+    every call (tens of milliseconds of CPU each, taken from the server that is starting)."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout_s)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return int(response.status)
+    except (OSError, http.client.HTTPException):
+        return 0
+    finally:
+        conn.close()
 
 
 def kill(proc: subprocess.Popen[bytes]) -> None:

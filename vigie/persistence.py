@@ -33,7 +33,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlmodel import Session
 
@@ -188,6 +187,9 @@ def insert_ignore(
     batch = [rows] if isinstance(rows, Mapping) else list(rows)
     if not batch:
         return 0
+    # Imported here: light commands never insert this way (the PostgreSQL dialect is ~50 ms).
+    from sqlalchemy.dialects import postgresql, sqlite
+
     dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
     stmt = (
         dialect.insert(tbl)

@@ -21,7 +21,6 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-import httpx
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
@@ -86,6 +85,10 @@ class Geocoder:
     def _ask(self, lat: float, lon: float) -> Address | None:
         assert self.url is not None
         self.requests += 1
+        # Imported at the first question rather than at every server start (httpx and what it
+        # imports cost a tenth of a second or more).
+        import httpx
+
         try:
             r = httpx.get(
                 self.url,

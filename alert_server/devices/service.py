@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -113,17 +113,20 @@ def add_device(
     new: NewDevice,
     now: datetime,
     pin_hashes: tuple[str, str] | None = None,
+    hasher: Callable[[str], str] = hash_pin,
 ) -> Device:
     """Register a device and its worker. Raises DeviceInputError if the id is taken.
 
     ``pin_hashes``: the (PIN, duress PIN) hashes when already made (a bulk import hashes
-    them in parallel, before its transaction)."""
+    them in parallel, before its transaction). Otherwise ``hasher`` turns each PIN into its
+    stored argon2 hash (``hash_pin``; the demonstration, whose devices all share the PINs it
+    prints, hashes each PIN once for all of them)."""
     new = new.validate()
     existing = session.get(Device, new.device_id)
     if existing is not None:
         state = "révoqué" if existing.revoked_at else "actif"
         raise DeviceInputError(f"DEVICE_ID: {new.device_id!r} existe déjà ({state})")
-    pin_hash, duress_hash = pin_hashes or (hash_pin(new.pin), hash_pin(new.duress_pin))
+    pin_hash, duress_hash = pin_hashes or (hasher(new.pin), hasher(new.duress_pin))
     worker = Worker(
         name=new.worker,
         role=new.role,

@@ -27,14 +27,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
-
-import httpx
 
 from alert_server.geo.boundaries import GeoDataError, read_bytes
 from alert_server.geo.index import haversine_m, valid_lat_lon
 from alert_server.geo.schemas import CellTower, ProviderFix, RadioScan
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +182,8 @@ class HttpGeolocationProvider:
         name: str | None = None,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        import httpx  # here: only a server with VIGIE_GEO_PROVIDER_URL needs it at all
+
         self.url = url
         self.name = name or (urlsplit(url).hostname or "http")
         self._client = httpx.Client(
@@ -225,6 +228,8 @@ class HttpGeolocationProvider:
     def locate(self, scan: RadioScan, *, timeout_s: float) -> ProviderFix | None:
         if scan.empty:
             return None
+        import httpx
+
         try:
             resp = self._client.post(
                 self.url, json=self.request_body(scan), timeout=httpx.Timeout(timeout_s)

@@ -12,7 +12,6 @@ import threading
 from collections.abc import Callable
 from typing import Protocol
 
-from alert_server.ingest.amqp import AmqpLink
 from alert_server.ingest.mqtt import MessageHandler, MqttLink
 from alert_server.ingest.probe import SubscriptionProbe
 from alert_server.settings import Settings
@@ -48,6 +47,9 @@ def build_link(
     on_connected: Callable[[bool], None] | None = None,
 ) -> Link:
     if settings.ingest == "amqp":
+        # Imported only for VIGIE_INGEST=amqp: pika is not needed on MQTT.
+        from alert_server.ingest.amqp import AmqpLink
+
         return AmqpLink(
             settings.amqp_url,
             client_id=settings.mqtt_client_id,

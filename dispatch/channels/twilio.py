@@ -1,4 +1,5 @@
-"""Twilio through the official client: the only module of Vigie that imports ``twilio``.
+"""Twilio through the official client: the only module of Vigie that imports ``twilio`` (when a
+client is made or a webhook checked, not when the module is imported).
 
 The REST base is configurable (``VIGIE_TWILIO_API_BASE``): regional edges and test doubles.
 twilio-python builds every URL as ``Domain.base_url + path``; the ``api`` domain's
@@ -14,11 +15,7 @@ import json
 import logging
 import threading
 from datetime import datetime
-
-import requests
-from twilio.base.exceptions import TwilioException, TwilioRestException
-from twilio.http.http_client import TwilioHttpClient
-from twilio.rest import Client
+from typing import TYPE_CHECKING
 
 from dispatch.channels.base import (
     PermanentSendError,
@@ -27,6 +24,9 @@ from dispatch.channels.base import (
     SendResult,
     TransientSendError,
 )
+
+if TYPE_CHECKING:
+    from twilio.rest import Client
 
 DEFAULT_API_BASE = "https://api.twilio.com"
 # Newest first; far more than one number receives between a crash and the lease's expiry.
@@ -76,6 +76,9 @@ class TwilioNotifier:
         if client is None:
             # No retries inside the HTTP client: a retry is a database row with its own time,
             # so it never delays the next step (and survives a crash).
+            from twilio.http.http_client import TwilioHttpClient
+            from twilio.rest import Client
+
             http = TwilioHttpClient(
                 timeout=self.http_timeout_s, logger=logging.getLogger("dispatch.twilio.http")
             )
@@ -138,7 +141,7 @@ class TwilioNotifier:
                         to=to, from_=self.from_number, limit=RECONCILE_LIMIT
                     )
                 ]
-        except (TwilioException, requests.Timeout, requests.ConnectionError) as exc:
+        except _provider_errors() as exc:
             # A failed lookup only means "send again": always transient for the caller.
             # (A list page answered with an error is a plain TwilioException, not a
             # TwilioRestException: twilio/base/page.py.)
@@ -154,7 +157,7 @@ class TwilioNotifier:
         recorded in ``health``; never raises. True when Twilio accepted the credentials."""
         try:
             self.client.api.v2010.accounts(self.account_sid).fetch()
-        except (TwilioException, requests.Timeout, requests.ConnectionError) as exc:
+        except _provider_errors() as exc:
             error = _classify(exc)
             self.health.failed(error)
             log.warning("twilio credentials check failed: %s", error.message)
@@ -166,7 +169,7 @@ class TwilioNotifier:
         assert callable(create)
         try:
             result: SendResult = create()
-        except (TwilioException, requests.Timeout, requests.ConnectionError) as exc:
+        except _provider_errors() as exc:
             error = _classify(exc)
             self.health.failed(error)
             raise error from exc
@@ -174,7 +177,20 @@ class TwilioNotifier:
         return result
 
 
+def _provider_errors() -> tuple[type[Exception], ...]:
+    """What a call to Twilio raises when it fails. twilio and requests are imported with the
+    first client (``TwilioNotifier``), not with this module: the webhooks import it too, and a
+    server on simulated telephony never needs them. (An ``except`` clause's expression is only
+    evaluated when an exception is on its way.)"""
+    import requests
+    from twilio.base.exceptions import TwilioException
+
+    return (TwilioException, requests.Timeout, requests.ConnectionError)
+
+
 def _classify(exc: Exception) -> SendError:
+    from twilio.base.exceptions import TwilioException, TwilioRestException
+
     if isinstance(exc, TwilioRestException):
         status: int | None = exc.status
         code = str(exc.code) if exc.code is not None else None
