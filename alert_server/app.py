@@ -121,6 +121,7 @@ class Runtime:
             provider_timeout_s=settings.geo_provider_timeout_s,
             pin_policy=pin_policy,
             session_default_duration_s=settings.session_default_duration_s,
+            session_checkin_extend_s=settings.session_checkin_extend_s,
         )
         ingestor = Ingestor(
             engine,

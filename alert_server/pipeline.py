@@ -71,6 +71,7 @@ class Pipeline:
         dispatcher: Dispatcher | None = None,
         pin_policy: PinPolicy | None = None,
         session_default_duration_s: float | None = None,
+        session_checkin_extend_s: float | None = None,
         providers: Sequence[RadioLocator] = (),
         provider_timeout_s: float = 2.0,
         workers: int = 4,
@@ -80,6 +81,7 @@ class Pipeline:
         self.downlink = downlink
         self.pin_policy = pin_policy or PinPolicy()
         self.session_default_duration_s = session_default_duration_s
+        self.session_checkin_extend_s = session_checkin_extend_s
         self.dispatcher = dispatcher
         self.providers = tuple(providers)
         self.provider_timeout_s = provider_timeout_s
@@ -453,6 +455,7 @@ class Pipeline:
             msg=msg,
             now=now,
             default_duration_s=self.session_default_duration_s,
+            checkin_extend_s=self.session_checkin_extend_s,
         )
         fields: dict[str, Any] = {"session_id": msg.session_id, "action": msg.action}
         if out.accepted:

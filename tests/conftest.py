@@ -16,6 +16,9 @@ from alert_server.db import make_engine, migrate
 REPO = Path(__file__).resolve().parent.parent
 GEO_DIR = Path(os.environ.get("VIGIE_GEO_DIR", REPO.parent / "shared" / "geo")).resolve()
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
+# Tests never fetch map tiles from the internet (Plan IGN is the servers' default): the maps
+# of in-process apps draw outlines; a test that wants tiles serves its own.
+os.environ.setdefault("VIGIE_MAP_TILE_URL", "none")
 
 
 # Run one at a time on one worker (pytest-xdist --dist loadgroup): each drives a fleet, several

@@ -249,6 +249,8 @@ def server_env(broker: LocalMosquitto, db_url: str, **extra: str) -> dict[str, s
         VIGIE_PRESENCE_FLUSH_S="0.2",
         # Plain lines: the tests read the server's log (tracebacks, ingest errors) as text.
         VIGIE_LOG_FORMAT="plain",
+        # No map tiles from the internet in tests (Plan IGN is the default).
+        VIGIE_MAP_TILE_URL="none",
     )
     env.update(extra)
     return env

@@ -8,6 +8,7 @@ nobody emits is dead vocabulary; an emitted one that is not listed is a typo wai
 from __future__ import annotations
 
 import ast
+import re
 import typing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,9 @@ from vigie.vocabulary import (
     AlertEventType,
     AlertState,
     DownlinkType,
+    SessionAction,
     UplinkTopic,
+    for_browsers,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,3 +99,50 @@ def test_every_event_type_has_a_french_label_or_is_a_visit_action() -> None:
 def test_downlink_types_cover_the_protocol_commands() -> None:
     body = payloads.command(DownlinkType.LOCATE, datetime(2026, 1, 1, tzinfo=UTC))
     assert b'"type":"locate"' in body
+
+
+def test_session_actions_are_the_protocols() -> None:
+    action = payloads.SessionMsg.model_fields["action"].annotation
+    assert set(typing.get_args(action)) == {a.value for a in SessionAction}
+
+
+BROWSER_SCRIPTS = [
+    ROOT / "alert_server" / "phoneapp" / "static" / "app.js",
+    *sorted((ROOT / "alert_server" / "dashboard" / "static" / "js").glob("*.js")),
+]
+
+
+def test_browser_scripts_take_their_words_from_the_vocabulary() -> None:
+    """The console's scripts and the worker's app get the words from the server
+    (``for_browsers``): every word they name exists, and none is spelled in a comparison (a
+    typo there is an alert that never shows "reçue")."""
+    words = for_browsers()
+    spelled = {v for enum in words.values() for v in enum.values()}
+    spelled_by_app = {
+        v
+        for name in ("DownlinkType", "AlertKind", "UplinkTopic", "SessionAction")
+        for v in words[name].values()
+    }
+    named = 0
+    for path in BROWSER_SCRIPTS:
+        text = path.read_text(encoding="utf-8")
+        # `const CMD = W.DownlinkType;` → CMD.ALERT_RECEIVED
+        aliases = dict(
+            (alias, enum) for alias, enum in re.findall(r"const (\w+) = W\.(\w+);", text)
+        )
+        for alias, enum in aliases.items():
+            assert enum in words, f"{path.name}: W.{enum} is not served"
+            for name in re.findall(rf"\b{alias}\.([A-Z_]+)\b", text):
+                assert name in words[enum], f"{path.name}: {alias}.{name} ({enum}) does not exist"
+                named += 1
+        for enum, name in re.findall(r"\b(?:W|words)\.(\w+)\.([A-Z_]+)\b", text):
+            assert enum in words and name in words[enum], f"{path.name}: {enum}.{name}"
+            named += 1
+        # The worker's app never sees an alert's state: its own screen states ("sending",
+        # "received", "acknowledged") are its words, not the server's.
+        forbidden = spelled_by_app if path.name == "app.js" else spelled
+        for literal in re.findall(r"""[!=]==? ["']([^"']+)["']""", text):
+            assert literal not in forbidden, f"{path.name}: compares with the spelled {literal!r}"
+        for literal in re.findall(r"""["']([a-z_]+\.[a-z_]+)["']""", text):
+            assert literal not in {t.value for t in DownlinkType}, f"{path.name}: {literal!r}"
+    assert named >= 20  # the scripts do use the served words

@@ -43,6 +43,15 @@ class DownlinkType(StrEnum):
     ERROR = "error"
 
 
+class SessionAction(StrEnum):
+    """The ``action`` of a ``session`` message (protocol.md: timed visit / check-in)."""
+
+    START = "start"
+    EXTEND = "extend"
+    CHECKIN = "checkin"
+    END = "end"
+
+
 class AlertKind(StrEnum):
     """What an alert is. The first four come from devices (protocol.md); the last two are
     raised by the server when a timed visit runs out (dispatch escalates them as an SOS)."""
@@ -119,3 +128,21 @@ class Channel(StrEnum):
 
     SMS = "sms"
     VOICE = "voice"
+
+
+# The words the browsers need (the console's scripts, the worker's app): given to them by the
+# server from here, so that the pages never spell a state, a kind or a message type.
+FOR_BROWSERS: Final = (
+    AlertState,
+    AlertKind,
+    DownlinkType,
+    UplinkTopic,
+    SessionAction,
+    Channel,
+    Role,
+)
+
+
+def for_browsers() -> dict[str, dict[str, str]]:
+    """``{"AlertState": {"OPEN": "open", …}, …}``: each enum of ``FOR_BROWSERS`` by name."""
+    return {enum.__name__: {m.name: m.value for m in enum} for enum in FOR_BROWSERS}

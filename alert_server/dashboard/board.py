@@ -91,7 +91,7 @@ def open_alert_ids(session: Session, *, principal: Principal) -> list[str]:
     stmt = (
         select(Alert.alert_id)
         .where(scope_clause(principal))
-        .where(Alert.state == "open")
+        .where(Alert.state == AlertState.OPEN)
         .where(col(Alert.incident_of).is_(None))
         .order_by(col(Alert.created_at).desc())
         .limit(1000)

@@ -1,9 +1,13 @@
 """Dashboard settings derived from ``Settings`` and from the dashboard's own environment
 variables (read here so that ``settings.py`` stays the core's):
 
-- ``VIGIE_MAP_TILE_URL``: a tile server for the map (``https://{s}.tile.example/{z}/{x}/{y}.png``);
-  none by default: the map then shows département outlines only and works offline.
-- ``VIGIE_MAP_TILE_ATTRIBUTION``: the attribution that tile server requires.
+- ``VIGIE_MAP_TILE_URL``: the tile server of the maps' street background. Unset: IGN's public
+  Plan IGN layer from the Géoplateforme (``PLAN_IGN_URL``), no key needed. ``none`` (or empty):
+  no tiles. Whatever the setting, when no tile can be loaded (no network, as in a demo on a
+  laptop) the maps fall back to département and commune outlines with names, drawn from the
+  boundaries loaded in Vigie (``dashboard/geo.py``).
+- ``VIGIE_MAP_TILE_ATTRIBUTION``: the attribution that tile server requires (Plan IGN's by
+  default).
 """
 
 from __future__ import annotations
@@ -20,6 +24,15 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 STATIC_DIR = PACKAGE_DIR / "static"
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
 BOUNDARY_ATTRIBUTION = "IGN – ADMIN EXPRESS COG 2018 / INSEE COG 2018"
+# IGN's public Plan IGN (v2) layer, WMTS on the Géoplateforme in Web Mercator ("PM"): free,
+# without a key, under the Licence Ouverte Etalab 2.0.
+PLAN_IGN_URL = (
+    "https://data.geopf.fr/wmts?SERVICE=WMTS&REQUEST=GetTile&VERSION=1.0.0"
+    "&LAYER=GEOGRAPHICALGRIDSYSTEMS.PLANIGNV2&STYLE=normal&TILEMATRIXSET=PM"
+    "&FORMAT=image/png&TILEMATRIX={z}&TILEROW={y}&TILECOL={x}"
+)
+PLAN_IGN_ATTRIBUTION = "Plan IGN © IGN – Géoplateforme"
+NO_TILES = ("", "none", "aucun")
 
 
 def _static_version() -> str:
@@ -82,16 +95,25 @@ class DashboardConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DashboardConfig:
-        tile_url = os.environ.get("VIGIE_MAP_TILE_URL", "").strip() or None
+        raw = os.environ.get("VIGIE_MAP_TILE_URL")
+        tile_url: str | None = PLAN_IGN_URL if raw is None else raw.strip()
+        if tile_url is not None and tile_url.lower() in NO_TILES:
+            tile_url = None
         if tile_url is not None and tile_origin(tile_url) is None:
-            raise ValueError(f"VIGIE_MAP_TILE_URL: {tile_url!r} n'est pas une URL http(s)")
+            raise ValueError(
+                f"VIGIE_MAP_TILE_URL : {tile_url!r} n'est pas une URL http(s) "
+                "(« none » pour une carte sans fond de plan)"
+            )
+        attribution = os.environ.get("VIGIE_MAP_TILE_ATTRIBUTION", "").strip()
+        if not attribution and tile_url == PLAN_IGN_URL:
+            attribution = PLAN_IGN_ATTRIBUTION
         geo_dir = settings.geo_dir
         if geo_dir is None and os.environ.get("VIGIE_GEO_DIR"):
             geo_dir = Path(os.environ["VIGIE_GEO_DIR"])
         return cls(
             secure_cookies=settings.public_url.lower().startswith("https://"),
             tile_url=tile_url,
-            tile_attribution=os.environ.get("VIGIE_MAP_TILE_ATTRIBUTION", "").strip(),
+            tile_attribution=attribution,
             static_version=_static_version(),
             geo_dir=geo_dir,
             telephony_banner=(

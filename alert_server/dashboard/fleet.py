@@ -18,7 +18,7 @@ from alert_server.dashboard import pages
 from alert_server.dashboard.auth import engine_of
 from alert_server.db import read_scope
 from alert_server.devices.models import Device
-from alert_server.sessions.models import RUNNING, VisitSession
+from alert_server.sessions.models import RUNNING, WARNED, VisitSession
 from vigie.timeutil import as_utc, rfc3339, utcnow
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
@@ -51,6 +51,10 @@ def fleet(session: Session, now: datetime) -> dict[str, Any]:
             {
                 "device_id": v.device_id,
                 "state": v.state,
+                # Said in French by the page (no visit state spelled in the script).
+                "status_fr": (
+                    "fin dépassée : avertissement envoyé" if v.state == WARNED else "en cours"
+                ),
                 "started_at": rfc3339(as_utc(v.started_at)),
                 "expected_end": rfc3339(as_utc(v.expected_end)) if v.expected_end else None,
                 "lat": v.pos_lat,

@@ -40,14 +40,22 @@ def search(request: Request, q: str, page: int) -> HistoryPage:
     stmt = select(Alert).where(scope_clause(sess.principal)).where(col(Alert.incident_of).is_(None))
     term = q.strip()
     if term:
-        like = f"%{term.replace('%', '').replace('_', '')}%"
+        # Searched as typed: "_" and "%" are letters here (device ids have underscores), not
+        # LIKE wildcards.
+        escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        like = f"%{escaped}%"
         stmt = stmt.where(
             or_(
-                col(Alert.alert_id).ilike(like),
-                col(Alert.device_id).ilike(like),
-                col(Alert.commune_nom).ilike(like),
-                col(Alert.departement).ilike(like),
-                col(Alert.acknowledged_by).ilike(like),
+                *(
+                    col(column).ilike(like, escape="\\")
+                    for column in (
+                        Alert.alert_id,
+                        Alert.device_id,
+                        Alert.commune_nom,
+                        Alert.departement,
+                        Alert.acknowledged_by,
+                    )
+                )
             )
         )
     with read_scope(engine_of(request)) as session:

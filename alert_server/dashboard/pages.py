@@ -296,8 +296,8 @@ def board(
         rows=len(alerts), via="console",
     )  # fmt: skip
     counts = {
-        "open": sum(1 for a in alerts if a.state == AlertState.OPEN),
-        "acknowledged": sum(1 for a in alerts if a.state == AlertState.ACKNOWLEDGED),
+        AlertState.OPEN: sum(1 for a in alerts if a.state == AlertState.OPEN),
+        AlertState.ACKNOWLEDGED: sum(1 for a in alerts if a.state == AlertState.ACKNOWLEDGED),
     }
     return _page(
         request,
@@ -412,6 +412,7 @@ def _detail_context(request: Request, sess: PageSession, alert_id: str) -> dict[
         "departement": alert.departement,
         "departements": concerned,
         "outlines_url": f"{config.prefix}/geo/departements.geojson",
+        "communes_url": f"{config.prefix}/geo/communes.geojson",
         "tile_url": config.tile_url,
         "tile_attribution": config.tile_attribution,
         "boundary_attribution": BOUNDARY_ATTRIBUTION,

@@ -22,7 +22,14 @@ from alert_server.alerts.schemas import (
 from alert_server.dashboard.config import BOUNDARY_ATTRIBUTION, TEMPLATES_DIR
 from alert_server.dashboard.presstime import press_time, urgency_group
 from vigie.timeutil import as_utc, rfc3339
-from vigie.vocabulary import ACTIVE_STATES, AlertState
+from vigie.vocabulary import (
+    ACTIVE_STATES,
+    CLOSED_STATES,
+    AlertKind,
+    AlertState,
+    Role,
+    for_browsers,
+)
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -36,9 +43,9 @@ POS_SOURCES_FR = {
 }
 STATE_FILTERS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "active": ("En cours (non prises + prises en charge)", ACTIVE_STATES),
-    "open": ("Non prises en charge", (AlertState.OPEN,)),
-    "acknowledged": ("Prises en charge", (AlertState.ACKNOWLEDGED,)),
-    "closed": ("Clôturées ou annulées", (AlertState.RESOLVED, AlertState.CANCELLED)),
+    AlertState.OPEN: ("Non prises en charge", (AlertState.OPEN,)),
+    AlertState.ACKNOWLEDGED: ("Prises en charge", (AlertState.ACKNOWLEDGED,)),
+    "closed": ("Clôturées ou annulées", CLOSED_STATES),
     "all": ("Toutes", None),
 }
 
@@ -159,6 +166,11 @@ def _env() -> Environment:
         OUTCOMES=OUTCOMES,
         STATE_FILTERS=STATE_FILTERS,
         BOUNDARY_ATTRIBUTION=BOUNDARY_ATTRIBUTION,
+        # The shared vocabulary: templates compare with these, never with a spelled string.
+        AlertState=AlertState,
+        AlertKind=AlertKind,
+        Role=Role,
+        VOCABULARY=for_browsers(),
     )
     return env
 

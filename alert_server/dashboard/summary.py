@@ -24,20 +24,23 @@ from alert_server.alerts.schemas import (
     OUTCOMES,
     TimelineEntry,
 )
+from dispatch.models import CANCELLED, CLAIMED, PLANNED
 from vigie.timeutil import as_utc
+from vigie.vocabulary import AlertEventType, Channel
 
 PARIS = ZoneInfo("Europe/Paris")
 
 # Dispatch's notification rows: what was sent and by which means.
 NOTIFICATIONS = {
-    "alert_sms": ("SMS d'alerte", "sms"),
-    "alert_call": ("Appel d'alerte", "voice"),
-    "ack_info_sms": ("SMS « pris en charge »", "sms"),
-    "stand_down_sms": ("SMS d'annulation", "sms"),
-    "duress_sms": ("SMS « sous contrainte »", "sms"),
+    "alert_sms": ("SMS d'alerte", Channel.SMS),
+    "alert_call": ("Appel d'alerte", Channel.VOICE),
+    "ack_info_sms": ("SMS « pris en charge »", Channel.SMS),
+    "stand_down_sms": ("SMS d'annulation", Channel.SMS),
+    "duress_sms": ("SMS « sous contrainte »", Channel.SMS),
 }
-NOT_YET = {"planned", "claimed"}
-NEVER = {"cancelled", "canceled"}
+NOT_YET = {PLANNED, CLAIMED}
+# Never sent (the escalation stopped first); "canceled" is the provider's spelling.
+NEVER = {CANCELLED, "canceled"}
 SMS_STATUS = {
     "sending": "en cours d'envoi",
     "sent": "envoyé",
@@ -65,8 +68,8 @@ VIA_FR = {
     "dashboard": "depuis la console",
     "console": "depuis la console",
     "api": "par l'API",
-    "sms": "par SMS",
-    "voice": "par téléphone",
+    Channel.SMS: "par SMS",
+    Channel.VOICE: "par téléphone",
 }
 # Alert event details worth a sentence, in French, in this order.
 DETAIL_FR = {
@@ -80,6 +83,16 @@ DETAIL_FR = {
     "flags": "signalements",
 }
 SOURCES_FR = {"gps": "GPS", "wifi": "Wi-Fi", "cell": "antenne", "fixed": "adresse fixe"}
+
+
+# Alert events whose actor is the device itself (not worth naming on every line).
+DEVICE_EVENTS = {
+    AlertEventType.RECEIVED,
+    AlertEventType.REPEAT,
+    AlertEventType.LOCATED,
+    AlertEventType.POSITION,
+}
+WARN_EVENTS = {AlertEventType.EXHAUSTED, AlertEventType.PIN_WRONG}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +150,8 @@ def to_whom(name: str) -> str:
 
 
 def _status_word(kind: str, status: str | None) -> str:
-    table = CALL_STATUS if NOTIFICATIONS.get(kind, ("", "sms"))[1] == "voice" else SMS_STATUS
+    channel = NOTIFICATIONS.get(kind, ("", Channel.SMS))[1]
+    table = CALL_STATUS if channel == Channel.VOICE else SMS_STATUS
     return table.get(status or "", "envoyé")
 
 
@@ -184,7 +198,11 @@ def _chains_sentence(chains: Any) -> str:
 
 
 def _console_ack_times(entries: Iterable[TimelineEntry]) -> list[datetime]:
-    return [as_utc(e.at) for e in entries if e.source == "alert_event" and e.type == "acknowledged"]
+    return [
+        as_utc(e.at)
+        for e in entries
+        if e.source == "alert_event" and e.type == AlertEventType.ACKNOWLEDGED
+    ]
 
 
 def plain_timeline(entries: list[TimelineEntry]) -> list[Line]:
@@ -203,23 +221,23 @@ def _line(e: TimelineEntry, console_acks: list[datetime]) -> Line | None:
     if e.source != "alert_event":
         return _dispatch_line(e, console_acks)
     label = EVENT_LABELS_FR.get(e.type, "Événement")
-    if e.type == "acknowledged":
+    if e.type == AlertEventType.ACKNOWLEDGED:
         via = VIA_FR.get(str(d.get("via") or ""), "")
         return Line(e.at, " ".join(p for p in ("Prise en charge", via) if p), e.actor, "ok")
-    if e.type == "dispatched":
+    if e.type == AlertEventType.DISPATCHED:
         return Line(e.at, f"Escalade lancée : {_chains_sentence(d.get('chains'))}", None)
-    if e.type == "note":
+    if e.type == AlertEventType.NOTE:
         return Line(e.at, f"Note : {d.get('text', '')}", e.actor)
-    if e.type == "police_ref":
+    if e.type == AlertEventType.POLICE_REF:
         return Line(e.at, f"N° d'intervention des forces de l'ordre : {d.get('ref', '')}", e.actor)
-    if e.type == "duress":
+    if e.type == AlertEventType.DURESS:
         return Line(e.at, label, e.actor, "danger")
     text = label
     sentence = _detail_sentence(d)
     if sentence:
         text += f" — {sentence}"
-    actor = e.actor if e.type not in ("received", "repeat", "located", "position") else None
-    return Line(e.at, text, actor, "warn" if e.type in ("exhausted", "pin_wrong") else "info")
+    actor = e.actor if e.type not in DEVICE_EVENTS else None
+    return Line(e.at, text, actor, "warn" if e.type in WARN_EVENTS else "info")
 
 
 def _dispatch_line(e: TimelineEntry, console_acks: list[datetime]) -> Line | None:
@@ -231,16 +249,17 @@ def _dispatch_line(e: TimelineEntry, console_acks: list[datetime]) -> Line | Non
             return None  # the future (summary) or what never happened
         what, channel = NOTIFICATIONS[e.type]
         target = f" {to_whom(to)}" if to else ""
-        if channel == "voice":
+        if channel == Channel.VOICE:
             return Line(
                 e.at, f"Appel{target} : {_status_word(e.type, status)}", None, _tone(status)
             )
         return Line(e.at, f"{what}{target} : {_status_word(e.type, status)}", None, _tone(status))
     if e.type == "delivery":
-        word = CALL_STATUS.get(status or "") if d.get("channel") == "voice" else None
+        by_voice = d.get("channel") == Channel.VOICE
+        word = CALL_STATUS.get(status or "") if by_voice else None
         if word is None:
             word = SMS_STATUS.get(status or "", status or "statut inconnu")
-        means = "Appel" if d.get("channel") == "voice" else "SMS"
+        means = "Appel" if by_voice else "SMS"
         target = f" {to_whom(to)}" if to else ""
         return Line(e.at, f"Réseau de l'opérateur : {means}{target} {word}", None, _tone(status))
     if e.type == "acknowledged":
@@ -287,10 +306,10 @@ def escalation_summary(entries: list[TimelineEntry], now: datetime) -> list[str]
     for e in entries:
         d = e.detail or {}
         status = d.get("status")
-        if e.source == "alert_event" and e.type == "acknowledged":
+        if e.source == "alert_event" and e.type == AlertEventType.ACKNOWLEDGED:
             via = VIA_FR.get(str(d.get("via") or ""), "")
             ack = f"Prise en charge par {e.actor or 'un référent'} à {hhmm(e.at)} {via}".strip()
-        if e.source == "alert_event" and e.type == "exhausted":
+        if e.source == "alert_event" and e.type == AlertEventType.EXHAUSTED:
             exhausted = as_utc(e.at)
         if e.source == "alert_event" or e.type not in ("alert_sms", "alert_call"):
             continue

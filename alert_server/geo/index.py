@@ -247,6 +247,21 @@ class GeoIndex:
         """``PN`` or ``GN`` for a commune listed in the zone table, else None."""
         return self._zones.get(commune_code) if commune_code else None
 
+    # -- drawing ---------------------------------------------------------------------------
+    def communes_in_box(
+        self, min_lon: float, min_lat: float, max_lon: float, max_lat: float
+    ) -> list[tuple[str, str, shapely.Geometry]]:
+        """(code, name, polygon) of every commune whose bounding box meets the box, by code:
+        for drawing a map (the console's offline background), never for routing."""
+        if not len(self._communes):
+            return []
+        found = self._communes.tree.query(shapely.box(min_lon, min_lat, max_lon, max_lat))
+        layer = self._communes
+        return [
+            (layer.codes[i], layer.noms[i], layer.geoms[i])
+            for i in sorted(found.tolist(), key=lambda i: layer.codes[i])
+        ]
+
     # -- distances -------------------------------------------------------------------------
     def departements_touching(self, lat: float, lon: float, radius_m: float) -> tuple[str, ...]:
         """Every département that the circle (centre, ``radius_m`` metres) touches.

@@ -8,6 +8,7 @@ messaging app fetching the URL to draw a thumbnail) cannot spend the code.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from alert_server.db import write_scope
 from alert_server.devices import enrol
 from alert_server.users.service import audit
 from vigie.timeutil import utcnow
+from vigie.vocabulary import for_browsers
 
 STATIC = Path(__file__).resolve().parent / "static"
 PREFIX = "/app"
@@ -50,6 +52,21 @@ def limits_page() -> FileResponse:
 @router.get("/sw.js")
 def service_worker() -> FileResponse:
     return _page("sw.js", "text/javascript")
+
+
+# The protocol's words for app.js, from vigie/vocabulary.py (cached offline by the service
+# worker with the rest of the app).
+VOCABULARY_JS = (
+    "/* Vigie: the protocol's words, written once in vigie/vocabulary.py. */\n"
+    f"self.VIGIE_WORDS = Object.freeze({json.dumps(for_browsers(), sort_keys=True)});\n"
+)
+
+
+@router.get("/vocabulary.js")
+def vocabulary() -> Response:
+    return Response(
+        VOCABULARY_JS, media_type="text/javascript", headers={"Cache-Control": "no-cache"}
+    )
 
 
 @router.get("/manifest.webmanifest")

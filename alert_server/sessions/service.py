@@ -126,8 +126,14 @@ def on_message(
     msg: payloads.SessionMsg,
     now: datetime,
     default_duration_s: float | None = None,
+    checkin_extend_s: float | None = None,
 ) -> SessionOutcome:
-    """Apply one Session message (start, extend, checkin, end). Idempotent for repeats."""
+    """Apply one Session message (start, extend, checkin, end). Idempotent for repeats.
+
+    The outcome's ``expected_end`` is the deadline the server now watches, which the device
+    shows the worker: after a check-in that answers a warning (or comes after the announced
+    end) it is the check-in plus ``checkin_extend_s`` (the engine's rule), never the end
+    already past."""
     if (
         msg.action in ("start", "extend")
         and msg.expected_end is not None
@@ -229,6 +235,20 @@ def on_message(
             # The worker answered the warning: the pending alert is cancelled and the next
             # deadline is computed by the engine (announced end or check-in + extension).
             row.state, row.due_at, row.warned_at = ACTIVE, None, None
+            session.add(row)
+            log.info(
+                "session checkin device_id=%s session_id=%s state=%s",
+                device_id,
+                msg.session_id,
+                row.state,
+            )
+            outcome = _accepted(row)
+            if checkin_extend_s is None:
+                return outcome
+            rearmed = now + timedelta(seconds=checkin_extend_s)
+            if outcome.expected_end is not None:
+                rearmed = max(rearmed, outcome.expected_end)
+            return replace(outcome, expected_end=rearmed)
     elif msg.action == "end":
         row.state, row.ended_at, row.end_reason = ENDED, now, "end"
         row.due_at = row.offline_since = row.offline_due_at = None

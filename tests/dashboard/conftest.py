@@ -3,6 +3,7 @@ Chromium through Playwright (never a downloaded browser)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,6 +141,27 @@ def page(chromium: Any) -> Iterator[tuple[Any, PageProblems]]:
         yield pg, problems
     finally:
         context.close()
+
+
+@functools.cache
+def _axe_source() -> str:
+    return (REPO / "tests" / "vendor" / "axe-core" / "axe.min.js").read_text(encoding="utf-8")
+
+
+def assert_accessible(pg: Any, what: str) -> None:
+    """axe-core (vendored from npm, injected here): no serious or critical violation.
+
+    The page's own Content-Security-Policy refuses an injected script: its context must be
+    made with ``bypass_csp=True``."""
+    if not pg.evaluate("typeof window.axe !== 'undefined'"):
+        pg.add_script_tag(content=_axe_source())
+    result = pg.evaluate(
+        """() => axe.run(document, {resultTypes: ['violations']}).then(r =>
+            r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
+             .map(v => v.id + ' (' + v.impact + '): ' +
+                  v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | ')))"""
+    )
+    assert result == [], (what, result)
 
 
 def artifact(name: str) -> Path:

@@ -8,9 +8,15 @@ straight into the database, as the pipeline would, and reach the pages through t
 
 from __future__ import annotations
 
+import dataclasses
+import gzip
+import json
 import os
 import re
+import struct
+import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +28,9 @@ from alert_server.db import write_scope
 from alert_server.users.models import WebSession
 from tests.api.conftest import PASSWORD, ApiStack, close_stack, make_stack
 from tests.conftest import GEO_DIR
-from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, artifact
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, artifact, assert_accessible
 from tests.fakes import ban
-from tests.fakes.app_server import ThreadedServer
+from tests.fakes.app_server import ThreadedServer, free_port
 from tests.support import wait_until
 from vigie.timeutil import as_utc, utcnow
 
@@ -90,22 +96,6 @@ OVERFLOWING = """() => Array.from(document.querySelectorAll('body *'))
 def assert_fits(pg: Any, width: int, what: str = "") -> None:
     scroll = pg.evaluate("document.documentElement.scrollWidth")
     assert scroll <= width, (what, scroll, pg.evaluate(OVERFLOWING))
-
-
-AXE = (Path(__file__).resolve().parents[1] / "vendor" / "axe-core" / "axe.min.js").read_text()
-
-
-def assert_accessible(pg: Any, what: str) -> None:
-    """axe-core (vendored from npm, injected here): no serious or critical violation."""
-    if not pg.evaluate("typeof window.axe !== 'undefined'"):
-        pg.add_script_tag(content=AXE)
-    result = pg.evaluate(
-        """() => axe.run(document, {resultTypes: ['violations']}).then(r =>
-            r.violations.filter(v => v.impact === 'serious' || v.impact === 'critical')
-             .map(v => v.id + ' (' + v.impact + '): ' +
-                  v.nodes.slice(0, 3).map(n => n.target.join(' ')).join(' | ')))"""
-    )
-    assert result == [], (what, result)
 
 
 def login(pg: Any, base: str, path: str = "/dashboard/", user: str = "regulation") -> None:
@@ -551,6 +541,8 @@ def test_fleet_map_devices_online_and_visits_in_progress(stack: ApiStack, chromi
     try:
         login(pg, stack.url, "/dashboard/devices", user="admin")
         pg.wait_for_selector("#fleet-map[data-devices='1'][data-visits='1']")
+        # No tiles in tests: the same outlines background as the alert page.
+        assert pg.get_attribute("#fleet-map", "data-basemap") == "outlines"
         visits = pg.inner_text("#visits")
         assert "nurse-001" in visits and "25 min" in visits and "en cours" in visits
         assert "Patient" not in pg.content()  # the memo never reaches the map
@@ -565,5 +557,229 @@ def test_fleet_map_devices_online_and_visits_in_progress(stack: ApiStack, chromi
         login(pg, stack.url, user="bdr")
         status = pg.evaluate("fetch('/dashboard/fleet.json').then(r => r.status)")
         assert status == 403
+    finally:
+        context.close()
+
+
+def test_history_search_and_paging_in_the_browser(stack: ApiStack, chromium: Any) -> None:
+    """Typed in the search box, as a referent would on her phone: the matches only, newest
+    first, 50 a page; the next and previous pages keep the search; "_" and "%" are searched
+    as typed, not as wildcards."""
+    now = utcnow()
+    ids = [
+        stack.add_alert(
+            "84",
+            created_at=now - timedelta(days=2, minutes=i),
+            device_id=f"tour_vaison-{i:02d}",
+            commune_nom="Vaison-la-Romaine",
+        )
+        for i in range(55)
+    ]
+    # "tour_vaison" with "_" as a wildcard would find this one too.
+    decoy = stack.add_alert("84", created_at=now - timedelta(days=3), device_id="tour-vaison-x")
+    context, pg = new_page(chromium, PHONE, is_mobile=True, has_touch=True)
+    try:
+        login(pg, stack.url, "/dashboard/history")
+
+        def search(term: str) -> str:
+            pg.fill("#history-q", term)
+            pg.click("form[role=search] button[type=submit]")
+            pg.wait_for_load_state()
+            return pg.inner_text("#history-count")
+
+        def rows() -> list[str]:
+            return pg.eval_on_selector_all(
+                "#history tr.alert-row", "rs => rs.map(r => r.dataset.alertId)"
+            )
+
+        assert search("tour_vaison") == "55 alerte(s) pour « tour_vaison » — page 1 sur 2"
+        assert rows() == ids[:50]  # newest first
+        assert pg.locator("#history-prev").count() == 0
+        assert_fits(pg, PHONE["width"], "history search at 390")
+        pg.screenshot(path=str(artifact("v11-history-search-390.png")))  # the first screen
+        pg.locator("#history-next").scroll_into_view_if_needed()
+        pg.screenshot(path=str(artifact("v11-history-pager-390.png")))
+        pg.click("#history-next")
+        pg.wait_for_load_state()
+        assert pg.inner_text("#history-count") == (
+            "55 alerte(s) pour « tour_vaison » — page 2 sur 2"
+        )
+        assert rows() == ids[50:]
+        assert pg.input_value("#history-q") == "tour_vaison"  # the search is kept
+        assert pg.locator("#history-next").count() == 0
+        pg.click("#history-prev")
+        pg.wait_for_load_state()
+        assert "page 1 sur 2" in pg.inner_text("#history-count")
+        assert rows() == ids[:50]
+        # A commune, in any case; one alert by its identifier.
+        assert search("VAISON-LA-ROMAINE").startswith("55 alerte(s)")
+        assert search(ids[7]).startswith("1 alerte(s)")
+        assert rows() == [ids[7]]
+        # "_" is a letter, not "any character"; "%" matches nothing here, not everything.
+        assert search("tour-vaison").startswith("1 alerte(s)")
+        assert rows() == [decoy]
+        assert search("%").startswith("0 alerte(s)")
+        assert pg.inner_text("#history tbody") == "Aucune alerte."
+        pg.screenshot(path=str(artifact("v11-history-none-390.png")), full_page=True)
+        assert pg.errors == []
+    finally:
+        context.close()
+
+
+# -- the map's background: Plan IGN tiles, or commune outlines without network ----------------
+
+
+def _png(rgb: tuple[int, int, int] = (236, 230, 214)) -> bytes:
+    """A plain 256×256 tile."""
+    raw = b"".join(b"\x00" + bytes(rgb) * 256 for _ in range(256))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 256, 256, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+@contextmanager
+def tiles_from(stack: ApiStack, url: str | None) -> Iterator[None]:
+    """The running app with another tile setting (as VIGIE_MAP_TILE_URL would give)."""
+    saved = stack.app.state.dashboard
+    stack.app.state.dashboard = dataclasses.replace(
+        saved, tile_url=url, tile_attribution="Tuiles de test" if url else ""
+    )
+    try:
+        yield
+    finally:
+        stack.app.state.dashboard = saved
+
+
+def _attr(pg: Any, selector: str, name: str) -> str:
+    return pg.get_attribute(selector, name) or ""
+
+
+def import_communes_of_13(stack: ApiStack, tmp: Path) -> None:
+    """The communes of the Bouches-du-Rhône (119) from the shared boundary data, imported as
+    `vigie geo import` would (the whole country costs ~15 s; the module's app imports none)."""
+    from alert_server.geo.service import import_files
+
+    with gzip.open(GEO_DIR / "communes-avec-outre-mer.geojson.gz", "rt", encoding="utf-8") as f:
+        text = f.read()
+    features = []
+    for piece in text.split('{"type":"Feature",')[1:]:
+        if '"code":"13' not in piece:
+            continue
+        body = piece.rstrip()
+        body = body[:-1] if body.endswith(",") else body[:-2]  # "}," or the last "}]}"
+        features.append(json.loads('{"type":"Feature",' + body))
+    path = tmp / "communes-13.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
+    import_files(stack.runtime.engine, communes=path)
+
+
+def communes_drawn(pg: Any, at_least: int = 5) -> None:
+    """The communes around the Vieux-Port (at zoom 12: Marseille and its neighbours on a
+    desktop; on a phone's small map, Marseille alone may fill the view)."""
+    wait_until(
+        lambda: (
+            _attr(pg, "#map", "data-communes").isdigit()
+            and int(_attr(pg, "#map", "data-communes")) >= at_least
+        ),
+        15,
+        "the communes in view",
+    )
+
+
+def test_map_over_tiles_or_commune_outlines_when_tiles_are_out_of_reach(
+    stack: ApiStack, chromium: Any, tmp_path: Path
+) -> None:
+    """Plan IGN is the default (tests/dashboard/test_pages.py); here: tiles that load are the
+    background; tiles out of reach (a demo without network) or none at all give the outlines
+    of the communes in view, served by Vigie from the loaded boundaries, names on hover."""
+    import_communes_of_13(stack, tmp_path)
+    alert_id = stack.add_alert("13", commune_nom="Marseille")  # the Vieux-Port
+    served: list[str] = []
+    png = _png()
+
+    async def tile_app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        served.append(scope["path"])
+        headers = [(b"content-type", b"image/png")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": png})
+
+    tile_server = ThreadedServer(tile_app).start()
+    try:
+        # Tiles load: they are the background, no commune is drawn over the streets.
+        with tiles_from(stack, tile_server.url + "/{z}/{x}/{y}.png"):
+            context, pg = new_page(chromium, bypass_csp=True)  # the test's tile origin
+            try:
+                login(pg, stack.url, f"/dashboard/alerts/{alert_id}")
+                pg.wait_for_selector("#map[data-basemap=tiles]")
+                pg.wait_for_selector("#map[data-outlines]")
+                assert re.fullmatch(r"/16/\d+/\d+\.png", served[0]), served[:3]
+                assert _attr(pg, "#map", "data-communes") == ""
+                assert "Tuiles de test" in pg.inner_text(".leaflet-control-attribution")
+                pg.screenshot(path=str(artifact("v11-map-tiles-1440.png")), full_page=True)
+            finally:
+                context.close()
+        # Out of reach (nothing listens there): outlines of the communes, and it says so.
+        dead = f"http://127.0.0.1:{free_port()}/{{z}}/{{x}}/{{y}}.png"
+        for name, viewport in (("1440", DESKTOP), ("390", PHONE)):
+            with tiles_from(stack, dead):
+                context, pg = new_page(chromium, viewport, bypass_csp=True)
+                try:
+                    login(pg, stack.url, f"/dashboard/alerts/{alert_id}")
+                    pg.wait_for_selector("#map[data-basemap=outlines]")
+                    assert "Fond de carte injoignable" in pg.inner_text(".map-note")
+                    least = 5 if name == "1440" else 1
+                    communes_drawn(pg, least)
+                    assert pg.locator(".leaflet-communes-pane path").count() >= least
+                    # The name of a commune on hover: 2-3 km north of the Vieux-Port.
+                    pg.locator("#map").scroll_into_view_if_needed()
+                    box = pg.locator("#map").bounding_box()
+                    assert box is not None
+                    pg.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2 - 90)
+                    pg.wait_for_selector(".commune-label")
+                    assert pg.inner_text(".commune-label") == "Marseille"
+                    assert_fits(pg, viewport["width"], f"map fallback at {name}")
+                    pg.screenshot(
+                        path=str(artifact(f"v11-map-offline-communes-{name}.png")), full_page=True
+                    )
+                    pg.locator("#map").screenshot(
+                        path=str(artifact(f"v11-map-offline-communes-{name}-map.png"))
+                    )
+                    assert pg.errors == []
+                finally:
+                    context.close()
+    finally:
+        tile_server.stop()
+    # No tiles at all (VIGIE_MAP_TILE_URL=none, as in these tests): outlines at once, no note.
+    context, pg = new_page(chromium)
+    try:
+        login(pg, stack.url, f"/dashboard/alerts/{alert_id}")
+        pg.wait_for_selector("#map[data-basemap=outlines]")
+        assert pg.locator(".map-note").count() == 0
+        communes_drawn(pg)
+        # The server's answer: the view's communes, simplified; a box too large gets none.
+        near = pg.evaluate(
+            """() => fetch(Vigie.prefix + '/geo/communes.geojson?bbox=5.30,43.25,5.45,43.35')
+                .then(r => r.json())"""
+        )
+        assert near["complete"] is True
+        names = {f["properties"]["nom"] for f in near["features"]}
+        assert "Marseille" in names and len(names) < 40, names
+        assert near["attribution"] == "IGN – ADMIN EXPRESS COG 2018 / INSEE COG 2018"
+        wide = pg.evaluate(
+            """() => fetch(Vigie.prefix + '/geo/communes.geojson?bbox=0,40,8,48')
+                .then(r => r.json())"""
+        )
+        assert wide["complete"] is False and wide["features"] == []
+        assert pg.errors == []
     finally:
         context.close()

@@ -302,15 +302,30 @@ def test_outlines_ignore_a_bad_bbox(console_app: ApiStack) -> None:
             assert len(r.json()["features"]) == 101, bbox  # the whole map
 
 
-def test_tile_server_enters_the_csp_only_when_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plan_ign_by_default_and_the_tile_server_in_the_csp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 14: a street map in production, IGN's public Plan IGN (Géoplateforme) as the
+    default; ``none`` turns tiles off; whatever is set enters the CSP, nothing else does."""
+    from alert_server.dashboard.config import PLAN_IGN_ATTRIBUTION, PLAN_IGN_URL
+
     settings = Settings(database_url="sqlite://")
     monkeypatch.delenv("VIGIE_MAP_TILE_URL", raising=False)
-    assert (
-        "img-src 'self' data:;" in DashboardConfig.from_settings(settings).content_security_policy()
-    )
+    monkeypatch.delenv("VIGIE_MAP_TILE_ATTRIBUTION", raising=False)
+    config = DashboardConfig.from_settings(settings)
+    assert config.tile_url == PLAN_IGN_URL
+    assert "LAYER=GEOGRAPHICALGRIDSYSTEMS.PLANIGNV2" in PLAN_IGN_URL
+    assert "TILEMATRIX={z}&TILEROW={y}&TILECOL={x}" in PLAN_IGN_URL
+    assert config.tile_attribution == PLAN_IGN_ATTRIBUTION
+    assert "img-src 'self' data: https://data.geopf.fr;" in config.content_security_policy()
+    for off in ("none", "", "  NONE "):
+        monkeypatch.setenv("VIGIE_MAP_TILE_URL", off)
+        config = DashboardConfig.from_settings(settings)
+        assert config.tile_url is None, off
+        assert "img-src 'self' data:;" in config.content_security_policy()
     monkeypatch.setenv("VIGIE_MAP_TILE_URL", "https://{s}.tile.openstreetmap.org/{z}/{x}/{y}.png")
     config = DashboardConfig.from_settings(settings)
-    assert config.tile_url is not None
+    assert config.tile_url is not None and config.tile_attribution == ""
     assert (
         "img-src 'self' data: https://*.tile.openstreetmap.org;" in config.content_security_policy()
     )

@@ -12,7 +12,9 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -22,12 +24,12 @@ from sqlmodel import select
 from alert_server.db import make_engine, read_scope, write_scope
 from alert_server.devices import enrol, service
 from alert_server.devices.models import Device
-from alert_server.sessions.models import VisitSession
-from tests.dashboard.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from alert_server.sessions.models import ACTIVE, ENDED, WARNED, VisitSession
+from tests.dashboard.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, assert_accessible
 from tests.fakes.fake_twilio import FakeTwilio
 from tests.support import ServerProcess, server_env, vigie, wait_until
 from vigie.brokers.mosquitto import LocalMosquitto, free_port
-from vigie.timeutil import utcnow
+from vigie.timeutil import as_utc, utcnow
 
 NATIONAL = "+33199000000"
 DIRECTORY = f"""\
@@ -97,7 +99,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             VIGIE_TWILIO_API_BASE=twilio.url,
             VIGIE_PUBLIC_URL=f"http://127.0.0.1:{port}",
             VIGIE_MQTT_WS_URL=broker.ws_url(),
-            VIGIE_SESSION_GRACE_S='{"nurse": 3, "pharmacist": 3, "other": 3}',
+            # Nurses: 3 s to answer a warning (the overdue alert comes quickly); pharmacists:
+            # 30 s, for the tests that press the warning's buttons on a busy machine.
+            VIGIE_SESSION_GRACE_S='{"nurse": 3, "pharmacist": 30, "other": 3}',
             VIGIE_SESSION_TICK_S="0.5",
         )
         twilio.webhook_base = f"http://127.0.0.1:{port}"
@@ -162,13 +166,11 @@ def shot(page: Any, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"phoneapp-{name}.png"))
 
 
-def new_device(stack: Stack, device_id: str, *, cli: bool = False) -> str:
+def new_device(stack: Stack, device_id: str, *, cli: bool = False, role: str = "nurse") -> str:
     """Register ``device_id`` and return its enrolment link (from ``vigie devices enrol``
     when ``cli``; otherwise in-process, to spare a process start on a busy machine)."""
     with write_scope(stack.engine) as s:
-        new = service.NewDevice(
-            device_id, f"Worker {device_id}", "nurse", "+33612345678", PIN, DURESS
-        )
+        new = service.NewDevice(device_id, f"Worker {device_id}", role, "+33612345678", PIN, DURESS)
         service.add_device(s, new=new, now=utcnow())
         if not cli:
             return enrol.issue(
@@ -182,8 +184,10 @@ def new_device(stack: Stack, device_id: str, *, cli: bool = False) -> str:
     return str(body["enrol_url"])
 
 
-def enrolled(stack: Stack, context: Any, device_id: str, *, cli: bool = False) -> Any:
-    url = new_device(stack, device_id, cli=cli)
+def enrolled(
+    stack: Stack, context: Any, device_id: str, *, cli: bool = False, role: str = "nurse"
+) -> Any:
+    url = new_device(stack, device_id, cli=cli, role=role)
     page = context.new_page()
     page.set_default_timeout(20_000)
     page.goto(url)
@@ -483,3 +487,173 @@ def test_visit_started_and_ended_offline_is_sent_in_order(stack: Stack, phone: A
             return [r.state for r in rows]
 
     wait_until(lambda: states() == ["ended"], 60, "the visit stored, then ended")
+
+
+# -- the visit's "+15 min" and "Je vais bien", and accessibility --------------------------
+
+
+@pytest.fixture
+def audited_phone(browser: Any) -> Iterator[Any]:
+    """The same phone, with the page's Content-Security-Policy lifted so that axe-core can be
+    injected (the app's CSP is exercised by the other tests)."""
+    context = browser.new_context(
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        locale="fr-FR",
+        timezone_id="Europe/Paris",
+        permissions=["geolocation"],
+        geolocation={"latitude": 43.1747, "longitude": 5.6047, "accuracy": ACCURACY_95},
+        bypass_csp=True,
+    )
+    errors: list[str] = []
+    context.on("weberror", lambda e: errors.append(str(e.error)))
+    try:
+        yield context
+    finally:
+        context.close()
+    assert errors == [], errors
+
+
+def visit_row(stack: Stack, device_id: str) -> VisitSession:
+    """The device's newest visit, as the server stores it."""
+    with read_scope(stack.engine) as s:
+        rows = s.exec(
+            select(VisitSession)
+            .where(VisitSession.device_id == device_id)
+            .order_by(VisitSession.id)  # type: ignore[arg-type]
+        ).all()
+        assert rows, f"no visit stored for {device_id}"
+        return rows[-1]
+
+
+def paris_hhmm(at: datetime) -> str:
+    return as_utc(at).astimezone(ZoneInfo("Europe/Paris")).strftime("%H:%M")
+
+
+def start_visit(page: Any, minutes: str, memo: str) -> None:
+    page.fill("#visit-duration", minutes)
+    page.fill("#visit-memo", memo)
+    page.click("#visit-start")
+    page.wait_for_selector("#visit-state[data-state='watched']")
+
+
+def test_visit_extend_and_checkin_move_the_servers_deadline(
+    stack: Stack, audited_phone: Any
+) -> None:
+    """Each of the four visit buttons does what protocol.md says, checked in the database:
+    "+15 min" (`extend`) moves the deadline 15 minutes later and, on the warning, clears it;
+    "Je vais bien" (`checkin`) is recorded, and on the warning clears it and re-arms the visit
+    from the check-in; the phone shows the deadline the server really watches."""
+    device = "phone-extend"
+    # A pharmacist: 30 s between the warning and the overdue alert, time enough to answer.
+    page = enrolled(stack, audited_phone, device, role="pharmacist")
+    assert_accessible(page, "accueil à 390 px")
+
+    # Visit 1: six seconds, then the warning.
+    start_visit(page, "0.1", "5 rue du Port, La Ciotat")
+    assert_accessible(page, "visite en cours à 390 px")
+    page.wait_for_selector("#overlay-warning:not([hidden])", timeout=60_000)
+    assert visit_row(stack, device).state == WARNED
+    shot(page, "16-warning-before-extend")
+    assert_accessible(page, "avertissement de fin de visite à 390 px")
+    # "+15 min" on the warning: the server watches again, until about now + 15 min.
+    page.click("#warning-extend")
+    page.wait_for_selector("#overlay-warning", state="hidden")
+    wait_until(lambda: visit_row(stack, device).state == ACTIVE, 30, "warning cleared")
+    row = visit_row(stack, device)
+    assert row.warned_at is None
+    assert row.expected_end is not None and row.due_at is not None
+    extended = as_utc(row.expected_end)
+    assert as_utc(row.due_at) == extended
+    assert extended > utcnow() + timedelta(minutes=14), extended
+    page.wait_for_selector(f"#visit-state:has-text('{paris_hhmm(extended)}')")
+    assert page.inner_text("#visit-state") == f"Surveillée jusqu'à {paris_hhmm(extended)}"
+    assert re.fullmatch(r"1[45]:\d\d", page.inner_text("#visit-countdown"))
+
+    # "Je vais bien" on the running visit (before its end): recorded, the deadline stands.
+    page.click("#visit-checkin")
+    page.wait_for_selector("#visit-note[data-state='received']")
+    assert "« Je vais bien » reçu par le centre" in page.inner_text("#visit-note")
+    row = visit_row(stack, device)
+    assert row.last_checkin_at is not None and row.state == ACTIVE
+    assert as_utc(row.expected_end) == extended  # type: ignore[arg-type]
+
+    # "+15 min" on the running visit: 15 minutes after the deadline it had.
+    page.click("#visit-extend")
+    wait_until(
+        lambda: as_utc(visit_row(stack, device).expected_end) != extended,  # type: ignore[arg-type]
+        30,
+        "the second extension stored",
+    )
+    row = visit_row(stack, device)
+    later = as_utc(row.expected_end)  # type: ignore[arg-type]
+    assert abs((later - extended).total_seconds() - 900) < 1, (extended, later)
+    assert as_utc(row.due_at) == later  # type: ignore[arg-type]
+    page.wait_for_selector(f"#visit-state:has-text('{paris_hhmm(later)}')")
+    shot(page, "17-visit-extended")
+    page.click("#visit-end")
+    page.wait_for_selector("#visit-form:not([hidden])")
+    wait_until(lambda: visit_row(stack, device).state == ENDED, 30, "visit 1 ended")
+
+    # Visit 2: "Je vais bien" on the warning: the warning is cleared, the next deadline is
+    # the check-in plus VIGIE_SESSION_CHECKIN_EXTEND_S (15 min), and the phone says so.
+    start_visit(page, "0.1", "8 avenue Foch, La Ciotat")
+    page.wait_for_selector("#overlay-warning:not([hidden])", timeout=60_000)
+    assert visit_row(stack, device).state == WARNED
+    page.click("#warning-ok")
+    page.wait_for_selector("#overlay-warning", state="hidden")
+
+    def rearmed() -> bool:
+        r = visit_row(stack, device)
+        return r.state == ACTIVE and r.warned_at is None and r.due_at is not None
+
+    wait_until(rearmed, 30, "re-armed from the check-in")
+    row = visit_row(stack, device)
+    assert row.last_checkin_at is not None and row.due_at is not None
+    due = as_utc(row.due_at)
+    assert due == as_utc(row.last_checkin_at) + timedelta(seconds=900)
+    page.wait_for_selector("#visit-note[data-state='received']")
+    page.wait_for_selector(f"#visit-state:has-text('{paris_hhmm(due)}')")
+    assert page.inner_text("#visit-state") == f"Surveillée jusqu'à {paris_hhmm(due)}"
+    countdown = page.inner_text("#visit-countdown")
+    assert re.fullmatch(r"1[45]:\d\d", countdown), countdown  # not "dépassée de …"
+    shot(page, "18-visit-checked-in")
+    # Answered in time: no overdue alert, nothing on the phone's alert screen.
+    assert stack.alerts_of(device) == []
+    assert page.locator("#overlay-alert").is_hidden()
+    page.click("#visit-end")
+    page.wait_for_selector("#visit-form:not([hidden])")
+
+
+def test_every_screen_of_the_app_passes_axe_at_390(stack: Stack, audited_phone: Any) -> None:
+    """axe-core (vendored from npm): no serious or critical violation on the enrolment page
+    (with its error), the limits page, and the alert, PIN and cancelled screens."""
+    page = audited_phone.new_page()
+    page.set_default_timeout(20_000)
+    page.goto(stack.server.url + "/app/enrol?code=inconnu")
+    page.wait_for_selector("#enrol-error:not([hidden])")
+    assert_accessible(page, "inscription refusée")
+    shot(page, "19-axe-enrol-error")
+    page.goto(stack.server.url + "/app/limites")
+    assert_accessible(page, "/app/limites")
+    shot(page, "19-axe-limites")
+    page.close()
+
+    page = enrolled(stack, audited_phone, "phone-axe")
+    hold(page, "#sos", 3400)
+    page.wait_for_selector("#alert-state[data-state='received']")
+    assert_accessible(page, "alerte reçue")
+    page.click("#alert-cancel")
+    page.wait_for_selector("#overlay-pin:not([hidden])")
+    assert_accessible(page, "clavier du code")
+    page.click("#pin-back")
+    page.wait_for_selector("#overlay-pin", state="hidden")
+    alert_sms(stack, "phone-axe")
+    cancel_with(page, PIN)
+    page.wait_for_selector("#overlay-done:not([hidden])")
+    assert_accessible(page, "alerte annulée")
+    page.click("#done-ok")
+    page.wait_for_selector("#overlay-done", state="hidden")
+    assert_accessible(page, "accueil après annulation")

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine
 
+from alert_server.db import write_scope
+from alert_server.sessions import service as visits
 from alert_server.sessions.engine import OFFLINE_KIND, OVERDUE_KIND
 from alert_server.sessions.models import ACTIVE, ALERTED, ENDED, WARNED
 from alert_server.sessions.service import server_expected_end, session_alert_id
@@ -147,6 +149,35 @@ def test_checkin_before_the_end_keeps_the_deadline(engine: Engine) -> None:
     eng.tick(at(601))
     assert session_row(engine).due_at == at(END_S)
     assert eng.tick(at(END_S)).warned == ["s-1"]
+
+
+def test_checkin_tells_the_device_the_deadline_now_watched(engine: Engine) -> None:
+    """The worker's screen shows the deadline from ``session.accepted``: after "Je vais
+    bien" answers a warning it is the check-in plus the extension, never the end already past
+    (a countdown reading "dépassée" while she is watched again would be a lie)."""
+    add_device(engine)
+    eng = make_engine(engine, Recorder())
+    start(engine)
+
+    def checkin(when: datetime) -> datetime | None:
+        with write_scope(engine) as s:
+            out = visits.on_message(
+                s,
+                device_id="nurse-1",
+                msg=session_msg("checkin", ts=when),
+                now=when,
+                checkin_extend_s=EXTEND_S,
+            )
+        assert out.accepted
+        return out.expected_end
+
+    assert checkin(at(600)) == at(END_S)  # before the end: the announced end stands
+    eng.tick(at(END_S))  # warned
+    answered = at(END_S + 30)
+    told = checkin(answered)
+    assert told == answered + timedelta(seconds=EXTEND_S)
+    eng.tick(at(END_S + 31))
+    assert session_row(engine).due_at == told  # what the engine watches is what she is told
 
 
 def test_start_without_end_uses_the_default_duration(engine: Engine) -> None:

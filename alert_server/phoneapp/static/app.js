@@ -26,6 +26,12 @@
   // Above this 95 % radius a fix is most likely from Wi-Fi/cell positioning, not satellites.
   const GPS_MAX_ACC_95 = 100;
   const $ = (id) => document.getElementById(id);
+  // The protocol's words (vigie/vocabulary.py, served as /app/vocabulary.js): never spelled here.
+  const W = window.VIGIE_WORDS;
+  const CMD = W.DownlinkType;
+  const KIND = W.AlertKind;
+  const ACTION = W.SessionAction;
+  const UP = W.UplinkTopic;
 
   // ---------------------------------------------------------------- storage (IndexedDB) ---
   let dbp = null;
@@ -151,7 +157,7 @@
       reconnectPeriod: 2000,
       connectTimeout: 8000,
       will: {
-        topic: topic("status"),
+        topic: topic(UP.STATUS),
         payload: JSON.stringify({ v: 1, state: "offline" }),
         qos: 1,
         retain: true,
@@ -162,7 +168,7 @@
       show("revoked", false);
       setConn("online", "Connectée");
       client.subscribe(topic("cmd"), { qos: 1 });
-      client.publish(topic("status"), JSON.stringify({ v: 1, state: "online" }), { qos: 1, retain: true });
+      client.publish(topic(UP.STATUS), JSON.stringify({ v: 1, state: "online" }), { qos: 1, retain: true });
       heartbeat();
       flush(true);
     });
@@ -223,7 +229,7 @@
 
   // --------------------------------------------------------------------------- alerts ----
   async function raiseAlert(kind) {
-    const silent = kind === "sos_silent";
+    const silent = kind === KIND.SOS_SILENT;
     const body = { v: 1, alert_id: uuid(), kind: kind, ts: nowIso() };
     if (lastPos) body.pos = lastPos;
     const b = batt();
@@ -239,10 +245,10 @@
       await kvSet("current", current);
       renderAlert();
     }
-    await enqueue({ key: "alert:" + body.alert_id, suffix: "alert", body: body, answer: body.alert_id });
+    await enqueue({ key: "alert:" + body.alert_id, suffix: UP.ALERT, body: body, answer: body.alert_id });
     // A fresh fix does not delay the alert: it follows on `pos` when it comes.
     freshPosition(8000).then((p) => {
-      if (p && (!body.pos || p.ts !== body.pos.ts)) publish("pos", { v: 1, ts: nowIso(), pos: p }, 1);
+      if (p && (!body.pos || p.ts !== body.pos.ts)) publish(UP.POS, { v: 1, ts: nowIso(), pos: p }, 1);
     });
   }
 
@@ -257,7 +263,7 @@
     if (!current) { alertHidden = false; show("overlay-alert", false); return; }
     show("overlay-alert", !alertHidden);
     const st = $("alert-state");
-    const overdue = current.kind === "session_overdue" || current.kind === "session_offline";
+    const overdue = current.kind === KIND.SESSION_OVERDUE || current.kind === KIND.SESSION_OFFLINE;
     $("alert-title").textContent = overdue ? "Alerte : visite sans nouvelles" : "Alerte SOS";
     let text = "Envoi…";
     let detail = connected() && navigator.onLine ? "" : "Pas de réseau : l'alerte est gardée et partira dès son retour.";
@@ -280,7 +286,7 @@
   async function onCommand(c) {
     if (!c || typeof c.type !== "string") return;
     const id = c.alert_id;
-    if (c.type === "alert.received") {
+    if (c.type === CMD.ALERT_RECEIVED) {
       await outboxDel("alert:" + id);
       if (silentIds.has(id)) { setDiscreetSign("received"); return; }
       if (current && current.alert_id === id && current.state === "sending") {
@@ -291,7 +297,7 @@
       }
       return;
     }
-    if (c.type === "alert.acknowledged") {
+    if (c.type === CMD.ALERT_ACKNOWLEDGED) {
       if (silentIds.has(id)) return;  // a discreet alert stays silent
       if (current && current.alert_id === id) {
         current.state = "acknowledged";
@@ -302,8 +308,8 @@
       }
       return;
     }
-    if (c.type === "alert.raised") {
-      current = { alert_id: id, kind: c.kind || "session_overdue", state: "received", sentAt: Date.now(), server: true };
+    if (c.type === CMD.ALERT_RAISED) {
+      current = { alert_id: id, kind: c.kind || KIND.SESSION_OVERDUE, state: "received", sentAt: Date.now(), server: true };
       alertHidden = false;
       await kvSet("current", current);
       show("overlay-warning", false);
@@ -312,7 +318,7 @@
       renderAlert();
       return;
     }
-    if (c.type === "alert.cancelled") {
+    if (c.type === CMD.ALERT_CANCELLED) {
       await outboxDel("alert:" + id);
       if (silentIds.has(id)) { silentIds.delete(id); await kvSet("silent", [...silentIds]); setDiscreetSign("none"); }
       if (pinFor === id || (current && current.alert_id === id)) {
@@ -325,11 +331,11 @@
       }
       return;
     }
-    if (c.type === "alert.resolved") {
+    if (c.type === CMD.ALERT_RESOLVED) {
       if (current && current.alert_id === id) { current = null; await kvDel("current"); renderAlert(); }
       return;
     }
-    if (c.type === "cancel.rejected") {
+    if (c.type === CMD.CANCEL_REJECTED) {
       if (pinFor !== id) return;
       const msgs = {
         wrong_pin: "Code incorrect. L'alerte continue.",
@@ -341,18 +347,21 @@
       renderPin(msgs[c.reason] || "Annulation refusée. L'alerte continue.");
       return;
     }
-    if (c.type === "session.accepted") {
+    if (c.type === CMD.SESSION_ACCEPTED) {
       await outboxDel("session:" + c.session_id + ":" + c.action);
       if (visit && visit.session_id === c.session_id) {
-        if (c.action === "end") { await endVisitLocally(); return; }
+        if (c.action === ACTION.END) { await endVisitLocally(); return; }
+        // The deadline the server watches now (after a check-in that answered a warning:
+        // the check-in plus its extension).
         if (c.expected_end) visit.expected_end = c.expected_end;
         visit.state = "watched";
+        if (c.action === ACTION.CHECKIN) visit.checkin = { state: "received", at: nowIso() };
         await kvSet("visit", visit);
         renderVisit();
       }
       return;
     }
-    if (c.type === "session.rejected") {
+    if (c.type === CMD.SESSION_REJECTED) {
       await outboxDel("session:" + c.session_id + ":" + c.action);
       const reasons = {
         bad_payload: "message refusé",
@@ -360,7 +369,7 @@
         unknown_session: "visite inconnue du centre",
         in_the_past: "heure de fin déjà passée",
       };
-      if (!visit || visit.session_id !== c.session_id || c.action === "end") return;
+      if (!visit || visit.session_id !== c.session_id || c.action === ACTION.END) return;
       const why = reasons[c.reason] || c.reason || "refus du centre";
       $("not-watched").textContent = `Attention : vous n'êtes PAS surveillée pendant cette visite (${why}). Recommencez la visite ou appelez le 17 en cas de danger.`;
       show("not-watched", true);
@@ -370,14 +379,14 @@
       renderVisit();
       return;
     }
-    if (c.type === "session.warning") {
+    if (c.type === CMD.SESSION_WARNING) {
       show("overlay-warning", true);
       vibrate([800, 300, 800, 300, 800]);
       beep(4);
       return;
     }
-    if (c.type === "locate") {
-      freshPosition(8000).then((p) => { if (p) publish("pos", { v: 1, ts: nowIso(), pos: p }, 1); });
+    if (c.type === CMD.LOCATE) {
+      freshPosition(8000).then((p) => { if (p) publish(UP.POS, { v: 1, ts: nowIso(), pos: p }, 1); });
     }
   }
 
@@ -440,7 +449,7 @@
     if (k === "del") { pin = pin.slice(0, -1); renderPin(""); return; }
     if (k === "ok") {
       if (pin.length < 4) { renderPin("Le code fait au moins 4 chiffres."); return; }
-      if (!publish("cancel", { v: 1, alert_id: pinFor, ts: nowIso(), pin: pin })) {
+      if (!publish(UP.CANCEL, { v: 1, alert_id: pinFor, ts: nowIso(), pin: pin })) {
         renderPin("Pas de réseau : l'annulation ne peut pas partir. L'alerte continue.");
         return;
       }
@@ -477,7 +486,7 @@
   async function sendSession(action, extra) {
     const body = Object.assign({ v: 1, session_id: visit.session_id, action: action, ts: nowIso() }, extra);
     if (lastPos) body.pos = lastPos;
-    await enqueue({ key: "session:" + visit.session_id + ":" + action, suffix: "session", body: body });
+    await enqueue({ key: "session:" + visit.session_id + ":" + action, suffix: UP.SESSION, body: body });
   }
   function renderVisit() {
     show("visit-form", !visit);
@@ -489,6 +498,13 @@
       ? `Surveillée jusqu'à ${new Date(visit.expected_end).toLocaleTimeString("fr-FR", { hour: "2-digit", minute: "2-digit" })}`
       : visit.state === "rejected" ? "NON surveillée" : "Envoi…";
     $("visit-memo-shown").textContent = visit.memo || "";
+    const note = $("visit-note");
+    const ck = visit.checkin;
+    note.dataset.state = ck ? ck.state : "none";
+    note.textContent = !ck ? ""
+      : ck.state === "received"
+        ? `« Je vais bien » reçu par le centre à ${new Date(ck.at).toLocaleTimeString("fr-FR", { hour: "2-digit", minute: "2-digit" })}.`
+        : "« Je vais bien » : envoi…";
     tickCountdown();
   }
   function tickCountdown() {
@@ -515,7 +531,7 @@
     await kvSet("visit", visit);
     const extra = { expected_end: end };
     if (visit.memo) extra.memo = visit.memo;
-    await sendSession("start", extra);
+    await sendSession(ACTION.START, extra);
     keepScreenOn(true);
     renderVisit();
   });
@@ -525,14 +541,17 @@
     visit.expected_end = new Date(base + 15 * 60000).toISOString();
     visit.state = visit.state === "rejected" ? "rejected" : "sending";
     await kvSet("visit", visit);
-    await sendSession("extend", { expected_end: visit.expected_end });
+    await sendSession(ACTION.EXTEND, { expected_end: visit.expected_end });
     show("overlay-warning", false);
     renderVisit();
   }
   async function checkin() {
     if (!visit) return;
-    await sendSession("checkin", {});
+    visit.checkin = { state: "sending", at: nowIso() };
+    await kvSet("visit", visit);
+    await sendSession(ACTION.CHECKIN, {});
     show("overlay-warning", false);
+    renderVisit();
   }
   $("visit-extend").addEventListener("click", extend);
   $("visit-checkin").addEventListener("click", checkin);
@@ -540,7 +559,7 @@
   $("warning-ok").addEventListener("click", checkin);
   $("visit-end").addEventListener("click", async () => {
     if (!visit) return;
-    await sendSession("end", {});
+    await sendSession(ACTION.END, {});
     await endVisitLocally();
   });
 
@@ -550,13 +569,13 @@
     const b = batt();
     if (b !== null) { body.batt = b; body.charging = !!battery.charging; }
     if (lastPos) body.pos = lastPos;
-    publish("hb", body, 0);
+    publish(UP.HB, body, 0);
   }
   setInterval(heartbeat, HB_MS);
   window.addEventListener("pagehide", () => {
     // One connection per device (protocol 1.1): a deliberate disconnect says so first.
     if (connected()) {
-      client.publish(topic("status"), JSON.stringify({ v: 1, state: "offline" }), { qos: 1, retain: true });
+      client.publish(topic(UP.STATUS), JSON.stringify({ v: 1, state: "offline" }), { qos: 1, retain: true });
     }
   });
 
@@ -608,8 +627,8 @@
     const choice = await kvGet("discreetChoice");
     if (choice) $("discreet-choice").value = choice;
     $("discreet-choice").addEventListener("change", (ev) => kvSet("discreetChoice", ev.target.value));
-    holdButton($("sos"), () => raiseAlert("sos"), true);
-    holdButton($("discreet"), () => raiseAlert("sos_silent"), false);
+    holdButton($("sos"), () => raiseAlert(KIND.SOS), true);
+    holdButton($("discreet"), () => raiseAlert(KIND.SOS_SILENT), false);
     renderAlert();
     renderVisit();
     if (visit) keepScreenOn(true);

@@ -3,12 +3,13 @@
  * network first, so an update is never hidden by the cache, and from the cache when offline.
  * Nothing under /app/api/ is ever cached. */
 "use strict";
-const CACHE = "vigie-app-v1";
+const CACHE = "vigie-app-v2";
 const SHELL = [
   "/app/",
   "/app/limites",
   "/app/manifest.webmanifest",
   "/app/static/app.css",
+  "/app/vocabulary.js",
   "/app/static/app.js",
   "/app/static/icon.svg",
   "/app/static/icon-192.png",

@@ -63,10 +63,10 @@
   function refreshCounts() {
     var all = rows();
     var open = all.filter(function (tr) {
-      return tr.dataset.state === "open";
+      return tr.dataset.state === Vigie.words.AlertState.OPEN;
     }).length;
     var ack = all.filter(function (tr) {
-      return tr.dataset.state === "acknowledged";
+      return tr.dataset.state === Vigie.words.AlertState.ACKNOWLEDGED;
     }).length;
     if (countOpen) countOpen.textContent = open + " non prise(s) en charge";
     if (countAck) countAck.textContent = ack + " prise(s) en charge";

@@ -10,6 +10,10 @@
 
   var body = document.body;
   var prefix = body.dataset.prefix || "/dashboard";
+  // The shared vocabulary (vigie/vocabulary.py), given by the server with the page: states,
+  // kinds and message types are never spelled in the scripts.
+  var words = JSON.parse(document.getElementById("vocabulary").textContent);
+  var OPEN = words.AlertState.OPEN;
   var handlers = {};
 
   function on(name, fn) {
@@ -246,9 +250,9 @@
   }
 
   alarm.update = function (alertId, state, data) {
-    var isNew = state === "open" && !openIds.has(alertId);
+    var isNew = state === OPEN && !openIds.has(alertId);
     var newDuress = !!(data && data.duress) && !duressIds.has(alertId);
-    if (state === "open") openIds.add(alertId);
+    if (state === OPEN) openIds.add(alertId);
     else openIds.delete(alertId);
     if (data && data.duress) duressIds.add(alertId);
     var what = (data && data.label) || "Alerte";
@@ -442,6 +446,7 @@
     live: live,
     session: session,
     prefix: prefix,
+    words: words,
   };
 
   refreshAlarm();

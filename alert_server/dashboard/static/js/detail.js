@@ -1,5 +1,6 @@
-/* Vigie — alert detail: live status and timeline, and the map (Leaflet). The map needs no
-   tile server: département outlines are served by Vigie itself; tiles are an option. */
+/* Vigie — alert detail: live status and timeline, and the map (Leaflet). The street tiles
+   (Plan IGN by default) are the background when they can be loaded; otherwise the outlines of
+   départements and communes served by Vigie itself (basemap.js). */
 (function () {
   "use strict";
 
@@ -90,16 +91,14 @@
   if (!pos) return;
   var L = window.L;
   var center = [pos.lat, pos.lon];
-  // Without tiles only the outlines give bearings: stay zoomed out enough to see the
-  // département and its neighbours (coordinates and commune are printed under the map).
-  var maxZoom = data.tile_url ? 16 : 9;
+  // Street level over the tiles; over outlines only, the communes around the point (their
+  // names on hover) give the bearings.
+  var OUTLINES_ZOOM = 12;
+  var maxZoom = data.tile_url ? 16 : OUTLINES_ZOOM;
   var map = L.map(mapEl, { zoomControl: true, attributionControl: true }).setView(center, maxZoom);
   map.attributionControl.setPrefix('<a href="https://leafletjs.com">Leaflet</a>');
   map.attributionControl.addAttribution("Contours : " + data.boundary_attribution);
   L.control.scale({ imperial: false }).addTo(map);
-  if (data.tile_url) {
-    L.tileLayer(data.tile_url, { maxZoom: 19, attribution: data.tile_attribution || "" }).addTo(map);
-  }
 
   var outlines = L.geoJSON(null, {
     interactive: false,
@@ -110,7 +109,8 @@
         weight: mine ? 3 : 1.5,
         fill: true,
         fillColor: mine ? "#ffcdd2" : "#eceff1",
-        fillOpacity: mine ? 0.35 : 0.2,
+        // Over street tiles the fill would hide the streets.
+        fillOpacity: mapEl.dataset.basemap !== "outlines" ? 0 : mine ? 0.35 : 0.2,
       };
     },
     onEachFeature: function (feature, layer) {
@@ -151,6 +151,17 @@
   if (pos.acc_m) {
     map.fitBounds(L.latLng(center).toBounds(pos.acc_m * 2), { maxZoom: maxZoom, padding: [30, 30] });
   }
+  // The background last: a fallback may change the zoom.
+  Vigie.basemap(map, mapEl, {
+    tileUrl: data.tile_url,
+    tileAttribution: data.tile_attribution,
+    communesUrl: data.communes_url,
+    onFallback: function () {
+      maxZoom = OUTLINES_ZOOM;
+      if (map.getZoom() > OUTLINES_ZOOM) map.setView(center, OUTLINES_ZOOM, { animate: false });
+      outlines.setStyle(outlines.options.style);
+    },
+  });
 
   // ---- new positions, drawn as they arrive (position rows reach the page through the
   // live refresh: #map-live carries the whole trail) --------------------------------------

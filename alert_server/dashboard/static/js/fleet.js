@@ -1,5 +1,6 @@
 /* Vigie — the fleet map on the devices page: devices online (green) and visits in progress
-   (blue, with how long they have run), refreshed every 30 s. Text is set with textContent. */
+   (blue, with how long they have run), refreshed every 30 s, over the street tiles or the
+   outlines (basemap.js). Text is set with textContent. */
 (function () {
   "use strict";
 
@@ -10,15 +11,21 @@
   var L = window.L;
   var map = L.map(mapEl, { zoomControl: true }).setView([46.6, 2.4], 5);
   map.attributionControl.setPrefix('<a href="https://leafletjs.com">Leaflet</a>');
-  if (mapEl.dataset.tileUrl) {
-    L.tileLayer(mapEl.dataset.tileUrl, { maxZoom: 19, attribution: mapEl.dataset.tileAttribution || "" }).addTo(map);
-  }
   var outlines = L.geoJSON(null, {
     interactive: false,
     style: function () {
-      return { color: "#546e7a", weight: 1, fillColor: "#eceff1", fillOpacity: 0.2 };
+      var bare = mapEl.dataset.basemap === "outlines";
+      return { color: "#546e7a", weight: 1, fillColor: "#eceff1", fillOpacity: bare ? 0.2 : 0 };
     },
   }).addTo(map);
+  Vigie.basemap(map, mapEl, {
+    tileUrl: mapEl.dataset.tileUrl,
+    tileAttribution: mapEl.dataset.tileAttribution,
+    communesUrl: Vigie.prefix + "/geo/communes.geojson",
+    onFallback: function () {
+      outlines.setStyle(outlines.options.style);
+    },
+  });
   fetch(Vigie.prefix + "/geo/departements.geojson", { cache: "default" })
     .then(function (r) {
       return r.ok ? r.json() : null;
@@ -65,7 +72,7 @@
           cell(tr, new Date(v.started_at).toLocaleTimeString("fr-FR", { timeZone: "Europe/Paris" }));
           cell(tr, Vigie.elapsed(now - Date.parse(v.started_at)));
           cell(tr, v.expected_end ? new Date(v.expected_end).toLocaleTimeString("fr-FR", { timeZone: "Europe/Paris" }) : "—");
-          cell(tr, v.state === "warned" ? "fin dépassée : avertissement envoyé" : "en cours");
+          cell(tr, v.status_fr);
           tbody.appendChild(tr);
         });
         if (!data.visits.length) {
