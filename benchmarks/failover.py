@@ -10,8 +10,9 @@ For each mode: one Mosquitto and one PostgreSQL database of the benchmark's own,
 (``device_sim``: heartbeats every 5 s at QoS 0, alerts at ``--alert-rate``/s; an unreceipted alert
 is re-sent after 5 s, then every 10 s, ±20 %). ``server-1`` is SIGKILLed ``--kill-at`` seconds
 into the pressing and never restarted. Figures for the alerts pressed after the kill:
-press → stored (``alert.created_at`` − the press, one clock) and press → ``alert.received`` at
-the device, p50/p95/max, how many took over 2 s, and the device re-sends.
+press → ``alert.received`` at the device (after the commit) and press → the alert row's
+``created_at`` (``press_to_stored``: set when a live server read the message; one clock),
+p50/p95/max, how many took over 2 s, and the device re-sends.
 """
 
 from __future__ import annotations
