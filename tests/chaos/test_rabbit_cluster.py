@@ -170,6 +170,34 @@ def active_consumer(cluster: RabbitCluster) -> str | None:
     return str(tag).rsplit("-", 1)[0] if tag else None
 
 
+def stranded(cluster: RabbitCluster, run: LoadRun, lost: set[str]) -> str:
+    """What the broker says of each device whose receipts never came (read before the fleet's
+    connections are closed), for the failure's report."""
+    lines = ["devices without their receipts:"]
+    by_device = {d.device_id: d for d, aid in run._pressed if aid in lost}
+    for device_id, dev in sorted(by_device.items()):
+        lines.append(
+            f"  {device_id}: connected {dev.connected.is_set()}, ready {dev.ready.is_set()}, "
+            f"connections {dev.connect_count}, last error {dev.last_connect_error}"
+        )
+        try:
+            conns = [c for c in cluster.api("GET", "/connections") if c.get("user") == device_id]
+            for c in conns:
+                lines.append(
+                    f"    connection on {c.get('node')}: state {c.get('state')}, "
+                    f"recv {c.get('recv_cnt')}, sent {c.get('send_cnt')}"
+                )
+            q = cluster.api("GET", f"/queues/%2F/mqtt-subscription-{device_id}qos1")
+            lines.append(
+                f"    session queue: leader {q.get('leader')}, members {q.get('members')}, "
+                f"online {q.get('online')}, consumers {q.get('consumers')}, "
+                f"messages {q.get('messages')}"
+            )
+        except Exception as exc:
+            lines.append(f"    management API: {type(exc).__name__}: {exc}")
+    return "\n".join(lines)
+
+
 @pytest.mark.postgres
 # A 3-node cluster start, the servers, the pressing, a node restart and the drain: longer than
 # the suite's default time-out on a busy machine.
@@ -282,6 +310,8 @@ def test_rabbitmq_cluster_node_and_leader_killed(
     try:
         report: LoadReport = run.run()
         chaos.join(300)
+        if report.alerts_lost:
+            print(stranded(cluster, run, set(report.lost_alert_ids)))
     finally:
         front.stop()
     pressed = [r.alert_id for _, r in run._records()]
