@@ -5,8 +5,8 @@ of production), and, while alerts are in flight:
 
 1. (heavy only) SIGKILL of the server holding the queue (its single active consumer): the broker
    requeues what it held unacknowledged and hands the queue to a survivor;
-2. SIGKILL of a broker node that is not the queue's leader (devices and servers on it move to
-   the other nodes); it is restarted on its data and rejoins;
+2. (heavy only) SIGKILL of a broker node that is not the queue's leader (devices and servers on
+   it move to the other nodes); it is restarted on its data and rejoins;
 3. SIGKILL of the quorum queue's leader node (a new leader is elected among the two others);
 4. a press on every device of the fleet: each one must be connected again (or reconnect) and
    get its ``alert.received``. This is what found the devices' classic session queues stranded
@@ -17,8 +17,9 @@ that a slow node restart on a busy machine never leaves a fault outside the pres
 same account as every chaos test (``harness.check``): every alert pressed stored exactly once,
 every escalation step sent exactly once, figures printed.
 
-Two sizes. ``light`` (20 devices, two servers) runs in the default suite. ``heavy`` (60 devices,
-three servers, the active server killed too, a minute of pressing) is marked ``rabbit_cluster``
+Two sizes. ``light`` (20 devices, two servers, the leader's node killed) runs in the default
+suite. ``heavy`` (60 devices, three servers, the active server and a plain node killed too, that
+node restarted, a minute of pressing) is marked ``rabbit_cluster``
 and left out of it for its time (docs/scale-out.md §1.1a has the figures):
 ``uv run pytest -n 0 -m rabbit_cluster tests/chaos/test_rabbit_cluster.py``.
 """
@@ -59,12 +60,16 @@ class Size:
     min_press_s: float
     tail_s: float
     kill_server: bool
+    # Kill a plain node and restart it before the leader's node is killed (heavy only: a node
+    # restart makes RabbitMQ 3.10's MQTT plugin rejoin its client-id Raft cluster, which stalled
+    # new MQTT connections for up to 205 s here; docs/scale-out.md §1.1a).
+    restart_a_node: bool
 
 
 LIGHT = Size("light", devices=20, servers=2, alert_rate=1.5, min_press_s=15.0, tail_s=4.0,
-             kill_server=False)  # fmt: skip
+             kill_server=False, restart_a_node=False)  # fmt: skip
 HEAVY = Size("heavy", devices=60, servers=3, alert_rate=1.5, min_press_s=60.0, tail_s=10.0,
-             kill_server=True)  # fmt: skip
+             kill_server=True, restart_a_node=True)  # fmt: skip
 
 
 def fleet(size: Size, seed: int) -> LoadConfig:
@@ -277,11 +282,14 @@ def test_rabbitmq_cluster_node_and_leader_killed(
         )
 
     faults = [
-        Fault(3.0, "SIGKILL of a broker node (not the leader)", kill_plain_node),
-        Fault(5.0, "restart of that node", restart_node),
         Fault(6.0, "SIGKILL of the quorum leader's node", kill_leader),
         Fault(7.0, "a press on every device", press_everywhere),
     ]
+    if size.restart_a_node:
+        faults[:0] = [
+            Fault(3.0, "SIGKILL of a broker node (not the leader)", kill_plain_node),
+            Fault(5.0, "restart of that node", restart_node),
+        ]
     if size.kill_server:
         faults.insert(0, Fault(1.0, "SIGKILL of the server holding the queue", kill_active_server))
 
