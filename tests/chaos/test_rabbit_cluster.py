@@ -327,10 +327,10 @@ def test_rabbitmq_cluster_node_and_leader_killed(
     assert len(everyone) == cfg.devices, "the press on every device did not happen"
     live = [s for s in servers if s.proc is not None and s.proc.poll() is None]
     assert len(live) == size.servers - (1 if size.kill_server else 0), "a server died"
-    title = (
-        f"RabbitMQ 3 nodes ({size.name}): {'server, ' if size.kill_server else ''}node and "
-        "quorum leader killed (postgresql)"
+    what = ("the server holding the queue, " if size.kill_server else "") + (
+        "a node (restarted), " if size.restart_a_node else ""
     )
+    title = f"RabbitMQ 3 nodes ({size.name}): {what}the quorum leader's node killed (postgresql)"
     acc = check(title, stack, report, pressed, log)
     print("; ".join(f"{k}: {v}" for k, v in figures.items()))
     assert acc.stored == acc.pressed
