@@ -254,8 +254,15 @@ class RabbitCluster:
 
     def restart(self, node: RabbitNode) -> None:
         """Start a killed node again on its data (it rejoins the cluster)."""
-        self._spawn(node)
         deadline = time.monotonic() + READY_DEADLINE_S
+        # First until the other nodes have seen it go: right after a kill the management API
+        # may still list it as running, and "back in the cluster" would be read at once (seen:
+        # "node back in 0.0 s", then the leader's node killed while it was still booting).
+        while node.name in self.running_nodes():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{node.name} still listed as running after its kill")
+            time.sleep(0.2)
+        self._spawn(node)
         self._wait_ready(node, deadline)
         self.wait_cluster(deadline)
 
