@@ -34,6 +34,10 @@ class Settings(BaseSettings):
     # How long the broker keeps this server's session (and the alerts queued in it) while the
     # server is away. One day covers any restart or maintenance window.
     mqtt_session_expiry_s: int = 86_400
+    # With VIGIE_MQTT_SHARED_GROUP: a survivor takes over and drains the session of a server of
+    # the group that died (its last will), instead of leaving the broker to park one message in
+    # N there until the device re-sends it (mosquitto#2662; alert_server/ingest/rescue.py).
+    mqtt_session_rescue: bool = True
     # --- Scale-out on a clustered broker (operations.md 1.1; alert_server/ingest/amqp.py) ---
     # "mqtt" (default): the server subscribes on the broker. "amqp": devices still speak MQTT
     # (RabbitMQ's MQTT plugin) and every server consumes one quorum queue.

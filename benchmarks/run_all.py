@@ -18,6 +18,8 @@ Parts, in this order (each one a separate process; its JSON is kept in ``--out``
 - memory:   ``memory.py``   bytes per connected device, server vs Mosquitto (and simulator);
 - cluster:  ``cluster.py``  alerts/s and heartbeats/s with 1, 2, 3 servers on one PostgreSQL,
                             on a 3-node RabbitMQ cluster (quorum queue) beside one Mosquitto;
+- failover: ``failover.py`` press → stored when one of three servers on ``$share`` is SIGKILLed,
+                            with the session rescue (mosquitto#2662) vs without it;
 - abuse:    ``abuse.py``    another device's press → ``alert.received`` while one device sends
                             wrong PINs or floods, and press → first SMS with 2,000 open alerts
                             holding codes on one number, each vs its quiet baseline.
@@ -51,7 +53,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.benchlib import machine_info, postgres_version  # noqa: E402
 
-PARTS = ("startup", "ingest", "geo", "load", "dispatch", "memory", "abuse", "cluster")
+PARTS = ("startup", "ingest", "geo", "load", "dispatch", "memory", "abuse", "cluster", "failover")
 DB_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
 
@@ -127,6 +129,12 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
             900,
             1800,
         ),
+        "failover": (
+            "--devices 30 --alert-rate 2 --duration 15",
+            "--devices 60 --alert-rate 2 --duration 30",
+            600,
+            900,
+        ),
     }
     extra = {
         "startup": [],
@@ -137,6 +145,7 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
         "memory": [],
         "abuse": [],
         "cluster": [],
+        "failover": [],
     }
     parts = []
     for name in args.only:
@@ -535,6 +544,35 @@ def rows_cluster(d: dict[str, Any]) -> list[Row]:
     return rows
 
 
+def rows_failover(d: dict[str, Any]) -> list[Row]:
+    runs = {r["mode"]: r for r in d["runs"]}
+    rescue, none = runs.get("rescue"), runs.get("none")
+    if rescue is None:
+        return []
+
+    def worst(r: dict[str, Any] | None) -> Any:
+        return None if r is None else r["press_to_stored"]["max_ms"]
+
+    def fig(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "-"
+        x = r["press_to_stored"]
+        return (
+            f"p50 {_f(x['p50_ms'], '.0f')} ms, p95 {_f(x['p95_ms'], '.0f')} ms, "
+            f"max {_f(x['max_ms'], '.0f')} ms, {_f(x['over_2s'], '.0f')} over 2 s"
+        )
+
+    return [
+        (
+            f"failover: 3 servers on $share, one SIGKILLed ({rescue['devices']} devices, "
+            f"{rescue['alerts_after_kill']} alerts after the kill): press → stored, session rescue",
+            fig(rescue),
+            "no rescue (device re-sends): " + fig(none),
+            f"×{_f(_ratio(worst(none), worst(rescue)), '.1f')} at max",
+        )
+    ]
+
+
 BUILDERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "startup": rows_startup,
     "ingest": rows_ingest,
@@ -544,6 +582,7 @@ BUILDERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "memory": rows_memory,
     "abuse": rows_abuse,
     "cluster": rows_cluster,
+    "failover": rows_failover,
 }
 
 

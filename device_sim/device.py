@@ -103,6 +103,10 @@ class DeviceConfig:
     session_expiry_s: int = 3600
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 5.0
+    # A CONNECT left unanswered this long is abandoned and tried again. A broker node can accept
+    # the TCP connection and never answer it (RabbitMQ 3.10's MQTT plugin during a failover,
+    # tests/chaos/test_rabbit_cluster.py); without this the device waited for ever.
+    connack_timeout_s: float = 30.0
     on_session_warning: SessionReaction = "ignore"
     extend_by_s: float = 900.0
     # Simulated seconds per real second, for movement and battery only: message timestamps
@@ -240,6 +244,7 @@ class SimDevice:
         self.connected = threading.Event()  # CONNACK accepted
         self.ready = threading.Event()  # cmd subscription acknowledged
         self.connect_count = 0
+        self.connect_attempts = 0
         self.last_connect_error: str | None = None
         self._reconnect_delay_s = self.config.reconnect_min_s
         self._running = False
@@ -452,6 +457,21 @@ class SimDevice:
         except OSError as exc:
             self.last_connect_error = f"{type(exc).__name__}: {exc}"
             self._schedule_reconnect()
+            return
+        self.connect_attempts += 1
+        self.shard.call_later(
+            self.config.connack_timeout_s, self._connack_overdue, self.connect_attempts
+        )
+
+    def _connack_overdue(self, attempt: int) -> None:
+        """No CONNACK for this attempt: try again (``reconnect`` closes the silent socket)."""
+        if not self._running or self._dead or attempt != self.connect_attempts:
+            return
+        if self.connected.is_set() or self._reconnect_timer is not None:
+            return
+        self.last_connect_error = f"no CONNACK within {self.config.connack_timeout_s:.0f} s"
+        log.warning("device_id=%s %s: connecting again", self.device_id, self.last_connect_error)
+        self._schedule_reconnect()
 
     def _schedule_reconnect(self) -> None:
         if not self._running or self._reconnect_timer is not None:

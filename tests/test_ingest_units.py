@@ -14,7 +14,8 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from alert_server.db import database_unavailable, make_engine
 from alert_server.ingest.handler import interpret_alert
-from alert_server.ingest.mqtt import AckSequencer, BrokerAddress
+from alert_server.ingest.mqtt import AckSequencer, BrokerAddress, LinkAcks
+from alert_server.ingest.rescue import Presence, dead_session_filters, elect
 from vigie import payloads, topics
 from vigie.brokers.mosquitto import free_port
 
@@ -145,6 +146,52 @@ def test_acks_from_many_threads_stay_ordered() -> None:
     for t in threads:
         t.join()
     assert sent == list(range(1, 2001))
+
+
+def test_acks_go_back_to_the_connection_the_message_came_on() -> None:
+    """A message drained from a dead server's session (rescue.py) is acknowledged on that
+    connection, in its own order; the server's own connection never sees its ids."""
+    own: list[int] = []
+    rescued: list[int] = []
+    main = AckSequencer(lambda mid, qos: own.append(mid))
+    drain = AckSequencer(lambda mid, qos: rescued.append(mid), conn=1)
+
+    class Rescue:
+        def done(self, token: object) -> None:
+            drain.done(token)  # type: ignore[arg-type]
+
+    acks = LinkAcks(main)
+    acks.rescue = Rescue()  # type: ignore[assignment]
+    a, b = main.register(7, 1), drain.register(7, 1)
+    assert (a.conn, b.conn) == (0, 1)
+    acks.done(b)
+    assert (own, rescued) == ([], [7])
+    acks.done(a)
+    assert (own, rescued) == ([7], [7])
+
+
+def test_the_next_server_after_the_dead_one_takes_its_session() -> None:
+    online = ["vigie-server-0", "vigie-server-2", "vigie-server-3"]
+    assert elect("vigie-server-1", online) == "vigie-server-2"
+    assert elect("vigie-server-2", online) == "vigie-server-3"
+    # Cyclic: after the last comes the first; the dead one never elects itself.
+    assert elect("vigie-server-3", online) == "vigie-server-0"
+    assert elect("vigie-server-1", ["vigie-server-1"]) is None
+    # Every survivor computes the same answer from the same list, in any order.
+    assert {elect("vigie-server-1", list(reversed(online)))} == {"vigie-server-2"}
+
+
+def test_presence_messages() -> None:
+    p = Presence("vigie-server-1", "offline", "vigie")
+    assert Presence.decode(p.encode()) == p
+    for bad in (b"", b"[]", b"not json", b'{"client_id": "x", "state": "asleep", "group": ""}',
+                b'{"client_id": "", "state": "online", "group": "vigie"}',
+                b'{"client_id": "x", "state": "online"}'):  # fmt: skip
+        assert Presence.decode(bad) is None, bad
+    # What a rescue unsubscribes is exactly what a server of the group subscribes to.
+    filters = dead_session_filters("vigie", "vigie-server-1")
+    assert [f for f, _ in topics.subscriptions("vigie")] == filters[:-2]
+    assert filters[-2:] == ["$share/vigie/vigie/v1/probe/vigie-server-1", "vigie/v1/servers/+"]
 
 
 def test_broker_address() -> None:

@@ -14,6 +14,10 @@ SERVER_USERNAME: Final = "vigie-server"
 # The subscription probe (operations.md 1.1): each server sends itself a message under this
 # prefix and reads it back through the same kind of subscription it uses for devices.
 PROBE_PREFIX: Final = "vigie/v1/probe"
+# Server presence on a shared subscription (alert_server/ingest/rescue.py): each server keeps a
+# retained "online" here and leaves a retained "offline" as its last will, so that a survivor
+# can take over the persistent session of a server that died (mosquitto#2662).
+SERVERS_PREFIX: Final = "vigie/v1/servers"
 
 Uplink = UplinkTopic
 UPLINKS: Final[tuple[Uplink, ...]] = tuple(UplinkTopic)

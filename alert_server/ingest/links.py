@@ -62,5 +62,6 @@ def build_link(
         protocol=settings.mqtt_protocol,
         session_expiry_s=settings.mqtt_session_expiry_s,
         shared_group=settings.mqtt_shared_group,
+        rescue=settings.mqtt_session_rescue,
         on_connected=on_connected,
     )

@@ -7,6 +7,8 @@ Safety decisions:
   ``clean_session=False``), so alerts published while the server is down wait in the broker.
 - Subscriptions are (re)made in ``on_connect``; a refused connection is not "connected".
 - ``TCP_NODELAY`` on the socket: without it a round trip costs ~40 ms of Nagle delay.
+- On a shared subscription, presence and a last will, and the session of a server that died is
+  taken over and drained by a survivor (``alert_server/ingest/rescue.py``, mosquitto#2662).
 """
 
 from __future__ import annotations
@@ -27,6 +29,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from alert_server.ingest.probe import SubscriptionProbe, probe_topic
+from alert_server.ingest.rescue import (
+    PRESENCE_FILTER,
+    STOPPED,
+    Presence,
+    SessionRescue,
+    presence_topic,
+)
 from vigie import topics
 from vigie.brokers.address import BrokerAddress
 
@@ -38,6 +47,8 @@ class AckToken:
     generation: int
     mid: int
     qos: int
+    # Which connection the message came on: 0 the server's own, >0 a rescue (rescue.py).
+    conn: int = 0
 
 
 class AckSequencer:
@@ -48,8 +59,9 @@ class AckSequencer:
     dropped rather than sent on the new one.
     """
 
-    def __init__(self, send_ack: Callable[[int, int], None]) -> None:
+    def __init__(self, send_ack: Callable[[int, int], None], conn: int = 0) -> None:
         self._send_ack = send_ack
+        self._conn = conn
         self._lock = threading.Lock()
         self._pending: deque[list[Any]] = deque()  # [token, done]
         self._generation = 0
@@ -61,7 +73,7 @@ class AckSequencer:
 
     def register(self, mid: int, qos: int) -> AckToken:
         with self._lock:
-            token = AckToken(self._generation, mid, qos)
+            token = AckToken(self._generation, mid, qos, self._conn)
             if qos > 0:
                 self._pending.append([token, False])
             return token
@@ -94,6 +106,23 @@ Ack = Callable[[], None]
 MessageHandler = Callable[[str, bytes, bool, Ack], None]
 
 
+class LinkAcks:
+    """``acks.done(token)`` for the ingest writer: to the connection the message came on."""
+
+    def __init__(self, main: AckSequencer) -> None:
+        self.main = main
+        self.rescue: SessionRescue | None = None
+
+    def done(self, token: AckToken) -> None:
+        if token.conn == 0:
+            self.main.done(token)
+        elif self.rescue is not None:
+            self.rescue.done(token)
+
+    def outstanding(self) -> int:
+        return self.main.outstanding()
+
+
 class MqttLink:
     """The server's connection to the broker: built first (it can publish once connected),
     it receives from ``start(on_message)`` on, each message handed over with its ``Ack``."""
@@ -108,6 +137,7 @@ class MqttLink:
         shared_group: str = "",
         on_connected: Callable[[bool], None] | None = None,
         receive_maximum: int = 100,
+        rescue: bool = True,
     ) -> None:
         self.address = BrokerAddress.parse(url)
         self.v5 = protocol in ("5", "5.0", "v5")
@@ -119,6 +149,7 @@ class MqttLink:
         self._handler: MessageHandler | None = None
         self._on_connected = on_connected
         self.connected = threading.Event()
+        self.client_id = client_id
         # A message to itself through the same kind of subscription (operations.md 1.1).
         self._probe_topic = probe_topic(client_id)
         share = f"$share/{shared_group}/" if shared_group else ""
@@ -153,12 +184,46 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_socket_open = self._on_socket_open
+        client.on_subscribe = self._on_subscribe
         self.client = client
 
         def send_ack(mid: int, qos: int) -> None:
             self.client.ack(mid, qos)
 
-        self.acks = AckSequencer(send_ack)
+        self._acks = AckSequencer(send_ack)
+        self.acks = LinkAcks(self._acks)
+        # mosquitto#2662: only a shared subscription has other servers to take over from.
+        self.rescue: SessionRescue | None = None
+        if shared_group and rescue:
+            self.rescue = SessionRescue(
+                own_id=client_id,
+                group=shared_group,
+                address=self.address,
+                v5=self.v5,
+                session_expiry_s=session_expiry_s,
+                receive_maximum=receive_maximum,
+                handler=self._hand_over,
+                sequencer=AckSequencer,
+                publish_presence=self._publish_presence,
+            )
+            self.acks.rescue = self.rescue
+            # Sent by the broker if this connection ends without a DISCONNECT (a SIGKILL, a
+            # crash, a lost host): the survivors then take this session over.
+            client.will_set(
+                presence_topic(client_id),
+                self.rescue.presence("offline").encode(),
+                qos=1,
+                retain=True,
+            )
+
+    def _hand_over(self, topic: str, payload: bytes, retain: bool, ack: Ack) -> None:
+        """A message drained from a dead server's session: to the same handler as this
+        connection's own (set by ``start``, before any presence can start a rescue)."""
+        assert self._handler is not None
+        self._handler(topic, payload, retain, ack)
+
+    def _publish_presence(self, p: Presence) -> None:
+        self.client.publish(presence_topic(p.client_id), p.encode(), qos=1, retain=True)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, on_message: MessageHandler) -> None:
@@ -182,6 +247,18 @@ class MqttLink:
         self.client.loop_start()
 
     def stop(self) -> None:
+        if self.rescue is not None:
+            self.rescue.stop()
+            if self.connected.is_set():
+                # A clean stop: nothing held is left unacknowledged, nothing to take over.
+                info = self.client.publish(
+                    presence_topic(self.client_id),
+                    self.rescue.presence(STOPPED).encode(),
+                    qos=1,
+                    retain=True,
+                )
+                with contextlib.suppress(RuntimeError, ValueError):
+                    info.wait_for_publish(2.0)
         self.client.disconnect()
         self.client.loop_stop()
         self.connected.clear()
@@ -221,11 +298,19 @@ class MqttLink:
             log.error("broker refused the connection: %s", reason_code)
             self.connected.clear()
             return
-        self.acks.new_connection()
+        self._acks.new_connection()
         client.subscribe(topics.subscriptions(self.shared_group))
         if self.shared_group:
             client.subscribe(self._probe_filter, qos=1)
             client.publish(self._probe_topic, self.probe.new_nonce(), qos=1)
+        if self.rescue is not None:
+            client.subscribe(PRESENCE_FILTER, qos=1)
+            client.publish(
+                presence_topic(self.client_id),
+                self.rescue.presence("online").encode(),
+                qos=1,
+                retain=True,
+            )
         log.info(
             "connected to broker %s:%s (session present: %s)",
             self.address.host,
@@ -236,6 +321,15 @@ class MqttLink:
         if self._on_connected is not None:
             self._on_connected(True)
 
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        refused = [str(rc) for rc in reason_codes if rc.is_failure]
+        if refused:
+            # The broker's ACL does not grant what this server subscribes to (servers.acl
+            # older than this release?): say so rather than wait for messages that never come.
+            log.error("broker refused %d subscription(s) (mid %s): %s", len(refused), mid, refused)
+
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any
     ) -> None:
@@ -245,10 +339,14 @@ class MqttLink:
             self._on_connected(False)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        token = self.acks.register(msg.mid, msg.qos)
+        token = self._acks.register(msg.mid, msg.qos)
         if msg.topic == self._probe_topic:
             self.probe.arrived(bytes(msg.payload))
-            self.acks.done(token)
+            self._acks.done(token)
+            return
+        if self.rescue is not None and msg.topic.startswith(PRESENCE_FILTER[:-1]):
+            self.rescue.on_presence(bytes(msg.payload))
+            self._acks.done(token)
             return
         try:
             assert self._handler is not None  # set by start(), before the loop runs
@@ -260,4 +358,4 @@ class MqttLink:
             # this is a bug; the message is acked anyway because an unacked message would hold
             # back the PUBACK of every later one (they leave in order) and stall ingest.
             log.exception("ingest handler failed for %s", msg.topic)
-            self.acks.done(token)
+            self._acks.done(token)

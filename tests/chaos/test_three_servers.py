@@ -90,9 +90,10 @@ def test_three_servers_one_killed_for_good(
     at_kill: dict[str, float] = {}
 
     # Mosquitto keeps the dead server in the round-robin (its session outlives it: one day by
-    # default, docs/scale-out.md, mosquitto#2662): a third of the alerts sent after the kill are
-    # parked there, and get through when the device re-publishes them (every 2-5 s) and the copy
-    # lands on a survivor. Hence device resends and a press → alert.received tail of seconds.
+    # default, docs/scale-out.md, mosquitto#2662) and parks a third of what follows there. The
+    # survivor elected by presence (rescue.py) takes that session over and drains it, so parked
+    # alerts get through in about a second instead of at the device's re-send (5 s, then 10 s);
+    # tests/integration/test_session_rescue.py proves it with devices that never re-send.
     kill = Fault(4.0, "SIGKILL server-1 (never restarted)", lambda: kill_and_read(victim, at_kill))
     faults = [kill]
     report, pressed, log = run_load_with_faults(stack, fleet(11), faults, communes)

@@ -267,3 +267,51 @@ def test_alert_pressed_while_switched_off_leaves_at_next_start(
     wait_until(lambda: rec.state == "received", 30, "sent and confirmed after the restart")
     assert [a["alert_id"] for a in shared_stack.store.alerts(device_id="nurse-off")] == [alert_id]
     dev.stop()
+
+
+def test_a_connect_never_answered_is_tried_again(reactor: Reactor) -> None:
+    """A broker node that accepts the TCP connection and never sends its CONNACK (RabbitMQ
+    3.10's MQTT plugin caught in a failover, tests/chaos/test_rabbit_cluster.py): the device
+    gives that attempt up and connects again, instead of waiting for ever with its alerts."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    port = srv.getsockname()[1]
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            accepted.append(conn)  # kept open, never answered
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    dev = SimDevice(
+        "dev-silent",
+        "unused",
+        role="pharmacist",
+        mobility=FixedSite(43.29, 5.38, "Pharmacie du Vieux-Port"),
+        shard=reactor.pick(),
+        broker=BrokerTarget(port=port),
+        config=DeviceConfig(
+            hb_interval_s=3600, connack_timeout_s=0.5, reconnect_min_s=0.1, reconnect_max_s=0.2
+        ),
+        rng=random.Random(1),
+    )
+    try:
+        dev.start()
+        aid = dev.press("sos")
+        wait_until(lambda: len(accepted) >= 3, 30, "three connection attempts")
+        assert not dev.connected.is_set()
+        assert dev.last_connect_error is not None and "CONNACK" in dev.last_connect_error
+        assert [r.alert_id for r in dev.pending_alerts()] == [aid]  # still kept, to be sent
+    finally:
+        dev.stop(announce_offline=False)
+        stop.set()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        srv.close()

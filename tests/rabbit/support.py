@@ -42,6 +42,7 @@ def amqp_env(cluster: RabbitCluster, db_url: str, **extra: str) -> dict[str, str
     env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
     env.update(
         VIGIE_TELEPHONY="simulated",
+        VIGIE_INTERNAL_ACCESS="network",  # tests and benchmarks read /metrics from loopback
         VIGIE_SECRET_KEY=SECRET_KEY,
         VIGIE_DATABASE_URL=db_url,
         VIGIE_INGEST="amqp",

@@ -14,7 +14,7 @@ import signal
 import tempfile
 from pathlib import Path
 
-from vigie.topics import PREFIX, PROBE_PREFIX, SERVER_USERNAME
+from vigie.topics import PREFIX, PROBE_PREFIX, SERVER_USERNAME, SERVERS_PREFIX
 
 # Mosquitto 2.0 "$7$" hashes: PBKDF2-HMAC-SHA512. 2.0 itself uses 101 iterations; 2.1 uses 1000.
 # The passwords are 32 random characters, so the iteration count is not what protects them.
@@ -106,6 +106,9 @@ topic write {PREFIX}/+/cmd
 topic read $SYS/#
 # The subscription probe (alert_server/ingest/probe.py): each server sends itself a message.
 topic readwrite {PROBE_PREFIX}/#
+# Server presence and last wills (alert_server/ingest/rescue.py): a survivor resumes the
+# session of a server that died, under that server's client id, on this same account.
+topic readwrite {SERVERS_PREFIX}/#
 """
 
 _ACL_HEADER = f"""\
