@@ -187,17 +187,30 @@ def insert_ignore(
     batch = [rows] if isinstance(rows, Mapping) else list(rows)
     if not batch:
         return 0
-    # Imported here: light commands never insert this way (the PostgreSQL dialect is ~50 ms).
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    dialect = postgresql if dialect_name(session) == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(tbl)
-        .on_conflict_do_nothing(index_elements=keys)
-        .returning(*tbl.primary_key.columns)
-    )
+    stmt = _insert_ignore_statement(dialect_name(session), tbl, tuple(keys) if keys else None)
     conn = session.connection()
-    return sum(len(conn.execute(stmt.values(**row)).all()) for row in batch)
+    # The rows are parameters of one statement built once, not ``.values()`` of a new one:
+    # building and keying a statement per row was most of an alert's cost in the ingest writer.
+    return sum(len(conn.execute(stmt, dict(row)).all()) for row in batch)
+
+
+_INSERT_IGNORE: dict[tuple[str, Table, tuple[str, ...] | None], Any] = {}
+
+
+def _insert_ignore_statement(dialect: str, tbl: Table, keys: tuple[str, ...] | None) -> Any:
+    cached = _INSERT_IGNORE.get((dialect, tbl, keys))
+    if cached is None:
+        # Imported here: light commands never insert this way (the PostgreSQL dialect is ~50 ms).
+        from sqlalchemy.dialects import postgresql, sqlite
+
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        cached = (
+            insert(tbl)
+            .on_conflict_do_nothing(index_elements=keys)
+            .returning(*tbl.primary_key.columns)
+        )
+        _INSERT_IGNORE[(dialect, tbl, keys)] = cached
+    return cached
 
 
 # --- the claim/lease loop -------------------------------------------------------------------
