@@ -34,11 +34,16 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection
-from sqlmodel import Session
 
 if TYPE_CHECKING:
     # Alembic is imported when there is a migration to run (a second of every start).
     from alembic.config import Config
+
+    # SQLModel (and with it SQLAlchemy's ORM) only where a session is opened: a read-only
+    # command that reads through a plain connection does without both (a fifth of a second).
+    from sqlmodel import Session
+
+    Bind = Engine | Connection | Session
 
 # Named constraints, so that SQLite batch migrations can refer to them. Every package's tables
 # share SQLModel's metadata, so every package applies the same convention.
@@ -53,14 +58,12 @@ NAMING_CONVENTION = {
 # Arbitrary constant: serialises migrations when several servers start on one PostgreSQL.
 PG_MIGRATION_LOCK = 0x56494749  # "VIGI"
 
-Bind = Engine | Connection | Session
-
 
 def dialect_name(bind: Bind) -> str:
     """``sqlite`` or ``postgresql`` for an engine, a connection or a session."""
-    if isinstance(bind, Session):
-        return bind.get_bind().dialect.name
-    return bind.dialect.name
+    if isinstance(bind, Engine | Connection):
+        return bind.dialect.name
+    return bind.get_bind().dialect.name
 
 
 def is_sqlite(bind: Bind) -> bool:
@@ -148,6 +151,8 @@ def write_scope(engine: Engine) -> Iterator[Session]:
     """A transaction that writes: commits on success, rolls back on error. On SQLite it takes
     the write lock first (``take_write_lock``). Never open a scope inside another on the same
     SQLite database: the inner one would wait for the outer."""
+    from sqlmodel import Session
+
     with Session(engine, expire_on_commit=False) as session:
         try:
             take_write_lock(session)
@@ -163,6 +168,8 @@ def read_scope(engine: Engine) -> Iterator[Session]:
     """A transaction that only reads: no write lock, and nothing is ever committed (closing
     the session ends the transaction without a commit, so a write slipped in by mistake is
     undone). Objects read stay loaded after the scope, detached."""
+    from sqlmodel import Session
+
     with Session(engine, expire_on_commit=False) as session:
         yield session
 
