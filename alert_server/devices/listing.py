@@ -1,11 +1,11 @@
 """The list of devices and their workers, read for ``vigie devices list``.
 
 Why not through the models: importing them brings SQLModel and SQLAlchemy's ORM (a fifth of a
-second of a command that answers in half a second), for one query. Here the two tables are
-reflected from the database itself (a few milliseconds), so the columns and their types are
-the migrated schema's, never a second copy of it written by hand, and the rows are read
-through a plain SQLAlchemy connection. ``tests/test_cli_devices.py`` checks that this reads
-what the models write.
+second of a command that answers in half a second), for one query. Here the columns of the
+two tables are reflected from the database itself (``vigie.persistence.reflected_columns``: a
+few milliseconds), so their names and types are the migrated schema's, never a second copy of
+it written by hand, and the rows are read through a plain SQLAlchemy connection.
+``tests/test_cli_devices.py`` checks that this reads what the models write.
 
 One thing reflection cannot know: the models' times go through SQLModel's ``UTCDateTime``,
 which hands them back in UTC with their offset (SQLite stores them naive, in UTC; PostgreSQL
@@ -18,7 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Connection, MetaData, select
+from sqlalchemy import Connection, select
+
+from vigie.persistence import reflected_columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,9 +49,7 @@ def _utc(value: datetime | None) -> datetime | None:
 
 def list_devices(conn: Connection) -> list[Listed]:
     """Every device with its worker, by device id."""
-    tables = MetaData()
-    tables.reflect(conn, only=["device", "worker"])
-    device, worker = tables.tables["device"], tables.tables["worker"]
+    device, worker = reflected_columns(conn, "device"), reflected_columns(conn, "worker")
     stmt = (
         select(
             device.c.device_id,

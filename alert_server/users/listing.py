@@ -1,17 +1,20 @@
 """The accounts, read for ``vigie users list``.
 
 Why not through the models: importing them brings SQLModel and SQLAlchemy's ORM (a fifth of a
-second of a command that answers in half a second), for one query. The ``account`` table is
-reflected from the database itself (a few milliseconds), so its columns and their types are
-the migrated schema's, never a second copy written by hand; ``tests/api/test_users_cli.py``
-checks that this reads what the models write.
+second of a command that answers in half a second), for one query. The columns of the
+``account`` table are reflected from the database itself
+(``vigie.persistence.reflected_columns``: a few milliseconds), so their names and types are the
+migrated schema's, never a second copy written by hand. ``tests/api/test_users_cli.py`` checks
+that this reads what the models write.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, MetaData, Table, select
+from sqlalchemy import Connection, select
+
+from vigie.persistence import reflected_columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +29,7 @@ class Listed:
 
 def list_accounts(conn: Connection) -> list[Listed]:
     """Every account, by user name."""
-    account = Table("account", MetaData(), autoload_with=conn)
+    account = reflected_columns(conn, "account")
     stmt = select(
         account.c.username, account.c.role, account.c.departements, account.c.disabled_at
     ).order_by(account.c.username)
