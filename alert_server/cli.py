@@ -350,26 +350,31 @@ def devices_list(
     config: ConfigOpt = None,
 ) -> None:
     """Liste les boîtiers, leur travailleur et leur présence."""
-    from alert_server.db import make_engine, migrate, read_scope
-    from alert_server.devices import service
+    # Read-only and frequent: neither SQLModel, the models nor Alembic unless the database
+    # needs migrating (alert_server.devices.listing).
+    from alert_server.devices.listing import list_devices
+    from alert_server.migration_heads import is_current
+    from vigie.persistence import make_engine
 
     settings = _settings(config)
     engine = make_engine(settings.database_url)
-    migrate(engine)
-    with read_scope(engine) as session:
-        rows = service.list_devices(session)
+    if not is_current(engine):
+        from alert_server.db import migrate
+
+        migrate(engine)
+    with engine.connect() as conn:
         out = [
             {
                 "device_id": d.device_id,
-                "worker": w.name,
-                "role": w.role,
-                "phone": w.phone,
+                "worker": d.worker,
+                "role": d.role,
+                "phone": d.phone,
                 "state": "revoked" if d.revoked_at else ("online" if d.online else "offline"),
                 "last_seen_at": d.last_seen_at.isoformat() if d.last_seen_at else None,
                 "batt": d.batt,
                 "site_label": d.site_label,
             }
-            for d, w in rows
+            for d in list_devices(conn)
         ]
     engine.dispose()
     if as_json:

@@ -7,14 +7,13 @@ and the one several servers share.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlmodel import SQLModel
 
-from alert_server.migration_heads import at_heads
+from alert_server.migration_heads import MIGRATIONS_DIR, VERSION_LOCATIONS, is_current
 from vigie.persistence import (
     NAMING_CONVENTION,
     is_sqlite,
@@ -39,18 +38,6 @@ __all__ = [
 
 SQLModel.metadata.naming_convention = NAMING_CONVENTION
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
-# Each package owns an Alembic branch in its own folder (dispatch never imports alert_server).
-VERSION_LOCATIONS = (
-    MIGRATIONS_DIR / "versions",
-    Path(__file__).parent / "geo" / "migrations",
-    Path(__file__).parent / "users" / "migrations",
-    Path(__file__).parent / "sessions" / "migrations",
-    Path(__file__).parent / "phoneapp" / "migrations",
-    Path(__file__).parent / "gateways" / "migrations",
-    Path(__file__).parent.parent / "dispatch" / "migrations",
-)
-
 
 def alembic_config(engine: Engine) -> Config:
     from alembic.config import Config
@@ -67,12 +54,9 @@ def alembic_config(engine: Engine) -> Config:
 
 def migrate(engine: Engine) -> None:
     """Apply every migration (all heads). Safe when several servers start at once."""
-    with engine.connect() as conn:
-        # Already current (every start after the first): nothing to do, and no need to import
-        # Alembic (about a second) to find that out.
-        current = at_heads(conn, VERSION_LOCATIONS)
-        conn.rollback()
-    if current:
+    # Already current (every start after the first): nothing to do, and no need to import
+    # Alembic (about a second) to find that out.
+    if is_current(engine):
         return
     run_migrations(engine, alembic_config(engine), "heads")
 

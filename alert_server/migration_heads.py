@@ -16,7 +16,21 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, inspect
+from sqlalchemy import Connection, Engine, inspect
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# Each package owns an Alembic branch in its own folder (dispatch never imports alert_server).
+# Listed here rather than in ``alert_server.db`` so that a read-only command can check the
+# database without importing SQLModel, which ``alert_server.db`` needs for its naming rules.
+VERSION_LOCATIONS = (
+    MIGRATIONS_DIR / "versions",
+    Path(__file__).parent / "geo" / "migrations",
+    Path(__file__).parent / "users" / "migrations",
+    Path(__file__).parent / "sessions" / "migrations",
+    Path(__file__).parent / "phoneapp" / "migrations",
+    Path(__file__).parent / "gateways" / "migrations",
+    Path(__file__).parent.parent / "dispatch" / "migrations",
+)
 
 
 def _literal_revisions(value: Any) -> set[str] | None:
@@ -112,3 +126,11 @@ def at_heads(conn: Connection, locations: Iterable[Path]) -> bool:
     if heads is None:
         return False
     return database_heads(conn) == heads
+
+
+def is_current(engine: Engine) -> bool:
+    """True only when ``engine``'s database is certainly at every head of Vigie's migrations."""
+    with engine.connect() as conn:
+        current = at_heads(conn, VERSION_LOCATIONS)
+        conn.rollback()
+    return current

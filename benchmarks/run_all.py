@@ -53,7 +53,18 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.benchlib import machine_info, postgres_version  # noqa: E402
 
-PARTS = ("startup", "ingest", "geo", "load", "dispatch", "memory", "abuse", "cluster", "failover")
+PARTS = (
+    "startup",
+    "ingest",
+    "writer",
+    "geo",
+    "load",
+    "dispatch",
+    "memory",
+    "abuse",
+    "cluster",
+    "failover",
+)
 DB_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
 PG_ADMIN_DSN = os.environ.get("VIGIE_TEST_PG_DSN", "postgresql://127.0.0.1:5432/test")
 
@@ -98,6 +109,7 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
             300,
             900,
         ),
+        "writer": ("--db sqlite --alerts 100", "--db sqlite --alerts 400", 300, 600),
         "geo": ("--points 2000 --naive-points 20", "--points 20000 --naive-points 200", 300, 900),
         "load": (
             "--sizes 200 --hb-interval 5 --alert-rate 5 --duration 8 --idle 10",
@@ -139,6 +151,7 @@ def plan_parts(args: argparse.Namespace, out: Path, pg: bool) -> list[Part]:
     extra = {
         "startup": [],
         "ingest": [],
+        "writer": [],
         "geo": [],
         "load": ["--baseline", "--out", str(out / "load")],
         "dispatch": ["--baseline"],
@@ -317,6 +330,19 @@ def rows_ingest(d: dict[str, Any]) -> list[Row]:
             f"{_f(b['heartbeats_per_s'], '.0f')}/s",
             f"{_f(r_hb, '.2f')}× the baseline",
         ),
+    ]
+
+
+def rows_writer(d: dict[str, Any]) -> list[Row]:
+    db = DB_LABEL.get(d["config"]["db"], d["config"]["db"])
+    return [
+        (
+            f"ingest writer ({db}, in process): {name}, per alert, CPU p50 / p99",
+            _pair(r["cpu_p50_ms"], r["cpu_p99_ms"], "ms", ".3f"),
+            "-",
+            "wall p50 / p99: " + _pair(r["wall_p50_ms"], r["wall_p99_ms"], "ms", ".3f"),
+        )
+        for name, r in d["cases"].items()
     ]
 
 
@@ -576,6 +602,7 @@ def rows_failover(d: dict[str, Any]) -> list[Row]:
 BUILDERS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "startup": rows_startup,
     "ingest": rows_ingest,
+    "writer": rows_writer,
     "geo": rows_geo,
     "load": rows_load,
     "dispatch": rows_dispatch,

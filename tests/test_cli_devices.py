@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from alert_server.db import make_engine
@@ -129,3 +133,62 @@ def test_victim_support_opt_out(env: dict[str, str], db_url: str) -> None:
     engine.dispose()
     unknown = vigie(env, "devices", "victim-support", "nobody", "--off")
     assert unknown.returncode == 2 and "inconnu" in unknown.stderr
+
+
+def test_list_reads_what_the_models_write(env: dict[str, str], engine: Engine, db_url: str) -> None:
+    """``devices list`` reads the tables reflected from the database, not through the models
+    (alert_server.devices.listing): every field it shows is the one the models wrote."""
+    # Read back in UTC with its offset, as through the models (SQLModel's UTCDateTime).
+    seen = datetime(2026, 3, 1, 9, 30, 15, tzinfo=timezone(timedelta(hours=1)))
+    with Session(engine) as s:
+        for i, (name, role) in enumerate([("Inès Durand", "nurse"), ("Paul Roux", "pharmacist")]):
+            s.add(Worker(id=i + 1, name=name, role=role, phone=f"+3361234567{i}", pin_hash="x",
+                         duress_pin_hash="y", created_at=seen))  # fmt: skip
+        s.flush()
+        s.add(Device(device_id="b-online", worker_id=1, mqtt_username="b-online",
+                     created_at=seen, online=True, last_seen_at=seen, batt=80,
+                     site_label="Pharmacie du Port"))  # fmt: skip
+        s.add(Device(device_id="a-revoked", worker_id=2, mqtt_username="a-revoked",
+                     created_at=seen, online=True, revoked_at=seen))  # fmt: skip
+        s.add(Device(device_id="c-never", worker_id=2, mqtt_username="c-never", created_at=seen))
+        s.commit()
+    listed = json.loads(vigie(env, "devices", "list", "--json").stdout)
+    assert listed == [
+        {"device_id": "a-revoked", "worker": "Paul Roux", "role": "pharmacist",
+         "phone": "+33612345671", "state": "revoked", "last_seen_at": None, "batt": None,
+         "site_label": None},
+        {"device_id": "b-online", "worker": "Inès Durand", "role": "nurse",
+         "phone": "+33612345670", "state": "online", "last_seen_at": "2026-03-01T08:30:15+00:00",
+         "batt": 80, "site_label": "Pharmacie du Port"},
+        {"device_id": "c-never", "worker": "Paul Roux", "role": "pharmacist",
+         "phone": "+33612345671", "state": "offline", "last_seen_at": None, "batt": None,
+         "site_label": None},
+    ]  # fmt: skip
+    lines = vigie(env, "devices", "list").stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["a-revoked", "b-online", "c-never"]
+    assert "révoqué" in lines[0] and "batterie -" in lines[0] and "vu jamais" in lines[0]
+    assert "en ligne" in lines[1] and "batterie 80 %" in lines[1]
+    assert lines[1].endswith("vu 2026-03-01T08:30:15+00:00")
+    assert "hors ligne" in lines[2]
+
+
+def test_list_imports_neither_the_models_nor_alembic(env: dict[str, str], engine: Engine) -> None:
+    """On a migrated database (every use but the first), ``devices list`` reads without
+    SQLModel, the ORM, the models, Alembic or phonenumbers (what made it slow to start)."""
+    code = (
+        "import sys\n"
+        "from alert_server.cli import app\n"
+        "try:\n"
+        "    app(['devices', 'list'], prog_name='vigie')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('sqlmodel', 'sqlalchemy.orm', 'alembic', 'phonenumbers',\n"
+        "                           'alert_server.devices.models') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Aucun boîtier enregistré." in out.stdout
+    assert "HEAVY=\n" in out.stdout, out.stdout

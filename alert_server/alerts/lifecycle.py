@@ -23,7 +23,16 @@ from sqlalchemy import or_, update
 from sqlmodel import Session
 
 from alert_server.alerts.models import Alert
-from alert_server.alerts.service import Stored, add_departement, add_event, store_alert
+from alert_server.alerts.service import (
+    IncidentHead,
+    Stored,
+    add_departement,
+    add_event,
+    add_event_now,
+    count_press,
+    store_alert,
+)
+from vigie.timeutil import as_utc
 from vigie.vocabulary import ACTIVE_STATES, AlertEventType, AlertState
 
 
@@ -59,12 +68,12 @@ class TransitionRefused(ValueError):
         )
 
 
-def allowed(alert: Alert, transition: Transition) -> bool:
+def allowed(alert: Alert | IncidentHead, transition: Transition) -> bool:
     """Whether ``transition`` may be applied to ``alert`` now."""
     return alert.state in ALLOWED_FROM[transition]
 
 
-def _check(alert: Alert, transition: Transition) -> None:
+def _check(alert: Alert | IncidentHead, transition: Transition) -> None:
     if not allowed(alert, transition):
         raise TransitionRefused(alert.alert_id, transition, alert.state)
 
@@ -80,7 +89,7 @@ def receive(
     session: Session,
     *,
     values: dict[str, Any],
-    incident: Alert | None = None,
+    incident: Alert | IncidentHead | None = None,
     event: Mapping[str, Any] | None = None,
 ) -> Stored:
     """Store a new alert (``open``), or a press joining ``incident`` (it takes the incident's
@@ -88,6 +97,7 @@ def receive(
 
     ``event``: the ``received`` event's actor and details, written when the alert is new
     (None: no event, for the minimal record kept when the message itself cannot be read).
+    Core statements only: this runs for every press the ingest writer stores.
     """
     if incident is not None:
         _check(incident, Transition.RECEIVE)
@@ -101,24 +111,29 @@ def receive(
         if stored.alert_id != device_alert_id:
             # Stored under a derived key (another device had used this id): keep the device's.
             detail["device_alert_id"] = device_alert_id
-        add_event(session, alert_id=stored.alert_id, type_=AlertEventType.RECEIVED, **detail)
+        add_event_now(session, alert_id=stored.alert_id, type_=AlertEventType.RECEIVED, **detail)
     return stored
 
 
-def press_merged(session: Session, *, primary: Alert, member_id: str, at: datetime) -> None:
-    """Count one more press on the incident's first alert (flagged for the dispatcher)."""
-    primary.presses += 1
-    primary.last_press_at = max(at, primary.last_press_at or at)
-    primary.flags = sorted({*primary.flags, "repeated_presses"})
-    session.add(primary)
-    add_event(
+def press_merged(session: Session, *, primary: IncidentHead, member_id: str, at: datetime) -> int:
+    """Count one more press on the incident's first alert (flagged for the dispatcher);
+    returns its number of presses."""
+    last = max(as_utc(at), as_utc(primary.last_press_at)) if primary.last_press_at else at
+    presses = count_press(
+        session,
+        head=primary,
+        last_press_at=last,
+        flags=sorted({*primary.flags, "repeated_presses"}),
+    )
+    add_event_now(
         session,
         alert_id=primary.alert_id,
         at=at,
         type_=AlertEventType.PRESS_MERGED,
         member=member_id,
-        presses=primary.presses,
+        presses=presses,
     )
+    return presses
 
 
 # --- position -----------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy import select as select_columns
 from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert, AlertDepartement, AlertEvent
@@ -70,24 +72,95 @@ def find_device_alert(session: Session, *, device_id: str, device_alert_id: str)
 # --- incidents (a flood of presses collapses into one) -----------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class IncidentHead:
+    """What storing a press needs of its device's running incident (its first alert), read
+    with one Core statement: the ingest writer does this for every press of a flood."""
+
+    id: int
+    alert_id: str
+    device_alert_id: str
+    state: str
+    duress: bool
+    acknowledged_at: datetime | None
+    acknowledged_by: str | None
+    presses: int
+    last_press_at: datetime | None
+    flags: list[str]
+
+
+_alert_t = Alert.__table__  # type: ignore[attr-defined]
+_event_t = AlertEvent.__table__  # type: ignore[attr-defined]
+
+# Built once: a statement built per press (ORM attributes, coercions, cache key) cost more
+# than running it.
+_INCIDENT_PRIMARY = (
+    select_columns(*(_alert_t.c[name] for name in IncidentHead.__slots__))
+    .where(
+        _alert_t.c.device_id == bindparam("device_id"),
+        _alert_t.c.kind == bindparam("kind"),
+        _alert_t.c.incident_of.is_(None),
+        _alert_t.c.state.in_([str(s) for s in ACTIVE_STATES]),
+        _alert_t.c.last_press_at >= bindparam("since"),
+    )
+    .order_by(_alert_t.c.last_press_at.desc())
+    .limit(1)
+    .with_for_update()
+)
+_INSERT_EVENT = insert(_event_t)
+_COUNT_PRESS = (
+    update(_alert_t)
+    .where(_alert_t.c.id == bindparam("row_id"))
+    .values(
+        presses=_alert_t.c.presses + 1,
+        last_press_at=bindparam("last_press_at", type_=_alert_t.c.last_press_at.type),
+        flags=bindparam("flags", type_=_alert_t.c.flags.type),
+    )
+    .returning(_alert_t.c.presses)
+)
+
+
+def flush_pending(session: Session) -> None:
+    """Write the ORM objects waiting in ``session`` before a Core statement reads or writes
+    the same rows (the ORM would do it before its own queries: autoflush)."""
+    if session.new or session.dirty or session.deleted:
+        session.flush()
+
+
 def incident_primary(
     session: Session, *, device_id: str, kind: str, since: datetime
-) -> Alert | None:
+) -> IncidentHead | None:
     """The first alert of the device's running incident of this kind, if its last press is
     at or after ``since``: open or acknowledged (a cancelled or resolved alert ends its
     incident, and a press after it is a new alert)."""
-    stmt = (
-        select(Alert)
-        .where(Alert.device_id == device_id)
-        .where(Alert.kind == kind)
-        .where(Alert.incident_of.is_(None))  # type: ignore[union-attr]
-        .where(Alert.state.in_(ACTIVE_STATES))  # type: ignore[attr-defined]
-        .where(Alert.last_press_at >= since)  # type: ignore[operator]
-        .order_by(Alert.last_press_at.desc())  # type: ignore[union-attr]
-        .limit(1)
-        .with_for_update()
+    flush_pending(session)
+    row = (
+        session.connection()
+        .execute(_INCIDENT_PRIMARY, {"device_id": device_id, "kind": kind, "since": since})
+        .first()
     )
-    return session.exec(stmt).first()
+    return IncidentHead(*row) if row is not None else None
+
+
+def count_press(
+    session: Session, *, head: IncidentHead, last_press_at: datetime, flags: list[str]
+) -> int:
+    """One more press on the incident's first alert: its count (returned), last press and
+    flags. The count is incremented in the database, not from ``head``."""
+    presses: int = (
+        session.connection()
+        .execute(
+            _COUNT_PRESS,
+            {"row_id": head.id, "last_press_at": last_press_at, "flags": flags},
+        )
+        .scalar_one()
+    )
+    # The ORM may hold this alert from an earlier message of the same transaction: it must
+    # not go on believing its old count and flags.
+    loaded = session.identity_map.get(session.identity_key(Alert, head.id))
+    if loaded is not None:
+        session.expire(loaded)
+    return presses
 
 
 def incident_members(session: Session, *, alert_id: str) -> list[Alert]:
@@ -138,6 +211,24 @@ def add_event(
     **detail: Any,
 ) -> None:
     session.add(AlertEvent(alert_id=alert_id, at=at, type=type_, actor=actor, detail=detail))
+
+
+def add_event_now(
+    session: Session,
+    *,
+    alert_id: str,
+    at: datetime,
+    type_: str,
+    actor: str | None = None,
+    **detail: Any,
+) -> None:
+    """``add_event`` written at once with a Core INSERT (the ingest writer's path: an ORM
+    object per press cost a unit of work at every flush)."""
+    flush_pending(session)
+    session.connection().execute(
+        _INSERT_EVENT,
+        {"alert_id": alert_id, "at": at, "type": type_, "actor": actor, "detail": detail},
+    )
 
 
 def events(session: Session, *, alert_id: str) -> list[AlertEvent]:

@@ -11,7 +11,7 @@ import phonenumbers
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select as select_columns
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from alert_server.devices.models import Device, Worker
 from vigie.brokers.files import reserved_for_servers
@@ -150,11 +150,6 @@ def add_device(
     session.add(device)
     session.flush()
     return device
-
-
-def list_devices(session: Session) -> list[tuple[Device, Worker]]:
-    stmt = select(Device, Worker).join(Worker).order_by(Device.device_id)
-    return [(d, w) for d, w in session.exec(stmt)]
 
 
 def revoke_device(session: Session, *, device_id: str, now: datetime) -> Device:

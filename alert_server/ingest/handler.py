@@ -15,10 +15,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import queue
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -299,6 +299,73 @@ class PinChecks(Protocol):
         ...
 
 
+class FairQueue:
+    """The messages waiting for the writer: one line per device, served in turn.
+
+    One device pressing as fast as it can (a stuck button, an attack) must not make another
+    device's alert wait behind its flood: a batch takes one message from each waiting device in
+    turn, and at most ``per_device`` from any one of them. A device's own messages keep their
+    order (an alert before its cancel); the broker still gets its acknowledgements in arrival
+    order (``AckSequencer``), only the commits and receipts are fair.
+    """
+
+    def __init__(self, per_device: int = 32) -> None:
+        self.per_device = per_device
+        self._cv = threading.Condition()
+        self._lines: dict[str, deque[Inbound]] = {}
+        self._turn: deque[str] = deque()
+        self._size = 0
+        self._closed = False
+
+    def put(self, item: Inbound) -> int:
+        """Queue ``item`` behind its device's earlier messages; returns the queue's size."""
+        with self._cv:
+            line = self._lines.get(item.device_id)
+            if line is None:
+                line = self._lines[item.device_id] = deque()
+                self._turn.append(item.device_id)
+            line.append(item)
+            self._size += 1
+            self._cv.notify()
+            return self._size
+
+    def close(self) -> None:
+        """No more messages: ``take`` hands out what is left, then says it is finished."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    def qsize(self) -> int:
+        with self._cv:
+            return self._size
+
+    def take(self, max_items: int) -> tuple[list[Inbound], bool]:
+        """Wait for messages and return up to ``max_items`` of them, the devices in turn; the
+        flag is True once the queue is closed and empty (nothing will ever come again)."""
+        with self._cv:
+            while self._size == 0 and not self._closed:
+                self._cv.wait()
+            batch: list[Inbound] = []
+            taken: dict[str, int] = {}
+            skipped: list[str] = []
+            while self._turn and len(batch) < max_items:
+                device_id = self._turn.popleft()
+                line = self._lines[device_id]
+                if taken.get(device_id, 0) >= self.per_device:
+                    skipped.append(device_id)  # its share of this batch is used up
+                    continue
+                batch.append(line.popleft())
+                self._size -= 1
+                taken[device_id] = taken.get(device_id, 0) + 1
+                if line:
+                    self._turn.append(device_id)
+                else:
+                    del self._lines[device_id]
+            # The devices that used their share go first next time, in the same order.
+            self._turn.extendleft(reversed(skipped))
+            return batch, self._closed and self._size == 0
+
+
 class Ingestor:
     def __init__(
         self,
@@ -318,7 +385,7 @@ class Ingestor:
         self.downlink = downlink
         self.pins = pins
         self.batch_max = batch_max
-        self._queue: queue.Queue[Inbound | None] = queue.Queue()
+        self._queue = FairQueue()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -329,8 +396,7 @@ class Ingestor:
     def submit(self, item: Inbound) -> None:
         """A message from a gateway (alert_server/gateways): the same writer, storage and
         rules as an MQTT uplink; ``item.token`` is called once its effect is committed."""
-        self._queue.put(item)
-        self.metrics.ingest_queue.set(self._queue.qsize())
+        self.metrics.ingest_queue.set(self._queue.put(item))
 
     # -- paho thread ---------------------------------------------------------------------
     def handle(self, topic: str, payload: bytes, retain: bool, ack: Ack) -> None:
@@ -347,8 +413,8 @@ class Ingestor:
         received_at = utcnow()
         self.metrics.messages.labels(suffix).inc()
         if suffix in ("alert", "session"):
-            self._queue.put(Inbound(device_id, suffix, payload, ack, received_at))
-            self.metrics.ingest_queue.set(self._queue.qsize())
+            size = self._queue.put(Inbound(device_id, suffix, payload, ack, received_at))
+            self.metrics.ingest_queue.set(size)
             return
         try:
             if not topics.valid_device_id(device_id):
@@ -378,8 +444,8 @@ class Ingestor:
         """
 
         def decided(verdict: PinVerdict) -> None:
-            self._queue.put(Inbound(device_id, "cancel", payload, None, received_at, msg, verdict))
-            self.metrics.ingest_queue.set(self._queue.qsize())
+            item = Inbound(device_id, "cancel", payload, None, received_at, msg, verdict)
+            self.metrics.ingest_queue.set(self._queue.put(item))
 
         self.pins.submit(device_id, msg.pin, decided)
 
@@ -431,28 +497,14 @@ class Ingestor:
         self._closing.set()
         # The cancels already acknowledged to the broker are decided and committed first.
         self.pins.stop()
-        self._queue.put(None)
+        self._queue.close()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                stopping = True
-                batch: list[Inbound] = []
-            else:
-                batch = [first]
-            while len(batch) < self.batch_max:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    continue
-                batch.append(item)
+        finished = False
+        while not finished:
+            batch, finished = self._queue.take(self.batch_max)
             self.metrics.ingest_queue.set(self._queue.qsize())
             if batch:
                 self._commit_with_retry(batch)

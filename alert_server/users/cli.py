@@ -9,17 +9,20 @@ import getpass
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
-from sqlmodel import Session
 
-from alert_server.db import make_engine, migrate, read_scope, write_scope
 from alert_server.secret_input import SecretInputError, read_secret
 from alert_server.settings import Settings, describe_setting_errors, load_settings
-from alert_server.users import accounts, service
 from alert_server.users.schemas import ROLE_LABELS_FR
 from vigie.timeutil import utcnow
+
+if TYPE_CHECKING:
+    from sqlmodel import Session
+
+# SQLModel, the models and the database module are imported by the commands that write:
+# ``vigie users list`` on a migrated database reads without them (alert_server.users.listing).
 
 app = typer.Typer(help="Comptes de la console et de l'API.", no_args_is_help=True)
 
@@ -88,6 +91,9 @@ def users_add(
     config: ConfigOpt = None,
 ) -> None:
     """Crée un compte ; un opérateur (dispatcher) ne voit que ses départements."""
+    from alert_server.db import make_engine, migrate, write_scope
+    from alert_server.users import service
+
     if password is None:
         password = _read_password()
     try:
@@ -131,19 +137,26 @@ def users_list(
     config: ConfigOpt = None,
 ) -> None:
     """Liste les comptes (jamais les mots de passe)."""
+    from alert_server.migration_heads import is_current
+    from alert_server.users.listing import list_accounts
+    from vigie.persistence import make_engine
+
     settings = _settings(config)
     engine = make_engine(settings.database_url)
     try:
-        migrate(engine)
-        with read_scope(engine) as session:
+        if not is_current(engine):
+            from alert_server.db import migrate
+
+            migrate(engine)
+        with engine.connect() as conn:
             rows = [
                 {
                     "username": a.username,
                     "role": a.role,
                     "departements": list(a.departements),
-                    "disabled": a.disabled_at is not None,
+                    "disabled": a.disabled,
                 }
-                for a in service.list_accounts(session)
+                for a in list_accounts(conn)
             ]
     finally:
         engine.dispose()
@@ -161,6 +174,9 @@ def users_list(
 def _change(config: Path | None, change: Callable[[Session, str], str]) -> None:
     """Run one account change and its audit line in one transaction; print its French
     summary. Bad input (unknown account…): one line, exit 2, nothing written."""
+    from alert_server.db import make_engine, migrate, write_scope
+    from alert_server.users import service
+
     settings = _settings(config)
     engine = make_engine(settings.database_url)
     try:
@@ -182,6 +198,8 @@ def users_disable(username: UserArg, config: ConfigOpt = None) -> None:
     """Désactive un compte : ses sessions et jetons cessent aussitôt de fonctionner."""
 
     def change(session: Session, actor: str) -> str:
+        from alert_server.users import accounts
+
         a = accounts.disable(session, username=username, now=utcnow(), actor=actor)
         return f"Compte {a.username} désactivé ; ses sessions et jetons sont révoqués."
 
@@ -193,6 +211,8 @@ def users_enable(username: UserArg, config: ConfigOpt = None) -> None:
     """Réactive un compte désactivé (ses anciens jetons restent révoqués)."""
 
     def change(session: Session, actor: str) -> str:
+        from alert_server.users import accounts
+
         a = accounts.enable(session, username=username, now=utcnow(), actor=actor)
         return f"Compte {a.username} réactivé."
 
@@ -206,6 +226,8 @@ def users_passwd(username: UserArg, config: ConfigOpt = None) -> None:
     password = _read_password()
 
     def change(session: Session, actor: str) -> str:
+        from alert_server.users import accounts
+
         a = accounts.set_password(
             session, username=username, password=password, now=utcnow(), actor=actor
         )
@@ -224,6 +246,8 @@ def users_scope(
     """Change les départements que voit un opérateur (effet immédiat)."""
 
     def change(session: Session, actor: str) -> str:
+        from alert_server.users import accounts, service
+
         a = accounts.set_scope(
             session,
             username=username,
@@ -242,6 +266,8 @@ def users_revoke_tokens(username: UserArg, config: ConfigOpt = None) -> None:
     """Révoque tous les jetons d'API et toutes les sessions de la console de ce compte."""
 
     def change(session: Session, actor: str) -> str:
+        from alert_server.users import accounts, service
+
         n = accounts.revoke_tokens(session, username=username, now=utcnow(), actor=actor)
         return (
             f"Jetons et sessions de {service.normalise_username(username)} révoqués "

@@ -270,3 +270,38 @@ def test_the_state_write_detector_sees_a_write() -> None:
         "alert.state = AlertState.RESOLVED\n"
     )
     assert _writes_alert_state(ast.parse(sample)) == [1, 2, 3]
+
+
+def test_presses_counted_in_core_are_seen_by_an_orm_copy_of_the_same_transaction(
+    engine: Engine,
+) -> None:
+    """The ingest writer counts presses with Core statements; a cancel earlier in the same
+    batch may hold the incident's first alert as an ORM object. That copy must see the new
+    count and flags, so that a later ORM change does not write the old ones back."""
+    from alert_server.alerts import service as alerts
+
+    with Session(engine) as s:
+        loaded = _new(s)
+        loaded.last_press_at = T0
+        s.add(loaded)
+        for n in (2, 3):
+            head = alerts.incident_primary(
+                s, device_id="nurse-1", kind="sos", since=T0 - timedelta(minutes=2)
+            )
+            assert head is not None and head.alert_id == "a-1"
+            at = T0 + timedelta(seconds=n)
+            stored = lifecycle.receive(
+                s, values=_values(f"a-{n}", incident_of="a-1"), incident=head, event={"at": at}
+            )
+            assert lifecycle.press_merged(s, primary=head, member_id=stored.alert_id, at=at) == n
+        # The ORM copy now reads the database's values…
+        assert loaded.presses == 3 and "repeated_presses" in loaded.flags
+        # …so an ORM change of another field keeps them.
+        loaded.note = "vu"
+        s.add(loaded)
+        s.commit()
+    with Session(engine) as s:
+        row = s.exec(select(Alert).where(Alert.alert_id == "a-1")).one()
+        assert row.presses == 3 and row.flags == ["repeated_presses"] and row.note == "vu"
+        assert row.last_press_at is not None
+        assert _events(s, "a-1").count(AlertEventType.PRESS_MERGED) == 2

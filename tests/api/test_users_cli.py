@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
@@ -116,3 +120,55 @@ def test_duplicate_username_through_the_real_command(env: dict[str, str]) -> Non
     accounts, audit = rows(env)
     assert [(a.username, a.role) for a in accounts] == [("regul", "dispatcher")]
     assert len(audit) == 1
+
+
+def test_list_reads_what_the_models_write(engine: Engine, db_url: str) -> None:
+    """``users list`` reads the reflected ``account`` table, not through the models
+    (alert_server.users.listing): the same names, roles, départements and states."""
+    when = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
+    with Session(engine) as s:
+        s.add(Account(username="zoe", password_hash="$argon2id$x", role="dispatcher",
+                      departements=["13", "2A"], created_at=when))  # fmt: skip
+        s.add(Account(username="chef", password_hash="$argon2id$y", role="admin",
+                      departements=[], created_at=when, disabled_at=when))  # fmt: skip
+        s.commit()
+    env = {"VIGIE_DATABASE_URL": db_url}
+    code, out, err = run(env, "list", "--json")
+    assert code == 0, err
+    assert json.loads(out) == [
+        {"username": "chef", "role": "admin", "departements": [], "disabled": True},
+        {"username": "zoe", "role": "dispatcher", "departements": ["13", "2A"], "disabled": False},
+    ]
+    code, out, err = run(env, "list")
+    assert code == 0, err
+    assert out.splitlines() == [
+        f"{'chef':<24} {'admin':<11} tous (désactivé)",
+        f"{'zoe':<24} {'dispatcher':<11} 13,2A",
+    ]
+
+
+def test_list_imports_neither_the_models_nor_alembic(engine: Engine, db_url: str) -> None:
+    """On a migrated database, ``users list`` reads without SQLModel, the ORM, the models or
+    Alembic (what made it slow to start)."""
+    code = (
+        "import sys\n"
+        "from alert_server.cli import app\n"
+        "try:\n"
+        "    app(['users', 'list'], prog_name='vigie')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = sorted(m for m in ('sqlmodel', 'sqlalchemy.orm', 'alembic',\n"
+        "                           'alert_server.users.models') if m in sys.modules)\n"
+        "print('HEAVY=' + ','.join(heavy))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIE_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**env, "VIGIE_DATABASE_URL": db_url},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Aucun compte." in out.stdout
+    assert "HEAVY=\n" in out.stdout, out.stdout

@@ -635,7 +635,15 @@
     watchPosition();
     setConn("offline", "Connexion…");
     connect();
-    window.addEventListener("online", () => { if (client && !client.connected && !refused) client.reconnect(); });
+    // Back online: a connection that lived through the outage cannot be trusted (its TCP link
+    // is often gone while it still looks connected, until the keep-alive notices: up to 45 s).
+    // A new one at once, so that what waited in the outbox (an SOS, a visit) leaves now; the
+    // outbox keeps every message until the server answers, so nothing is lost by dropping it.
+    window.addEventListener("online", () => {
+      if (!client || refused) return;
+      if (client.connected) client.end(true, {}, () => client.reconnect());
+      else client.reconnect();
+    });
     // Shown at once; the MQTT connection notices on its own (keep-alive) and reconnects.
     window.addEventListener("offline", () => { if (!refused) setConn("offline", "Hors ligne"); });
   }
