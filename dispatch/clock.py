@@ -160,9 +160,10 @@ class Clock:
                 # sweep, and APScheduler would otherwise skip it as "already running". _sweep
                 # serialises itself (a second call just asks the running one to go again).
                 self._scheduler.add_job(
-                    self._sweep,
+                    self._wake_up,
                     "date",
                     run_date=at,
+                    args=[at],
                     id=WAKEUP_JOB,
                     replace_existing=True,
                     **{**_JOB_DEFAULTS, "max_instances": _WAKEUP_INSTANCES},
@@ -170,25 +171,41 @@ class Clock:
             except Exception:  # shutting down
                 log.debug("could not arm the wake-up", exc_info=True)
 
+    def _wake_up(self, at: datetime) -> None:
+        """The one-shot wake-up armed for ``at`` fires: it is no longer pending, so forget it
+        (a remembered time that already fired would turn every later ``_arm`` away), then
+        run a tick."""
+        with self._arm_lock:
+            if self._armed_at == at:
+                self._armed_at = None
+        self._sweep()
+
     def _sweep(self) -> None:
-        if not self._tick_lock.acquire(blocking=False):
-            # A tick is running: make it run once more rather than stacking a second one.
-            self._again.set()
-            return
-        try:
-            while True:
-                self._again.clear()
-                now = self.clock()
-                try:
-                    self.sender.tick(now=now, wait=False)
-                    self.ticks += 1
-                except Exception:
-                    log.exception("dispatch tick failed")
-                if not self._again.is_set():
-                    break
-            self._rearm()
-        finally:
-            self._tick_lock.release()
+        """Run a tick, or have the running one go once more.
+
+        Why the request flag is checked again after the re-arm and after the lock is
+        released: a wake-up that fires while a tick is finishing (re-arming reads the next
+        due time from the database) finds the lock taken and returns at once. If that request
+        were lost, nothing would tick until the next interval sweep: a step due then waited
+        up to ``sweep_s`` (issue #18, ~1 s lateness on PostgreSQL once a run)."""
+        self._again.set()
+        while self._again.is_set():
+            if not self._tick_lock.acquire(blocking=False):
+                # A tick is running: it sees the request (after its re-arm, or after
+                # releasing the lock), rather than stacking a second one.
+                return
+            try:
+                while self._again.is_set():
+                    self._again.clear()
+                    now = self.clock()
+                    try:
+                        self.sender.tick(now=now, wait=False)
+                        self.ticks += 1
+                    except Exception:
+                        log.exception("dispatch tick failed")
+                    self._rearm()
+            finally:
+                self._tick_lock.release()
 
     def _rearm(self) -> None:
         with self._arm_lock:
