@@ -13,7 +13,6 @@ wall time, and wall time beside it.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -27,38 +26,12 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from alert_server.db import migrate
-from alert_server.devices.presence import PresenceTracker
-from alert_server.downlink import Downlink
 from alert_server.ingest.handler import Inbound, Ingestor
-from alert_server.metrics import Metrics
-from alert_server.pipeline import Pipeline
 from benchmarks.benchlib import machine_info, write_json
+from tests.writer_support import alert_item, in_process_writer
 from vigie.persistence import make_engine
-from vigie.timeutil import utcnow
 
 PG_ADMIN = "postgresql://127.0.0.1:5432/test"
-
-
-class _NoPins:
-    def submit(self, device_id: str, pin: str, done: Callable[..., None]) -> None:
-        raise AssertionError("no cancel here")
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-def _item(device_id: str) -> Inbound:
-    body = {
-        "v": 1,
-        "alert_id": str(uuid.uuid4()),
-        "kind": "sos",
-        "ts": "2026-11-22T18:04:05Z",
-        "pos": {"lat": 43.2965, "lon": 5.3698, "acc_m": 12, "src": "gps"},
-    }
-    return Inbound(device_id, "alert", json.dumps(body).encode(), lambda: None, utcnow())
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -102,28 +75,19 @@ def main() -> None:
     results: dict[str, dict[str, float]] = {}
     try:
         migrate(engine)
-        downlink = Downlink(lambda topic, payload, **_: None)
-        presence = PresenceTracker(engine, 60.0)
-        pipeline = Pipeline(engine, presence=presence, downlink=downlink)
-        ingestor = Ingestor(
-            engine,
-            presence=presence,
-            pipeline=pipeline,
-            metrics=Metrics(),
-            downlink=downlink,
-            pins=_NoPins(),
-        )
-        n = args.alerts
-        measure(ingestor, [_item(f"warm-{i}") for i in range(50)], 1)  # caches, statements
-        cases: list[tuple[str, Callable[[int], str], int]] = [
-            ("new alert, one per transaction", lambda i: f"new-{i}", 1),
-            ("press joining its incident, one per transaction", lambda i: "presser-1", 1),
-            ("new alert, 100 per transaction", lambda i: f"bnew-{i}", 100),
-            ("press joining its incident, 100 per transaction", lambda i: "presser-2", 100),
-        ]
-        for name, device, batch in cases:
-            results[name] = measure(ingestor, [_item(device(i)) for i in range(n)], batch)
-        pipeline.shutdown()
+        with in_process_writer(engine) as writer:
+            n = args.alerts
+            # Caches and statements warmed first.
+            measure(writer.ingestor, [alert_item(f"warm-{i}") for i in range(50)], 1)
+            cases: list[tuple[str, Callable[[int], str], int]] = [
+                ("new alert, one per transaction", lambda i: f"new-{i}", 1),
+                ("press joining its incident, one per transaction", lambda i: "presser-1", 1),
+                ("new alert, 100 per transaction", lambda i: f"bnew-{i}", 100),
+                ("press joining its incident, 100 per transaction", lambda i: "presser-2", 100),
+            ]
+            for name, device, batch in cases:
+                items = [alert_item(device(i)) for i in range(n)]
+                results[name] = measure(writer.ingestor, items, batch)
     finally:
         engine.dispose()
         if dbname:

@@ -5,30 +5,19 @@ messages in their order, and every message is committed and acknowledged once.""
 from __future__ import annotations
 
 import json
-import uuid
 from collections import Counter
 from pathlib import Path
 
 from sqlalchemy import text
 
 from alert_server.db import migrate
-from alert_server.devices.presence import PresenceTracker
-from alert_server.downlink import Downlink
-from alert_server.ingest.handler import FairQueue, Inbound, Ingestor
-from alert_server.metrics import Metrics
-from alert_server.pipeline import Pipeline
+from alert_server.ingest.handler import FairQueue, Inbound
+from tests.writer_support import alert_item, in_process_writer
 from vigie.persistence import make_engine
-from vigie.timeutil import utcnow
 
 
 def _press(device_id: str, acks: Counter[str]) -> Inbound:
-    alert_id = str(uuid.uuid4())
-    body = {"v": 1, "alert_id": alert_id, "kind": "sos", "ts": "2026-11-22T18:04:05Z"}
-
-    def ack() -> None:
-        acks[alert_id] += 1
-
-    return Inbound(device_id, "alert", json.dumps(body).encode(), ack, utcnow())
+    return alert_item(device_id, lambda alert_id: acks.update([alert_id]))
 
 
 def _ids(items: list[Inbound]) -> list[str]:
@@ -60,36 +49,26 @@ def test_the_queue_serves_devices_in_turn_and_keeps_each_devices_order() -> None
 def test_a_flood_does_not_hold_back_another_devices_alert(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'vigie.db'}")
     migrate(engine)
-    sent: list[str] = []
-    downlink = Downlink(lambda topic, payload, **_: sent.append(topic))
-    presence = PresenceTracker(engine, 60.0)
-    pipeline = Pipeline(engine, presence=presence, downlink=downlink)
-    ingestor = Ingestor(
-        engine,
-        presence=presence,
-        pipeline=pipeline,
-        metrics=Metrics(),
-        downlink=downlink,
-        pins=_NoPins(),
-    )
-    batches: list[list[Inbound]] = []
-    commit = ingestor._commit
-
-    def recording(batch: list[Inbound]) -> None:
-        batches.append(list(batch))
-        commit(batch)
-
-    ingestor._commit = recording  # type: ignore[method-assign]
-    acks: Counter[str] = Counter()
-    # 500 presses of one device are waiting when another device's alert arrives.
-    flood = [_press("stuck-button", acks) for _ in range(500)]
-    for item in flood:
-        ingestor.submit(item)
-    other = _press("nurse-2", acks)
-    ingestor.submit(other)
-    ingestor.start()
-    ingestor.stop()
     try:
+        with in_process_writer(engine) as writer:
+            ingestor = writer.ingestor
+            batches: list[list[Inbound]] = []
+            commit = ingestor._commit
+
+            def recording(batch: list[Inbound]) -> None:
+                batches.append(list(batch))
+                commit(batch)
+
+            ingestor._commit = recording  # type: ignore[method-assign]
+            acks: Counter[str] = Counter()
+            # 500 presses of one device are waiting when another device's alert arrives.
+            flood = [_press("stuck-button", acks) for _ in range(500)]
+            for item in flood:
+                ingestor.submit(item)
+            other = _press("nurse-2", acks)
+            ingestor.submit(other)
+            ingestor.start()
+            ingestor.stop()
         # The other device's alert is committed (and receipted) with the first batch, not
         # after the 500 presses.
         assert other in batches[0]
@@ -100,18 +79,6 @@ def test_a_flood_does_not_hold_back_another_devices_alert(tmp_path: Path) -> Non
         with engine.connect() as conn:
             rows = conn.execute(text("SELECT device_id, count(*) FROM alert GROUP BY 1")).all()
         assert dict(rows) == {"stuck-button": 500, "nurse-2": 1}
-        assert sent.count("vigie/v1/dev/nurse-2/cmd") == 1
+        assert writer.sent.count("vigie/v1/dev/nurse-2/cmd") == 1
     finally:
-        pipeline.shutdown()
         engine.dispose()
-
-
-class _NoPins:
-    def submit(self, device_id: str, pin: str, done: object) -> None:
-        raise AssertionError("no cancel in this test")
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass

@@ -97,7 +97,8 @@ def receive(
 
     ``event``: the ``received`` event's actor and details, written when the alert is new
     (None: no event, for the minimal record kept when the message itself cannot be read).
-    Core statements only: this runs for every press the ingest writer stores.
+    A new alert or press is written with Core statements: this runs for every press the
+    ingest writer stores.
     """
     if incident is not None:
         _check(incident, Transition.RECEIVE)

@@ -9,18 +9,19 @@ it written by hand, and the rows are read through a plain SQLAlchemy connection.
 
 One thing reflection cannot know: the models' times go through SQLModel's ``UTCDateTime``,
 which hands them back in UTC with their offset (SQLite stores them naive, in UTC; PostgreSQL
-answers in the session's time zone). ``_utc`` does the same here, so the list shows the same
-``…+00:00`` times as anything read through the models.
+answers in the session's time zone). ``vigie.timeutil.as_utc`` does the same here, so the
+list shows the same ``…+00:00`` times as anything read through the models.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Connection, select
 
 from vigie.persistence import reflected_columns
+from vigie.timeutil import as_utc
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,12 +40,7 @@ class Listed:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    """As ``sqlmodel.sql.sqltypes.UTCDateTime`` reads a time (importing it imports SQLModel)."""
-    if value is None:
-        return None
-    if value.utcoffset() is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    return as_utc(value) if value is not None else None
 
 
 def list_devices(conn: Connection) -> list[Listed]:
