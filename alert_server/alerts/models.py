@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from vigie.vocabulary import AlertState
@@ -18,7 +18,20 @@ class Alert(SQLModel, table=True):
     and the links use: the device's id when it is free, else one derived from both."""
 
     __tablename__ = "alert"
-    __table_args__ = (UniqueConstraint("device_id", "device_alert_id"),)
+    __table_args__ = (
+        UniqueConstraint("device_id", "device_alert_id"),
+        # Every press looks up its device's running incident (``incident_primary``): only the
+        # incidents' first alerts, by device, kind and last press. Without it the lookup read
+        # every alert the device ever sent, and a flood of presses got slower with each one.
+        Index(
+            "ix_alert_incident_head",
+            "device_id",
+            "kind",
+            "last_press_at",
+            sqlite_where=text("incident_of IS NULL"),
+            postgresql_where=text("incident_of IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     alert_id: str = Field(max_length=64, unique=True)
