@@ -21,6 +21,7 @@ from vigie.persistence import (
     read_scope,
     run_migrations,
     write_scope,
+    write_transaction,
 )
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "migrate",
     "read_scope",
     "write_scope",
+    "write_transaction",
 ]
 
 SQLModel.metadata.naming_convention = NAMING_CONVENTION

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, func
+from sqlalchemy import Connection, Engine, bindparam, func
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, select
 
@@ -52,6 +52,7 @@ from alert_server.sessions import service as visits
 from dispatch import Dispatcher
 from dispatch.schemas import AlertBrief
 from vigie import payloads
+from vigie.persistence import connection_of
 from vigie.timeutil import as_utc, rfc3339, utcnow
 from vigie.vocabulary import AlertEventType, AlertState, DownlinkType, PinVerdict
 
@@ -64,6 +65,8 @@ _device_t = Device.__table__  # type: ignore[attr-defined]
 _DEVICE_REVOKED_AT = select_columns(_device_t.c.revoked_at).where(
     _device_t.c.device_id == bindparam("d")
 )
+# Two servers storing presses of one device decide its incident one at a time (PostgreSQL).
+_DEVICE_LOCK = select_columns(func.pg_advisory_xact_lock(bindparam("k")))
 
 
 def _first_name(name: str) -> str:
@@ -101,13 +104,17 @@ class Pipeline:
         self._lock = threading.Lock()
 
     # -- storage (ingest writer thread, inside its transaction) -----------------------------
-    def store_alert(self, session: Session, *, draft: AlertDraft, now: datetime) -> StoredAlert:
+    def store_alert(
+        self, session: Session | Connection, *, draft: AlertDraft, now: datetime
+    ) -> StoredAlert:
         """Store an alert message read by ingest: a new alert, a press joining its device's
-        running incident, or a repeat of an alert already stored."""
+        running incident, or a repeat of an alert already stored. Core statements only, so
+        that the writer can run them on a bare connection (``write_transaction``)."""
+        conn = connection_of(session)
         # One Core query for the one column needed: loading a Device entity through the ORM
         # was a third of the writer's time per alert.
         device = (
-            session.connection().execute(_DEVICE_REVOKED_AT, {"d": draft.device_id}).first()
+            conn.execute(_DEVICE_REVOKED_AT, {"d": draft.device_id}).first()
             if "bad_device_id" not in draft.flags
             else None
         )
@@ -119,11 +126,8 @@ class Pipeline:
         # A new press of the same kind while the device's previous alert is still running
         # (within the flood window) is part of that incident: stored and receipted, never
         # escalated again (one device cannot make a referent receive a hundred SMS).
-        if session.get_bind().dialect.name == "postgresql":
-            # Two servers storing presses of one device decide its incident one at a time.
-            session.execute(
-                select_columns(func.pg_advisory_xact_lock(_device_lock_key(draft.device_id)))
-            )
+        if conn.dialect.name == "postgresql":
+            conn.execute(_DEVICE_LOCK, {"k": _device_lock_key(draft.device_id)})
         primary = alerts.incident_primary(
             session, device_id=draft.device_id, kind=draft.kind, since=now - self.flood_window
         )
@@ -158,7 +162,7 @@ class Pipeline:
                     draft.incident_duress = primary.duress
         else:
             draft.incident_of = None
-            alerts.add_event(
+            alerts.add_event_now(
                 session,
                 alert_id=stored.alert_id,
                 at=now,

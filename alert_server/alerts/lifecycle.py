@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import or_, update
 from sqlmodel import Session
@@ -34,6 +34,9 @@ from alert_server.alerts.service import (
 )
 from vigie.timeutil import as_utc
 from vigie.vocabulary import ACTIVE_STATES, AlertEventType, AlertState
+
+if TYPE_CHECKING:
+    from vigie.persistence import Db
 
 
 class Transition(StrEnum):
@@ -86,7 +89,7 @@ def _incident(alert_id: str) -> Any:
 
 
 def receive(
-    session: Session,
+    session: Db,
     *,
     values: dict[str, Any],
     incident: Alert | IncidentHead | None = None,
@@ -116,7 +119,7 @@ def receive(
     return stored
 
 
-def press_merged(session: Session, *, primary: IncidentHead, member_id: str, at: datetime) -> int:
+def press_merged(session: Db, *, primary: IncidentHead, member_id: str, at: datetime) -> int:
     """Count one more press on the incident's first alert (flagged for the dispatcher);
     returns its number of presses."""
     last = max(as_utc(at), as_utc(primary.last_press_at)) if primary.last_press_at else at

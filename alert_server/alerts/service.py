@@ -8,14 +8,17 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert, AlertDepartement, AlertEvent
-from vigie.persistence import insert_ignore
+from vigie.persistence import connection_of, insert_ignore
+
+if TYPE_CHECKING:
+    from vigie.persistence import Db
 from vigie.vocabulary import ACTIVE_STATES, AlertState
 
 
@@ -32,7 +35,7 @@ def derived_alert_id(device_id: str, device_alert_id: str) -> str:
     return f"d-{digest}"
 
 
-def store_alert(session: Session, *, values: dict[str, Any]) -> Stored:
+def store_alert(session: Db, *, values: dict[str, Any]) -> Stored:
     """Insert an alert unless this device already sent this ``alert_id`` (protocol.md 1.1:
     identity is ``(device_id, alert_id)``).
 
@@ -44,13 +47,17 @@ def store_alert(session: Session, *, values: dict[str, Any]) -> Stored:
     values.setdefault("device_alert_id", values["alert_id"])
     values.setdefault("last_press_at", values.get("created_at"))
     device_id, device_alert_id = values["device_id"], values["device_alert_id"]
+    flush_pending(session)
+    conn = connection_of(session)
     for key in (values["alert_id"], derived_alert_id(device_id, device_alert_id)):
         values["alert_id"] = key
-        if insert_ignore(session, Alert, values):
+        if insert_ignore(conn, Alert, values):
             return Stored(created=True, alert_id=key)
-        existing = find_device_alert(session, device_id=device_id, device_alert_id=device_alert_id)
+        existing = conn.execute(
+            _DEVICE_ALERT_KEY, {"device_id": device_id, "device_alert_id": device_alert_id}
+        ).scalar()
         if existing is not None:
-            return Stored(created=False, alert_id=existing.alert_id)
+            return Stored(created=False, alert_id=existing)
     # Only a SHA-256 collision gets here.
     raise RuntimeError(f"alert key collision for device_id={device_id!r}")
 
@@ -108,6 +115,10 @@ _INCIDENT_PRIMARY = (
     .with_for_update()
 )
 _INSERT_EVENT = insert(_event_t)
+_DEVICE_ALERT_KEY = select_columns(_alert_t.c.alert_id).where(
+    _alert_t.c.device_id == bindparam("device_id"),
+    _alert_t.c.device_alert_id == bindparam("device_alert_id"),
+)
 _COUNT_PRESS = (
     update(_alert_t)
     .where(_alert_t.c.id == bindparam("row_id"))
@@ -120,22 +131,25 @@ _COUNT_PRESS = (
 )
 
 
-def flush_pending(session: Session) -> None:
+def flush_pending(session: Db) -> None:
     """Write the ORM objects waiting in ``session`` before a Core statement reads or writes
-    the same rows (the ORM would do it before its own queries: autoflush)."""
+    the same rows (the ORM would do it before its own queries: autoflush). A bare connection
+    has none."""
+    if isinstance(session, Connection):
+        return
     if session.new or session.dirty or session.deleted:
         session.flush()
 
 
 def incident_primary(
-    session: Session, *, device_id: str, kind: str, since: datetime
+    session: Db, *, device_id: str, kind: str, since: datetime
 ) -> IncidentHead | None:
     """The first alert of the device's running incident of this kind, if its last press is
     at or after ``since``: open or acknowledged (a cancelled or resolved alert ends its
     incident, and a press after it is a new alert)."""
     flush_pending(session)
     row = (
-        session.connection()
+        connection_of(session)
         .execute(_INCIDENT_PRIMARY, {"device_id": device_id, "kind": kind, "since": since})
         .first()
     )
@@ -143,18 +157,20 @@ def incident_primary(
 
 
 def count_press(
-    session: Session, *, head: IncidentHead, last_press_at: datetime, flags: list[str]
+    session: Db, *, head: IncidentHead, last_press_at: datetime, flags: list[str]
 ) -> int:
     """One more press on the incident's first alert: its count (returned), last press and
     flags. The count is incremented in the database, not from ``head``."""
     presses: int = (
-        session.connection()
+        connection_of(session)
         .execute(
             _COUNT_PRESS,
             {"row_id": head.id, "last_press_at": last_press_at, "flags": flags},
         )
         .scalar_one()
     )
+    if isinstance(session, Connection):
+        return presses
     # The ORM may hold this alert from an earlier message of the same transaction: it must
     # not go on believing its old count and flags.
     loaded = session.identity_map.get(session.identity_key(Alert, head.id))
@@ -214,7 +230,7 @@ def add_event(
 
 
 def add_event_now(
-    session: Session,
+    session: Db,
     *,
     alert_id: str,
     at: datetime,
@@ -225,7 +241,7 @@ def add_event_now(
     """``add_event`` written at once with a Core INSERT (the ingest writer's path: an ORM
     object per press cost a unit of work at every flush)."""
     flush_pending(session)
-    session.connection().execute(
+    connection_of(session).execute(
         _INSERT_EVENT,
         {"alert_id": alert_id, "at": at, "type": type_, "actor": actor, "detail": detail},
     )

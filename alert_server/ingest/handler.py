@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlmodel import Session
 
-from alert_server.db import database_unavailable, write_scope
+from alert_server.db import database_unavailable, write_scope, write_transaction
 from alert_server.downlink import AlertRef, Downlink
 from alert_server.ingest.mqtt import Ack
 from alert_server.metrics import Metrics
@@ -240,7 +240,9 @@ class PipelinePort(Protocol):
     its transaction; what they return to do after the commit (tell the device) is run once
     the batch is committed."""
 
-    def store_alert(self, session: Session, *, draft: AlertDraft, now: datetime) -> StoredAlert:
+    def store_alert(
+        self, session: Session | Connection, *, draft: AlertDraft, now: datetime
+    ) -> StoredAlert:
         """Store an alert message: a new alert, a press joining its device's running incident
         (``draft.incident_*`` then say which and what its device must be told), or a repeat."""
         ...
@@ -595,10 +597,14 @@ class Ingestor:
     def _commit(self, batch: list[Inbound]) -> None:
         after: list[Callable[[], None]] = []
         new_alerts: list[str] = []
-        with (
-            self.metrics.ingest_batch_seconds.time(),
-            write_scope(self.engine) as session,
-        ):
+        # A batch of alerts only (the usual case, and all of a flood) is written with Core
+        # statements on a bare connection; a cancel or a visit goes through the ORM.
+        scope = (
+            write_transaction(self.engine)
+            if all(item.suffix == "alert" for item in batch)
+            else write_scope(self.engine)
+        )
+        with self.metrics.ingest_batch_seconds.time(), scope as session:
             for item in batch:
                 # Every stored time is the arrival at the server, not the commit: a batch
                 # that waited (a slow disk, a database restart) must not hide the wait.
@@ -636,7 +642,7 @@ class Ingestor:
         return lambda: self.downlink.alert(ref, DownlinkType.ALERT_ACKNOWLEDGED, by=by)
 
     def _store_alert(
-        self, session: Session, item: Inbound, now: datetime
+        self, session: Session | Connection, item: Inbound, now: datetime
     ) -> tuple[StoredAlert, AlertDraft]:
         draft = interpret_alert(item.device_id, item.payload, now)
         stored = self.pipeline.store_alert(session, draft=draft, now=now)
@@ -682,13 +688,19 @@ class Ingestor:
             self.metrics.alert_repeats.inc()
         return stored, draft
 
-    def _cancel(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
+    def _cancel(
+        self, session: Session | Connection, item: Inbound, now: datetime
+    ) -> list[Callable[[], None]]:
+        assert isinstance(session, Session)  # a batch with a cancel has a session
         assert item.cancel is not None and item.verdict is not None
         return self.pipeline.on_cancel(
             session, device_id=item.device_id, msg=item.cancel, verdict=item.verdict, now=now
         )
 
-    def _session(self, session: Session, item: Inbound, now: datetime) -> list[Callable[[], None]]:
+    def _session(
+        self, session: Session | Connection, item: Inbound, now: datetime
+    ) -> list[Callable[[], None]]:
+        assert isinstance(session, Session)  # a batch with a visit message has a session
         topic = topics.uplink(item.device_id, UplinkTopic.SESSION)
         try:
             if not topics.valid_device_id(item.device_id):
