@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, insert, update
+from sqlalchemy import Connection, bindparam, insert, literal_column, update
 from sqlalchemy import select as select_columns
 from sqlmodel import Session, select
 
@@ -107,7 +107,9 @@ _INCIDENT_PRIMARY = (
         _alert_t.c.device_id == bindparam("device_id"),
         _alert_t.c.kind == bindparam("kind"),
         _alert_t.c.incident_of.is_(None),
-        _alert_t.c.state.in_([str(s) for s in ACTIVE_STATES]),
+        # The states written into the statement: a list of parameters is expanded again at
+        # every execution (SQLAlchemy's "post-compile" step), for every press.
+        _alert_t.c.state.in_([literal_column(f"'{s}'") for s in ACTIVE_STATES]),
         _alert_t.c.last_press_at >= bindparam("since"),
     )
     .order_by(_alert_t.c.last_press_at.desc())
