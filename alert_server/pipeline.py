@@ -154,12 +154,13 @@ class Pipeline:
             },
         )
         if stored.created:
-            if primary is not None and draft.incident_of is not None:
-                lifecycle.press_merged(session, primary=primary, member_id=stored.alert_id, at=now)
-                if primary.state == AlertState.ACKNOWLEDGED:
-                    # Help is already on its way: this press is told so too.
-                    draft.incident_acknowledged_by = primary.acknowledged_by or ""
-                    draft.incident_duress = primary.duress
+            # A press joining its incident was counted on the incident's first alert by
+            # ``receive`` (with its ``press_merged`` event).
+            joined = primary if draft.incident_of is not None else None
+            if joined is not None and joined.state == AlertState.ACKNOWLEDGED:
+                # Help is already on its way: this press is told so too.
+                draft.incident_acknowledged_by = joined.acknowledged_by or ""
+                draft.incident_duress = joined.duress
         else:
             draft.incident_of = None
             alerts.add_event_now(

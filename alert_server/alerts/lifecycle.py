@@ -15,6 +15,7 @@ The presses attached to an incident (``incident_of``) follow their first alert i
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
@@ -28,8 +29,9 @@ from alert_server.alerts.service import (
     Stored,
     add_departement,
     add_event,
-    add_event_now,
+    add_events_now,
     count_press,
+    event_row,
     store_alert,
 )
 from vigie.timeutil import as_utc
@@ -95,49 +97,60 @@ def receive(
     incident: Alert | IncidentHead | None = None,
     event: Mapping[str, Any] | None = None,
 ) -> Stored:
-    """Store a new alert (``open``), or a press joining ``incident`` (it takes the incident's
-    state). A repeat of an alert already stored changes nothing.
+    """Store a new alert (``open``), or a press joining ``incident``: it takes the incident's
+    state, and the incident's first alert counts one more press (``Stored.presses``, flagged
+    for the dispatcher). A repeat of an alert already stored changes nothing.
 
-    ``event``: the ``received`` event's actor and details, written when the alert is new
-    (None: no event, for the minimal record kept when the message itself cannot be read).
-    A new alert or press is written with Core statements: this runs for every press the
-    ingest writer stores.
+    ``event``: the ``received`` event's time, actor and details, written when the alert is new
+    (None: no event, for the minimal record kept when the message itself cannot be read); a
+    press joining an incident also writes ``press_merged`` on the incident's first alert, both
+    events in one execution. A new alert or press is written with Core statements: this runs
+    for every press the ingest writer stores.
     """
     if incident is not None:
         _check(incident, Transition.RECEIVE)
         state = AlertState(incident.state)
     else:
         state = AlertState.OPEN
+    if incident is not None and event is None:
+        raise TypeError("a press joining an incident is stored with its event (its time)")
     stored = store_alert(session, values={**values, "state": state})
-    if stored.created and event is not None:
-        device_alert_id = values.get("device_alert_id", values["alert_id"])
-        detail = dict(event)
-        if stored.alert_id != device_alert_id:
-            # Stored under a derived key (another device had used this id): keep the device's.
-            detail["device_alert_id"] = device_alert_id
-        add_event_now(session, alert_id=stored.alert_id, type_=AlertEventType.RECEIVED, **detail)
-    return stored
+    if not stored.created or event is None:
+        return stored
+    device_alert_id = values.get("device_alert_id", values["alert_id"])
+    detail = dict(event)
+    if stored.alert_id != device_alert_id:
+        # Stored under a derived key (another device had used this id): keep the device's.
+        detail["device_alert_id"] = device_alert_id
+    rows = [event_row(alert_id=stored.alert_id, type_=AlertEventType.RECEIVED, **detail)]
+    if incident is None:
+        add_events_now(session, rows)
+        return stored
+    at = detail["at"]
+    presses = _count_press(session, primary=incident, at=at)
+    rows.append(
+        event_row(
+            alert_id=incident.alert_id,
+            at=at,
+            type_=AlertEventType.PRESS_MERGED,
+            member=stored.alert_id,
+            presses=presses,
+        )
+    )
+    add_events_now(session, rows)
+    return replace(stored, presses=presses)
 
 
-def press_merged(session: Db, *, primary: IncidentHead, member_id: str, at: datetime) -> int:
-    """Count one more press on the incident's first alert (flagged for the dispatcher);
-    returns its number of presses."""
+def _count_press(session: Db, *, primary: Alert | IncidentHead, at: datetime) -> int:
+    """One more press on the incident's first alert (its last press, and the flag the
+    dispatcher sees); returns its number of presses."""
     last = max(as_utc(at), as_utc(primary.last_press_at)) if primary.last_press_at else at
-    presses = count_press(
+    return count_press(
         session,
-        head=primary,
+        row_id=primary.id,
         last_press_at=last,
         flags=sorted({*primary.flags, "repeated_presses"}),
     )
-    add_event_now(
-        session,
-        alert_id=primary.alert_id,
-        at=at,
-        type_=AlertEventType.PRESS_MERGED,
-        member=member_id,
-        presses=presses,
-    )
-    return presses
 
 
 # --- position -----------------------------------------------------------------------------

@@ -26,6 +26,8 @@ from vigie.vocabulary import ACTIVE_STATES, AlertState
 class Stored:
     created: bool  # False: a repeat of an alert already stored
     alert_id: str  # the server's key of the alert (new or repeated)
+    # A new press joining an incident: the incident's number of presses with this one.
+    presses: int | None = None
 
 
 def derived_alert_id(device_id: str, device_alert_id: str) -> str:
@@ -159,15 +161,16 @@ def incident_primary(
 
 
 def count_press(
-    session: Db, *, head: IncidentHead, last_press_at: datetime, flags: list[str]
+    session: Db, *, row_id: int | None, last_press_at: datetime, flags: list[str]
 ) -> int:
-    """One more press on the incident's first alert: its count (returned), last press and
-    flags. The count is incremented in the database, not from ``head``."""
+    """One more press on the incident's first alert (its row ``id``): its count (returned),
+    last press and flags. The count is incremented in the database, not from what the caller
+    read."""
     presses: int = (
         connection_of(session)
         .execute(
             _COUNT_PRESS,
-            {"row_id": head.id, "last_press_at": last_press_at, "flags": flags},
+            {"row_id": row_id, "last_press_at": last_press_at, "flags": flags},
         )
         .scalar_one()
     )
@@ -175,7 +178,7 @@ def count_press(
         return presses
     # The ORM may hold this alert from an earlier message of the same transaction: it must
     # not go on believing its old count and flags.
-    loaded = session.identity_map.get(session.identity_key(Alert, head.id))
+    loaded = session.identity_map.get(session.identity_key(Alert, row_id))
     if loaded is not None:
         session.expire(loaded)
     return presses
@@ -231,6 +234,21 @@ def add_event(
     session.add(AlertEvent(alert_id=alert_id, at=at, type=type_, actor=actor, detail=detail))
 
 
+def event_row(
+    *, alert_id: str, at: datetime, type_: str, actor: str | None = None, **detail: Any
+) -> dict[str, Any]:
+    """One timeline event as ``add_events_now`` writes it."""
+    return {"alert_id": alert_id, "at": at, "type": type_, "actor": actor, "detail": detail}
+
+
+def add_events_now(session: Db, rows: list[dict[str, Any]]) -> None:
+    """Timeline events (``event_row``) written at once, in this order, with one Core INSERT
+    run once for all of them (the ingest writer's path: an ORM object per press cost a unit of
+    work at every flush, and each execution costs more than the row it writes)."""
+    flush_pending(session)
+    connection_of(session).execute(_INSERT_EVENT, rows[0] if len(rows) == 1 else rows)
+
+
 def add_event_now(
     session: Db,
     *,
@@ -240,12 +258,9 @@ def add_event_now(
     actor: str | None = None,
     **detail: Any,
 ) -> None:
-    """``add_event`` written at once with a Core INSERT (the ingest writer's path: an ORM
-    object per press cost a unit of work at every flush)."""
-    flush_pending(session)
-    connection_of(session).execute(
-        _INSERT_EVENT,
-        {"alert_id": alert_id, "at": at, "type": type_, "actor": actor, "detail": detail},
+    """``add_event`` written at once with a Core INSERT."""
+    add_events_now(
+        session, [event_row(alert_id=alert_id, at=at, type_=type_, actor=actor, **detail)]
     )
 
 
