@@ -39,7 +39,6 @@ import os
 import resource
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from vigie.brokers.mosquitto import LocalMosquitto  # noqa: E402
+from vigie.brokers.mosquitto import LocalMosquitto, free_port  # noqa: E402
 
 
 def _vigie() -> list[str]:
@@ -85,12 +84,6 @@ BARE_SERVER = textwrap.dedent(
     uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
     """
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def stats(xs: list[float], cpu: list[float] | None = None) -> dict[str, Any]:
@@ -165,7 +158,7 @@ def time_until_healthy(
 ) -> tuple[float, float]:
     """Seconds from the process start to its first ``/healthz`` 200, and the CPU seconds it
     used to get there; the process is stopped."""
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/healthz"
     t0 = time.perf_counter()
     proc = subprocess.Popen(
@@ -206,7 +199,7 @@ def time_demo(env: dict[str, str]) -> tuple[float, float]:
     demo and its processes (server, broker) used to get there; the demo is stopped."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [*VIGIE, "demo", "--port", str(_free_port())],
+        [*VIGIE, "demo", "--port", str(free_port())],
         env=env,
         cwd=CODE,
         stdout=subprocess.PIPE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import random
 import shutil
 import socket
 import subprocess
@@ -29,7 +30,48 @@ def stop_process(proc: subprocess.Popen[bytes] | None, timeout_s: float = 30.0) 
         proc.wait()
 
 
-def free_port() -> int:
+# Linux: the ports the kernel gives to outgoing connections (net.ipv4.ip_local_port_range).
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+# Below this, the ports of services a machine may run (PostgreSQL, brokers, web servers…).
+_LOWEST_PORT = 10_000
+_random = random.SystemRandom()  # never the tests' seeded ``random``: workers must differ
+
+
+def ephemeral_range(file: Path = EPHEMERAL_RANGE_FILE) -> tuple[int, int] | None:
+    """(lowest, highest) port the kernel hands to outgoing connections; None if unknown."""
+    try:
+        low, high = (int(x) for x in file.read_text().split())
+    except (OSError, ValueError):
+        return None
+    return low, high
+
+
+def free_port(*, ephemeral: tuple[int, int] | None = None) -> int:
+    """A TCP port free on 127.0.0.1 now, outside the range of ports the kernel gives to
+    outgoing connections (``ephemeral``, read from the system by default).
+
+    A server stopped and started again on the same port (a restart test, a broker restarted
+    under its devices' sessions) must find its port free. A port from the ephemeral range, as
+    ``bind(0)`` returns, can be taken in between by any outgoing connection of the machine:
+    a server restarted during a whole test run was refused with EADDRINUSE. Outside that
+    range only another listener can take it, and that one would have to draw the same port
+    among ~27,000.
+    """
+    low, high = ephemeral or ephemeral_range() or (0, -1)
+    if high >= low:
+        candidates = [
+            *range(_LOWEST_PORT, min(low, 65536)),
+            *range(max(high + 1, _LOWEST_PORT), 65536),
+        ]
+        for _ in range(100 if candidates else 0):
+            port = _random.choice(candidates)
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # someone listens there (or it is in TIME_WAIT): draw again
+                return port
+    # No known range (not Linux), or nothing free outside it: the kernel's choice.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
