@@ -233,8 +233,21 @@ def test_rabbitmq_cluster_node_and_leader_killed(
     everyone: list[str] = []
 
     def kill_active_server() -> None:
-        holder = active_consumer(cluster)
-        victim = next(s for s in servers if s.env["VIGIE_MQTT_CLIENT_ID"] == holder)
+        # The management API names the queue's active consumer with its statistics, refreshed
+        # every second: right after the fleet connects it may name nobody yet (a single read
+        # here once found none, and the fault was never made).
+        by_client_id = {s.env["VIGIE_MQTT_CLIENT_ID"]: s for s in servers}
+        named: list[str] = []
+
+        def holder_named() -> bool:
+            holder = active_consumer(cluster)
+            if holder in by_client_id:
+                named.append(holder)
+            return bool(named)
+
+        wait_until(holder_named, 60, "the management API naming the server holding the queue")
+        holder = named[0]
+        victim = by_client_id[holder]
         figures["server killed"] = holder
         t = time.monotonic()
         victim.kill()
