@@ -52,7 +52,7 @@ from alert_server.sessions import service as visits
 from dispatch import Dispatcher
 from dispatch.schemas import AlertBrief
 from vigie import payloads
-from vigie.persistence import connection_of
+from vigie.persistence import Prepared, connection_of
 from vigie.timeutil import as_utc, rfc3339, utcnow
 from vigie.vocabulary import AlertEventType, AlertState, DownlinkType, PinVerdict
 
@@ -62,11 +62,12 @@ log = logging.getLogger(__name__)
 SWEEP_GRACE = timedelta(seconds=5)
 
 _device_t = Device.__table__  # type: ignore[attr-defined]
-_DEVICE_REVOKED_AT = select_columns(_device_t.c.revoked_at).where(
-    _device_t.c.device_id == bindparam("d")
+# Run at every press (``Prepared``).
+_DEVICE_REVOKED_AT = Prepared(
+    select_columns(_device_t.c.revoked_at).where(_device_t.c.device_id == bindparam("d"))
 )
 # Two servers storing presses of one device decide its incident one at a time (PostgreSQL).
-_DEVICE_LOCK = select_columns(func.pg_advisory_xact_lock(bindparam("k")))
+_DEVICE_LOCK = Prepared(select_columns(func.pg_advisory_xact_lock(bindparam("k"))))
 
 
 def _first_name(name: str) -> str:
@@ -114,20 +115,20 @@ class Pipeline:
         # One Core query for the one column needed: loading a Device entity through the ORM
         # was a third of the writer's time per alert.
         device = (
-            conn.execute(_DEVICE_REVOKED_AT, {"d": draft.device_id}).first()
+            _DEVICE_REVOKED_AT.first(conn, {"d": draft.device_id})
             if "bad_device_id" not in draft.flags
             else None
         )
         if device is None:
             draft.flags.append("unknown_device")
-        elif device.revoked_at is not None:
+        elif device[0] is not None:  # revoked_at
             draft.flags.append("revoked_device")
         values = draft.values(now)
         # A new press of the same kind while the device's previous alert is still running
         # (within the flood window) is part of that incident: stored and receipted, never
         # escalated again (one device cannot make a referent receive a hundred SMS).
         if conn.dialect.name == "postgresql":
-            conn.execute(_DEVICE_LOCK, {"k": _device_lock_key(draft.device_id)})
+            _DEVICE_LOCK.rows(conn, {"k": _device_lock_key(draft.device_id)})
         primary = alerts.incident_primary(
             session, device_id=draft.device_id, kind=draft.kind, since=now - self.flood_window
         )

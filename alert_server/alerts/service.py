@@ -15,7 +15,7 @@ from sqlalchemy import select as select_columns
 from sqlmodel import Session, select
 
 from alert_server.alerts.models import Alert, AlertDepartement, AlertEvent
-from vigie.persistence import connection_of, insert_ignore
+from vigie.persistence import Prepared, connection_of, insert_ignore, insert_ignore_statement
 
 if TYPE_CHECKING:
     from vigie.persistence import Db
@@ -53,13 +53,13 @@ def store_alert(session: Db, *, values: dict[str, Any]) -> Stored:
     conn = connection_of(session)
     for key in (values["alert_id"], derived_alert_id(device_id, device_alert_id)):
         values["alert_id"] = key
-        if insert_ignore(conn, Alert, values):
+        if _INSERT_ALERT.rows(conn, values):
             return Stored(created=True, alert_id=key)
-        existing = conn.execute(
-            _DEVICE_ALERT_KEY, {"device_id": device_id, "device_alert_id": device_alert_id}
-        ).scalar()
+        existing = _DEVICE_ALERT_KEY.first(
+            conn, {"device_id": device_id, "device_alert_id": device_alert_id}
+        )
         if existing is not None:
-            return Stored(created=False, alert_id=existing)
+            return Stored(created=False, alert_id=existing[0])
     # Only a SHA-256 collision gets here.
     raise RuntimeError(f"alert key collision for device_id={device_id!r}")
 
@@ -101,9 +101,10 @@ class IncidentHead:
 _alert_t = Alert.__table__  # type: ignore[attr-defined]
 _event_t = AlertEvent.__table__  # type: ignore[attr-defined]
 
-# Built once: a statement built per press (ORM attributes, coercions, cache key) cost more
-# than running it.
-_INCIDENT_PRIMARY = (
+# The statements every press runs: built once (a statement built per press, with its ORM
+# attributes, coercions and cache key, cost more than running it) and run on the driver's
+# cursor (``Prepared``: SQLAlchemy's execution path around each cost more than the statement).
+_INCIDENT_PRIMARY = Prepared(
     select_columns(*(_alert_t.c[name] for name in IncidentHead.__slots__))
     .where(
         _alert_t.c.device_id == bindparam("device_id"),
@@ -118,12 +119,15 @@ _INCIDENT_PRIMARY = (
     .limit(1)
     .with_for_update()
 )
-_INSERT_EVENT = insert(_event_t)
-_DEVICE_ALERT_KEY = select_columns(_alert_t.c.alert_id).where(
-    _alert_t.c.device_id == bindparam("device_id"),
-    _alert_t.c.device_alert_id == bindparam("device_alert_id"),
+_INSERT_ALERT = Prepared(build=lambda dialect: insert_ignore_statement(dialect, _alert_t))
+_INSERT_EVENT = Prepared(insert(_event_t))
+_DEVICE_ALERT_KEY = Prepared(
+    select_columns(_alert_t.c.alert_id).where(
+        _alert_t.c.device_id == bindparam("device_id"),
+        _alert_t.c.device_alert_id == bindparam("device_alert_id"),
+    )
 )
-_COUNT_PRESS = (
+_COUNT_PRESS = Prepared(
     update(_alert_t)
     .where(_alert_t.c.id == bindparam("row_id"))
     .values(
@@ -152,10 +156,8 @@ def incident_primary(
     at or after ``since``: open or acknowledged (a cancelled or resolved alert ends its
     incident, and a press after it is a new alert)."""
     flush_pending(session)
-    row = (
-        connection_of(session)
-        .execute(_INCIDENT_PRIMARY, {"device_id": device_id, "kind": kind, "since": since})
-        .first()
+    row = _INCIDENT_PRIMARY.first(
+        connection_of(session), {"device_id": device_id, "kind": kind, "since": since}
     )
     return IncidentHead(*row) if row is not None else None
 
@@ -166,14 +168,10 @@ def count_press(
     """One more press on the incident's first alert (its row ``id``): its count (returned),
     last press and flags. The count is incremented in the database, not from what the caller
     read."""
-    presses: int = (
-        connection_of(session)
-        .execute(
-            _COUNT_PRESS,
-            {"row_id": row_id, "last_press_at": last_press_at, "flags": flags},
-        )
-        .scalar_one()
-    )
+    (presses,) = _COUNT_PRESS.rows(
+        connection_of(session),
+        {"row_id": row_id, "last_press_at": last_press_at, "flags": flags},
+    )[0]
     if isinstance(session, Connection):
         return presses
     # The ORM may hold this alert from an earlier message of the same transaction: it must
@@ -246,7 +244,11 @@ def add_events_now(session: Db, rows: list[dict[str, Any]]) -> None:
     run once for all of them (the ingest writer's path: an ORM object per press cost a unit of
     work at every flush, and each execution costs more than the row it writes)."""
     flush_pending(session)
-    connection_of(session).execute(_INSERT_EVENT, rows[0] if len(rows) == 1 else rows)
+    conn = connection_of(session)
+    if len(rows) == 1:
+        _INSERT_EVENT.rows(conn, rows[0])
+    else:
+        _INSERT_EVENT.many(conn, rows)
 
 
 def add_event_now(

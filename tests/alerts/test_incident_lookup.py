@@ -13,11 +13,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, event, insert
+import pytest
+from sqlalchemy import Engine, insert
 from sqlmodel import Session
 
 from alert_server.alerts.models import Alert
 from alert_server.alerts.service import incident_primary
+from vigie.persistence import _Form
 from vigie.vocabulary import AlertState
 
 T0 = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)
@@ -58,24 +60,25 @@ def _fill(engine: Engine) -> None:
             conn.exec_driver_sql("ANALYZE alert")
 
 
-def _lookup_and_plan(engine: Engine) -> tuple[str | None, str]:
+def _lookup_and_plan(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> tuple[str | None, str]:
     """The running incident found for the flooding nurse, and the plan of the very statement
-    (and parameters) ``incident_primary`` sent."""
+    (and parameters) ``incident_primary`` sent to the driver (it runs on the driver's cursor,
+    ``Prepared``, so SQLAlchemy's execution events do not see it)."""
     sent: list[tuple[str, Any]] = []
+    run = _Form.run
 
-    def capture(_conn: Any, _cur: Any, statement: str, params: Any, *_: Any) -> None:
-        if "incident_of IS NULL" in statement:
-            sent.append((statement, params))
+    def capture(form: _Form, conn: Any, rows: Any, *, many: bool) -> Any:
+        if "incident_of IS NULL" in form.sql:
+            sent.append((form.sql, form.bind(rows[0])))
+        return run(form, conn, rows, many=many)
 
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
-        with Session(engine) as session:
-            head = incident_primary(
-                session, device_id="nurse-flood", kind="sos", since=T0 - timedelta(minutes=10)
-            )
-            found = head.alert_id if head is not None else None
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
+    monkeypatch.setattr(_Form, "run", capture)
+    with Session(engine) as session:
+        head = incident_primary(
+            session, device_id="nurse-flood", kind="sos", since=T0 - timedelta(minutes=10)
+        )
+        found = head.alert_id if head is not None else None
+    monkeypatch.undo()
     assert len(sent) == 1
     statement, params = sent[0]
     with engine.begin() as conn:
@@ -89,8 +92,10 @@ def _lookup_and_plan(engine: Engine) -> tuple[str | None, str]:
     return found, "\n".join(str(line) for line in lines)
 
 
-def test_a_press_finds_its_running_incident_through_the_incident_index(engine: Engine) -> None:
+def test_a_press_finds_its_running_incident_through_the_incident_index(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _fill(engine)
-    found, plan = _lookup_and_plan(engine)
+    found, plan = _lookup_and_plan(engine, monkeypatch)
     assert found == "head"
     assert "ix_alert_incident_head" in plan, plan
