@@ -129,3 +129,8 @@ def test_a_lost_connection_is_invalidated_and_the_next_transaction_works(
             assert len(INSERT.rows(conn, _values("c-1"))) == 1
     finally:
         engine.dispose()
+
+
+def test_a_missing_parameter_is_named(engine: Engine) -> None:
+    with write_transaction(engine) as conn, pytest.raises(ValueError, match="'device_id' missing"):
+        HEAD.first(conn, {"device": "nurse-1"})

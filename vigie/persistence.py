@@ -115,9 +115,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            # A write scope asks for the write lock with its BEGIN (``write_scope``).
+            # A write scope asks for the write lock with its BEGIN (``write_scope``). Sent
+            # to the driver directly: every transaction pays it, the writer's at every press,
+            # and SQLAlchemy's execution path around it cost several times the statement.
             immediate = conn.get_execution_options().get(_WRITE_OPTION)
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **kwargs)
@@ -321,10 +323,13 @@ class Prepared:
         self.form(conn.dialect, rows[0]).run(conn, rows, many=True)
 
 
+_GIVEN, _DEFAULT, _FIXED = 0, 1, 2
+
+
 class _Form:
     """One compiled form of a ``Prepared`` statement."""
 
-    __slots__ = ("binders", "defaults", "fixed", "names", "positional", "results", "sql")
+    __slots__ = ("names", "plan", "positional", "results", "sql")
 
     def __init__(self, statement: Any, dialect: Any, keys: tuple[str, ...]) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
@@ -341,41 +346,49 @@ class _Form:
         self.names: tuple[str, ...] = (
             tuple(compiled.positiontup) if self.positional else tuple(binds)
         )
-        # Values carried by the statement itself (a LIMIT, a literal bound by SQLAlchemy).
-        self.fixed: dict[str, Any] = {
-            name: bind.effective_value
-            for name, bind in binds.items()
-            if not bind.required and bind.callable is None
-        }
-        self.binders: dict[str, Any] = {}
-        for name, bind in binds.items():
-            process = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if process is not None:
-                self.binders[name] = process
         # An INSERT's columns left out by the caller that have a Python-side default.
-        self.defaults: dict[str, Any] = {}
+        defaults: dict[str, Callable[[], Any]] = {}
         for column in compiled.insert_prefetch:
             default = column.default
             if default.is_scalar:
-                self.defaults[column.key] = (lambda value: lambda: value)(default.arg)
+                defaults[column.key] = (lambda value: lambda: value)(default.arg)
             elif default.is_callable:
                 # SQLAlchemy wraps a default taking no argument as one taking the context.
-                self.defaults[column.key] = (lambda fn: lambda: fn(None))(default.arg)
+                defaults[column.key] = (lambda fn: lambda: fn(None))(default.arg)
             else:
                 raise ValueError(f"column default not suited to Prepared: {column}")
+        # Where each parameter's value comes from, decided once for these keys: the caller,
+        # a column default, or the statement itself (a LIMIT, a literal bound by SQLAlchemy),
+        # with the type's processor for this dialect.
+        self.plan: tuple[tuple[int, Any, Any], ...] = tuple(
+            self._source(name, binds[name], dialect, keys, defaults) for name in self.names
+        )
         self.results: list[Any] = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in getattr(statement, "exported_columns", ())
         ]
 
+    @staticmethod
+    def _source(
+        name: str, bind: Any, dialect: Any, keys: tuple[str, ...], defaults: dict[str, Any]
+    ) -> tuple[int, Any, Any]:
+        process = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if name in keys:
+            return _GIVEN, name, process
+        if name in defaults:
+            return _DEFAULT, defaults[name], process
+        if not bind.required and bind.callable is None:
+            value = bind.effective_value
+            return _FIXED, value if process is None else process(value), None
+        raise ValueError(f"parameter {name!r} missing for: {' '.join(str(bind).split())}")
+
     def bind(self, params: Mapping[str, Any]) -> Any:
         """``params`` as the driver takes them for this form."""
-        values = {**self.fixed, **{k: make() for k, make in self.defaults.items()}, **params}
-        for name, process in self.binders.items():
-            values[name] = process(values[name])
-        if self.positional:
-            return tuple(values[name] for name in self.names)
-        return {name: values[name] for name in self.names}
+        values = []
+        for source, ref, process in self.plan:
+            value = params[ref] if source == _GIVEN else ref() if source == _DEFAULT else ref
+            values.append(value if process is None else process(value))
+        return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
 
     def run(
         self, conn: Connection, rows: Sequence[Mapping[str, Any]], *, many: bool
