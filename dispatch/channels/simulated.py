@@ -7,6 +7,7 @@ N seconds as if the contact had replied, so the demo shows a full escalation.
 
 from __future__ import annotations
 
+import collections
 import logging
 import re
 import threading
@@ -22,6 +23,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("dispatch.simulated")
 _CODE = re.compile(r"OK (\d{3,6})\b")
+# What "was sent" is kept in memory for the last messages only (tests, a person looking at the
+# process): a demo left running for days would otherwise keep every one. The timeline keeps
+# every notification in the database either way.
+SENT_KEPT = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +54,7 @@ class SimulatedNotifier:
         # Every simulated "request" succeeds; kept so /healthz has the same shape either way.
         self.health = health if health is not None else ProviderHealth()
         self.report_delivery = report_delivery
-        self.sent: list[SimulatedMessage] = []
+        self.sent: collections.deque[SimulatedMessage] = collections.deque(maxlen=SENT_KEPT)
         self._lock = threading.Lock()
         self._auto_acked: set[str] = set()
         self._timers: list[threading.Timer] = []
@@ -60,14 +65,21 @@ class SimulatedNotifier:
         self._dispatcher = dispatcher
 
     def close(self) -> None:
-        for timer in self._timers:
+        with self._lock:
+            timers = list(self._timers)
+        for timer in timers:
             timer.cancel()
 
     def _later(self, delay_s: float, fn: Any, *args: Any) -> None:
         timer = threading.Timer(delay_s, fn, args)
         timer.daemon = True
-        self._timers.append(timer)
-        timer.start()
+        with self._lock:
+            # Only the timers still to fire are kept (for ``close``): one is made for every
+            # simulated delivery and reply, and each kept its thread's state (about 4 KiB)
+            # for as long as the process ran.
+            self._timers = [t for t in self._timers if t.is_alive()]
+            self._timers.append(timer)
+            timer.start()
 
     def _record(self, msg: SimulatedMessage) -> None:
         with self._lock:

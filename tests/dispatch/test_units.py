@@ -3,8 +3,10 @@ migrations. In-memory notifier, explicit `now`, no sleeps (except the simulated 
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -16,7 +18,7 @@ from sqlmodel import Session, SQLModel
 
 from dispatch import DispatchConfig, Dispatcher, inbound, messages
 from dispatch.channels.base import PermanentSendError, SendResult, TransientSendError
-from dispatch.channels.simulated import SimulatedNotifier
+from dispatch.channels.simulated import SENT_KEPT, SimulatedNotifier
 from dispatch.messages import MessageContext, is_gsm7, sms_segments, to_gsm7
 from dispatch.models import AckCode, Notification
 from dispatch.policy import DEFAULT_POLICY, EscalationPolicy, Step, plan, round_length_s
@@ -490,3 +492,22 @@ def test_simultaneous_failures_of_a_whole_step_still_move_on(engine: Engine) -> 
             d.close(s, alert_id=alert_id, now=at(92))
             s.commit()
         d.shutdown()
+
+
+def test_simulated_channel_lets_go_of_what_it_is_done_with() -> None:
+    """A demo left running for days: the simulated provider keeps the last messages only, and
+    no timer once it has fired (each kept its thread's state for as long as the process ran)."""
+    sim = SimulatedNotifier(report_delivery=True)
+    for i in range(SENT_KEPT + 10):
+        sim.send_sms(to="+33600000001", body=f"Alerte {i}", notification_id=i, alert_id=f"a-{i}")
+    assert len(sim.sent) == SENT_KEPT
+    assert sim.sent[0].body == "Alerte 10" and sim.sent[-1].body == f"Alerte {SENT_KEPT + 9}"
+    timer = sim._timers[-1]
+    timer.join(30)
+    assert not timer.is_alive()
+    fired = weakref.ref(timer)
+    del timer
+    sim.send_sms(to="+33600000001", body="encore", notification_id=0, alert_id="a-last")
+    gc.collect()
+    assert fired() is None, "a fired timer is still held"
+    sim.close()
