@@ -11,7 +11,10 @@ For each size, in a fresh process (so that what one size allocated does not hide
 2. after an idle pause, the resident memory of each process is read: ``VmRSS`` from
    ``/proc/<pid>/status`` and ``Pss`` from ``/proc/<pid>/smaps_rollup`` (when readable);
 3. the N accounts are written into Mosquitto's password file (the load mode's test shortcut)
-   and the broker reloaded; memory is read again: this is "0 devices connected";
+   and the broker reloaded; one of them connects, sends one alert, waits for its
+   ``alert.received`` and leaves: what the server's first alert builds for every later one
+   (its statements, the pipeline's and dispatch's threads) is paid here, once per process,
+   and reported apart ("first alert"); memory is read again: this is "0 devices connected";
 4. the simulator's load mode connects the N devices (heartbeat every ``--hb-interval`` s with
    a GPS fix, ``--alert-rate`` alerts per second over the fleet); once all are connected it
    waits ``--rounds`` heartbeat intervals plus two presence flushes, then reads memory again;
@@ -46,6 +49,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.benchlib import machine_info, memory_of, write_json
@@ -59,6 +64,39 @@ PRESENCE_FLUSH_S = 2.0  # the server's default presence_flush_s
 
 def snapshot(pids: dict[str, int | str]) -> dict[str, dict[str, int | None]]:
     return {name: memory_of(pid) for name, pid in pids.items()}
+
+
+def first_alert(port: int, device_id: str, password: str) -> None:
+    """One alert from ``device_id``, until its ``alert.received``; then disconnect."""
+    received = threading.Event()
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2, client_id=device_id, protocol=mqtt.MQTTv5
+    )
+    client.username_pw_set(device_id, password)
+    subscribed = threading.Event()
+    client.on_connect = lambda cl, *a: cl.subscribe(f"vigie/v1/dev/{device_id}/cmd", 1)
+    client.on_subscribe = lambda *a: subscribed.set()
+    client.on_message = lambda _c, _u, msg: (
+        received.set() if json.loads(msg.payload).get("type") == "alert.received" else None
+    )
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        if not subscribed.wait(30):
+            raise RuntimeError("first alert: the device could not subscribe")
+        body = {
+            "v": 1,
+            "alert_id": "memory-first-alert",
+            "kind": "sos",
+            "ts": "2026-12-04T04:00:00Z",
+            "pos": {"lat": 43.2965, "lon": 5.3698, "acc_m": 12, "src": "gps"},
+        }
+        client.publish(f"vigie/v1/dev/{device_id}/alert", json.dumps(body), qos=1)
+        if not received.wait(30):
+            raise RuntimeError("first alert: no alert.received within 30 s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
 
 
 def measure_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -95,6 +133,14 @@ def measure_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         if not wait_credentials_active("127.0.0.1", stack.device_port, first, passwords[first]):
             raise RuntimeError("the broker did not take the new accounts")
         result["provision_s"] = time.monotonic() - t0
+        # The server's first alert builds what every later one reuses (its statements, the
+        # pipeline's and dispatch's threads, the routing of a position): a cost paid once per
+        # process, not per device. One alert from one device, before "0 connected", so that
+        # the figure per device is what holding devices costs; the one-time cost is kept apart.
+        before_first = snapshot(pids)
+        first_alert(stack.device_port, first, passwords[first])
+        time.sleep(PRESENCE_FLUSH_S + 3)
+        after_first = snapshot(pids)
         run = LoadRun(
             cfg, BrokerTarget(port=stack.device_port), passwords, progress=Progress()
         )  # loads the commune index: part of the simulator's fixed cost
@@ -148,7 +194,13 @@ def measure_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
         alerts_lost=report.alerts_lost if report else None,
         shards=len(run.reactor.shards),
         run_s=time.monotonic() - t_start,
-        memory_kib={"empty": empty, "zero": zero, "connected": full},
+        memory_kib={
+            "empty": empty,
+            "before_first_alert": before_first,
+            "after_first_alert": after_first,
+            "zero": zero,
+            "connected": full,
+        },
     )
     per: dict[str, dict[str, float | None]] = {}
     peak: dict[str, int | None] = {}
@@ -163,6 +215,10 @@ def measure_size(n: int, args: argparse.Namespace) -> dict[str, Any]:
             per[name]["accounts_rss_bytes"] = (
                 (acc_b - acc_a) * 1024 / n if acc_a is not None and acc_b is not None else None
             )
+        a, b = before_first[name]["rss_kib"], after_first[name]["rss_kib"]
+        per[name]["first_alert_rss_bytes"] = (
+            (b - a) * 1024 if a is not None and b is not None else None
+        )
         values = [s[name]["rss_kib"] for s in samples if s[name]["rss_kib"] is not None]
         peak[name] = max(values) if values else None
     result["per_device_bytes"] = per
@@ -174,6 +230,10 @@ def _kib(v: int | None) -> str:
     return "-" if v is None else f"{v / 1024:.1f}"
 
 
+def _per_kib(v: float | None) -> float | None:
+    return None if v is None else v / 1024
+
+
 def _b(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
@@ -182,9 +242,9 @@ def print_table(results: list[dict[str, Any]]) -> None:
     print(
         "\n| devices | process | RSS MiB, 0 connected | RSS MiB, N connected "
         "| bytes/device (RSS) | bytes/device (PSS) | bytes/device (anonymous RSS) "
-        "| accounts, bytes/device (RSS) |"
+        "| accounts, bytes/device (RSS) | first alert, KiB (RSS) |"
     )
-    print("|---" * 8 + "|")
+    print("|---" * 9 + "|")
     for r in results:
         m = r["memory_kib"]
         for name in ("broker", "server", "simulator"):
@@ -198,7 +258,8 @@ def print_table(results: list[dict[str, Any]]) -> None:
                 f"| {r['connected']:,} | {label} | {_kib(m['zero'][name]['rss_kib'])} "
                 f"| {_kib(m['connected'][name]['rss_kib'])} | {_b(p['rss_bytes'])} "
                 f"| {_b(p['pss_bytes'])} | {_b(p['rss_anon_bytes'])} "
-                f"| {_b(p.get('accounts_rss_bytes'))} |"
+                f"| {_b(p.get('accounts_rss_bytes'))} "
+                f"| {_b(_per_kib(p.get('first_alert_rss_bytes')))} |"
             )
 
 
