@@ -42,6 +42,13 @@ from vigie.brokers.address import BrokerAddress
 log = logging.getLogger(__name__)
 
 
+@functools.cache
+def _expiry_properties(expiry_s: int) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    props.MessageExpiryInterval = expiry_s
+    return props
+
+
 @dataclass(frozen=True)
 class AckToken:
     generation: int
@@ -278,9 +285,10 @@ class MqttLink:
     ) -> None:
         props = None
         if expiry_s is not None and self.v5:
-            # Message Expiry Interval: a device back after it is not told stale news.
-            props = Properties(PacketTypes.PUBLISH)
-            props.MessageExpiryInterval = expiry_s
+            # Message Expiry Interval: a device back after it is not told stale news. One
+            # object per interval, made once (paho only reads it): making one cost more than
+            # the rest of a receipt's publish.
+            props = _expiry_properties(expiry_s)
         info = self.client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             log.warning("publish on %s failed: rc=%s", topic, info.rc)
