@@ -7,7 +7,7 @@ import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, timedelta
@@ -314,7 +314,9 @@ def dispatch_config(settings: Settings) -> DispatchConfig:
     )
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, started: Callable[[], None] | None = None) -> FastAPI:
+    """The server's application; ``started`` is called once everything has started, before
+    the first request is served."""
     runtime = Runtime.build(settings)
     # Existing devices (OsmAnd, MQTT buttons): through the same ingest writer as MQTT uplinks.
     gateways = Gateways(
@@ -331,6 +333,8 @@ def create_app(settings: Settings) -> FastAPI:
         runtime.start()
         # Existing devices (OsmAnd, MQTT buttons): after the ingest writer, stopped before it.
         gateways.start()
+        if started is not None:
+            started()
         try:
             yield
         finally:

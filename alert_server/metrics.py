@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import gc
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # Python's cycle collector: its collections by generation (each one pauses every
+        # thread), and the objects set apart from its scans once the server has started.
+        GCCollector(registry=r)
+        Gauge(
+            "vigie_gc_frozen_objects",
+            "Objects set apart from the cycle collector's scans at the end of start-up",
+            registry=r,
+        ).set_function(gc.get_freeze_count)
         self.messages = Counter(
             "vigie_mqtt_messages", "MQTT messages received, by uplink type", ["type"], registry=r
         )
