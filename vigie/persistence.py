@@ -380,7 +380,8 @@ class _Form:
         if not bind.required and bind.callable is None:
             value = bind.effective_value
             return _FIXED, value if process is None else process(value), None
-        raise ValueError(f"parameter {name!r} missing for: {' '.join(str(bind).split())}")
+        given = ", ".join(keys) or "none"
+        raise ValueError(f"parameter {name!r} missing (given: {given})")
 
     def bind(self, params: Mapping[str, Any]) -> Any:
         """``params`` as the driver takes them for this form."""
