@@ -96,3 +96,62 @@ def test_a_wake_up_firing_while_a_tick_finishes_is_not_lost() -> None:
     clock.on_new_work(None)
     sched.fire(WAKEUP_JOB)
     assert sched.wakeup_at() == NOW + timedelta(seconds=5)
+
+
+class _MovingClock:
+    """The time as the clock reads it; the test moves it forward."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+class _BusySender(_Sender):
+    """A tick that takes 20 ms of the clock's time: a step due 5 ms after the tick claimed
+    comes due while it runs. ``left_behind``: a row due before the tick yet not taken by it
+    (every send worker busy): it stays due."""
+
+    def __init__(self, clock: _MovingClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.claimed_at: list[datetime] = []
+        self.left_behind: datetime | None = None
+
+    def tick(self, *, now: datetime, wait: bool) -> None:
+        self.claimed_at.append(now)
+        if self.due is not None and self.due <= now:
+            self.due = None
+        self.clock.now = now + timedelta(milliseconds=20)
+
+    def next_due_at(self, *, now: datetime) -> datetime | None:
+        return min((t for t in (self.due, self.left_behind) if t is not None), default=None)
+
+
+def test_a_step_that_comes_due_during_a_tick_is_run_at_once() -> None:
+    """Issue #18: a tick claims what is due at its start; a step coming due while it runs
+    waited for a wake-up 50 ms later (one step in ten late by that much in the dispatch
+    benchmark). It is now run by the same sweep, straight after; a row left behind by the
+    tick itself still waits the 50 ms (no tight loop on work nobody can take yet)."""
+    moving = _MovingClock()
+    sched = _Scheduler()
+    sender = _BusySender(moving)
+    clock = Clock(sender, sweep_s=3600, clock=moving, scheduler=sched)  # type: ignore[arg-type]
+    clock.start()
+    sched.jobs.pop("dispatch-sweep")
+
+    sender.due = NOW + timedelta(milliseconds=5)
+    clock._sweep()
+    # The first tick claimed at NOW; the step due at +5 ms was claimed by a second one.
+    assert sender.claimed_at == [NOW, NOW + timedelta(milliseconds=20)]
+    assert sender.due is None
+    assert sched.wakeup_at() is None
+
+    # Due before the tick claimed, and left behind: looked at again 50 ms later.
+    sender.claimed_at.clear()
+    start = moving.now
+    sender.left_behind = start - timedelta(milliseconds=1)
+    clock._sweep()
+    assert sender.claimed_at == [start]
+    assert sched.wakeup_at() == start + timedelta(milliseconds=20 + 50)
