@@ -9,7 +9,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, or_, select, update
 from sqlmodel import Session
@@ -20,7 +20,7 @@ from dispatch.models import (
     OPEN_STATUSES,
 )
 from dispatch.store import CODES, ESC, alog
-from vigie.persistence import insert_ignore
+from vigie.persistence import dialect_name, insert_ignore
 
 if TYPE_CHECKING:
     pass
@@ -47,19 +47,20 @@ _RANDOM = secrets.SystemRandom()
 _CODE_RE = re.compile(rf"[1-9][0-9]{{{ACK_CODE_MIN_DIGITS - 1},{ACK_CODE_MAX_DIGITS - 1}}}")
 
 
-def _taken_codes(
+def _taken(
     session: Session,
     *,
-    phone: str,
+    phones: Sequence[str],
     candidates: Sequence[str],
     now: datetime,
     for_alert: str | None = None,
-) -> set[str]:
-    """Of ``candidates``, the codes ``phone`` cannot be given now: reserved by an open
-    reservation, released less than ``CODE_REUSE_AVOID`` ago, or released by an escalation that
-    is still open (exhausted: a late reply must still find it, and only it). The released
-    codes of ``for_alert`` itself are not in the way: it may take them back."""
-    if not candidates:
+) -> set[tuple[str, str]]:
+    """Of ``candidates``, the (phone, code) pairs of ``phones`` that cannot be given now:
+    reserved by an open reservation, released less than ``CODE_REUSE_AVOID`` ago, or released
+    by an escalation that is still open (exhausted: a late reply must still find it, and only
+    it). The released codes of ``for_alert`` itself are not in the way: it may take them
+    back. One query for every number of a chain."""
+    if not candidates or not phones:
         return set()
     still_open = (
         select(ESC.c.alert_id)
@@ -73,13 +74,22 @@ def _taken_codes(
     if for_alert is not None:
         released_by_others = and_(CODES.c.alert_id != for_alert, released_by_others)
     rows = session.execute(
-        select(CODES.c.code).where(
-            CODES.c.phone == phone,
-            CODES.c.code.in_(list(candidates)),
+        select(CODES.c.phone, CODES.c.code).where(
+            CODES.c.phone.in_(list(dict.fromkeys(phones))),
+            CODES.c.code.in_(list(dict.fromkeys(candidates))),
             or_(CODES.c.released_at.is_(None), released_by_others),
         )
-    ).scalars()
-    return set(rows)
+    )
+    return {(phone, code) for phone, code in rows}
+
+
+def _valid(prefer: Iterable[str]) -> list[str]:
+    return [c for c in dict.fromkeys(prefer) if c and _CODE_RE.fullmatch(c)]
+
+
+def _draw(digits: int) -> list[str]:
+    low, high = 10 ** (digits - 1), 10**digits
+    return [str(i) for i in _RANDOM.sample(range(low, high), CODE_CANDIDATES)]
 
 
 def pick_code(
@@ -93,16 +103,12 @@ def pick_code(
     """A code ``phone`` can be given: one of ``prefer`` if free, else a random one of the
     shortest length that has a free one among ``CODE_CANDIDATES`` draws. None only if every
     length failed (practically never); the caller then sends without a code."""
-    prefer = [c for c in dict.fromkeys(prefer) if c and _CODE_RE.fullmatch(c)]
+    prefer = _valid(prefer)
     for digits in range(ACK_CODE_MIN_DIGITS, ACK_CODE_MAX_DIGITS + 1):
-        low, high = 10 ** (digits - 1), 10**digits
-        drawn = [str(i) for i in _RANDOM.sample(range(low, high), CODE_CANDIDATES)]
-        candidates = [*prefer, *drawn]
-        taken = _taken_codes(
-            session, phone=phone, candidates=candidates, now=now, for_alert=for_alert
-        )
+        candidates = [*prefer, *_draw(digits)]
+        taken = _taken(session, phones=[phone], candidates=candidates, now=now, for_alert=for_alert)
         for code in candidates:
-            if code not in taken:
+            if (phone, code) not in taken:
                 return code
         prefer = []  # checked once is enough
     return None
@@ -120,7 +126,6 @@ def reserve_codes(
     again. A phone that cannot get a code maps to None: its SMS go out without one (the text
     then says to use the link or the call). Never raises for want of a code.
     """
-    codes: dict[str, str | None] = {}
     mine = session.execute(
         select(CODES.c.phone, CODES.c.code, CODES.c.released_at)
         .where(CODES.c.alert_id == alert_id)
@@ -128,30 +133,99 @@ def reserve_codes(
     ).all()
     existing = {phone: code for phone, code, released in mine if released is None}
     released_before = {phone: code for phone, code, released in mine if released is not None}
-    for phone in dict.fromkeys(phones):
-        if phone in existing:
-            codes[phone] = existing[phone]
+    todo = [phone for phone in dict.fromkeys(phones) if phone not in existing]
+    prefer = {
+        phone: _valid(c for c in (released_before.get(phone), preferred) if c) for phone in todo
+    }
+    # Every number at once first: one query for what is taken among the preferred codes and
+    # one draw of shortest codes, one insert (a chain is 3-4 numbers, planned at every alert;
+    # one query and one insert per number was most of starting an escalation).
+    won = _reserve_at_once(session, alert_id=alert_id, prefer=prefer, now=now)
+    for phone in todo:
+        if phone in won:
             continue
-        prefer = [c for c in (released_before.get(phone), preferred) if c]
-        code: str | None = None
-        for _ in range(CODE_RACE_RETRIES):
-            candidate = pick_code(session, phone=phone, now=now, prefer=prefer, for_alert=alert_id)
-            if candidate is None:
-                break
-            row = {"alert_id": alert_id, "phone": phone, "code": candidate, "created_at": now}
-            if insert_ignore(session, CODES, [row]):
-                code = candidate
-                break
-            prefer = []  # lost a race for it: another one
-        if code is None:
-            alog(
-                logging.ERROR,
-                "no acknowledgement code for this number: its SMS go out without one",
-                alert_id,
-                phone=phone,
-            )
-        codes[phone] = code
-    return codes
+        # No free short code among the draws, or a concurrent start took it first: this
+        # number alone, length by length, a few times.
+        lost_race = phone in won.lost
+        won[phone] = _reserve_one(
+            session,
+            alert_id=alert_id,
+            phone=phone,
+            prefer=[] if lost_race else prefer[phone],
+            now=now,
+        )
+    return {phone: existing.get(phone) or won.get(phone) for phone in dict.fromkeys(phones)}
+
+
+class _Reserved(dict[str, str | None]):
+    """Phone → code reserved; ``lost``: the numbers whose insert a concurrent start beat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost: set[str] = set()
+
+
+def _reserve_at_once(
+    session: Session, *, alert_id: str, prefer: dict[str, list[str]], now: datetime
+) -> _Reserved:
+    """One round for every number: its first free code among its preferred ones and one
+    shared draw of shortest codes. A number left without one is not in the result."""
+    won = _Reserved()
+    if not prefer:
+        return won
+    drawn = _draw(ACK_CODE_MIN_DIGITS)
+    candidates = [c for codes in prefer.values() for c in codes] + drawn
+    taken = _taken(session, phones=list(prefer), candidates=candidates, now=now, for_alert=alert_id)
+    picked: dict[str, str] = {}
+    for phone, codes in prefer.items():
+        free = next((c for c in [*codes, *drawn] if (phone, c) not in taken), None)
+        if free is not None:
+            picked[phone] = free
+    if not picked:
+        return won
+    rows = [
+        {"alert_id": alert_id, "phone": phone, "code": code, "created_at": now}
+        for phone, code in picked.items()
+    ]
+    # The partial unique index (phone, code) among open reservations decides a race: the
+    # rows it turned away are not returned.
+    inserted = set(session.execute(_insert_codes_statement(session), rows).scalars())
+    for phone, code in picked.items():
+        if phone in inserted:
+            won[phone] = code
+        else:
+            won.lost.add(phone)
+    return won
+
+
+def _insert_codes_statement(session: Session) -> Any:
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
+    return insert(CODES).on_conflict_do_nothing().returning(CODES.c.phone)
+
+
+def _reserve_one(
+    session: Session, *, alert_id: str, phone: str, prefer: list[str], now: datetime
+) -> str | None:
+    code: str | None = None
+    for _ in range(CODE_RACE_RETRIES):
+        candidate = pick_code(session, phone=phone, now=now, prefer=prefer, for_alert=alert_id)
+        if candidate is None:
+            break
+        row = {"alert_id": alert_id, "phone": phone, "code": candidate, "created_at": now}
+        if insert_ignore(session, CODES, [row]):
+            code = candidate
+            break
+        prefer = []  # lost a race for it: another one
+    if code is None:
+        alog(
+            logging.ERROR,
+            "no acknowledgement code for this number: its SMS go out without one",
+            alert_id,
+            phone=phone,
+        )
+    return code
 
 
 def release_codes(session: Session, alert_id: str, now: datetime) -> None:

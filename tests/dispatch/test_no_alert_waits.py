@@ -163,6 +163,37 @@ def test_codes_are_3_digits_while_free_then_longer(engine: Engine) -> None:
     assert inbound.parse_ack(" ".join(long_code)) == ("code", long_code)
 
 
+def test_a_code_taken_by_a_concurrent_start_is_replaced(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two starts reserve codes for the same number at once: both saw "482" free, the other
+    one's insert won. This one's insert is turned away by the unique index and the number
+    gets another code (never none, never the same as the other alert's)."""
+    with Session(engine) as s:
+        s.add(AckCode(alert_id="other", phone=REF1.phone, code="482", created_at=T0))
+        s.commit()
+    real_taken = codes._taken
+    calls = []
+
+    def before_the_other_committed(session: Session, **kw: object) -> set[tuple[str, str]]:
+        calls.append(kw["phones"])
+        return set() if len(calls) == 1 else real_taken(session, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(codes, "_taken", before_the_other_committed)
+    with Session(engine) as s:
+        reserved = codes.reserve_codes(
+            s, alert_id="a", phones=[REF1.phone, REF2.phone], preferred="482", now=T0
+        )
+        s.commit()
+        held = s.execute(
+            select(AckCode.alert_id, AckCode.code).where(AckCode.phone == REF1.phone)  # type: ignore[call-overload]
+        ).all()
+    assert calls[0] == [REF1.phone, REF2.phone]  # one query for the whole chain first
+    assert reserved[REF2.phone] == "482"
+    assert reserved[REF1.phone] not in (None, "482")
+    assert sorted(held) == sorted([("other", "482"), ("a", reserved[REF1.phone])])
+
+
 def test_codes_are_freed_whatever_ends_the_escalation(engine: Engine) -> None:
     d, _rec = make(engine)
     for alert_id in ("acked", "stood", "closed", "exhausted", "running"):
