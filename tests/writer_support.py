@@ -58,6 +58,7 @@ def in_process_writer(engine: Engine) -> Iterator[Writer]:
     try:
         yield Writer(ingestor, sent)
     finally:
+        ingestor.stop()  # gives back the writer's kept connection
         pipeline.shutdown()
 
 

@@ -9,7 +9,8 @@ PostgreSQL (several servers):
 - ``run_migrations``: Alembic, serialised across servers starting together on PostgreSQL;
 - ``read_scope`` / ``write_scope``: a transaction that only reads, or one that writes and
   therefore takes SQLite's write lock up front (``take_write_lock``, the one SQLite trick);
-  ``write_transaction``: the same without the ORM, for the ingest writer's alerts;
+  ``write_transaction``: the same without the ORM, for the ingest writer's alerts, and
+  ``KeptConnection``: the same on one connection kept between transactions;
 - ``insert_ignore``: INSERT … ON CONFLICT DO NOTHING that says whether it inserted;
 - ``Prepared``: a Core statement compiled once and run on the driver's cursor, for the few
   statements the ingest writer runs at every press;
@@ -22,7 +23,7 @@ Imports nothing from ``alert_server``, ``dispatch`` or ``device_sim``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -207,6 +208,53 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
             conn.execution_options(**{_WRITE_OPTION: True})
         with conn.begin():
             yield conn
+
+
+class KeptConnection:
+    """``write_transaction`` on one connection kept from one transaction to the next, for
+    the one thread that writes at every message (the ingest writer). Taking a connection
+    from the pool at every batch cost a checkout, a reset on return and, on PostgreSQL, a
+    ping round trip: most of what came before the first statement of a press.
+
+    The connection is given up whenever a transaction on it fails, whatever the reason (a
+    database restart, a lost connection, a bug): the next transaction starts on a new one
+    from the pool, which checks it as usual. Only one thread may use it; ``close`` when the
+    thread ends."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._conn: Connection | None = None
+        # How many connections it has taken from the pool (tests, metrics).
+        self.connects = 0
+        # The last transaction failed because the database had dropped the connection kept
+        # since an earlier one (a restart while idle): trying again on a new one is right.
+        self.lost_while_kept = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        conn = self._conn
+        kept = conn is not None
+        if conn is None:
+            conn = self.engine.connect()
+            self.connects += 1
+            if self.engine.dialect.name == "sqlite":
+                conn.execution_options(**{_WRITE_OPTION: True})
+            self._conn = conn
+        try:
+            with conn.begin():
+                yield conn
+        except BaseException:
+            self.lost_while_kept = kept and conn.invalidated
+            self.close()
+            raise
+        self.lost_while_kept = False
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            # A lost connection's reset fails inside the pool, which then discards it.
+            with suppress(Exception):
+                conn.close()
 
 
 def connection_of(db: Db) -> Connection:

@@ -27,12 +27,13 @@ from typing import Any, Protocol
 from sqlalchemy import Connection, Engine
 from sqlmodel import Session
 
-from alert_server.db import database_unavailable, write_scope, write_transaction
+from alert_server.db import database_unavailable, write_scope
 from alert_server.downlink import AlertRef, Downlink
 from alert_server.ingest.mqtt import Ack
 from alert_server.metrics import Metrics
 from alert_server.positions import LastPosition
 from vigie import payloads, topics
+from vigie.persistence import KeptConnection
 from vigie.timeutil import utcnow
 from vigie.vocabulary import AlertKind, DownlinkType, PinVerdict, UplinkTopic
 
@@ -390,6 +391,8 @@ class Ingestor:
         self._queue = FairQueue()
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
+        # The writer's own connection for its batches of alerts (the one thread using it).
+        self._kept = KeptConnection(engine)
 
     def _ack_item(self, item: Inbound) -> None:
         if item.token is not None:
@@ -502,6 +505,8 @@ class Ingestor:
         self._queue.close()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._thread is None or not self._thread.is_alive():
+            self._kept.close()
 
     def _run(self) -> None:
         finished = False
@@ -510,15 +515,25 @@ class Ingestor:
             self.metrics.ingest_queue.set(self._queue.qsize())
             if batch:
                 self._commit_with_retry(batch)
+        self._kept.close()
 
     def _commit_with_retry(self, batch: list[Inbound]) -> None:
         delay = 0.05
+        at_once = True
         while True:
             try:
                 self._commit(batch)
                 return
             except Exception as exc:
                 self.metrics.db_errors.inc()
+                if at_once and self._kept.lost_while_kept:
+                    # The kept connection was dropped while idle (a database restart): the
+                    # batch is tried again at once on a new one, checked by the pool.
+                    at_once = False
+                    log.warning(
+                        "database connection lost, reconnecting: %s", str(exc).splitlines()[0][:200]
+                    )
+                    continue
                 if not database_unavailable(exc):
                     log.exception("ingest commit failed for %d message(s); retrying", len(batch))
                     break
@@ -600,7 +615,7 @@ class Ingestor:
         # A batch of alerts only (the usual case, and all of a flood) is written with Core
         # statements on a bare connection; a cancel or a visit goes through the ORM.
         scope = (
-            write_transaction(self.engine)
+            self._kept.transaction()
             if all(item.suffix == "alert" for item in batch)
             else write_scope(self.engine)
         )
