@@ -115,9 +115,16 @@ def pick_code(
 
 
 def reserve_codes(
-    session: Session, *, alert_id: str, phones: Iterable[str], preferred: str, now: datetime
+    session: Session,
+    *,
+    alert_id: str,
+    phones: Iterable[str],
+    preferred: str | None,
+    now: datetime,
 ) -> dict[str, str | None]:
     """Reserve a code per phone: ``preferred`` where it is free, another one otherwise.
+    ``preferred`` None: the first number's code, drawn here, is the one the others prefer
+    (a new escalation's main code, without a query of its own).
 
     A phone that already had a code for this alert keeps it (a chain added later); one whose
     code was released by this alert (exhausted, then a new chain) gets it back if still free.
@@ -134,13 +141,13 @@ def reserve_codes(
     existing = {phone: code for phone, code, released in mine if released is None}
     released_before = {phone: code for phone, code, released in mine if released is not None}
     todo = [phone for phone in dict.fromkeys(phones) if phone not in existing]
-    prefer = {
-        phone: _valid(c for c in (released_before.get(phone), preferred) if c) for phone in todo
-    }
     # Every number at once first: one query for what is taken among the preferred codes and
     # one draw of shortest codes, one insert (a chain is 3-4 numbers, planned at every alert;
     # one query and one insert per number was most of starting an escalation).
-    won = _reserve_at_once(session, alert_id=alert_id, prefer=prefer, now=now)
+    won, prefer = _reserve_at_once(
+        session, alert_id=alert_id, phones=todo, released=released_before,
+        preferred=preferred, now=now,
+    )  # fmt: skip
     for phone in todo:
         if phone in won:
             continue
@@ -166,23 +173,37 @@ class _Reserved(dict[str, str | None]):
 
 
 def _reserve_at_once(
-    session: Session, *, alert_id: str, prefer: dict[str, list[str]], now: datetime
-) -> _Reserved:
-    """One round for every number: its first free code among its preferred ones and one
-    shared draw of shortest codes. A number left without one is not in the result."""
+    session: Session,
+    *,
+    alert_id: str,
+    phones: list[str],
+    released: dict[str, str],
+    preferred: str | None,
+    now: datetime,
+) -> tuple[_Reserved, dict[str, list[str]]]:
+    """One round for every number: its first free code among its preferred ones (the code
+    this alert released for it, then ``preferred``) and one shared draw of shortest codes.
+    A number left without one is not in the result. Also returns each number's preferred
+    codes, for the numbers left to ``_reserve_one``."""
     won = _Reserved()
-    if not prefer:
-        return won
+    prefer: dict[str, list[str]] = {}
+    if not phones:
+        return won, prefer
     drawn = _draw(ACK_CODE_MIN_DIGITS)
-    candidates = [c for codes in prefer.values() for c in codes] + drawn
-    taken = _taken(session, phones=list(prefer), candidates=candidates, now=now, for_alert=alert_id)
+    candidates = [*released.values(), *([preferred] if preferred else []), *drawn]
+    taken = _taken(session, phones=phones, candidates=candidates, now=now, for_alert=alert_id)
     picked: dict[str, str] = {}
-    for phone, codes in prefer.items():
-        free = next((c for c in [*codes, *drawn] if (phone, c) not in taken), None)
+    main = preferred
+    for phone in phones:
+        prefer[phone] = _valid(c for c in (released.get(phone), main) if c)
+        free = next((c for c in [*prefer[phone], *drawn] if (phone, c) not in taken), None)
         if free is not None:
             picked[phone] = free
+        if main is None:
+            # The first number's code: the others have it where it is free for them.
+            main = free or ""
     if not picked:
-        return won
+        return won, prefer
     rows = [
         {"alert_id": alert_id, "phone": phone, "code": code, "created_at": now}
         for phone, code in picked.items()
@@ -195,7 +216,7 @@ def _reserve_at_once(
             won[phone] = code
         else:
             won.lost.add(phone)
-    return won
+    return won, prefer
 
 
 def _insert_codes_statement(session: Session) -> Any:

@@ -13,7 +13,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlmodel import Session
 
 from dispatch import verification
-from dispatch.codes import pick_code, release_codes, reserve_codes
+from dispatch.codes import release_codes, reserve_codes
 from dispatch.hooks import DispatchHooks
 from dispatch.models import (
     ACKNOWLEDGED,
@@ -57,11 +57,13 @@ def _plan_chain(
     chain: Chain,
     policy: EscalationPolicy,
     starts_at: datetime,
-    main_code: str,
+    main_code: str | None,
     now: datetime,
     seen: set[tuple[str, int, int, str, datetime]],
-) -> int:
-    """Write a chain, its contacts and all its planned notifications. Returns the count."""
+) -> tuple[int, dict[str, str | None]]:
+    """Write a chain, its contacts and all its planned notifications. Returns the count and
+    each number's code (``main_code`` None: the chain's first number's code is the main one,
+    ``reserve_codes``)."""
     session.add(
         ChainRow(
             alert_id=alert_id,
@@ -125,7 +127,7 @@ def _plan_chain(
         )
     if rows:
         session.execute(NOTIF.insert(), rows)
-    return len(rows)
+    return len(rows), codes
 
 
 def _existing_plan_keys(
@@ -176,13 +178,13 @@ def start(
     if not inserted:
         alog(logging.INFO, "escalation already started", alert_id)
         return False
-    # The first contact's code; every other number gets the same one where it is free.
-    first = next((c.phone for chain in chains for c in chain.contacts), None)
-    main_code = (pick_code(session, phone=first, now=now) if first else None) or ""
+    # The first contact's code (drawn with the first chain's codes); every other number gets
+    # the same one where it is free.
+    main_code: str | None = None
     seen: set[tuple[str, int, int, str, datetime]] = set()
     planned = 0
     for chain_index, chain in enumerate(chains):
-        planned += _plan_chain(
+        count, codes = _plan_chain(
             session,
             alert_id=alert_id,
             chain_index=chain_index,
@@ -193,6 +195,10 @@ def start(
             now=now,
             seen=seen,
         )
+        planned += count
+        if main_code is None and chain.contacts:
+            main_code = codes[chain.contacts[0].phone] or ""
+    main_code = main_code or ""
     values: dict[str, Any] = {"ack_code": main_code}
     if planned == 0:
         # Nobody to call is a configuration fault, not a reason to drop the alert: it stays
@@ -240,7 +246,7 @@ def add_chain(session: Session, *, alert_id: str, chain: Chain, now: datetime) -
         ):
             return False
     policy = EscalationPolicy.model_validate_json(esc.policy)
-    planned = _plan_chain(
+    planned, _codes = _plan_chain(
         session,
         alert_id=alert_id,
         chain_index=max((c.chain_index for c in chains), default=-1) + 1,

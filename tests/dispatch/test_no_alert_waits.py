@@ -38,6 +38,7 @@ from dispatch.models import (
     PRIORITY_URGENT,
     SENT,
     AckCode,
+    Escalation,
     Event,
     Notification,
 )
@@ -161,6 +162,36 @@ def test_codes_are_3_digits_while_free_then_longer(engine: Engine) -> None:
     assert long_code is not None and len(long_code) == 4
     assert inbound.parse_ack(f"OK {long_code}") == ("code", long_code)
     assert inbound.parse_ack(" ".join(long_code)) == ("code", long_code)
+
+
+def test_a_new_escalation_takes_its_first_numbers_code_as_main_code(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starting an escalation: the first number's code is the alert's main code, every other
+    number has the same one where it is free for it, and all of it comes from one query of
+    what is taken (then one insert), whatever the chain's length."""
+    draws = iter([[str(c) for c in range(482, 482 + codes.CODE_CANDIDATES)]])
+    monkeypatch.setattr(codes, "_draw", lambda digits: next(draws))
+    queries = []
+    real_taken = codes._taken
+    monkeypatch.setattr(codes, "_taken", lambda s, **kw: queries.append(kw) or real_taken(s, **kw))
+    with Session(engine) as s:
+        # 482 is REF2's code in another open escalation.
+        s.add(AckCode(alert_id="other", phone=REF2.phone, code="482", created_at=T0))
+        s.commit()
+    d, _rec = make(engine)
+    start(d, "a", policy=ONE_SMS)
+    with Session(engine) as s:
+        held = dict(
+            s.execute(
+                select(AckCode.phone, AckCode.code).where(AckCode.alert_id == "a")  # type: ignore[call-overload]
+            ).all()
+        )
+        main = s.execute(select(Escalation.ack_code).where(Escalation.alert_id == "a")).scalar()  # type: ignore[call-overload]
+    assert held == {REF1.phone: "482", REF2.phone: "483", NAT.phone: "482"}
+    assert main == "482"
+    assert len(queries) == 1
+    d.shutdown()
 
 
 def test_a_code_taken_by_a_concurrent_start_is_replaced(
