@@ -1,0 +1,129 @@
+"""SQLite's write lock as this process's threads queue for it (``vigie.persistence.WriteGate``):
+first come, first served, handed over at once. SQLite's own busy handler sleeps 1, 2, 5 … 100 ms
+between tries, so a writer that found the lock taken slept past its release, and a thread
+writing again in between took it first (issue #18: the ingest writer behind dispatch's)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from alert_server.db import database_unavailable, migrate
+from vigie.persistence import DatabaseBusy, WriteGate, make_engine, take_write_lock, write_scope
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'vigie.db'}")
+    migrate(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE seen (who TEXT)"))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+def _until(check: Callable[[], bool]) -> None:
+    done = threading.Event()
+    for _ in range(6000):  # a deadline, not a timing: 60 s
+        if check():
+            return
+        done.wait(0.01)
+    raise AssertionError("never happened")
+
+
+def _writer(engine: Engine, who: str, order: list[str], hold: threading.Event | None = None):  # type: ignore[no-untyped-def]
+    def run() -> None:
+        with write_scope(engine) as s:
+            order.append(who)
+            s.execute(text("INSERT INTO seen VALUES (:w)"), {"w": who})
+            if hold is not None:
+                hold.wait(60)
+
+    return threading.Thread(target=run, name=who)
+
+
+def test_writers_get_the_lock_in_their_order_and_none_barges_in(sqlite_engine: Engine) -> None:
+    gate = WriteGate.of(sqlite_engine)
+    assert gate is not None
+    order: list[str] = []
+    release_a = threading.Event()
+    a = _writer(sqlite_engine, "a", order, release_a)
+    a.start()
+    _until(lambda: order == ["a"])
+    b = _writer(sqlite_engine, "b", order)
+    b.start()
+    _until(lambda: gate.waiting == 1)
+    # A session taking the lock with ``take_write_lock`` (dispatch) queues the same way.
+    c_done = threading.Event()
+
+    def c() -> None:
+        from sqlmodel import Session
+
+        with Session(sqlite_engine) as s:
+            take_write_lock(s)
+            order.append("c")
+            s.execute(text("SELECT count(*) FROM seen"))
+            s.execute(text("INSERT INTO seen VALUES ('c')"))
+            s.commit()
+        c_done.set()
+
+    threading.Thread(target=c).start()
+    _until(lambda: gate.waiting == 2)
+    # "a" commits and at once writes again: it comes after the two already waiting.
+    again = _writer(sqlite_engine, "a2", order)
+    release_a.set()
+    a.join()
+    again.start()
+    for t in (b, again):
+        t.join(60)
+    assert c_done.wait(60)
+    assert order == ["a", "b", "c", "a2"]
+    with sqlite_engine.connect() as conn:
+        assert list(conn.execute(text("SELECT who FROM seen")).scalars()) == ["a", "b", "c", "a2"]
+
+
+def test_a_writer_that_waits_too_long_is_told_the_database_is_locked(
+    sqlite_engine: Engine,
+) -> None:
+    gate = WriteGate.of(sqlite_engine)
+    assert gate is not None
+    gate.timeout_s = 0.2
+    order: list[str] = []
+    hold = threading.Event()
+    a = _writer(sqlite_engine, "a", order, hold)
+    a.start()
+    _until(lambda: order == ["a"])
+    with pytest.raises(DatabaseBusy) as busy, write_scope(sqlite_engine):
+        pass
+    # The same retry as SQLite's own "database is locked" (ingest keeps the message).
+    assert database_unavailable(busy.value)
+    assert gate.waiting == 0
+    hold.set()
+    a.join()
+    with write_scope(sqlite_engine) as s:  # and the lock is free again
+        s.execute(text("INSERT INTO seen VALUES ('b')"))
+
+
+def test_a_failed_or_lost_writer_gives_the_lock_back(sqlite_engine: Engine) -> None:
+    gate = WriteGate.of(sqlite_engine)
+    assert gate is not None
+    gate.timeout_s = 5.0
+    with pytest.raises(RuntimeError), write_scope(sqlite_engine) as s:
+        s.execute(text("INSERT INTO seen VALUES ('x')"))
+        raise RuntimeError("a bug")
+    with write_scope(sqlite_engine) as s:  # rolled back: given back
+        s.execute(text("INSERT INTO seen VALUES ('y')"))
+    conn = sqlite_engine.connect()
+    conn.execution_options(vigie_write_lock=True)
+    conn.begin()
+    conn.invalidate()  # the connection is dropped while it holds the lock
+    with write_scope(sqlite_engine) as s:
+        s.execute(text("INSERT INTO seen VALUES ('z')"))
+    with sqlite_engine.connect() as c:
+        assert list(c.execute(text("SELECT who FROM seen")).scalars()) == ["y", "z"]
