@@ -80,14 +80,18 @@ def test_after_a_failed_batch_the_writer_starts_again_on_a_new_connection(
         failures = [RuntimeError("a bug")]
 
         def store_once_failing(session, **kw):  # type: ignore[no-untyped-def]
-            real(session, **kw)  # written, then undone by the failure
+            stored = real(session, **kw)  # the first time: written, then undone by the failure
             if failures:
                 raise failures.pop()
-            return real(session, **kw)
+            return stored
 
+        handed_over: list[str] = []
         monkeypatch.setattr(pipeline, "store_alert", store_once_failing)
+        monkeypatch.setattr(pipeline, "alert_stored", handed_over.append)
         item = alert_item("nurse-1", lambda a: acks.update([a]))
         writer.ingestor._commit_with_retry([item])
         assert writer.ingestor._kept.connects == 2
     alert_id = json.loads(item.payload)["alert_id"]
     assert acks == Counter([alert_id]) and _stored(engine) == Counter([alert_id])
+    # Stored as new on the retry, so it goes on to be escalated, once.
+    assert len(handed_over) == 1

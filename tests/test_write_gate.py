@@ -5,6 +5,8 @@ writing again in between took it first (issue #18: the ingest writer behind disp
 
 from __future__ import annotations
 
+import collections
+import gc
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,7 +47,7 @@ def _writer(engine: Engine, who: str, order: list[str], hold: threading.Event | 
             if hold is not None:
                 hold.wait(60)
 
-    return threading.Thread(target=run, name=who)
+    return threading.Thread(target=run, name=who, daemon=True)
 
 
 def test_writers_get_the_lock_in_their_order_and_none_barges_in(sqlite_engine: Engine) -> None:
@@ -127,3 +129,90 @@ def test_a_failed_or_lost_writer_gives_the_lock_back(sqlite_engine: Engine) -> N
         s.execute(text("INSERT INTO seen VALUES ('z')"))
     with sqlite_engine.connect() as c:
         assert list(c.execute(text("SELECT who FROM seen")).scalars()) == ["y", "z"]
+
+
+def test_a_collection_inside_the_gate_does_not_stop_it(sqlite_engine: Engine) -> None:
+    """The cycle collector may run at any allocation, also while the gate is changing hands,
+    and finalise a connection someone forgot (in a reference cycle): the pool's rollback of it
+    comes back into the gate on the same thread. That must not stop the gate (with a plain
+    lock it waited on itself, and every writer after it waited forever)."""
+    gate = WriteGate.of(sqlite_engine)
+    assert gate is not None
+    gc.disable()
+    try:
+
+        class Forgotten:
+            pass
+
+        leak = Forgotten()
+        leak.self = leak  # type: ignore[attr-defined]
+        leak.conn = sqlite_engine.connect()  # type: ignore[attr-defined]
+        leak.conn.execute(text("SELECT 1"))  # type: ignore[attr-defined]
+        del leak
+
+        collected = threading.Event()
+
+        class CollectingQueue(collections.deque):  # type: ignore[type-arg]
+            def append(self, item: object) -> None:
+                gc.collect()  # as an automatic collection may, here
+                collected.set()
+                super().append(item)
+
+        gate._waiters = CollectingQueue()  # type: ignore[assignment]
+        order: list[str] = []
+        hold = threading.Event()
+        a = _writer(sqlite_engine, "a", order, hold)
+        a.start()
+        _until(lambda: order == ["a"])
+        b = _writer(sqlite_engine, "b", order)
+        b.start()
+        assert collected.wait(60), "the gate stopped: the collection waited on the gate"
+        _until(lambda: gate.waiting == 1)
+        hold.set()
+        a.join(60)
+        b.join(60)
+        assert not b.is_alive(), "the gate stopped"
+        assert order == ["a", "b"]
+    finally:
+        gc.enable()
+
+
+def test_a_claim_waits_its_turn_with_the_other_writers(sqlite_engine: Engine) -> None:
+    """Dispatch's claim of due sends (``claim_due``) writes too: it queues at the gate, in
+    order, rather than on SQLite's busy handler, where the other writers kept barging in."""
+    from sqlalchemy import Column, Integer, MetaData, String, Table
+    from sqlmodel import Session
+
+    from vigie.persistence import claim_due
+
+    jobs = Table(
+        "jobs", MetaData(), Column("id", Integer, primary_key=True), Column("status", String)
+    )
+    with sqlite_engine.begin() as conn:
+        jobs.create(conn)
+        conn.execute(jobs.insert(), [{"status": "due"}, {"status": "due"}])
+    gate = WriteGate.of(sqlite_engine)
+    assert gate is not None
+    order: list[str] = []
+    hold = threading.Event()
+    a = _writer(sqlite_engine, "a", order, hold)
+    a.start()
+    _until(lambda: order == ["a"])
+    claimed: list[object] = []
+
+    def claim() -> None:
+        with Session(sqlite_engine) as s:
+            rows = claim_due(
+                s, jobs, due=jobs.c.status == "due", order_by=[jobs.c.id], limit=10,
+                claim={"status": "claimed"},
+            )  # fmt: skip
+            s.commit()
+        claimed.extend(rows)
+
+    claimer = threading.Thread(target=claim, daemon=True)
+    claimer.start()
+    _until(lambda: gate.waiting == 1)  # in the queue, not on SQLite's busy handler
+    hold.set()
+    a.join(60)
+    claimer.join(60)
+    assert len(claimed) == 2

@@ -127,6 +127,9 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             # and SQLAlchemy's execution path around it cost several times the statement.
             dbapi_conn = conn.connection.dbapi_connection
             if conn.get_execution_options().get(_WRITE_OPTION):
+                # If this raises (``DatabaseBusy`` after 30 s), SQLAlchemy leaves the
+                # connection half-begun: every caller gives that connection up (the session
+                # closes it, ``KeptConnection`` drops it), and so must any new one.
                 gate.acquire(dbapi_conn)
                 try:
                     dbapi_conn.execute("BEGIN IMMEDIATE")
@@ -188,11 +191,18 @@ def take_write_lock(session: Session) -> None:
     Alembic version table exists in every migrated Vigie database.
     """
     if is_sqlite(session):
+        queue_for_write_lock(session)
+        session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
+
+
+def queue_for_write_lock(session: Db) -> None:
+    """On SQLite, wait for this process's turn at the write lock (``WriteGate``) before a
+    transaction's first write. No-op elsewhere, or when this transaction already has it."""
+    if is_sqlite(session):
         conn = connection_of(session)
         gate = WriteGate.of(conn.engine)
         if gate is not None:
             gate.acquire(conn.connection.dbapi_connection)
-        session.execute(text("UPDATE alembic_version SET version_num = version_num WHERE 1 = 0"))
 
 
 class DatabaseBusy(sqlite3.OperationalError):
@@ -215,14 +225,19 @@ class WriteGate:
     dispatch send workers all write). Other processes (the command line) still meet SQLite's
     own lock and busy timeout.
 
-    Taken with BEGIN IMMEDIATE (``write_scope``, ``write_transaction``, ``KeptConnection``)
-    and by ``take_write_lock``; given back by the DBAPI commit or rollback of the connection
-    holding it (the dialect's own, including the pool's rollback of a connection returned),
-    or when that connection is closed or invalidated."""
+    Taken with BEGIN IMMEDIATE (``write_scope``, ``write_transaction``, ``KeptConnection``),
+    by ``take_write_lock`` and by ``claim_due``; given back by the DBAPI commit or rollback of
+    the connection holding it (the dialect's own, including the pool's rollback of a
+    connection returned), or when that connection is closed or invalidated. A connection
+    holding it must never be ``detach()``-ed from the pool: nothing would give it back."""
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._lock = threading.Lock()
+        # Re-entrant, and nothing the collector tracks is made while it is held: a collection
+        # may finalise a forgotten connection, whose rollback comes back here (``release``) on
+        # the same thread; with a plain lock that thread, and every writer after it, would
+        # wait forever.
+        self._lock = threading.RLock()
         self._owner: Any = None
         self._waiters: deque[tuple[threading.Event, list[Any]]] = deque()
 
@@ -234,10 +249,10 @@ class WriteGate:
         commit, rollback = dialect.do_commit, dialect.do_rollback
 
         def do_commit(dbapi_connection: Any) -> None:
-            try:
-                commit(dbapi_connection)
-            finally:
-                gate.release(_raw(dbapi_connection))
+            # A COMMIT that failed leaves the transaction open: the rollback that follows it
+            # gives the lock back, not this.
+            commit(dbapi_connection)
+            gate.release(_raw(dbapi_connection))
 
         def do_rollback(dbapi_connection: Any) -> None:
             try:
@@ -247,7 +262,8 @@ class WriteGate:
 
         dialect.do_commit = do_commit  # type: ignore[method-assign]
         dialect.do_rollback = do_rollback  # type: ignore[method-assign]
-        for name in ("invalidate", "soft_invalidate", "close", "close_detached"):
+        # Not "soft_invalidate": such a connection finishes its transaction first.
+        for name in ("invalidate", "close", "close_detached"):
             event.listen(engine, name, lambda dbapi_connection, *_: gate.release(dbapi_connection))
         return gate
 
@@ -258,13 +274,13 @@ class WriteGate:
     def acquire(self, dbapi_connection: Any) -> None:
         """Wait for the lock (first come, first served); raises ``DatabaseBusy`` after the
         timeout. Already held by this connection: nothing to do."""
+        turn = (threading.Event(), [dbapi_connection])  # made before the lock is taken
         with self._lock:
             if self._owner is dbapi_connection:
                 return
             if self._owner is None and not self._waiters:
                 self._owner = dbapi_connection
                 return
-            turn = (threading.Event(), [dbapi_connection])
             self._waiters.append(turn)
         if turn[0].wait(self.timeout_s):
             return
@@ -276,15 +292,16 @@ class WriteGate:
 
     def release(self, dbapi_connection: Any) -> None:
         """Give the lock back if ``dbapi_connection`` holds it: to the next waiter directly."""
+        handed: threading.Event | None = None
         with self._lock:
             if self._owner is None or self._owner is not dbapi_connection:
                 return
             if self._waiters:
-                event_, (owner,) = self._waiters.popleft()
-                self._owner = owner
-                event_.set()
+                handed, (self._owner,) = self._waiters.popleft()
             else:
                 self._owner = None
+        if handed is not None:
+            handed.set()
 
     @property
     def waiting(self) -> int:
@@ -623,6 +640,8 @@ def claim_due(
     the claim exclusive when two servers pick the same row. ``due`` should include "claimed
     by someone whose lease expired", so that a server that died mid-run is taken over.
     """
+    # On SQLite the claim is a write: it waits its turn with the process's other writers.
+    queue_for_write_lock(session)
     pick = select(table.c.id).where(due, *where).order_by(*order_by).limit(limit)
     pick = pick_due(session, pick)
     stmt = (
