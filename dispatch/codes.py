@@ -9,7 +9,7 @@ import re
 import secrets
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, or_, select, update
 from sqlmodel import Session
@@ -20,7 +20,7 @@ from dispatch.models import (
     OPEN_STATUSES,
 )
 from dispatch.store import CODES, ESC, alog
-from vigie.persistence import dialect_name, insert_ignore
+from vigie.persistence import dialect_name, insert_ignore, insert_ignore_statement
 
 if TYPE_CHECKING:
     pass
@@ -144,7 +144,7 @@ def reserve_codes(
     # Every number at once first: one query for what is taken among the preferred codes and
     # one draw of shortest codes, one insert (a chain is 3-4 numbers, planned at every alert;
     # one query and one insert per number was most of starting an escalation).
-    won, prefer = _reserve_at_once(
+    won, lost, prefer = _reserve_at_once(
         session, alert_id=alert_id, phones=todo, released=released_before,
         preferred=preferred, now=now,
     )  # fmt: skip
@@ -153,23 +153,14 @@ def reserve_codes(
             continue
         # No free short code among the draws, or a concurrent start took it first: this
         # number alone, length by length, a few times.
-        lost_race = phone in won.lost
         won[phone] = _reserve_one(
             session,
             alert_id=alert_id,
             phone=phone,
-            prefer=[] if lost_race else prefer[phone],
+            prefer=[] if phone in lost else prefer[phone],
             now=now,
         )
     return {phone: existing.get(phone) or won.get(phone) for phone in dict.fromkeys(phones)}
-
-
-class _Reserved(dict[str, str | None]):
-    """Phone → code reserved; ``lost``: the numbers whose insert a concurrent start beat."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lost: set[str] = set()
 
 
 def _reserve_at_once(
@@ -180,15 +171,17 @@ def _reserve_at_once(
     released: dict[str, str],
     preferred: str | None,
     now: datetime,
-) -> tuple[_Reserved, dict[str, list[str]]]:
+) -> tuple[dict[str, str | None], set[str], dict[str, list[str]]]:
     """One round for every number: its first free code among its preferred ones (the code
     this alert released for it, then ``preferred``) and one shared draw of shortest codes.
-    A number left without one is not in the result. Also returns each number's preferred
-    codes, for the numbers left to ``_reserve_one``."""
-    won = _Reserved()
+    Returns the codes reserved (a number left without one is not there), the numbers whose
+    insert a concurrent start beat, and each number's preferred codes, for the numbers left
+    to ``_reserve_one``."""
+    won: dict[str, str | None] = {}
+    lost: set[str] = set()
     prefer: dict[str, list[str]] = {}
     if not phones:
-        return won, prefer
+        return won, lost, prefer
     drawn = _draw(ACK_CODE_MIN_DIGITS)
     candidates = [*released.values(), *([preferred] if preferred else []), *drawn]
     taken = _taken(session, phones=phones, candidates=candidates, now=now, for_alert=alert_id)
@@ -203,27 +196,21 @@ def _reserve_at_once(
             # The first number's code: the others have it where it is free for them.
             main = free or ""
     if not picked:
-        return won, prefer
+        return won, lost, prefer
     rows = [
         {"alert_id": alert_id, "phone": phone, "code": code, "created_at": now}
         for phone, code in picked.items()
     ]
     # The partial unique index (phone, code) among open reservations decides a race: the
     # rows it turned away are not returned.
-    inserted = set(session.execute(_insert_codes_statement(session), rows).scalars())
+    insert = insert_ignore_statement(dialect_name(session), CODES, returning="phone")
+    inserted = set(session.execute(insert, rows).scalars())
     for phone, code in picked.items():
         if phone in inserted:
             won[phone] = code
         else:
-            won.lost.add(phone)
-    return won, prefer
-
-
-def _insert_codes_statement(session: Session) -> Any:
-    from sqlalchemy.dialects import postgresql, sqlite
-
-    insert = postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert
-    return insert(CODES).on_conflict_do_nothing().returning(CODES.c.phone)
+            lost.add(phone)
+    return won, lost, prefer
 
 
 def _reserve_one(

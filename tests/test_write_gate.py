@@ -50,14 +50,20 @@ def _writer(engine: Engine, who: str, order: list[str], hold: threading.Event | 
     return threading.Thread(target=run, name=who, daemon=True)
 
 
+def _holding(engine: Engine, order: list[str]) -> tuple[threading.Thread, threading.Event]:
+    """Writer "a", started and holding the lock until the event returned is set."""
+    hold = threading.Event()
+    a = _writer(engine, "a", order, hold)
+    a.start()
+    _until(lambda: order == ["a"])
+    return a, hold
+
+
 def test_writers_get_the_lock_in_their_order_and_none_barges_in(sqlite_engine: Engine) -> None:
     gate = WriteGate.of(sqlite_engine)
     assert gate is not None
     order: list[str] = []
-    release_a = threading.Event()
-    a = _writer(sqlite_engine, "a", order, release_a)
-    a.start()
-    _until(lambda: order == ["a"])
+    a, release_a = _holding(sqlite_engine, order)
     b = _writer(sqlite_engine, "b", order)
     b.start()
     _until(lambda: gate.waiting == 1)
@@ -97,10 +103,7 @@ def test_a_writer_that_waits_too_long_is_told_the_database_is_locked(
     assert gate is not None
     gate.timeout_s = 0.2
     order: list[str] = []
-    hold = threading.Event()
-    a = _writer(sqlite_engine, "a", order, hold)
-    a.start()
-    _until(lambda: order == ["a"])
+    a, hold = _holding(sqlite_engine, order)
     with pytest.raises(DatabaseBusy) as busy, write_scope(sqlite_engine):
         pass
     # The same retry as SQLite's own "database is locked" (ingest keeps the message).
@@ -160,10 +163,7 @@ def test_a_collection_inside_the_gate_does_not_stop_it(sqlite_engine: Engine) ->
 
         gate._waiters = CollectingQueue()  # type: ignore[assignment]
         order: list[str] = []
-        hold = threading.Event()
-        a = _writer(sqlite_engine, "a", order, hold)
-        a.start()
-        _until(lambda: order == ["a"])
+        a, hold = _holding(sqlite_engine, order)
         b = _writer(sqlite_engine, "b", order)
         b.start()
         assert collected.wait(60), "the gate stopped: the collection waited on the gate"
@@ -194,10 +194,7 @@ def test_a_claim_waits_its_turn_with_the_other_writers(sqlite_engine: Engine) ->
     gate = WriteGate.of(sqlite_engine)
     assert gate is not None
     order: list[str] = []
-    hold = threading.Event()
-    a = _writer(sqlite_engine, "a", order, hold)
-    a.start()
-    _until(lambda: order == ["a"])
+    a, hold = _holding(sqlite_engine, order)
     claimed: list[object] = []
 
     def claim() -> None:

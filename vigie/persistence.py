@@ -361,7 +361,7 @@ class KeptConnection:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._conn: Connection | None = None
-        # How many connections it has taken from the pool (tests, metrics).
+        # How many connections it has taken from the pool (for the tests).
         self.connects = 0
         # The last transaction failed because the database had dropped the connection kept
         # since an earlier one (a restart while idle): trying again on a new one is right.
@@ -437,13 +437,16 @@ def insert_ignore(
     return sum(len(conn.execute(stmt, dict(row)).all()) for row in batch)
 
 
-_INSERT_IGNORE: dict[tuple[str, Table, tuple[str, ...] | None], Any] = {}
+_INSERT_IGNORE: dict[tuple[str, Table, tuple[str, ...] | None, str | None], Any] = {}
 
 
-def insert_ignore_statement(dialect: str, tbl: Table, keys: Sequence[str] | None = None) -> Any:
-    """``insert_ignore``'s statement for ``dialect`` (its name), built once."""
+def insert_ignore_statement(
+    dialect: str, tbl: Table, keys: Sequence[str] | None = None, returning: str | None = None
+) -> Any:
+    """``insert_ignore``'s statement for ``dialect`` (its name), built once. It returns the
+    primary key of each row it inserted, or the column ``returning``."""
     keys = tuple(keys) if keys else None
-    cached = _INSERT_IGNORE.get((dialect, tbl, keys))
+    cached = _INSERT_IGNORE.get((dialect, tbl, keys, returning))
     if cached is None:
         # Imported here: light commands never insert this way (the PostgreSQL dialect is ~50 ms).
         from sqlalchemy.dialects import postgresql, sqlite
@@ -452,9 +455,9 @@ def insert_ignore_statement(dialect: str, tbl: Table, keys: Sequence[str] | None
         cached = (
             insert(tbl)
             .on_conflict_do_nothing(index_elements=keys)
-            .returning(*tbl.primary_key.columns)
+            .returning(*([tbl.c[returning]] if returning else tbl.primary_key.columns))
         )
-        _INSERT_IGNORE[(dialect, tbl, keys)] = cached
+        _INSERT_IGNORE[(dialect, tbl, keys, returning)] = cached
     return cached
 
 
