@@ -245,7 +245,16 @@ def test_rabbitmq_cluster_node_and_leader_killed(
                 named.append(holder)
             return bool(named)
 
-        wait_until(holder_named, 60, "the management API naming the server holding the queue")
+        try:
+            wait_until(holder_named, 60, "the management API naming the server holding the queue")
+        except AssertionError as exc:
+            # What the API said, for the next failure's report (root cause not yet known).
+            info = cluster.api("GET", f"/queues/%2F/{QUEUE}")
+            seen = {
+                k: info.get(k)
+                for k in ("single_active_consumer_tag", "consumers", "consumer_details")
+            }
+            raise AssertionError(f"{exc}; servers {sorted(by_client_id)}; queue: {seen}") from exc
         holder = named[0]
         victim = by_client_id[holder]
         figures["server killed"] = holder
