@@ -49,6 +49,7 @@ from dispatch.channels.simulated import SimulatedNotifier
 from dispatch.channels.twilio import TwilioNotifier
 from dispatch.clock import JOB_THREADS as DISPATCH_JOB_THREADS
 from dispatch.webhooks import make_router
+from vigie.persistence import WalCheckpointer
 from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -94,13 +95,15 @@ class Runtime:
     scheduler: BackgroundScheduler
     # Timed visits, worker notices and SMS, retention purge (jobs on ``scheduler``).
     background: Background | None = None
+    # SQLite: the write-ahead log copied into the database off the writers' commits.
+    checkpointer: WalCheckpointer | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Runtime:
         # `vigie server` refuses first with a one-line message; this keeps any other way of
         # building a server (tests, embedding) from running on an unsafe configuration.
         check_safety(settings)
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, checkpoints_elsewhere=True)
         metrics = Metrics()
         presence = PresenceTracker(
             engine,
@@ -174,10 +177,13 @@ class Runtime:
             provider_health=provider_health,
             scheduler=scheduler,
             background=background,
+            checkpointer=WalCheckpointer(engine),
         )
 
     def start(self) -> None:
         migrate(self.engine)
+        if self.checkpointer is not None:
+            self.checkpointer.start()
         self._load_reference_data()
         self.presence.start()
         # The one scheduler: dispatch's clock first (its jobs), the server's jobs below.
@@ -243,6 +249,8 @@ class Runtime:
         if isinstance(self.notifier, Closes):
             self.notifier.close()
         self.presence.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.engine.dispose()
         log.info("vigie server stopped")
 

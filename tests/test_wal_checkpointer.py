@@ -1,0 +1,145 @@
+"""SQLite's write-ahead log is copied into the database by the server's own thread
+(``vigie.persistence.WalCheckpointer``), not by whichever commit takes it past 1,000 pages: that
+commit used to copy and sync the log before returning, and every sixtieth alert's receipt waited
+5-7 ms for it (issue #18)."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import Engine, create_engine, text
+
+from alert_server.app import Runtime
+from alert_server.settings import Settings
+from vigie.brokers.mosquitto import free_port
+from vigie.persistence import WAL_BACKSTOP_PAGES, WalCheckpointer, make_engine
+
+PAGE = 4096
+
+
+def _until(check: Callable[[], bool], what: str) -> None:
+    done = threading.Event()
+    for _ in range(6000):  # a deadline, not a timing: 60 s
+        if check():
+            return
+        done.wait(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+def _write_pages(engine: Engine, pages: int) -> None:
+    """``pages`` pages of new rows, five pages per commit, as the writer's commits are many."""
+    for _ in range(pages // 5):
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO blobs (body) VALUES (:b)"), {"b": b"x" * (5 * PAGE)})
+
+
+def _engine(path: Path, **kwargs: bool) -> Engine:
+    engine = make_engine(f"sqlite:///{path}", **kwargs)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE blobs (id INTEGER PRIMARY KEY, body BLOB)"))
+    return engine
+
+
+def test_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -> None:
+    db = tmp_path / "vigie.db"
+    engine = _engine(db, checkpoints_elsewhere=True)
+    checkpointer = WalCheckpointer(engine, interval_s=0.05)
+    try:
+        size_before = db.stat().st_size
+        # Past SQLite's default of 1,000 pages: a commit would have copied the log itself.
+        _write_pages(engine, 1500)
+        assert db.stat().st_size == size_before, "a commit copied the log into the database"
+        checkpointer.start()
+
+        def all_copied() -> bool:
+            last = checkpointer.last
+            return last is not None and last[0] >= 1500 and last[1] == last[0]
+
+        _until(all_copied, "the log copied")
+        assert db.stat().st_size >= size_before + 1500 * PAGE
+        # Once all of it is copied, a later commit starts the log again from its beginning.
+        log_size = (tmp_path / "vigie.db-wal").stat().st_size
+        _write_pages(engine, 100)
+        assert (tmp_path / "vigie.db-wal").stat().st_size == log_size
+    finally:
+        checkpointer.stop()
+        engine.dispose()
+    assert checkpointer.failures == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 320
+
+
+def test_without_the_checkpointer_commits_copy_the_log_themselves(tmp_path: Path) -> None:
+    """The same writes on a plain engine (the command line's): SQLite's own checkpoint."""
+    db = tmp_path / "vigie.db"
+    engine = _engine(db)
+    try:
+        size_before = db.stat().st_size
+        _write_pages(engine, 1500)
+        assert db.stat().st_size > size_before
+    finally:
+        engine.dispose()
+
+
+def test_the_writers_checkpoint_still_bounds_the_log(tmp_path: Path) -> None:
+    """With the checkpointer stopped or failing, the log does not grow without end."""
+    engine = _engine(tmp_path / "vigie.db", checkpoints_elsewhere=True)
+    try:
+        with engine.connect() as conn:
+            pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        assert pages == WAL_BACKSTOP_PAGES
+    finally:
+        engine.dispose()
+
+
+def test_a_failed_checkpoint_is_counted_and_logged_once_a_minute(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = _engine(tmp_path / "vigie.db", checkpoints_elsewhere=True)
+    checkpointer = WalCheckpointer(engine)
+    conn = sqlite3.connect(tmp_path / "vigie.db")
+    conn.close()  # every statement on it now fails
+    try:
+        with caplog.at_level(logging.WARNING, logger="vigie.persistence"):
+            assert checkpointer.checkpoint(conn) is None
+            assert checkpointer.checkpoint(conn) is None
+    finally:
+        engine.dispose()
+    assert checkpointer.failures == 2
+    warnings = [r for r in caplog.records if "log not copied" in r.getMessage()]
+    assert len(warnings) == 1
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "postgresql+psycopg://127.0.0.1:1/none"])
+def test_nothing_to_copy_without_a_log_file(url: str) -> None:
+    engine = create_engine(url)
+    checkpointer = WalCheckpointer(engine)
+    checkpointer.start()
+    checkpointer.stop()
+    assert checkpointer._thread is None
+    engine.dispose()
+
+
+def test_the_server_copies_the_log_on_its_own_thread(tmp_path: Path) -> None:
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'vigie.db'}",
+        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",  # never started here
+        secret_key=SecretStr("test-secret-key-for-the-checkpoint-test-0123456789"),
+        telephony="simulated",
+    )
+    runtime = Runtime.build(settings)
+    try:
+        assert runtime.checkpointer is not None
+        with runtime.engine.connect() as conn:
+            pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        assert pages == WAL_BACKSTOP_PAGES
+    finally:
+        runtime.pipeline.shutdown()
+        runtime.dispatcher.shutdown(wait=True)
+        runtime.engine.dispose()
