@@ -166,12 +166,15 @@ class SendEngine:
         """Advance every due escalation once. ``wait=False`` (the clock) returns as soon as the
         sends are handed to the worker threads."""
         report = TickReport()
+        # The due sends first. Closing the records of what is over (escalations exhausted,
+        # verifications timed out: their rows are due anyway) took 2-3 ms on PostgreSQL that
+        # every step waited for, and its failure stopped every send of the tick.
+        self._claim_and_send(now, None, wait, report)
         with self.session() as s:
             take_write_lock(s)
             report.exhausted = lifecycle.exhaust_due(s, now=now, hooks=self.hooks)
             verification.expire_due(s, now=now)
             s.commit()
-        self._claim_and_send(now, None, wait, report)
         return report
 
     def run_due(self, *, alert_id: str, now: datetime, wait: bool = True) -> TickReport:
