@@ -6,6 +6,7 @@ Not a benchmark itself (``run_all.py`` runs the benchmarks).
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -13,6 +14,7 @@ import re
 import shutil
 import subprocess
 import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -119,6 +121,39 @@ def write_json(path: Path | None, data: Any) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+# -- the cycle collector -------------------------------------------------------------------
+class GcPauses:
+    """The cycle collector's collections while it is started, and the longest pause (every
+    thread of the process waits through one). ``settle`` first does what ``vigie server`` does
+    once started (alert_server/cli.py): one collection, then every object alive set apart from
+    the later ones, so that a benchmark running the server's parts in its own process is not
+    slowed by scans of its own set-up that the server never makes."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.longest_ms = 0.0
+        self._t0 = 0.0
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._t0 = time.perf_counter()
+        else:
+            self.count += 1
+            self.longest_ms = max(self.longest_ms, (time.perf_counter() - self._t0) * 1000)
+
+    def start(self, *, settle: bool = True) -> GcPauses:
+        if settle:
+            gc.collect()
+            gc.freeze()
+        gc.callbacks.append(self._on_gc)
+        return self
+
+    def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            gc.callbacks.remove(self._on_gc)
+        gc.unfreeze()
 
 
 # -- a bare MQTT "server" ------------------------------------------------------------------

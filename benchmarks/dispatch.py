@@ -45,7 +45,7 @@ from sqlalchemy import Engine, select  # noqa: E402
 from sqlmodel import Session  # noqa: E402
 
 from alert_server.db import make_engine, migrate  # noqa: E402
-from benchmarks.benchlib import machine_info, postgres_version, write_json  # noqa: E402
+from benchmarks.benchlib import GcPauses, machine_info, postgres_version, write_json  # noqa: E402
 from dispatch import DispatchConfig, Dispatcher  # noqa: E402
 from dispatch.channels.twilio import TwilioNotifier  # noqa: E402
 from dispatch.models import (  # noqa: E402
@@ -181,6 +181,7 @@ def run(db: str, window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
             background=True,
             sweep_s=1.0,
         )
+        pauses = GcPauses().start()
         window_start = datetime.now(UTC)
         dispatcher.start_background()
         starts: dict[str, float] = {}
@@ -207,6 +208,7 @@ def run(db: str, window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
         time.sleep(2.0)  # let the last ones go out
         window_end = datetime.now(UTC) - timedelta(seconds=2)
         dispatcher.shutdown()
+        pauses.stop()
         with fake.lock:
             sms = list(fake.sms)
             calls = list(fake.calls)
@@ -255,6 +257,8 @@ def run(db: str, window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
             "requests": len(sms) + len(calls),
             "dup": dup_sids,
             "ticks": dispatcher.background.ticks if dispatcher.background else 0,
+            "gc_collections": pauses.count,
+            "gc_longest_ms": pauses.longest_ms,
         }
     finally:
         fake.stop()
@@ -329,6 +333,7 @@ def run_baseline(window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
                     push(due, "sms", f"+336{i:05d}{pos:03d}")
         steps = plan(DEFAULT_POLICY, 3)
         thread = threading.Thread(target=timer, name="baseline-timer", daemon=True)
+        pauses = GcPauses().start()
         window_start = datetime.now(UTC)
         thread.start()
         starts: dict[str, float] = {}
@@ -353,6 +358,7 @@ def run_baseline(window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
         stop.set()
         thread.join(5)
         pool.shutdown(wait=True)
+        pauses.stop()
         with fake.lock:
             sms = list(fake.sms)
             calls = list(fake.calls)
@@ -393,6 +399,8 @@ def run_baseline(window_s: float, n_open: int = N_OPEN) -> dict[str, object]:
             "requests": len(sms) + len(calls),
             "dup": len(sms) - len({m.sid for m in sms}),
             "send_errors": errors[0],
+            "gc_collections": pauses.count,
+            "gc_longest_ms": pauses.longest_ms,
         }
     finally:
         stop.set()
@@ -436,7 +444,8 @@ def main() -> None:
             f"p99 {r['late_p99_ms']:.1f} ms, max {r['late_max_ms']:.1f} ms "
             f"(n={r['steps_due']}, not sent {r['steps_missing']})\n"
             f"  {r['requests']} requests to the fake, duplicated SIDs {r['dup']}, "
-            f"{r['ticks']} sweeps",
+            f"{r['ticks']} sweeps; cycle collections {r['gc_collections']}, "
+            f"longest {r['gc_longest_ms']:.1f} ms",
             flush=True,
         )
     baseline = None
@@ -452,7 +461,8 @@ def main() -> None:
             f"p99 {b['late_p99_ms']:.1f} ms, max {b['late_max_ms']:.1f} ms "
             f"(n={b['steps_due']}, not sent {b['steps_missing']})\n"
             f"  {b['requests']} requests to the fake, duplicated SIDs {b['dup']}, "
-            f"send errors {b['send_errors']}",
+            f"send errors {b['send_errors']}; cycle collections {b['gc_collections']}, "
+            f"longest {b['gc_longest_ms']:.1f} ms",
             flush=True,
         )
     info = machine_info()
