@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, or_, update
+from sqlalchemy import Engine, and_, case, or_, select, update
 from sqlmodel import Session
 
 from dispatch import (
@@ -86,7 +86,7 @@ from dispatch.reconcile import TAKEOVER_MARK
 from dispatch.schemas import AckResult
 from dispatch.store import NOTIF, alog
 from dispatch.verification import VerificationHooks
-from vigie.persistence import claim_due, take_write_lock
+from vigie.persistence import claim_due, is_sqlite, take_write_lock
 
 log = logging.getLogger("dispatch")
 
@@ -391,13 +391,20 @@ class SendEngine:
     def _send(self, claim: _Claim, tick_now: datetime, t0: float) -> str:
         now = tick_now
         with self.session() as s:
-            n = s.get(Notification, claim.id)
-            esc = s.get(Escalation, claim.alert_id) if n is not None else None
-            # End the read transaction: on SQLite a later write in it could fail at once.
-            # Detach first, or the rollback would expire them and the next attribute read
-            # would silently open a new read transaction.
-            s.expunge_all()
-            s.rollback()
+            found = s.execute(
+                select(Notification, Escalation)
+                .join(Escalation, Escalation.alert_id == Notification.alert_id)  # type: ignore[arg-type]
+                .where(Notification.id == claim.id)  # type: ignore[arg-type]
+            ).first()
+            n, esc = found if found is not None else (None, None)
+            if is_sqlite(s):
+                # End the read transaction: on SQLite a later write in it could fail at once.
+                # Detach first, or the rollback would expire them and the next attribute read
+                # would silently open a new read transaction. On PostgreSQL the compare-and-set
+                # below runs in this same transaction: ending it and beginning another took
+                # three more round trips (rollback, the pool's check of the connection, BEGIN).
+                s.expunge_all()
+                s.rollback()
             if n is None or esc is None or n.claim_token != claim.token or n.status != CLAIMED:
                 return "skipped"
             if (
