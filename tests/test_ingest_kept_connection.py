@@ -11,8 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, event, text
 
-from alert_server.ingest import handler
-from tests.writer_support import alert_item, in_process_writer
+from tests.writer_support import alert_item, in_process_writer, writer_sleeps
 
 
 def _stored(engine: Engine) -> Counter[str]:
@@ -46,8 +45,7 @@ def test_a_kept_connection_the_database_dropped_costs_no_alert_and_no_wait(
 
     engine = make_engine(pg_database)
     migrate(engine)
-    sleeps: list[float] = []
-    monkeypatch.setattr(handler.time, "sleep", sleeps.append)
+    sleeps = writer_sleeps(monkeypatch)
     acks: Counter[str] = Counter()
     try:
         with in_process_writer(engine) as writer:
@@ -72,7 +70,7 @@ def test_after_a_failed_batch_the_writer_starts_again_on_a_new_connection(
 ) -> None:
     """Any failure (here a bug while storing): the transaction is undone, the connection is
     given up, and the alert is stored on the retry, once."""
-    monkeypatch.setattr(handler.time, "sleep", lambda s: None)
+    writer_sleeps(monkeypatch)
     acks: Counter[str] = Counter()
     with in_process_writer(engine) as writer:
         pipeline = writer.ingestor.pipeline

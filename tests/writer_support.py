@@ -4,15 +4,19 @@ commits (tests/test_ingest_fair.py) and the benchmark that times it (benchmarks/
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import pytest
 from sqlalchemy import Engine
 
 from alert_server.devices.presence import PresenceTracker
 from alert_server.downlink import Downlink
+from alert_server.ingest import handler
 from alert_server.ingest.handler import Inbound, Ingestor
 from alert_server.metrics import Metrics
 from alert_server.pipeline import Pipeline
@@ -60,6 +64,26 @@ def in_process_writer(engine: Engine) -> Iterator[Writer]:
     finally:
         ingestor.stop()  # gives back the writer's kept connection
         pipeline.shutdown()
+
+
+def writer_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The back-off sleeps of the writer's retries run on this (the test's) thread, recorded
+    instead of slept. ``time.sleep`` is the process's own: every other thread (a pipeline, a
+    broker client left by an earlier test of this worker) still sleeps for real. Recording
+    theirs too made the "no sleep" check fail at random, and a thread looping on a sleep that
+    returned at once filled the list until its report took minutes to write."""
+    sleeps: list[float] = []
+    real_sleep = time.sleep
+    test_thread = threading.get_ident()
+
+    def sleep(seconds: float) -> None:
+        if threading.get_ident() == test_thread:
+            sleeps.append(seconds)
+        else:
+            real_sleep(seconds)
+
+    monkeypatch.setattr(handler.time, "sleep", sleep)
+    return sleeps
 
 
 def alert_item(device_id: str, ack: Callable[[str], None] | None = None) -> Inbound:
