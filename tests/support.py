@@ -90,6 +90,9 @@ class Device:
         c.loop_start()
         self._connected.wait(timeout_s)
         if self.connect_rc is None or self.connect_rc.is_failure:
+            # Refused or unanswered: stopped here, or its thread would go on reconnecting
+            # for the rest of the worker's tests.
+            self.close()
             return False
         self._subscribed.wait(timeout_s)
         return True

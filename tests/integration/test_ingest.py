@@ -97,6 +97,7 @@ def test_presence_from_heartbeats_and_will(
     wait_until(lambda: not device().online, 60, "offline from the last will")
     assert device().last_lat == 43.3  # an offline status does not erase the last position
     engine.dispose()
+    dev.close()  # its client reconnects after the dead link: stopped, not left to the worker
 
 
 def test_sigkill_while_50_devices_publish_loses_nothing_and_duplicates_nothing(

@@ -34,6 +34,7 @@ class Device311(Device):
         c.loop_start()
         self._connected.wait(timeout_s)
         if self.connect_rc is None or self.connect_rc.is_failure:
+            self.close()  # or its thread goes on reconnecting (``Device.connect``)
             return False
         return self._subscribed.wait(timeout_s)
 
