@@ -11,10 +11,11 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -24,6 +25,9 @@ from paho.mqtt.properties import Properties
 from vigie import launch
 from vigie.brokers.mosquitto import LocalMosquitto, free_port
 from vigie.timeutil import rfc3339, utcnow
+
+if TYPE_CHECKING:
+    from alert_server.app import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
 # One random key per test run, shared by every server a test starts (as in production, where
@@ -37,6 +41,31 @@ def wait_until(pred: Callable[[], bool], timeout_s: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.02)
+
+
+@contextmanager
+def built_runtime(tmp_path: Path) -> Iterator[Runtime]:
+    """A server's parts as ``vigie server`` builds them (``Runtime.build``), not started: a new
+    SQLite database, simulated telephony, a broker address nothing listens on. Taken apart
+    after."""
+    from pydantic import SecretStr
+
+    from alert_server.app import Runtime
+    from alert_server.settings import Settings
+
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'vigie.db'}",
+        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",  # never started here
+        secret_key=SecretStr(SECRET_KEY),
+        telephony="simulated",
+    )
+    runtime = Runtime.build(settings)
+    try:
+        yield runtime
+    finally:
+        runtime.pipeline.shutdown()
+        runtime.dispatcher.shutdown(wait=True)
+        runtime.engine.dispose()
 
 
 def alert_payload(alert_id: str | None = None, kind: str = "sos", **extra: Any) -> dict[str, Any]:

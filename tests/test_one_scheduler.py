@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from pydantic import SecretStr
 
-from alert_server.app import SERVER_EXECUTOR, SERVER_JOBS, Runtime
-from alert_server.settings import Settings
+from alert_server.app import SERVER_EXECUTOR, SERVER_JOBS
 from dispatch.clock import JOB_THREADS, Clock
-from vigie.brokers.mosquitto import free_port
+from tests.support import built_runtime
 
 
 class _Sender:
@@ -71,14 +69,7 @@ def test_a_clock_given_a_scheduler_only_adds_and_removes_its_jobs() -> None:
 def test_the_server_gives_dispatch_its_one_scheduler_with_a_thread_per_job(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'vigie.db'}",
-        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",  # never started here
-        secret_key=SecretStr("test-secret-key-for-the-scheduler-test-0123456789"),
-        telephony="simulated",
-    )
-    runtime = Runtime.build(settings)
-    try:
+    with built_runtime(tmp_path) as runtime:
         clock = runtime.dispatcher.background
         assert clock is not None and clock.scheduler is runtime.scheduler
         # Dispatch's sweep and wake-ups never wait for a thread behind the server's jobs
@@ -91,7 +82,3 @@ def test_the_server_gives_dispatch_its_one_scheduler_with_a_thread_per_job(
             "retention-purge",
         }
         assert _threads(runtime.scheduler, SERVER_EXECUTOR) == len(SERVER_JOBS)
-    finally:
-        runtime.pipeline.shutdown()
-        runtime.dispatcher.shutdown(wait=True)
-        runtime.engine.dispose()

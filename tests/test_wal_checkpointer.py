@@ -12,12 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
 from sqlalchemy import Engine, create_engine, text
 
-from alert_server.app import Runtime
-from alert_server.settings import Settings
-from vigie.brokers.mosquitto import free_port
+from tests.support import built_runtime
 from vigie.persistence import WAL_BACKSTOP_PAGES, WalCheckpointer, make_engine
 
 PAGE = 4096
@@ -127,19 +124,8 @@ def test_nothing_to_copy_without_a_log_file(url: str) -> None:
 
 
 def test_the_server_copies_the_log_on_its_own_thread(tmp_path: Path) -> None:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'vigie.db'}",
-        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",  # never started here
-        secret_key=SecretStr("test-secret-key-for-the-checkpoint-test-0123456789"),
-        telephony="simulated",
-    )
-    runtime = Runtime.build(settings)
-    try:
+    with built_runtime(tmp_path) as runtime:
         assert runtime.checkpointer is not None
         with runtime.engine.connect() as conn:
             pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
         assert pages == WAL_BACKSTOP_PAGES
-    finally:
-        runtime.pipeline.shutdown()
-        runtime.dispatcher.shutdown(wait=True)
-        runtime.engine.dispose()
