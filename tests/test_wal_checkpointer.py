@@ -1,7 +1,9 @@
 """SQLite's write-ahead log is copied into the database by the server's own thread
 (``vigie.persistence.WalCheckpointer``), not by whichever commit takes it past 1,000 pages: that
 commit used to copy and sync the log before returning, and every sixtieth alert's receipt waited
-5-7 ms for it (issue #18)."""
+5-7 ms for it (issue #18). The same thread starts the log again once it is all copied: the commit
+that does it writes the log's header and syncs it, and with alerts minutes apart that was every
+alert's commit."""
 
 from __future__ import annotations
 
@@ -15,7 +17,13 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from tests.support import built_runtime
-from vigie.persistence import WAL_BACKSTOP_PAGES, WalCheckpointer, make_engine
+from vigie.persistence import (
+    WAL_BACKSTOP_PAGES,
+    WalCheckpointer,
+    WriteGate,
+    make_engine,
+    write_scope,
+)
 
 PAGE = 4096
 
@@ -34,6 +42,13 @@ def _write_pages(engine: Engine, pages: int) -> None:
     for _ in range(pages // 5):
         with engine.begin() as conn:
             conn.execute(text("INSERT INTO blobs (body) VALUES (:b)"), {"b": b"x" * (5 * PAGE)})
+
+
+def _log_salts(db: Path) -> bytes:
+    """The salts in the log's header: every start of the log from its beginning changes them
+    (sqlite.org/walformat.html), and only such a start writes the header and syncs it."""
+    with open(f"{db}-wal", "rb") as log:
+        return log.read(32)[16:24]
 
 
 def _engine(path: Path, **kwargs: bool) -> Engine:
@@ -129,3 +144,91 @@ def test_the_server_copies_the_log_on_its_own_thread(tmp_path: Path) -> None:
         with runtime.engine.connect() as conn:
             pages = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
         assert pages == WAL_BACKSTOP_PAGES
+
+
+def test_a_commit_after_a_checkpoint_only_appends_to_the_log(tmp_path: Path) -> None:
+    db = tmp_path / "vigie.db"
+    engine = _engine(db, checkpoints_elsewhere=True)
+    checkpointer = WalCheckpointer(engine, interval_s=0.05)
+    try:
+        _write_pages(engine, 50)
+        checkpointer.start()
+
+        def all_copied() -> bool:
+            last = checkpointer.last
+            return last is not None and last[0] >= 50 and last[1] == last[0]
+
+        _until(all_copied, "the log copied")
+        checkpointer.stop()  # after the round that copied it
+        salts = _log_salts(db)
+        # The alert after a quiet spell: its commit appends, and syncs nothing.
+        _write_pages(engine, 5)
+        assert _log_salts(db) == salts, "the commit started the log again (and synced it)"
+        assert checkpointer.restarts == 1
+    finally:
+        checkpointer.stop()
+        engine.dispose()
+    assert checkpointer.failures == 0
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT count(*) FROM blobs").fetchone()[0] == 11
+
+
+def test_a_quiet_database_is_left_alone(tmp_path: Path) -> None:
+    """Nothing committed since its last checkpoint: the thread neither copies nor restarts
+    (copying the page of its own restart would make the next commit restart the log)."""
+    db = tmp_path / "vigie.db"
+    engine = _engine(db, checkpoints_elsewhere=True)
+    checkpointer = WalCheckpointer(engine, interval_s=0.02)
+    try:
+        _write_pages(engine, 10)
+        checkpointer.start()
+        _until(lambda: checkpointer.restarts >= 1, "the log started again by the checkpointer")
+        salts, last = _log_salts(db), checkpointer.last
+        threading.Event().wait(0.5)  # 25 of its rounds with nothing committed
+        assert (checkpointer.restarts, checkpointer.last, _log_salts(db)) == (1, last, salts)
+        # A commit: copied, and the log started again, once.
+        _write_pages(engine, 5)
+        _until(lambda: checkpointer.restarts == 2, "the new commit copied")
+        threading.Event().wait(0.5)
+        assert checkpointer.restarts == 2
+    finally:
+        checkpointer.stop()
+        engine.dispose()
+
+
+def test_the_restart_never_waits_for_a_writer(tmp_path: Path) -> None:
+    """A writer holding the write lock (or waiting for it) goes first: the restart is left
+    to it, and the thread does not queue behind it."""
+    db = tmp_path / "vigie.db"
+    engine = _engine(db, checkpoints_elsewhere=True)
+    checkpointer = WalCheckpointer(engine)
+    conn = sqlite3.connect(db, timeout=0, isolation_level=None)
+    try:
+        with write_scope(engine) as session:
+            session.execute(text("INSERT INTO blobs (body) VALUES (x'00')"))
+            assert checkpointer.restart_log(conn) is False
+        assert checkpointer.restart_log(conn) is True
+        gate = WriteGate.of(engine)
+        assert gate is not None and gate.try_acquire(conn)  # given back after the restart
+        gate.release(conn)
+        # Another process writing: SQLite's lock is taken, and the thread does not wait.
+        other = sqlite3.connect(db, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        assert checkpointer.restart_log(conn) is False
+        other.execute("ROLLBACK")
+        other.close()
+    finally:
+        conn.close()
+        engine.dispose()
+    assert checkpointer.restarts == 1
+
+
+def test_the_write_gate_is_taken_at_once_or_not_at_all() -> None:
+    gate = WriteGate(timeout_s=1.0)
+    first, second = object(), object()
+    assert gate.try_acquire(first)
+    assert gate.try_acquire(first)  # already its own
+    assert not gate.try_acquire(second)
+    gate.release(first)
+    assert gate.try_acquire(second)
+    gate.release(second)

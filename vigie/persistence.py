@@ -163,12 +163,19 @@ class WalCheckpointer:
     """Copies SQLite's write-ahead log into the database from a thread of its own, so that no
     writer pays for it at its commit (an engine made with ``checkpoints_elsewhere``).
 
-    A passive checkpoint every ``interval_s`` on a connection outside the pool: it takes no
-    lock a writer waits for, never waits itself, and copies what no reader still needs; the
-    log starts again from its beginning at a later commit once all of it is copied. If this
-    thread falls behind or fails (a full disk), the writers' own checkpoint at
-    ``WAL_BACKSTOP_PAGES`` bounds the log. Does nothing on PostgreSQL, on a database in
-    memory, or on one not in WAL mode.
+    A passive checkpoint every ``interval_s`` on a connection outside the pool, when anything
+    was committed since the last one: it takes no lock a writer waits for, never waits itself,
+    and copies what no reader still needs. If this thread falls behind or fails (a full disk),
+    the writers' own checkpoint at ``WAL_BACKSTOP_PAGES`` bounds the log. Does nothing on
+    PostgreSQL, on a database in memory, or on one not in WAL mode.
+
+    Once all of the log is copied, the next commit starts it again from its beginning, and
+    that commit writes the log's header and syncs it to disk (SQLite does so at every restart
+    of the log). That commit was the next alert's: with alerts minutes apart, every one of them
+    waited for a sync before its receipt. So this thread restarts the log itself, right after a
+    checkpoint that copied all of it, with a one-page write (the database's ``user_version``,
+    rewritten unchanged) taken through the process's write gate only when no writer holds or
+    waits for it; the writers' commits then only append to the log.
     """
 
     def __init__(self, engine: Engine, *, interval_s: float = 0.2) -> None:
@@ -182,6 +189,9 @@ class WalCheckpointer:
         # that did not fail found: the pages in the log, and those of them in the database.
         self.failures = 0
         self.last: tuple[int, int] | None = None
+        # Times this thread started the log again itself.
+        self.restarts = 0
+        self._gate = WriteGate.of(engine)
 
     def start(self) -> None:
         if self._path is None or self._thread is not None:
@@ -200,10 +210,48 @@ class WalCheckpointer:
         try:
             if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
                 return
+            copied_at: int | None = None
             while not self._stop.wait(self.interval_s):
-                self.checkpoint(conn)
+                # Changed by every commit of another connection (this thread's own restart
+                # does not change it): nothing committed, nothing to copy. Copying the page of
+                # its own restart would only make the next commit start the log again.
+                version = conn.execute("PRAGMA data_version").fetchone()[0]
+                if version == copied_at:
+                    continue
+                done = self.checkpoint(conn)
+                if done is None:
+                    continue
+                copied_at = version
+                in_log, copied = done
+                if in_log > 0 and copied == in_log:
+                    self.restart_log(conn)
         finally:
             conn.close()
+
+    def restart_log(self, conn: sqlite3.Connection) -> bool:
+        """Start the log again from its beginning with a one-page commit of this thread's, if
+        the write lock is free at once (never waited for: a writer waiting for it is served
+        first, and then restarts the log itself). True if committed."""
+        if self._gate is not None and not self._gate.try_acquire(conn):
+            return False
+        try:
+            # The connection waits for no lock (timeout 0): another process writing means
+            # SQLITE_BUSY at once, and the restart is left to the next writer.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                (version,) = conn.execute("PRAGMA user_version").fetchone()
+                conn.execute(f"PRAGMA user_version = {int(version)}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error:
+            return False
+        finally:
+            if self._gate is not None:
+                self._gate.release(conn)
+        self.restarts += 1
+        return True
 
     def checkpoint(self, conn: sqlite3.Connection) -> tuple[int, int] | None:
         """One passive checkpoint: the pages in the log and those of them now in the database
@@ -372,6 +420,14 @@ class WriteGate:
                 return
             self._waiters.remove(turn)
         raise DatabaseBusy("database is locked")
+
+    def try_acquire(self, dbapi_connection: Any) -> bool:
+        """Take the lock only if no one holds it or waits for it; never waits."""
+        with self._lock:
+            if self._owner is None and not self._waiters:
+                self._owner = dbapi_connection
+                return True
+            return self._owner is dbapi_connection
 
     def release(self, dbapi_connection: Any) -> None:
         """Give the lock back if ``dbapi_connection`` holds it: to the next waiter directly."""
