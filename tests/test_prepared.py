@@ -66,6 +66,22 @@ def test_rows_types_and_defaults_are_those_of_sqlalchemy(engine: Engine) -> None
     assert last_press_at == T0 and last_press_at.tzinfo is not None
 
 
+def test_every_parameter_given_in_any_order(engine: Engine) -> None:
+    """The presses' own case (no default to fill): the parameters read at once, only those
+    with a type processor converted, whatever the order of the caller's keys."""
+    given = _values("c-1", state="acknowledged", presses=3, duress=True, batt=41, pos_lat=43.5)
+    given["device_ts"] = T0 - timedelta(minutes=3)
+    reordered = dict(reversed(list({**given, "alert_id": "c-2", "device_alert_id": "c-2"}.items())))
+    columns = [_alert_t.c[k] for k in ("state", "presses", "duress", "batt", "pos_lat", "flags")]
+    columns += [_alert_t.c.device_ts, _alert_t.c.last_press_at]
+    with write_transaction(engine) as conn:
+        assert len(INSERT.rows(conn, given)) == 1
+        assert len(INSERT.rows(conn, reordered)) == 1
+        rows = conn.execute(select(*columns).order_by(_alert_t.c.alert_id)).all()
+    expected = ("acknowledged", 3, True, 41, 43.5, ["merged", "duress_pin"])
+    assert [tuple(r) for r in rows] == [(*expected, T0 - timedelta(minutes=3), T0)] * 2
+
+
 def test_it_joins_the_callers_transaction(engine: Engine) -> None:
     with pytest.raises(RuntimeError, match="undone"), write_transaction(engine) as conn:
         INSERT.rows(conn, _values("a-2"))
