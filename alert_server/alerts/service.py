@@ -51,7 +51,9 @@ def store_alert(session: Db, *, values: dict[str, Any]) -> Stored:
     device_id, device_alert_id = values["device_id"], values["device_alert_id"]
     flush_pending(session)
     conn = connection_of(session)
-    for key in (values["alert_id"], derived_alert_id(device_id, device_alert_id)):
+    for attempt in range(2):
+        # The derived key is hashed only when the device's own id is taken.
+        key = values["alert_id"] if attempt == 0 else derived_alert_id(device_id, device_alert_id)
         values["alert_id"] = key
         if _INSERT_ALERT.rows(conn, values):
             return Stored(created=True, alert_id=key)

@@ -612,6 +612,9 @@ class Ingestor:
     def _commit(self, batch: list[Inbound]) -> None:
         after: list[Callable[[], None]] = []
         new_alerts: list[str] = []
+        # What each alert of the batch did: counted and logged once committed (an attempt
+        # rolled back is neither).
+        stored_alerts: list[tuple[StoredAlert, AlertDraft]] = []
         # A batch of alerts only (the usual case, and all of a flood) is written with Core
         # statements on a bare connection; a cancel or a visit goes through the ORM.
         scope = (
@@ -626,6 +629,7 @@ class Ingestor:
                 now = item.received_at
                 if item.suffix == "alert":
                     stored, draft = self._store_alert(session, item, now)
+                    stored_alerts.append((stored, draft))
                     if stored.created and draft.incident_of is None:
                         new_alerts.append(stored.alert_id)
                     after.append(self._received_sender(item.device_id, draft.alert_id))
@@ -637,7 +641,10 @@ class Ingestor:
                     after.extend(self._cancel(session, item, now))
                 else:
                     after.extend(self._session(session, item, now))
-        # Committed: tell each device, then release the PUBACKs, then start the escalations.
+        # Committed: count, tell each device, release the PUBACKs, start the escalations, and
+        # only then write the log lines (the receipt does not wait for them).
+        for stored, draft in stored_alerts:
+            self._count_alert(stored, draft)
         for action in after:
             try:
                 action()
@@ -647,6 +654,8 @@ class Ingestor:
             self._ack_item(item)
         for alert_id in new_alerts:
             self.pipeline.alert_stored(alert_id)
+        for stored, draft in stored_alerts:
+            self._log_alert(stored, draft)
 
     def _received_sender(self, device_id: str, alert_id: str) -> Callable[[], None]:
         ref = AlertRef(device_id, alert_id, quiet=False)
@@ -660,48 +669,54 @@ class Ingestor:
         self, session: Session | Connection, item: Inbound, now: datetime
     ) -> tuple[StoredAlert, AlertDraft]:
         draft = interpret_alert(item.device_id, item.payload, now)
-        stored = self.pipeline.store_alert(session, draft=draft, now=now)
-        if stored.created:
-            self.metrics.alerts_stored.inc()
-            for flag in set(stored.flags):
-                self.metrics.alerts_flagged.labels(flag).inc()
-            if "malformed" in draft.flags:
-                self.metrics.rejected.labels("alert", "kept_as_alert").inc()
-                log.warning(
-                    "malformed alert kept alert_id=%s device_id=%s: %s",
-                    draft.alert_id,
-                    draft.device_id,
-                    "; ".join(draft.errors),
-                )
-            if draft.incident_of is not None:
-                self.metrics.alerts_merged.inc()
-            if draft.incident_of is None:
-                log.info(
-                    "alert stored alert_id=%s device_id=%s kind=%s flags=%s",
-                    stored.alert_id,
-                    draft.device_id,
-                    draft.kind,
-                    ",".join(stored.flags),
-                )
-            else:
-                # A flood (one device pressing again and again) would be a line per press:
-                # the first is written, the rest summarised once a minute per incident
-                # (alert_server/logging_setup.py).
-                log.info(
-                    "press joined incident alert_id=%s device_id=%s incident_of=%s",
-                    stored.alert_id,
-                    draft.device_id,
-                    draft.incident_of,
-                    extra={
-                        "vigie_fields": {
-                            "device_id": draft.device_id,
-                            "incident_of": draft.incident_of,
-                        }
-                    },
-                )
-        else:
+        return self.pipeline.store_alert(session, draft=draft, now=now), draft
+
+    def _count_alert(self, stored: StoredAlert, draft: AlertDraft) -> None:
+        """An alert's metrics, once committed (before its receipt: whoever reads them after
+        the receipt finds it counted)."""
+        if not stored.created:
             self.metrics.alert_repeats.inc()
-        return stored, draft
+            return
+        self.metrics.alerts_stored.inc()
+        for flag in set(stored.flags):
+            self.metrics.alerts_flagged.labels(flag).inc()
+        if "malformed" in draft.flags:
+            self.metrics.rejected.labels("alert", "kept_as_alert").inc()
+        if draft.incident_of is not None:
+            self.metrics.alerts_merged.inc()
+
+    def _log_alert(self, stored: StoredAlert, draft: AlertDraft) -> None:
+        """An alert's log line, once its device is told and the broker has its PUBACK."""
+        if not stored.created:
+            return
+        if "malformed" in draft.flags:
+            log.warning(
+                "malformed alert kept alert_id=%s device_id=%s: %s",
+                draft.alert_id,
+                draft.device_id,
+                "; ".join(draft.errors),
+            )
+        if draft.incident_of is None:
+            log.info(
+                "alert stored alert_id=%s device_id=%s kind=%s flags=%s",
+                stored.alert_id,
+                draft.device_id,
+                draft.kind,
+                ",".join(stored.flags),
+            )
+        else:
+            # A flood (one device pressing again and again) would be a line per press: the
+            # first is written, the rest summarised once a minute per incident
+            # (alert_server/logging_setup.py).
+            log.info(
+                "press joined incident alert_id=%s device_id=%s incident_of=%s",
+                stored.alert_id,
+                draft.device_id,
+                draft.incident_of,
+                extra={
+                    "vigie_fields": {"device_id": draft.device_id, "incident_of": draft.incident_of}
+                },
+            )
 
     def _cancel(
         self, session: Session | Connection, item: Inbound, now: datetime
