@@ -93,3 +93,25 @@ def test_after_a_failed_batch_the_writer_starts_again_on_a_new_connection(
     assert acks == Counter([alert_id]) and _stored(engine) == Counter([alert_id])
     # Stored as new on the retry, so it goes on to be escalated, once.
     assert len(handed_over) == 1
+
+
+def test_an_attempt_undone_counts_no_alert(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch undone by its second alert's failure: the first alert is counted once, when the
+    retry commits it, not also for the attempt that was rolled back."""
+    writer_sleeps(monkeypatch)
+    with in_process_writer(engine) as writer:
+        pipeline = writer.ingestor.pipeline
+        real = pipeline.store_alert
+        failures = [RuntimeError("a bug")]
+
+        def second_fails_once(session, **kw):  # type: ignore[no-untyped-def]
+            if kw["draft"].device_id == "nurse-2" and failures:
+                raise failures.pop()
+            return real(session, **kw)
+
+        monkeypatch.setattr(pipeline, "store_alert", second_fails_once)
+        writer.ingestor._commit_with_retry([alert_item("nurse-1"), alert_item("nurse-2")])
+        registry = writer.ingestor.metrics.registry
+        assert registry.get_sample_value("vigie_alerts_stored_total") == 2
+        assert registry.get_sample_value("vigie_alerts_flagged_total", {"flag": "delayed"}) == 2
+    assert sum(_stored(engine).values()) == 2
