@@ -213,21 +213,30 @@ class WalCheckpointer:
                 return
             copied_at: int | None = None
             while not self._stop.wait(self.interval_s):
-                # Changed by every commit of another connection (this thread's own restart
-                # does not change it): nothing committed, nothing to copy. Copying the page of
-                # its own restart would only make the next commit start the log again.
-                version = conn.execute("PRAGMA data_version").fetchone()[0]
-                if version == copied_at:
-                    continue
-                done = self.checkpoint(conn)
-                if done is None:
-                    continue
-                copied_at = version
-                in_log, copied = done
-                if in_log > 0 and copied == in_log:
-                    self.restart_log(conn)
+                copied_at = self.round(conn, copied_at)
         finally:
             conn.close()
+
+    def round(self, conn: sqlite3.Connection, copied_at: int | None) -> int | None:
+        """One round of the thread: a checkpoint if anything was committed since the one at
+        ``copied_at`` (``PRAGMA data_version``), then the restart if it copied all of the log.
+        Returns the version now copied. Never raises for a database error (counted, logged)."""
+        # Changed by every commit of another connection (this thread's own restart does not
+        # change it): nothing committed, nothing to copy. Copying the page of its own restart
+        # would only make the next commit start the log again.
+        try:
+            version: int | None = conn.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error:
+            version = None  # unknown: the checkpoint is tried (and its failure told)
+        if version is not None and version == copied_at:
+            return copied_at
+        done = self.checkpoint(conn)
+        if done is None:
+            return copied_at
+        in_log, copied = done
+        if in_log > 0 and copied == in_log:
+            self.restart_log(conn)
+        return version
 
     def restart_log(self, conn: sqlite3.Connection) -> bool:
         """Start the log again from its beginning with a one-page commit of this thread's, if
