@@ -21,9 +21,11 @@ phone DSL to drive it (after GoAlert's ``devtools/mocktwilio`` and smoke-test ha
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import re
+import socket
 import threading
 import time
 import urllib.parse
@@ -438,8 +440,42 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, as the standard server does; the connections still open
+    are known, so that stopping the fake ends their threads (a client keeping its connection
+    alive, as twilio's does, left a thread waiting on it after every test)."""
+
     daemon_threads = True
     fake: FakeTwilio
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open: dict[Any, threading.Thread] = {}
+        self._open_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), daemon=True
+        )
+        with self._open_lock:
+            self._open[request] = thread
+        thread.start()
+
+    def shutdown_request(self, request: Any) -> None:
+        # Called by the connection's thread as it ends.
+        super().shutdown_request(request)
+        with self._open_lock:
+            self._open.pop(request, None)
+
+    def close_connections(self, deadline_s: float = 10.0) -> None:
+        """Close the connections still open, and wait for their threads to end."""
+        with self._open_lock:
+            still_open = dict(self._open)
+        for sock, thread in still_open.items():
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            thread.join(deadline_s)
+            if thread.is_alive():
+                raise RuntimeError("fake Twilio: a connection's thread did not end")
 
 
 class FakeTwilio:
@@ -484,6 +520,8 @@ class FakeTwilio:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._server.close_connections()
+        self._thread.join(10)
         self._http.close()
 
     def inject(
