@@ -51,6 +51,16 @@ def _log_salts(db: Path) -> bytes:
         return log.read(32)[16:24]
 
 
+def _all_copied(checkpointer: WalCheckpointer, pages: int) -> Callable[[], bool]:
+    """Its last checkpoint found at least ``pages`` pages in the log and copied all of them."""
+
+    def check() -> bool:
+        last = checkpointer.last
+        return last is not None and last[0] >= pages and last[1] == last[0]
+
+    return check
+
+
 def _engine(path: Path, **kwargs: bool) -> Engine:
     engine = make_engine(f"sqlite:///{path}", **kwargs)
     with engine.begin() as conn:
@@ -68,14 +78,9 @@ def test_commits_leave_the_log_to_the_checkpointer(tmp_path: Path) -> None:
         _write_pages(engine, 1500)
         assert db.stat().st_size == size_before, "a commit copied the log into the database"
         checkpointer.start()
-
-        def all_copied() -> bool:
-            last = checkpointer.last
-            return last is not None and last[0] >= 1500 and last[1] == last[0]
-
-        _until(all_copied, "the log copied")
+        _until(_all_copied(checkpointer, 1500), "the log copied")
         assert db.stat().st_size >= size_before + 1500 * PAGE
-        # Once all of it is copied, a later commit starts the log again from its beginning.
+        # All of it copied: the log starts again from its beginning (the thread restarts it).
         log_size = (tmp_path / "vigie.db-wal").stat().st_size
         _write_pages(engine, 100)
         assert (tmp_path / "vigie.db-wal").stat().st_size == log_size
@@ -156,12 +161,7 @@ def test_a_commit_after_a_checkpoint_only_appends_to_the_log(tmp_path: Path) -> 
     try:
         _write_pages(engine, 50)
         checkpointer.start()
-
-        def all_copied() -> bool:
-            last = checkpointer.last
-            return last is not None and last[0] >= 50 and last[1] == last[0]
-
-        _until(all_copied, "the log copied")
+        _until(_all_copied(checkpointer, 50), "the log copied")
         checkpointer.stop()  # after the round that copied it
         salts = _log_salts(db)
         # The alert after a quiet spell: its commit appends, and syncs nothing.
