@@ -27,6 +27,9 @@ _CODE = re.compile(r"OK (\d{3,6})\b")
 # process): a demo left running for days would otherwise keep every one. The timeline keeps
 # every notification in the database either way.
 SENT_KEPT = 1000
+# The alerts already given their simulated answer, newest last: enough to answer each alert
+# once (its SMS and calls come within its escalation, minutes), not every alert ever seen.
+ANSWERED_KEPT = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +59,7 @@ class SimulatedNotifier:
         self.report_delivery = report_delivery
         self.sent: collections.deque[SimulatedMessage] = collections.deque(maxlen=SENT_KEPT)
         self._lock = threading.Lock()
-        self._auto_acked: set[str] = set()
+        self._auto_acked: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._timers: list[threading.Timer] = []
         self._dispatcher: SendEngine | None = None
 
@@ -109,7 +112,9 @@ class SimulatedNotifier:
         with self._lock:
             if alert_id in self._auto_acked:
                 return
-            self._auto_acked.add(alert_id)
+            self._auto_acked[alert_id] = None
+            while len(self._auto_acked) > ANSWERED_KEPT:
+                self._auto_acked.popitem(last=False)
         assert self.auto_ack_after_s is not None
         self._later(self.auto_ack_after_s, action)
 

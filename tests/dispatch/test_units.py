@@ -17,6 +17,7 @@ from sqlalchemy import Engine, select
 from sqlmodel import Session, SQLModel
 
 from dispatch import DispatchConfig, Dispatcher, inbound, messages
+from dispatch.channels import simulated
 from dispatch.channels.base import PermanentSendError, SendResult, TransientSendError
 from dispatch.channels.simulated import SENT_KEPT, SimulatedNotifier
 from dispatch.messages import MessageContext, is_gsm7, sms_segments, to_gsm7
@@ -510,4 +511,22 @@ def test_simulated_channel_lets_go_of_what_it_is_done_with() -> None:
     sim.send_sms(to="+33600000001", body="encore", notification_id=0, alert_id="a-last")
     gc.collect()
     assert fired() is None, "a fired timer is still held"
+    sim.close()
+
+
+def test_simulated_responder_remembers_the_latest_alerts_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The simulated responder answers each alert once, and remembers which alerts it has
+    answered for the latest ones only: a demo left running for days would otherwise keep every
+    alert id it ever saw."""
+    monkeypatch.setattr(simulated, "ANSWERED_KEPT", 3)
+    sim = SimulatedNotifier(auto_ack_after_s=3600, report_delivery=False)
+    for i in range(5):
+        for _ in range(2):  # its SMS to two numbers: one answer
+            sim.send_sms(
+                to="+33600000001", body=f"OK {100 + i}", notification_id=i, alert_id=f"a-{i}"
+            )
+    assert list(sim._auto_acked) == ["a-2", "a-3", "a-4"]
+    assert len(sim._timers) == 5
     sim.close()
