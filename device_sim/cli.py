@@ -76,6 +76,17 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+def _exit_on_terminate() -> None:
+    """SIGTERM (a service manager, ``timeout``, a CI job being cancelled) ends the command as
+    an exception does, so that its ``finally`` blocks run: the local system that ``--spawn``
+    started (broker, server) is stopped rather than left running without its owner."""
+
+    def terminate(signum: int, _frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def _broker(url: str, protocol: str) -> BrokerTarget:
     try:
         return BrokerTarget.parse(url, protocol)
@@ -163,13 +174,18 @@ def run(
     provisioner: Provisioner
     api_hook = _api(api, api_user, api_password)
     env_kwargs: dict[str, Any] = {}
+    _exit_on_terminate()
     if spawn:
         stack = LocalStack(broker_kind="embedded" if embedded_broker else "mosquitto")
         typer.echo(f"Démarrage d'un système local dans {stack.workdir}…", err=True)
         try:
             stack.start()
         except Exception as exc:
+            stack.stop()  # what did start (the broker) does not outlive the refusal
             fail(f"système local : {exc}")
+        except BaseException:
+            stack.stop()
+            raise
         target = BrokerTarget(port=stack.device_port, protocol=stack.protocol)
         provisioner = stack.provisioner()
         env_kwargs["observer_url"] = stack.server_mqtt_url()
@@ -312,6 +328,7 @@ def load(
         fail("--osmand et --buttons demandent --spawn (enregistrés dans le système local)")
     if buttons and embedded_broker:
         fail("--buttons demande Mosquitto (le broker intégré n'a pas d'ACL pour leurs sujets)")
+    _exit_on_terminate()
     if spawn:
         stack = LocalStack(broker_kind="embedded" if embedded_broker else "mosquitto")
         typer.echo(f"Démarrage d'un système local dans {stack.workdir}…", err=True)
@@ -331,6 +348,9 @@ def load(
         except Exception as exc:
             stack.stop()
             fail(f"système local : {exc}")
+        except BaseException:
+            stack.stop()
+            raise
         target = BrokerTarget(port=stack.device_port, protocol=stack.protocol)
         passwd_file, pid_file = stack.passwd_file, stack.pid_file
     else:
@@ -370,7 +390,9 @@ def load(
             store=_api(api, api_user, api_password),
             progress=Progress(),
         )
+        # Ctrl-C or SIGTERM once running: the load stops, drains and reports, as at its end.
         signal.signal(signal.SIGINT, lambda *a: run_.stop())
+        signal.signal(signal.SIGTERM, lambda *a: run_.stop())
         mix = None
         if plan is not None and stack is not None:
             try:
