@@ -30,6 +30,8 @@ SENT_KEPT = 1000
 # The alerts already given their simulated answer, newest last: enough to answer each alert
 # once (its SMS and calls come within its escalation, minutes), not every alert ever seen.
 ANSWERED_KEPT = 10_000
+# How long ``close`` waits for a delivery or an answer already running (a database write).
+CLOSE_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +63,7 @@ class SimulatedNotifier:
         self._lock = threading.Lock()
         self._auto_acked: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._timers: list[threading.Timer] = []
+        self._closed = False
         self._dispatcher: SendEngine | None = None
 
     def attach(self, dispatcher: Any) -> None:
@@ -68,15 +71,23 @@ class SimulatedNotifier:
         self._dispatcher = dispatcher
 
     def close(self) -> None:
+        """Cancel the deliveries and answers still to come, and wait for those already
+        running: none reaches the dispatcher (and its database) once this returns."""
         with self._lock:
-            timers = list(self._timers)
+            self._closed = True
+            timers, self._timers = self._timers, []
         for timer in timers:
             timer.cancel()
+        for timer in timers:
+            if timer is not threading.current_thread():
+                timer.join(CLOSE_WAIT_S)
 
     def _later(self, delay_s: float, fn: Any, *args: Any) -> None:
         timer = threading.Timer(delay_s, fn, args)
         timer.daemon = True
         with self._lock:
+            if self._closed:
+                return  # a delivery reported while closing: nothing more is simulated
             # Only the timers still to fire are kept (for ``close``): one is made for every
             # simulated delivery and reply, and each kept its thread's state (about 4 KiB)
             # for as long as the process ran.

@@ -530,3 +530,28 @@ def test_simulated_responder_remembers_the_latest_alerts_only(
     assert list(sim._auto_acked) == ["a-2", "a-3", "a-4"]
     assert len(sim._timers) == 5
     sim.close()
+
+
+def test_closing_the_simulated_channel_waits_for_a_delivery_already_running() -> None:
+    """Under load a simulated delivery report could still be writing when the server (or a
+    test) had closed the channel and gone on to drop its database. Once ``close`` returns,
+    nothing of the channel runs any more, and nothing new is scheduled."""
+    started, finished = threading.Event(), threading.Event()
+
+    class SlowDispatcher:
+        def clock(self) -> datetime:
+            return datetime.now(UTC)
+
+        def handle_status(self, **_: object) -> None:
+            started.set()
+            time.sleep(0.5)  # a slow database write
+            finished.set()
+
+    sim = SimulatedNotifier(report_delivery=True)
+    sim.attach(SlowDispatcher())
+    sim.send_sms(to="+33600000001", body="Alerte", notification_id=1, alert_id="a-1")
+    assert started.wait(30)
+    sim.close()
+    assert finished.is_set(), "close returned while a delivery report was still running"
+    sim.send_sms(to="+33600000001", body="encore", notification_id=2, alert_id="a-2")
+    assert sim._timers == []
