@@ -22,6 +22,7 @@ from alert_server.geo.index import GeoIndex
 from alert_server.geo.models import GeoCommune, GeoDepartement, GeoImport, GeoZone
 from alert_server.geo.parse_cache import parse_boundaries_cached
 from alert_server.geo.zones import Zone, ZoneSet, parse_zones
+from vigie.persistence import write_transaction
 from vigie.timeutil import utcnow
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,11 @@ def store(
         if given is not None and given.kind != kind:
             raise GeoDataError(f"{given.source}: fichier de {given.kind}, attendu {kind}")
     at = now or utcnow()
-    with engine.begin() as conn:
+    # The write lock from the first statement (BEGIN IMMEDIATE on SQLite): this transaction
+    # reads what is there, then replaces it. Begun as a read, it failed with "database is
+    # locked" whenever another writer committed in between (a read snapshot made stale cannot
+    # become a write), as the WAL checkpointer may at a server's first start.
+    with write_transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_IMPORT_LOCK})
         if only_if_missing:

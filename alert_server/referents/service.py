@@ -18,6 +18,7 @@ from sqlalchemy import Engine, insert, select
 from alert_server.referents.models import ReferentDirectory
 from alert_server.referents.parser import parse_directory
 from alert_server.referents.schemas import Directory, DirectoryError
+from vigie.persistence import write_transaction
 from vigie.timeutil import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ _parsed_lock = threading.Lock()
 
 def _store(engine: Engine, directory: Directory, text: str, now: datetime | None) -> Directory:
     at = now or utcnow()
-    with engine.begin() as conn:
+    with write_transaction(engine) as conn:  # the process's writers take their turn
         conn.execute(
             insert(_dir_t).values(
                 source=directory.source[:500],

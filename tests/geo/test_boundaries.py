@@ -6,13 +6,14 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 
-from alert_server.db import make_engine
+from alert_server.db import make_engine, migrate
 from alert_server.geo import service
 from alert_server.geo.boundaries import BoundarySet, GeoDataError, parse_boundaries
 from alert_server.geo.service import (
@@ -323,3 +324,41 @@ def test_find_files_in_shared_data(geo_dir: Path) -> None:
     assert found["departements"].name == "departements-avec-outre-mer.geojson"
     assert found["communes"].name == "communes-avec-outre-mer.geojson.gz"
     assert found["zones"].name == "zones-competence-EXEMPLE.csv"
+
+
+def test_a_commit_between_the_check_and_the_replacement_does_not_fail_the_import(
+    tmp_path: Path, small_geo: dict[str, Path]
+) -> None:
+    """At a server's first start the boundaries are imported (only the kinds missing) while
+    the WAL checkpointer already runs, and it commits (it restarts the log). An import that
+    began as a read and then wrote failed with "database is locked" when a commit fell
+    between its check and its first write: SQLite cannot turn a read snapshot that another
+    commit made stale into a write. The import now holds the write lock from its first
+    statement, so that other writer waits its turn instead."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'vigie.db'}")
+    migrate(engine)
+    sets = {
+        "departements": parse_boundaries(small_geo["departements"], "departements"),
+        "communes": parse_boundaries(small_geo["communes"], "communes"),
+    }
+    other_writer: list[str] = []
+
+    def commit_in_between(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.startswith("DELETE FROM geo_departement") and not other_writer:
+            other = sqlite3.connect(tmp_path / "vigie.db", timeout=0)
+            try:
+                other.execute("PRAGMA user_version = 7")  # what the checkpointer's restart does
+                other_writer.append("committed")
+            except sqlite3.OperationalError as exc:
+                other_writer.append(str(exc))
+            finally:
+                other.close()
+
+    event.listen(engine, "before_cursor_execute", commit_in_between)
+    try:
+        summary = service.store(engine, **sets, only_if_missing=True)
+    finally:
+        event.remove(engine, "before_cursor_execute", commit_in_between)
+        engine.dispose()
+    assert (summary.departements, summary.communes) == (2, 3)
+    assert other_writer == ["database is locked"]
