@@ -43,6 +43,38 @@ def wait_until(pred: Callable[[], bool], timeout_s: float = 10.0, what: str = "c
         time.sleep(0.02)
 
 
+def _proc_stat(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command's name (which may itself hold
+    spaces or parentheses): state, parent pid…; None once the process is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid: int) -> bool:
+    """Running (a zombie, not yet reaped by its parent, counts as gone)."""
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] != "Z"
+
+
+def child_processes(pid: int) -> dict[int, str]:
+    """The live processes whose parent is ``pid``, with their command lines."""
+    found: dict[int, str] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        fields = _proc_stat(int(entry.name))
+        if fields is None or fields[0] == "Z" or int(fields[1]) != pid:
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
+        except OSError:
+            continue
+        found[int(entry.name)] = cmdline
+    return found
+
+
 @contextmanager
 def built_runtime(tmp_path: Path) -> Iterator[Runtime]:
     """A server's parts as ``vigie server`` builds them (``Runtime.build``), not started: a new

@@ -3,7 +3,6 @@ follows the starts measured on the machine."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,19 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import process_alive
 from vigie import launch
 
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(600)"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie still answers kill(0): it counts as gone once reaped.
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
 
 
 def test_deadline_from_measured_starts() -> None:
@@ -50,7 +40,7 @@ def test_a_start_that_is_never_ready_is_killed(tmp_path: Path) -> None:
             clock=lambda: next(clock),
             sleep=lambda _s: None,
         )
-    assert proc.poll() is not None and not _alive(proc.pid)
+    assert proc.poll() is not None and not process_alive(proc.pid)
     assert not history.exists()  # a failed start is not a measured start
 
 
@@ -64,7 +54,7 @@ def test_a_start_that_dies_is_reported_and_a_good_one_is_measured(tmp_path: Path
         assert len(launch.recent_starts(history)) == 1
     finally:
         launch.kill(proc)
-    assert not _alive(proc.pid)
+    assert not process_alive(proc.pid)
 
 
 def test_an_interrupted_start_is_killed(tmp_path: Path) -> None:
@@ -75,7 +65,7 @@ def test_an_interrupted_start_is_killed(tmp_path: Path) -> None:
 
     with pytest.raises(KeyboardInterrupt):
         launch.wait_ready(proc, interrupted, what="sleeper", history=tmp_path / "h.json")
-    assert not _alive(proc.pid)
+    assert not process_alive(proc.pid)
 
 
 def test_a_process_still_running_at_exit_is_killed(tmp_path: Path) -> None:
@@ -91,7 +81,7 @@ def test_a_process_still_running_at_exit_is_killed(tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     pid = int(pid_file.read_text())
-    assert not _alive(pid)
+    assert not process_alive(pid)
 
 
 def test_http_status_of_a_readiness_poll() -> None:

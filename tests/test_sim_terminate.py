@@ -10,33 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from tests.support import child_processes, process_alive
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _children(pid: int) -> dict[int, str]:
-    """The live processes whose parent is ``pid``: their command lines."""
-    found: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
-        except OSError:
-            continue
-        # The fields after the command's name, which may itself hold spaces or parentheses.
-        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-        if int(ppid) == pid and state != "Z":
-            found[int(entry.name)] = cmdline
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def test_sigterm_stops_the_broker_and_server_it_started(tmp_path: Path) -> None:
@@ -58,15 +34,19 @@ def test_sigterm_stops_the_broker_and_server_it_started(tmp_path: Path) -> None:
             assert proc.poll() is None, out_path.read_text(errors="replace")
             assert time.monotonic() < deadline, out_path.read_text(errors="replace")
             time.sleep(0.2)
-        children = _children(proc.pid)
+        children = child_processes(proc.pid)
         commands = " ".join(children.values())
         assert "mosquitto" in commands and "alert_server.cli server" in commands, children
         proc.send_signal(signal.SIGTERM)
         proc.wait(120)
-        left = {pid: cmd for pid, cmd in children.items() if _alive(pid)}
+        left = {pid: cmd for pid, cmd in children.items() if process_alive(pid)}
         assert not left, f"left running after SIGTERM: {left}"
     finally:
+        # Never leave the test's own processes behind, whatever failed: the children are
+        # looked up again (a failure may come before they were) before anything is killed.
+        if proc.poll() is None:
+            children.update(child_processes(proc.pid))
         for pid in [*children, proc.pid]:
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         proc.wait(30)
