@@ -180,11 +180,15 @@ class Runtime:
             checkpointer=WalCheckpointer(engine),
         )
 
-    def start(self) -> None:
+    def start(self, *, before_intake: Callable[[], None] | None = None) -> None:
+        """Start everything; ``before_intake`` runs once the reference data are loaded,
+        before the first message is taken or the first escalation step is run."""
         migrate(self.engine)
         if self.checkpointer is not None:
             self.checkpointer.start()
         self._load_reference_data()
+        if before_intake is not None:
+            before_intake()
         self.presence.start()
         # The one scheduler: dispatch's clock first (its jobs), the server's jobs below.
         self.scheduler.start()
@@ -322,9 +326,8 @@ def dispatch_config(settings: Settings) -> DispatchConfig:
     )
 
 
-def create_app(settings: Settings, *, started: Callable[[], None] | None = None) -> FastAPI:
-    """The server's application; ``started`` is called once everything has started, before
-    the first request is served."""
+def create_app(settings: Settings, *, before_intake: Callable[[], None] | None = None) -> FastAPI:
+    """The server's application; ``before_intake``: see ``Runtime.start``."""
     runtime = Runtime.build(settings)
     # Existing devices (OsmAnd, MQTT buttons): through the same ingest writer as MQTT uplinks.
     gateways = Gateways(
@@ -338,11 +341,9 @@ def create_app(settings: Settings, *, started: Callable[[], None] | None = None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        runtime.start()
+        runtime.start(before_intake=before_intake)
         # Existing devices (OsmAnd, MQTT buttons): after the ingest writer, stopped before it.
         gateways.start()
-        if started is not None:
-            started()
         try:
             yield
         finally:
