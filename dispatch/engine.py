@@ -123,6 +123,10 @@ class SendEngine:
         on_new_work: Callable[[str | None], None],
     ) -> None:
         self.engine = engine
+        # On SQLite a claim, or the closing of what is over, takes the database's one write
+        # lock, and every alert's commit waits for it: a sweep looks first, without the lock
+        # (most sweeps find nothing to do). PostgreSQL claims rows, not the database.
+        self._look_first = engine.dialect.name == "sqlite"
         self.notifier = notifier
         self.hooks = hooks
         self.verification_hooks = verification_hooks
@@ -170,12 +174,21 @@ class SendEngine:
         # verifications timed out: their rows are due anyway) took 2-3 ms on PostgreSQL that
         # every step waited for, and its failure stopped every send of the tick.
         self._claim_and_send(now, None, wait, report)
+        if self._look_first and not self._anything_to_close(now):
+            return report
         with self.session() as s:
             take_write_lock(s)
             report.exhausted = lifecycle.exhaust_due(s, now=now, hooks=self.hooks)
             verification.expire_due(s, now=now)
             s.commit()
         return report
+
+    def _anything_to_close(self, now: datetime) -> bool:
+        """Whether an escalation may be exhausted or a verification timed out by ``now``: a
+        read, without the write lock (a row that comes due after it waits for the next
+        tick, as it would have waited had it come due after the closing)."""
+        with self.session() as s:
+            return lifecycle.any_exhaust_due(s, now=now) or verification.any_expire_due(s, now=now)
 
     def run_due(self, *, alert_id: str, now: datetime, wait: bool = True) -> TickReport:
         """Run the due work of ONE alert right away (the first SMS as soon as it is stored)."""
@@ -248,6 +261,12 @@ class SendEngine:
             where.append(NOTIF.c.priority <= PRIORITY_URGENT)
         elif urgent is False:
             where.append(NOTIF.c.priority > PRIORITY_URGENT)
+        if alert_id is None and self._look_first:
+            # A sweep: nothing due, no lock. One alert's run (its first SMS) is called because
+            # its rows were just written, and claims at once.
+            with self.session() as s:
+                if s.execute(select(NOTIF.c.id).where(due, *where).limit(1)).first() is None:
+                    return []
         with self.session() as s:
             # Several servers: each picks rows nobody else is claiming right now.
             rows = claim_due(

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlmodel import Session
 
 from dispatch import verification
@@ -539,6 +539,17 @@ def close(session: Session, *, alert_id: str, now: datetime, hooks: DispatchHook
 # --- exhaustion ---------------------------------------------------------------------------
 
 
+def _exhaust_due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (ESC.c.status == ACTIVE, ESC.c.exhausts_at <= now)
+
+
+def any_exhaust_due(session: Session, *, now: datetime) -> bool:
+    """Whether an active escalation's last pass is over (``exhaust_due`` may have work): a
+    read, which takes no lock."""
+    stmt = select(ESC.c.alert_id).where(*_exhaust_due(now)).limit(1)
+    return session.execute(stmt).first() is not None
+
+
 def exhaust_due(session: Session, *, now: datetime, hooks: DispatchHooks) -> list[str]:
     """Active escalations whose last pass is over and nothing is left to send → exhausted."""
     pending = (
@@ -552,7 +563,7 @@ def exhaust_due(session: Session, *, now: datetime, hooks: DispatchHooks) -> lis
     )
     rows = session.execute(
         update(ESC)
-        .where(ESC.c.status == ACTIVE, ESC.c.exhausts_at <= now, ~pending)
+        .where(*_exhaust_due(now), ~pending)
         .values(status=EXHAUSTED, exhausted_at=now, updated_at=now)
         .returning(ESC.c.alert_id)
     ).all()

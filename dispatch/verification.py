@@ -27,7 +27,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import ColumnElement, Table, select, update
 from sqlmodel import Session
 
 from dispatch import store
@@ -232,12 +232,23 @@ def release(session: Session, *, alert_id: str, now: datetime, reason: str) -> b
     return moved > 0
 
 
+def any_expire_due(session: Session, *, now: datetime) -> bool:
+    """Whether a pending verification is past its deadline (``expire_due`` has work): a
+    read, which takes no lock."""
+    stmt = select(VERIF.c.alert_id).where(*_expire_due(now)).limit(1)
+    return session.execute(stmt).first() is not None
+
+
+def _expire_due(now: datetime) -> tuple[ColumnElement[bool], ...]:
+    return (VERIF.c.status == VERIFY_PENDING, VERIF.c.deadline_at <= now)
+
+
 def expire_due(session: Session, *, now: datetime) -> list[str]:
     """Pending verifications past their deadline: recorded as escalated (the held rows are
     due by then anyway, so this only closes the record)."""
     rows = session.execute(
         update(VERIF)
-        .where(VERIF.c.status == VERIFY_PENDING, VERIF.c.deadline_at <= now)
+        .where(*_expire_due(now))
         .values(status=VERIFY_ESCALATED, reason="timeout", ended_at=now)
         .returning(VERIF.c.alert_id)
     ).all()

@@ -27,6 +27,8 @@ from vigie.brokers.mosquitto import LocalMosquitto, free_port
 from vigie.timeutil import rfc3339, utcnow
 
 if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
     from alert_server.app import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +43,43 @@ def wait_until(pred: Callable[[], bool], timeout_s: float = 10.0, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
         time.sleep(0.02)
+
+
+def sqlite_engine(tmp_path: Path) -> Engine:
+    """A migrated SQLite database of its own (the tests of SQLite's one write lock)."""
+    from alert_server.db import make_engine, migrate
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'vigie.db'}")
+    migrate(engine)
+    return engine
+
+
+def done_while_write_locked(engine: Engine, work: Callable[[], object]) -> bool:
+    """Run ``work`` in a thread while this thread holds SQLite's write lock, as an alert's
+    commit holds it; True if ``work`` finished meanwhile, False if it waited for the lock
+    (it then finishes once the lock is given back). A deadline, not a measure."""
+    from vigie.persistence import take_write_lock, write_scope
+
+    done = threading.Event()
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:
+            failed.append(exc)
+        finally:
+            done.set()
+
+    with write_scope(engine) as writer:
+        take_write_lock(writer)
+        thread = threading.Thread(target=run, name="done-while-write-locked")
+        thread.start()
+        finished = done.wait(20)
+    thread.join(60)
+    if failed:
+        raise failed[0]
+    return finished
 
 
 def _proc_stat(pid: int) -> list[str] | None:

@@ -9,6 +9,7 @@ import re
 import threading
 import time
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -46,6 +47,7 @@ from dispatch.policy import DEFAULT_POLICY, EscalationPolicy, Step
 from dispatch.schemas import Chain
 from tests.dispatch.conftest import CHAIN_13, GN84, NAT, REF1, REF2, T0, brief
 from tests.dispatch.test_units import RecordingNotifier, at, make, start
+from tests.support import done_while_write_locked, sqlite_engine
 
 NOTIF = Notification.__table__  # type: ignore[attr-defined]
 # One SMS to the national fallback alone: alerts with an unknown position, whose chain is the
@@ -633,7 +635,26 @@ def test_closing_what_is_over_never_holds_back_a_send(
         raise RuntimeError("closing the exhausted escalations failed")
 
     monkeypatch.setattr(lifecycle, "exhaust_due", failing)
+    # As if an escalation were over (SQLite looks before it takes the write lock).
+    monkeypatch.setattr(lifecycle, "any_exhaust_due", lambda *a, **k: True)
     with pytest.raises(RuntimeError, match="exhausted"):
         d.tick(now=T0)
     assert [(channel, to) for channel, to, _body, _id in rec.sent] == [("sms", REF1.phone)]
+    d.shutdown()
+
+
+def test_a_sweep_with_nothing_due_leaves_the_write_lock_to_the_alerts(tmp_path: Path) -> None:
+    """On SQLite every alert's commit needs the database's one write lock. The clock sweeps
+    every second, and most sweeps find nothing to send and nothing to close: such a sweep
+    must not take the lock (it took it three times, and a press arriving meanwhile waited).
+    A step that is due is still claimed and sent."""
+    eng = sqlite_engine(tmp_path)
+    d, rec = make(eng)
+    start(d, "alert-1")
+    d.tick(now=T0)  # the first SMS; the call comes 30 s later
+    assert len(rec.sent) == 1
+    idle_sweep = partial(d.tick, now=T0 + timedelta(seconds=10), wait=False)
+    assert done_while_write_locked(eng, idle_sweep), "an idle sweep waited for the write lock"
+    report = d.tick(now=T0 + timedelta(seconds=30))
+    assert report.claimed == 1 and [c for c, *_ in rec.sent] == ["sms", "voice"]
     d.shutdown()
