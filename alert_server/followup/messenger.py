@@ -12,7 +12,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from alert_server.db import write_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.followup import notices, victim_support
 from alert_server.followup.models import LOW_BATTERY, OFFLINE, VICTIM_SUPPORT, WorkerMessage
 from alert_server.followup.notices import (
@@ -78,14 +78,26 @@ class WorkerMessenger:
     def tick(self, now: datetime) -> MessengerReport:
         report = NoticeReport()
         if self.notice_config.enabled:
-            with write_scope(self.engine) as session:
-                report = notices.detect(
+            # Looked at without the write lock (every device in service, every 5 s); the
+            # devices whose episodes change, if any, are looked at again with it.
+            with read_scope(self.engine) as session:
+                changing = notices.changing(
                     session,
                     now=now,
                     config=self.notice_config,
                     in_visit=self.in_visit(session),
                     devices=self.devices(session),
                 )
+            if changing:
+                with write_scope(self.engine) as session:
+                    report = notices.detect(
+                        session,
+                        now=now,
+                        config=self.notice_config,
+                        in_visit=self.in_visit(session),
+                        devices=self.devices(session),
+                        only=changing,
+                    )
         return MessengerReport(report, self.outbox.run_due(now))
 
     def tick_safe(self) -> None:

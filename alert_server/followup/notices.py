@@ -14,7 +14,7 @@ transaction through the ports ``WorkerMessenger`` is built with.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -92,58 +92,108 @@ def detect(
     config: NoticeConfig,
     devices: Iterable[WatchedDevice],
     in_visit: Collection[str],
+    only: Collection[str] | None = None,
 ) -> NoticeReport:
     """Open, notify and close episodes from the devices' stored presence. Idempotent.
 
-    ``devices``: the devices in service; ``in_visit``: those with an open visit."""
+    ``devices``: the devices in service; ``in_visit``: those with an open visit; ``only``:
+    look at these devices alone (those ``changing`` found)."""
     report = NoticeReport()
+    for step in _steps(session, now=now, config=config, devices=devices, in_visit=in_visit):
+        if only is None or step.device_id in only:
+            _track(session, report, step, now=now, config=config)
+    return report
+
+
+def changing(
+    session: Session,
+    *,
+    now: datetime,
+    config: NoticeConfig,
+    devices: Iterable[WatchedDevice],
+    in_visit: Collection[str],
+) -> set[str]:
+    """The devices whose episodes ``detect`` would change now: a read, which on SQLite takes
+    no write lock (every alert's commit waits for it; most ticks change nothing)."""
+    return {
+        step.device_id
+        for step in _steps(session, now=now, config=config, devices=devices, in_visit=in_visit)
+        if _writes(step, now=now, config=config)
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One condition of one device, as the tick sees it."""
+
+    device: WatchedDevice
+    kind: str
+    present: bool
+    delay_s: float
+    episode: WorkerNotice | None
+
+    @property
+    def device_id(self) -> str:
+        return self.device.device_id
+
+
+def _steps(
+    session: Session,
+    *,
+    now: datetime,
+    config: NoticeConfig,
+    devices: Iterable[WatchedDevice],
+    in_visit: Collection[str],
+) -> Iterator[_Step]:
     episodes = {(e.device_id, e.kind): e for e in session.execute(select(WorkerNotice)).scalars()}
     for d in devices:
-        device_id, online, last_seen_at, batt = d.device_id, d.online, d.last_seen_at, d.batt
+        batt = d.batt
         low = batt is not None and batt <= config.low_battery_pct and d.charging is not True
         # Never seen at all is not "offline" (a device still in its box); in a session it is
         # the session's business (an alert after its own delay).
-        offline = not online and last_seen_at is not None and device_id not in in_visit
+        offline = not d.online and d.last_seen_at is not None and d.device_id not in in_visit
         for kind, present, delay_s in (
             (LOW_BATTERY, low, 0.0),
             (OFFLINE, offline, config.offline_after_s),
         ):
-            _track(
-                session,
-                report,
-                episode=episodes.get((device_id, kind)),
-                device_id=device_id,
-                kind=kind,
-                present=present,
-                delay_s=delay_s,
-                now=now,
-                config=config,
-                worker_id=d.worker_id,
-                phone=d.phone,
-                batt=batt,
-                last_seen_at=last_seen_at,
-            )
-    return report
+            yield _Step(d, kind, present, delay_s, episodes.get((d.device_id, kind)))
+
+
+def _writes(step: _Step, *, now: datetime, config: NoticeConfig) -> bool:
+    """Whether ``_track`` writes anything for this step (it writes nothing otherwise)."""
+    episode = step.episode
+    if not step.present:
+        # A condition gone: its episode is dropped (at once if nothing was said, after the
+        # re-arm delay otherwise) or marked clear.
+        return episode is not None and (
+            episode.notified_at is None
+            or episode.clear_since is None
+            or now - as_utc(episode.clear_since) >= timedelta(seconds=config.rearm_s)
+        )
+    if episode is None or episode.clear_since is not None:
+        return True  # opened, or back before it was over
+    # Told once per episode, once the condition has lasted its delay.
+    return episode.notified_at is None and now - as_utc(episode.detected_at) >= timedelta(
+        seconds=step.delay_s
+    )
 
 
 def _track(
-    session: Session,
-    report: NoticeReport,
-    *,
-    episode: WorkerNotice | None,
-    device_id: str,
-    kind: str,
-    present: bool,
-    delay_s: float,
-    now: datetime,
-    config: NoticeConfig,
-    worker_id: int,
-    phone: str,
-    batt: int | None,
-    last_seen_at: datetime | None,
+    session: Session, report: NoticeReport, step: _Step, *, now: datetime, config: NoticeConfig
 ) -> None:
+    if not _writes(step, now=now, config=config):
+        return
+    episode, kind, delay_s = step.episode, step.kind, step.delay_s
+    d = step.device
+    device_id, worker_id, phone, batt, last_seen_at = (
+        d.device_id,
+        d.worker_id,
+        d.phone,
+        d.batt,
+        d.last_seen_at,
+    )
     key = (NOTICE.c.device_id == device_id) & (NOTICE.c.kind == kind)
-    if not present:
+    if not step.present:
         if episode is None:
             return
         if episode.notified_at is None:

@@ -32,7 +32,7 @@ from typing import Any, Protocol
 from sqlalchemy import Engine, and_, or_, select, update
 from sqlmodel import Session
 
-from alert_server.db import write_scope
+from alert_server.db import read_scope, write_scope
 from alert_server.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
@@ -154,6 +154,12 @@ class SessionEngine:
 
     # -- helpers ---------------------------------------------------------------------------
 
+    def _any(self, where: Any) -> bool:
+        """Whether any visit matches ``where``: a read, without the write lock. On SQLite an
+        alert's commit waits for that lock, and most ticks have nothing to write."""
+        with read_scope(self.engine) as session:
+            return session.execute(select(S.c.id).where(where).limit(1)).first() is not None
+
     def _pick(self, session: Session, where: Any) -> list[Any]:
         # Several servers: each takes rows nobody else holds right now.
         stmt = pick_due(
@@ -165,8 +171,11 @@ class SessionEngine:
 
     def _schedule(self, now: datetime, report: SessionTickReport) -> None:
         cfg = self.config
+        unscheduled = and_(S.c.state == ACTIVE, S.c.due_at.is_(None))
+        if not self._any(unscheduled):
+            return
         with write_scope(self.engine) as session:
-            rows = self._pick(session, and_(S.c.state == ACTIVE, S.c.due_at.is_(None)))
+            rows = self._pick(session, unscheduled)
             for r in rows:
                 expected_end = r["expected_end"]
                 if expected_end is None:
@@ -189,42 +198,51 @@ class SessionEngine:
     # -- 2. devices going offline during a session -------------------------------------------
 
     def _watch_offline(self, now: datetime, report: SessionTickReport) -> None:
+        """Arm the offline timer of a running visit whose device went offline, disarm it when
+        the device is back. Read without the write lock; the changes (rare) are written with
+        it, each one only if the row is still as read."""
         delay = timedelta(seconds=self.config.offline_alert_s)
-        with write_scope(self.engine) as session:
+        with read_scope(self.engine) as session:
             rows = session.execute(
                 select(S.c.id, S.c.offline_since, S.c.device_id).where(S.c.state.in_(RUNNING))
             ).all()
-            states = self.device_states(session, {r.device_id for r in rows})
-            for row_id, offline_since, device_id in rows:
-                state = states.get(device_id)
-                if state is None:
-                    continue  # no such device: nothing to watch
-                online = state.online
-                if not online and offline_since is None:
-                    res = session.execute(
-                        update(S)
-                        .where(S.c.id == row_id, S.c.offline_since.is_(None))
-                        .values(offline_since=now, offline_due_at=now + delay, updated_at=now)
-                    )
-                    report.offline_armed += res.rowcount  # type: ignore[attr-defined]
-                elif online and offline_since is not None:
-                    # Back before the delay: nothing happened.
-                    res = session.execute(
-                        update(S)
-                        .where(S.c.id == row_id)
-                        .values(offline_since=None, offline_due_at=None, updated_at=now)
-                    )
-                    report.offline_cleared += res.rowcount  # type: ignore[attr-defined]
+            states = self.device_states(session, {r.device_id for r in rows}) if rows else {}
+        arm, clear = [], []
+        for row_id, offline_since, device_id in rows:
+            state = states.get(device_id)
+            if state is None:
+                continue  # no such device: nothing to watch
+            if not state.online and offline_since is None:
+                arm.append(row_id)
+            elif state.online and offline_since is not None:
+                clear.append(row_id)
+        if not arm and not clear:
+            return
+        with write_scope(self.engine) as session:
+            for row_id in arm:
+                res = session.execute(
+                    update(S)
+                    .where(S.c.id == row_id, S.c.state.in_(RUNNING), S.c.offline_since.is_(None))
+                    .values(offline_since=now, offline_due_at=now + delay, updated_at=now)
+                )
+                report.offline_armed += res.rowcount  # type: ignore[attr-defined]
+            for row_id in clear:
+                # Back before the delay: nothing happened.
+                res = session.execute(
+                    update(S)
+                    .where(S.c.id == row_id, S.c.offline_since.is_not(None))
+                    .values(offline_since=None, offline_due_at=None, updated_at=now)
+                )
+                report.offline_cleared += res.rowcount  # type: ignore[attr-defined]
 
     # -- 3. due timers ------------------------------------------------------------------------
 
     def _fire(self, now: datetime, report: SessionTickReport) -> list[Callable[[], None]]:
         after: list[Callable[[], None]] = []
+        due = and_(S.c.state.in_(RUNNING), or_(S.c.due_at <= now, S.c.offline_due_at <= now))
+        if not self._any(due):
+            return after
         with write_scope(self.engine) as session:
-            due = and_(
-                S.c.state.in_(RUNNING),
-                or_(S.c.due_at <= now, S.c.offline_due_at <= now),
-            )
             for r in self._pick(session, due):
                 device = self.device_states(session, (r["device_id"],)).get(r["device_id"])
                 still_offline = device is not None and not device.online

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import uuid
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -23,6 +24,7 @@ from alert_server.sessions import service as visits
 from dispatch.channels.base import SendResult
 from dispatch.messages import is_gsm7
 from tests.sessions.helpers import T0, WORKER_PHONE, add_device, send, session_msg, set_presence
+from tests.support import done_while_write_locked, sqlite_engine
 
 NOTICES = NoticeConfig(low_battery_pct=15, offline_after_s=600, rearm_s=1800)
 # The messenger's ports, plugged as the composition root (alert_server/background.py) does.
@@ -183,3 +185,25 @@ def test_victim_support_after_a_genuine_incident_only(engine: Engine, tmp_path: 
         assert len(rec.sms) == 1
     finally:
         pipeline.shutdown()
+
+
+def test_a_tick_with_nothing_to_tell_leaves_the_write_lock_to_the_alerts(
+    tmp_path: Path,
+) -> None:
+    """On SQLite every alert's commit needs the database's one write lock, and the notices'
+    tick looks at every device in service every 5 s: when no episode changes it writes
+    nothing and must not take the lock (it held it for the whole look). A battery going low
+    is still told."""
+    engine = sqlite_engine(tmp_path)
+    add_device(engine)
+    rec = RecordingNotifier()
+    m = WorkerMessenger(engine, rec, **PORTS, notices=NOTICES)
+    set_presence(engine, "nurse-1", batt=80, charging=False)
+    m.tick(at(0))
+    assert done_while_write_locked(engine, partial(m.tick, at(5))), (
+        "a tick with nothing to tell waited for the write lock"
+    )
+    set_presence(engine, "nurse-1", batt=12)
+    m.tick(at(10))
+    [(to, body)] = rec.sms
+    assert to == WORKER_PHONE and "12 %" in body

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import threading
 from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -35,6 +37,7 @@ from tests.sessions.helpers import (
     session_row,
     set_presence,
 )
+from tests.support import done_while_write_locked, sqlite_engine
 
 END_S = 45 * 60  # a 45-minute visit
 
@@ -323,3 +326,24 @@ def test_two_servers_ticking_at_once_fire_each_timer_once(engine: Engine) -> Non
         session_alert_id(f"nurse-{i}", f"s-{i}", "overdue") for i in range(n)
     )
     assert len(alerts_of(engine)) == n
+
+
+def test_a_tick_with_nothing_to_write_leaves_the_write_lock_to_the_alerts(
+    tmp_path: Path,
+) -> None:
+    """On SQLite every alert's commit needs the database's one write lock, and the visits'
+    tick runs every 5 s: while a visit runs with its device online and nothing is due, the
+    tick writes nothing and must not take the lock (it took it three times). What is due is
+    still written: the device going offline arms its timer."""
+    engine = sqlite_engine(tmp_path)
+    add_device(engine)
+    rec = Recorder()
+    eng = make_engine(engine, rec)
+    start(engine)
+    eng.tick(at(1))  # the visit's deadline is written
+    assert done_while_write_locked(engine, partial(eng.tick, at(60))), (
+        "a tick with nothing to write waited for the write lock"
+    )
+    set_presence(engine, "nurse-1", online=False)
+    assert eng.tick(at(120)).offline_armed == 1
+    assert eng.tick(at(120 + OFFLINE_S)).alerts == [session_alert_id("nurse-1", "s-1", "offline")]
