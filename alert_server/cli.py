@@ -87,6 +87,18 @@ def server(
     from alert_server.safety import check as check_safety
 
     settings = _settings(config)
+    from alert_server.serving import PORT_UNAVAILABLE, bind_http, uvicorn_options
+
+    try:
+        http_socket = bind_http(host, port)
+    except OSError as exc:
+        typer.echo(
+            f"vigie: erreur: le port HTTP {host}:{port} n'est pas disponible ({exc.strerror}) : "
+            "un autre programme l'utilise déjà ; arrêtez-le ou choisissez un autre port "
+            "(--port). Rien n'a été démarré.",
+            err=True,
+        )
+        raise typer.Exit(PORT_UNAVAILABLE) from None
     from alert_server.logging_setup import configure
 
     log_setup = configure(settings.log_format)
@@ -110,7 +122,6 @@ def server(
                 typer.echo(f"vigie: erreur: {line}", err=True)
             raise typer.Exit(2) from exc
     from alert_server.gateways import cli as gateway_cli
-    from alert_server.serving import uvicorn_options
 
     if problems := gateway_cli.buttons_errors(settings):
         for line in problems:
@@ -127,14 +138,19 @@ def server(
     try:
         # Live streams end by themselves on stop (dashboard.stream); the grace period is the
         # backstop for any response that would not, so that a stop never hangs.
-        uvicorn.run(
-            create_app(settings, before_intake=_set_apart_start_up_objects),
-            host=host,
-            port=port,
-            log_level="info",
-            timeout_graceful_shutdown=3,
-            **uvicorn_options(settings),
+        http = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings, before_intake=_set_apart_start_up_objects),
+                host=host,
+                port=port,
+                log_level="info",
+                timeout_graceful_shutdown=3,
+                **uvicorn_options(settings),
+            )
         )
+        http.run(sockets=[http_socket])
+        if not http.started:
+            raise typer.Exit(3)  # the start failed (its error is logged): uvicorn's status
     finally:
         log_setup.stop()
 

@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import paho.mqtt.client as mqtt
+import psutil
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from alert_server.serving import PORT_UNAVAILABLE
 from vigie import launch
 from vigie.brokers.mosquitto import LocalMosquitto, free_port
 from vigie.timeutil import rfc3339, utcnow
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
     from alert_server.app import Runtime
 
 REPO = Path(__file__).resolve().parent.parent
+# Ports drawn for a server whose port was taken between the draw and its bind.
+PORT_DRAWS = 5
 # One random key per test run, shared by every server a test starts (as in production, where
 # all servers must have the same one).
 SECRET_KEY = secrets.token_hex(32)
@@ -270,27 +274,49 @@ class ServerProcess:
 
     def start(self, wait_healthy: bool = True) -> ServerProcess:
         # A port given up front (e.g. for VIGIE_PUBLIC_URL) is kept across restarts.
-        self.port = self.port or free_port()
-        # vigie.launch: killed when its start fails, and at exit if still running.
-        self.proc = launch.spawn(
-            [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.port)],
-            env=self.env,
-            cwd=REPO,
-            log_path=self.log_path,
-        )
-        if wait_healthy:
-            self.wait_healthy()
-        return self
+        chosen = not self.port
+        for _ in range(PORT_DRAWS):
+            self.port = self.port or free_port()
+            # vigie.launch: killed when its start fails, and at exit if still running.
+            self.proc = launch.spawn(
+                [sys.executable, "-m", "alert_server.cli", "server", "--port", str(self.port)],
+                env=self.env,
+                cwd=REPO,
+                log_path=self.log_path,
+            )
+            if not wait_healthy:
+                return self
+            try:
+                self.wait_healthy()
+                return self
+            except launch.LaunchFailed:
+                # The port drawn was taken by another program between the draw and the bind
+                # (another test worker's process): nothing was started; another port.
+                if not chosen or self.proc.poll() != PORT_UNAVAILABLE:
+                    raise
+                self.port = 0
+        raise AssertionError(f"no free HTTP port found in {PORT_DRAWS} draws")
 
     def wait_healthy(self) -> None:
-        """Until /healthz answers 200 (the deadline fits this machine's measured starts);
-        the process is killed if it does not get there."""
+        """Until /healthz answers 200 from this server (the deadline fits this machine's
+        measured starts); the process is killed if it does not get there. "This server": the
+        answer of another program on the same port (a server of another test worker, which
+        had the port first) must not pass for this one's."""
         assert self.proc is not None
         launch.wait_ready(
             self.proc,
-            lambda: launch.http_status("127.0.0.1", self.port) == 200,
+            lambda: launch.http_status("127.0.0.1", self.port) == 200 and self._listens(),
             what=f"vigie server ({self.log_path.name})",
         )
+
+    def _listens(self) -> bool:
+        """This process listens on its port."""
+        assert self.proc is not None
+        try:
+            conns = psutil.Process(self.proc.pid).net_connections(kind="inet")
+        except psutil.Error:
+            return False
+        return any(c.status == psutil.CONN_LISTEN and c.laddr.port == self.port for c in conns)
 
     def health(self) -> tuple[int, dict[str, Any]]:
         try:

@@ -1,0 +1,86 @@
+"""``vigie server`` whose HTTP port is taken: it stops before anything starts, with a French
+error; and the tests' ``ServerProcess`` never takes another program's answer on that port for
+its own server's (in a whole-suite run a server that could not bind its port was killed "for
+good" by a chaos test whose readings all came from another worker's server)."""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from alert_server.serving import PORT_UNAVAILABLE
+from tests import support
+from tests.support import ServerProcess, server_env
+from vigie import launch
+from vigie.brokers.mosquitto import LocalMosquitto, free_port
+
+
+class _Healthy(http.server.BaseHTTPRequestHandler):
+    """Another program on the port, answering 200 to everything."""
+
+    def do_GET(self) -> None:
+        body = b'{"status": "ok"}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port on which another program listens and answers 200."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Healthy)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+def test_a_taken_port_stops_the_server_before_anything_starts(
+    broker: LocalMosquitto, tmp_path: Path, taken_port: int
+) -> None:
+    server = ServerProcess(
+        server_env(broker, f"sqlite:///{tmp_path / 'vigie.db'}"),
+        tmp_path / "server.log",
+        port=taken_port,
+    )
+    with pytest.raises(launch.LaunchFailed, match=f"code {PORT_UNAVAILABLE}"):
+        server.start()
+    log = server.log()
+    assert f"le port HTTP 127.0.0.1:{taken_port} n'est pas disponible" in log
+    # Nothing started: no migration, no broker connection (no alert taken, no step sent).
+    assert "alembic" not in log and "connected to broker" not in log
+    assert not (tmp_path / "vigie.db").exists()
+
+
+def test_a_port_taken_between_the_draw_and_the_bind_is_drawn_again(
+    broker: LocalMosquitto, tmp_path: Path, taken_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The port a test's server draws is free when drawn; another worker's program may take it
+    before the server binds it. Then that program's answers are not this server's, and the
+    server starts on another port."""
+    draws = iter([taken_port])
+    monkeypatch.setattr(support, "free_port", lambda: next(draws, None) or free_port())
+    server = ServerProcess(
+        server_env(broker, f"sqlite:///{tmp_path / 'vigie.db'}"), tmp_path / "server.log"
+    ).start()
+    try:
+        assert server.port != taken_port
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10):
+            pass
+        assert server.health()[0] == 200 and server.metric("vigie_gc_frozen_objects") > 0
+    finally:
+        server.stop()
