@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -103,6 +105,9 @@ def server(
 
     log_setup = configure(settings.log_format)
     log_setup.start_flusher()
+    logging.getLogger("alert_server.serving").info(
+        "listening on http://%s:%d (answering once started)", host, port
+    )
     try:
         # Missing Twilio settings, a placeholder secret key…: refuse, never fall back silently.
         check_safety(settings)
@@ -148,7 +153,9 @@ def server(
                 **uvicorn_options(settings),
             )
         )
-        http.run(sockets=[http_socket])
+        # Ctrl-C: stopped cleanly (uvicorn raises it again once stopped), as uvicorn.run ends.
+        with contextlib.suppress(KeyboardInterrupt):
+            http.run(sockets=[http_socket])
         if not http.started:
             raise typer.Exit(3)  # the start failed (its error is logged): uvicorn's status
     finally:

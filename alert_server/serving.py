@@ -13,19 +13,23 @@ from alert_server.settings import Settings
 # ``vigie server``'s exit status when its HTTP port cannot be had (taken by another program):
 # nothing was started. 2 is a refused configuration, 3 a start that failed (uvicorn's).
 PORT_UNAVAILABLE = 4
+# Uvicorn's default backlog.
+LISTEN_BACKLOG = 2048
 
 
 def bind_http(host: str, port: int) -> socket.socket:
-    """The server's HTTP socket, bound before anything else starts, so that a port already
-    taken stops the start at once: uvicorn binds only after the application has started,
-    ingest and dispatch included, which then ran for a second before stopping. Not listening
-    yet: a connection is refused until the server is ready. Raises ``OSError``."""
+    """The server's HTTP socket, bound and listening before anything else starts, so that a
+    port already taken stops the start at once: uvicorn binds only after the application has
+    started, ingest and dispatch included, which then ran for a second before stopping.
+    Listening, it holds the port (two sockets with SO_REUSEADDR may both be bound, not both
+    listen); a request made during the start waits to be answered. Raises ``OSError``."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         # As uvicorn binds its own: a restart finds its port in TIME_WAIT usable.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
     except OSError:
         sock.close()
         raise

@@ -207,7 +207,8 @@ class SessionEngine:
                 select(S.c.id, S.c.offline_since, S.c.device_id).where(S.c.state.in_(RUNNING))
             ).all()
             states = self.device_states(session, {r.device_id for r in rows}) if rows else {}
-        arm, clear = [], []
+        arm: list[int] = []
+        clear: list[tuple[int, datetime]] = []
         for row_id, offline_since, device_id in rows:
             state = states.get(device_id)
             if state is None:
@@ -215,7 +216,7 @@ class SessionEngine:
             if not state.online and offline_since is None:
                 arm.append(row_id)
             elif state.online and offline_since is not None:
-                clear.append(row_id)
+                clear.append((row_id, offline_since))
         if not arm and not clear:
             return
         with write_scope(self.engine) as session:
@@ -226,11 +227,16 @@ class SessionEngine:
                     .values(offline_since=now, offline_due_at=now + delay, updated_at=now)
                 )
                 report.offline_armed += res.rowcount  # type: ignore[attr-defined]
-            for row_id in clear:
-                # Back before the delay: nothing happened.
+            for row_id, offline_since in clear:
+                # Back before the delay: nothing happened (unless the timer read was re-armed
+                # meanwhile, by another server that saw the device go offline again).
                 res = session.execute(
                     update(S)
-                    .where(S.c.id == row_id, S.c.offline_since.is_not(None))
+                    .where(
+                        S.c.id == row_id,
+                        S.c.state.in_(RUNNING),
+                        S.c.offline_since == offline_since,
+                    )
                     .values(offline_since=None, offline_due_at=None, updated_at=now)
                 )
                 report.offline_cleared += res.rowcount  # type: ignore[attr-defined]

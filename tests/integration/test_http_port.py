@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from alert_server.serving import PORT_UNAVAILABLE
+from alert_server.serving import PORT_UNAVAILABLE, bind_http
 from tests import support
 from tests.support import ServerProcess, server_env
 from vigie import launch
@@ -84,3 +84,15 @@ def test_a_port_taken_between_the_draw_and_the_bind_is_drawn_again(
         assert server.health()[0] == 200 and server.metric("vigie_gc_frozen_objects") > 0
     finally:
         server.stop()
+
+
+def test_the_port_is_held_from_the_bind_on() -> None:
+    """Two servers starting at once on one port: the second is refused at its bind, not a
+    second later once both have started (two sockets with SO_REUSEADDR may both be bound to a
+    port as long as neither listens)."""
+    first = bind_http("127.0.0.1", free_port())
+    try:
+        with pytest.raises(OSError):
+            bind_http("127.0.0.1", first.getsockname()[1]).close()
+    finally:
+        first.close()
