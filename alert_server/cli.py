@@ -105,9 +105,6 @@ def server(
 
     log_setup = configure(settings.log_format)
     log_setup.start_flusher()
-    logging.getLogger("alert_server.serving").info(
-        "listening on http://%s:%d (answering once started)", host, port
-    )
     try:
         # Missing Twilio settings, a placeholder secret key…: refuse, never fall back silently.
         check_safety(settings)
@@ -152,6 +149,9 @@ def server(
                 timeout_graceful_shutdown=3,
                 **uvicorn_options(settings),
             )
+        )
+        logging.getLogger("alert_server.serving").info(
+            "listening on http://%s:%d (answering once started)", host, port
         )
         # Ctrl-C: stopped cleanly (uvicorn raises it again once stopped), as uvicorn.run ends.
         with contextlib.suppress(KeyboardInterrupt):
