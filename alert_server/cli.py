@@ -167,9 +167,10 @@ def _set_apart_start_up_objects() -> None:
     before it takes its first message: collect what start-up made since the imports were set
     apart, set every object alive apart from the cycle collector's scans (``gc.freeze``), and
     turn the collector back on. A full collection then scans what was made since, not the
-    whole start-up again. This collection scans about 70,000 objects (68 ms on a busy 2-vCPU
-    EPYC); one over everything, 280,000, took 200–320 ms there, and ran 2 s after the start,
-    pausing every thread: the first alerts after a restart waited for it."""
+    whole start-up again. This collection scans 55,000–105,000 objects (38–46 ms on a slow
+    2-vCPU EPYC, with or without the map index); one over everything, 280,000, took 200–320 ms
+    there, and ran 2 s after the start, pausing every thread: the first alerts after a restart
+    waited for it (benchmarks/RESULTS.md, 2026-12-04 19:13 UTC)."""
     gc.collect()
     gc.freeze()
     gc.enable()

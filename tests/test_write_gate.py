@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from alert_server.db import database_unavailable, migrate
-from vigie.persistence import DatabaseBusy, WriteGate, make_engine, take_write_lock, write_scope
+from alert_server.db import database_unavailable
+from tests.support import sqlite_engine as migrated_sqlite
+from vigie.persistence import DatabaseBusy, WriteGate, take_write_lock, write_scope
 
 
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'vigie.db'}")
-    migrate(engine)
+    engine = migrated_sqlite(tmp_path)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE seen (who TEXT)"))
     try:
