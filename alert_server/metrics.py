@@ -6,6 +6,8 @@ import gc
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, GCCollector, Histogram
 
+from vigie.persistence import sqlite_memory
+
 
 class Metrics:
     def __init__(self) -> None:
@@ -19,6 +21,16 @@ class Metrics:
             "Objects set apart from the cycle collector's scans at the end of start-up",
             registry=r,
         ).set_function(gc.get_freeze_count)
+        # SQLite's own heap in this process: each pooled connection keeps a page cache (up to
+        # 2 MiB) that fills as the database grows; bounded, but a large part of the server's
+        # growth after its start.
+        memory = sqlite_memory()
+        if memory is not None:
+            Gauge(
+                "vigie_sqlite_memory_bytes",
+                "Memory held by SQLite in this process: page caches, statements, schemas",
+                registry=r,
+            ).set_function(memory)
         self.messages = Counter(
             "vigie_mqtt_messages", "MQTT messages received, by uplink type", ["type"], registry=r
         )

@@ -91,6 +91,28 @@ def is_sqlite(bind: Bind) -> bool:
     return dialect_name(bind) == "sqlite"
 
 
+def sqlite_memory() -> Callable[[], float] | None:
+    """A reader of the memory SQLite holds in this process (bytes): every connection's page
+    cache, prepared statements and schema. None when the library this interpreter's
+    ``sqlite3`` uses does not export its memory statistics.
+
+    The figure is SQLite's own ``sqlite3_memory_used``, read from the very library the
+    ``sqlite3`` module is linked with (looked up through that module's file, which finds the
+    library whether it is linked in or shared), so it counts the server's connections and
+    nothing else."""
+    import ctypes
+
+    try:
+        import _sqlite3
+
+        used = ctypes.CDLL(_sqlite3.__file__).sqlite3_memory_used
+    except (ImportError, OSError, AttributeError):
+        return None
+    used.restype = ctypes.c_int64
+    used.argtypes = []
+    return lambda: float(used())
+
+
 # --- engine and migrations ------------------------------------------------------------------
 
 
