@@ -86,7 +86,7 @@ from dispatch.reconcile import TAKEOVER_MARK
 from dispatch.schemas import AckResult
 from dispatch.store import NOTIF, alog
 from dispatch.verification import VerificationHooks
-from vigie.persistence import claim_due, is_sqlite, take_write_lock
+from vigie.persistence import any_row, claim_due, is_sqlite, take_write_lock
 
 log = logging.getLogger("dispatch")
 
@@ -265,7 +265,7 @@ class SendEngine:
             # A sweep: nothing due, no lock. One alert's run (its first SMS) is called because
             # its rows were just written, and claims at once.
             with self.session() as s:
-                if s.execute(select(NOTIF.c.id).where(due, *where).limit(1)).first() is None:
+                if not any_row(s, NOTIF.c.id, due, *where):
                     return []
         with self.session() as s:
             # Several servers: each picks rows nobody else is claiming right now.

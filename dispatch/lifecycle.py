@@ -41,7 +41,7 @@ from dispatch.models import (
 from dispatch.policy import EscalationPolicy, plan, total_length_s
 from dispatch.schemas import AckResult, AlertBrief, Chain
 from dispatch.store import ESC, NOTIF, add_event, after_commit, alog, brief_to_json
-from vigie.persistence import insert_ignore, take_write_lock
+from vigie.persistence import any_row, insert_ignore, take_write_lock
 
 if TYPE_CHECKING:
     pass
@@ -546,8 +546,7 @@ def _exhaust_due(now: datetime) -> tuple[ColumnElement[bool], ...]:
 def any_exhaust_due(session: Session, *, now: datetime) -> bool:
     """Whether an active escalation's last pass is over (``exhaust_due`` may have work): a
     read, which takes no lock."""
-    stmt = select(ESC.c.alert_id).where(*_exhaust_due(now)).limit(1)
-    return session.execute(stmt).first() is not None
+    return any_row(session, ESC.c.alert_id, *_exhaust_due(now))
 
 
 def exhaust_due(session: Session, *, now: datetime, hooks: DispatchHooks) -> list[str]:

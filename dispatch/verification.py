@@ -46,7 +46,7 @@ from dispatch.models import (
     Verification,
 )
 from dispatch.schemas import AlertBrief
-from vigie.persistence import insert_ignore
+from vigie.persistence import any_row, insert_ignore
 
 log = logging.getLogger("dispatch.verification")
 
@@ -235,8 +235,7 @@ def release(session: Session, *, alert_id: str, now: datetime, reason: str) -> b
 def any_expire_due(session: Session, *, now: datetime) -> bool:
     """Whether a pending verification is past its deadline (``expire_due`` has work): a
     read, which takes no lock."""
-    stmt = select(VERIF.c.alert_id).where(*_expire_due(now)).limit(1)
-    return session.execute(stmt).first() is not None
+    return any_row(session, VERIF.c.alert_id, *_expire_due(now))
 
 
 def _expire_due(now: datetime) -> tuple[ColumnElement[bool], ...]:

@@ -14,6 +14,7 @@ PostgreSQL (several servers):
 - ``insert_ignore``: INSERT … ON CONFLICT DO NOTHING that says whether it inserted;
 - ``Prepared``: a Core statement compiled once and run on the driver's cursor, for the few
   statements the ingest writer runs at every press;
+- ``any_row``: the look a periodic job takes without the write lock before it claims;
 - ``pick_due`` / ``claim_due`` / ``release_claim``: the claim/lease loop (pick due rows
   nobody else holds, claim them with a token and a lease, run, release by compare-and-set).
 
@@ -807,6 +808,15 @@ class _Form:
 
 
 # --- the claim/lease loop -------------------------------------------------------------------
+
+
+def any_row(session: Session | Connection, column: ColumnElement[Any], *where: Any) -> bool:
+    """Whether any row matches ``where``: one ``SELECT column … LIMIT 1``.
+
+    A periodic job looks with it, in a read transaction, before it takes the write lock to
+    claim or change anything (decision 0021): on SQLite every alert's commit waits for that
+    lock, and most runs of a job have nothing to do."""
+    return session.execute(select(column).where(*where).limit(1)).first() is not None
 
 
 def pick_due(session: Session, stmt: Select[Any]) -> Select[Any]:

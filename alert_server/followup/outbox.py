@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, or_, select
+from sqlalchemy import Engine, and_, or_
 from sqlmodel import Session
 
 from alert_server.db import read_scope, write_scope
@@ -32,7 +32,7 @@ from alert_server.followup.models import (
     WorkerMessage,
 )
 from dispatch.channels.base import Notifier, PermanentSendError
-from vigie.persistence import claim_due, insert_ignore, release_claim
+from vigie.persistence import any_row, claim_due, insert_ignore, release_claim
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ class Outbox:
         with read_scope(self.engine) as session:
             # Most ticks find nothing due: they look without the write lock, which on SQLite
             # every alert's commit waits for.
-            if session.execute(select(MSG.c.id).where(due).limit(1)).first() is None:
+            if not any_row(session, MSG.c.id, due):
                 return []
         with write_scope(self.engine) as session:
             rows = claim_due(

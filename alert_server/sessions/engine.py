@@ -36,7 +36,7 @@ from alert_server.db import read_scope, write_scope
 from alert_server.downlink import AlertRef, Downlink
 from alert_server.sessions.models import ACTIVE, ALERTED, RUNNING, WARNED
 from alert_server.sessions.service import SESSION_TABLE, session_alert_id
-from vigie.persistence import pick_due
+from vigie.persistence import any_row, pick_due
 from vigie.timeutil import as_utc, rfc3339, utcnow
 from vigie.vocabulary import AlertKind, DownlinkType
 
@@ -158,7 +158,7 @@ class SessionEngine:
         """Whether any visit matches ``where``: a read, without the write lock. On SQLite an
         alert's commit waits for that lock, and most ticks have nothing to write."""
         with read_scope(self.engine) as session:
-            return session.execute(select(S.c.id).where(where).limit(1)).first() is not None
+            return any_row(session, S.c.id, where)
 
     def _pick(self, session: Session, where: Any) -> list[Any]:
         # Several servers: each takes rows nobody else holds right now.
