@@ -6,6 +6,7 @@ import contextlib
 import gc
 import json
 import logging
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -92,7 +93,15 @@ def server(
     from alert_server.serving import PORT_UNAVAILABLE, bind_http, uvicorn_options
 
     try:
-        http_socket = bind_http(host, port)
+        http_sockets = bind_http(host, port)
+    except socket.gaierror as exc:
+        typer.echo(
+            f"vigie: erreur: l'adresse HTTP {host!r} ne désigne aucune adresse de cette machine "
+            f"({exc.strerror}) : donnez une adresse IP ou un nom connu (--host). "
+            "Rien n'a été démarré.",
+            err=True,
+        )
+        raise typer.Exit(2) from None
     except OSError as exc:
         typer.echo(
             f"vigie: erreur: le port HTTP {host}:{port} n'est pas disponible ({exc.strerror}) : "
@@ -150,12 +159,15 @@ def server(
                 **uvicorn_options(settings),
             )
         )
-        logging.getLogger("alert_server.serving").info(
-            "listening on http://%s:%d (answering once started)", host, port
-        )
+        for sock in http_sockets:
+            address, bound_port = sock.getsockname()[:2]
+            shown = f"[{address}]" if sock.family == socket.AF_INET6 else address
+            logging.getLogger("alert_server.serving").info(
+                "listening on http://%s:%d (answering once started)", shown, bound_port
+            )
         # Ctrl-C: stopped cleanly (uvicorn raises it again once stopped), as uvicorn.run ends.
         with contextlib.suppress(KeyboardInterrupt):
-            http.run(sockets=[http_socket])
+            http.run(sockets=http_sockets)
         if not http.started:
             raise typer.Exit(3)  # the start failed (its error is logged): uvicorn's status
     finally:

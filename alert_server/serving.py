@@ -17,23 +17,38 @@ PORT_UNAVAILABLE = 4
 LISTEN_BACKLOG = 2048
 
 
-def bind_http(host: str, port: int) -> socket.socket:
-    """The server's HTTP socket, bound and listening before anything else starts, so that a
+def bind_http(host: str, port: int) -> list[socket.socket]:
+    """The server's HTTP sockets, bound and listening before anything else starts, so that a
     port already taken stops the start at once: uvicorn binds only after the application has
     started, ingest and dispatch included, which then ran for a second before stopping.
-    Listening, it holds the port (two sockets with SO_REUSEADDR may both be bound, not both
-    listen); a request made during the start waits to be answered. Raises ``OSError``."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    Listening, they hold the port (two sockets with SO_REUSEADDR may both be bound, not both
+    listen); a request made during the start waits to be answered.
+
+    One socket per address ``host`` names, as uvicorn's own bind did: ``localhost`` is
+    127.0.0.1 and ::1 where the machine has both, so a browser that tries ::1 first is
+    answered. Raises ``OSError`` (``socket.gaierror`` for a name that resolves to nothing),
+    with every socket already made closed."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
     try:
-        # As uvicorn binds its own: a restart finds its port in TIME_WAIT usable.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(LISTEN_BACKLOG)
+        for family, type_, proto, _name, address in dict.fromkeys(infos):
+            sock = socket.socket(family, type_, proto)
+            sockets.append(sock)
+            # As uvicorn binds its own: a restart finds its port in TIME_WAIT usable.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # The IPv4 address has its own socket: this one must not claim it too.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:
+                # Port 0: the system's choice for the first address, the same for the rest.
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
     except OSError:
-        sock.close()
+        for sock in sockets:
+            sock.close()
         raise
-    return sock
+    return sockets
 
 
 def uvicorn_options(settings: Settings) -> dict[str, Any]:

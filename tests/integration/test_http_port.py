@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import http.server
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,9 +92,61 @@ def test_the_port_is_held_from_the_bind_on() -> None:
     """Two servers starting at once on one port: the second is refused at its bind, not a
     second later once both have started (two sockets with SO_REUSEADDR may both be bound to a
     port as long as neither listens)."""
-    first = bind_http("127.0.0.1", free_port())
+    (first,) = bind_http("127.0.0.1", free_port())
     try:
         with pytest.raises(OSError):
-            bind_http("127.0.0.1", first.getsockname()[1]).close()
+            bind_http("127.0.0.1", first.getsockname()[1])
     finally:
         first.close()
+
+
+def test_every_address_of_the_host_is_bound_on_one_port() -> None:
+    """A name standing for several addresses (``localhost`` is 127.0.0.1 and ::1 on most
+    machines; the empty host is every IPv4 and IPv6 address) is served on each of them, as
+    uvicorn's own bind did: a browser trying ::1 first must not find nothing there."""
+    sockets = bind_http("", 0)
+    try:
+        families = sorted(s.family for s in sockets)
+        assert families == [socket.AF_INET, socket.AF_INET6]
+        (port,) = {s.getsockname()[1] for s in sockets}
+        for address in ("127.0.0.1", "::1"):
+            with socket.create_connection((address, port), timeout=10):
+                pass
+        # Both held: neither address can be taken by another server now.
+        for address in ("0.0.0.0", "::"):
+            with pytest.raises(OSError):
+                bind_http(address, port)
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_a_half_taken_host_gives_back_what_it_had_bound() -> None:
+    """IPv6's address free, IPv4's taken: the start is refused, and the socket already bound
+    on the free address is closed (the port is not held by a server that never started)."""
+    (taken,) = bind_http("0.0.0.0", 0)
+    port = taken.getsockname()[1]
+    try:
+        with pytest.raises(OSError):
+            bind_http("", port)
+        # Nothing of the failed bind holds ::'s side of the port.
+        (v6,) = bind_http("::", port)
+        v6.close()
+    finally:
+        taken.close()
+
+
+def test_a_host_naming_no_address_is_refused_in_french(
+    broker: LocalMosquitto, tmp_path: Path
+) -> None:
+    env = server_env(broker, f"sqlite:///{tmp_path / 'vigie.db'}")
+    done = subprocess.run(
+        [sys.executable, "-m", "alert_server.cli", "server", "--host", "nulle-part.invalid"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "l'adresse HTTP 'nulle-part.invalid' ne désigne aucune adresse" in done.stderr
+    assert not (tmp_path / "vigie.db").exists()
