@@ -8,9 +8,12 @@ N seconds as if the contact had replied, so the demo shows a full escalation.
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 import logging
 import re
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +35,62 @@ SENT_KEPT = 1000
 ANSWERED_KEPT = 10_000
 # How long ``close`` waits for a delivery or an answer already running (a database write).
 CLOSE_WAIT_S = 10.0
+
+
+class _Later:
+    """The simulated deliveries and answers, each run at its time by one thread of the
+    channel's own, in order. A thread per message (``threading.Timer``) made thousands of
+    threads an hour in a soak, each with its stack and a share of the allocator's arenas:
+    not what a server on real telephony does, and not what its memory should be read from."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._due: list[tuple[float, int, Any, tuple[Any, ...]]] = []
+        self._order = itertools.count()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def add(self, delay_s: float, fn: Any, args: tuple[Any, ...]) -> None:
+        with self._cv:
+            if self._closed:
+                return  # a delivery reported while closing: nothing more is simulated
+            heapq.heappush(self._due, (time.monotonic() + delay_s, next(self._order), fn, args))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="simulated-telephony", daemon=True
+                )
+                self._thread.start()
+            self._cv.notify()
+
+    def pending(self) -> int:
+        with self._cv:
+            return len(self._due)
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while True:
+                    if self._closed:
+                        return
+                    wait = self._due[0][0] - time.monotonic() if self._due else None
+                    if wait is not None and wait <= 0:
+                        break
+                    self._cv.wait(wait)
+                _, _, fn, args = heapq.heappop(self._due)
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("simulated telephony: a delivery or an answer failed")
+
+    def close(self, wait_s: float) -> None:
+        """Drop what is still to come; wait for the one running, if any."""
+        with self._cv:
+            self._closed = True
+            self._due.clear()
+            self._cv.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(wait_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,8 +121,7 @@ class SimulatedNotifier:
         self.sent: collections.deque[SimulatedMessage] = collections.deque(maxlen=SENT_KEPT)
         self._lock = threading.Lock()
         self._auto_acked: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._timers: list[threading.Timer] = []
-        self._closed = False
+        self._later_runs = _Later()
         self._dispatcher: SendEngine | None = None
 
     def attach(self, dispatcher: Any) -> None:
@@ -71,29 +129,16 @@ class SimulatedNotifier:
         self._dispatcher = dispatcher
 
     def close(self) -> None:
-        """Cancel the deliveries and answers still to come, and wait for those already
+        """Cancel the deliveries and answers still to come, and wait for the one already
         running: none reaches the dispatcher (and its database) once this returns."""
-        with self._lock:
-            self._closed = True
-            timers, self._timers = self._timers, []
-        for timer in timers:
-            timer.cancel()
-        for timer in timers:
-            if timer is not threading.current_thread():
-                timer.join(CLOSE_WAIT_S)
+        self._later_runs.close(CLOSE_WAIT_S)
+
+    def pending(self) -> int:
+        """The deliveries and answers still to come."""
+        return self._later_runs.pending()
 
     def _later(self, delay_s: float, fn: Any, *args: Any) -> None:
-        timer = threading.Timer(delay_s, fn, args)
-        timer.daemon = True
-        with self._lock:
-            if self._closed:
-                return  # a delivery reported while closing: nothing more is simulated
-            # Only the timers still to fire are kept (for ``close``): one is made for every
-            # simulated delivery and reply, and each kept its thread's state (about 4 KiB)
-            # for as long as the process ran.
-            self._timers = [t for t in self._timers if t.is_alive()]
-            self._timers.append(timer)
-            timer.start()
+        self._later_runs.add(delay_s, fn, args)
 
     def _record(self, msg: SimulatedMessage) -> None:
         with self._lock:
