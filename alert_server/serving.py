@@ -5,6 +5,7 @@ Kept apart from the CLI so that the options the server really runs with are test
 
 from __future__ import annotations
 
+import errno
 import socket
 from typing import Any
 
@@ -26,24 +27,41 @@ def bind_http(host: str, port: int) -> list[socket.socket]:
 
     One socket per address ``host`` names, as uvicorn's own bind did: ``localhost`` is
     127.0.0.1 and ::1 where the machine has both, so a browser that tries ::1 first is
-    answered. Raises ``OSError`` (``socket.gaierror`` for a name that resolves to nothing),
-    with every socket already made closed."""
+    answered; an address the machine cannot use (::1 with IPv6 turned off) is left out when
+    another one is served. Raises ``OSError`` (``socket.gaierror`` for a name that resolves
+    to nothing), with every socket already made closed."""
     infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     sockets: list[socket.socket] = []
+    unusable: OSError | None = None
     try:
         for family, type_, proto, _name, address in dict.fromkeys(infos):
-            sock = socket.socket(family, type_, proto)
-            sockets.append(sock)
-            # As uvicorn binds its own: a restart finds its port in TIME_WAIT usable.
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                # The IPv4 address has its own socket: this one must not claim it too.
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(sockets) > 1:
+            if port == 0 and sockets:
                 # Port 0: the system's choice for the first address, the same for the rest.
                 address = (address[0], sockets[0].getsockname()[1], *address[2:])
-            sock.bind(address)
-            sock.listen(LISTEN_BACKLOG)
+            try:
+                sock = socket.socket(family, type_, proto)
+            except OSError as exc:  # a family this machine lacks (no IPv6)
+                unusable = exc
+                continue
+            try:
+                # As uvicorn binds its own: a restart finds its port in TIME_WAIT usable.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    # The IPv4 address has its own socket: this one must not claim it too.
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+                sock.listen(LISTEN_BACKLOG)
+            except OSError as exc:
+                sock.close()
+                if exc.errno != errno.EADDRNOTAVAIL:
+                    raise
+                # ``localhost`` naming ::1 on a machine with IPv6 turned off: served on the
+                # addresses it has; a port taken on any of them still refuses the start.
+                unusable = exc
+                continue
+            sockets.append(sock)
+        if not sockets:
+            raise unusable or OSError(errno.EADDRNOTAVAIL, f"no address for {host!r}")
     except OSError:
         for sock in sockets:
             sock.close()

@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -134,6 +135,35 @@ def test_a_half_taken_host_gives_back_what_it_had_bound() -> None:
         v6.close()
     finally:
         taken.close()
+
+
+def test_an_address_the_machine_cannot_use_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``localhost`` naming ::1 on a machine with IPv6 turned off (containers often are): the
+    server is served on 127.0.0.1 rather than refusing to start. An address of the
+    documentation range stands for it here (not this machine's: EADDRNOTAVAIL)."""
+    real = socket.getaddrinfo
+
+    def two_addresses(host: object, port: int | None, *args: object, **kw: object) -> list[Any]:
+        v4 = real("127.0.0.1", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        v6 = real("2001:db8::1", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return v6 + v4
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+    (sock,) = bind_http("localhost", 0)
+    try:
+        assert sock.getsockname()[0] == "127.0.0.1"
+    finally:
+        sock.close()
+    # Nothing usable at all: refused.
+    monkeypatch.setattr(
+        socket,
+        "getaddrinfo",
+        lambda host, port, *a, **k: real(
+            "2001:db8::1", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        ),
+    )
+    with pytest.raises(OSError):
+        bind_http("localhost", 0)
 
 
 def test_a_host_naming_no_address_is_refused_in_french(
