@@ -74,7 +74,7 @@ def _settings(config: Path | None) -> Settings:
 @app.command()
 def server(
     host: Annotated[str, typer.Option(help="Adresse d'écoute HTTP.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port HTTP.")] = 8000,
+    port: Annotated[int, typer.Option(help="Port HTTP.", min=0, max=65535)] = 8000,
     config: ConfigOpt = None,
 ) -> None:
     """API HTTP + console, ingestion MQTT et moteur d'escalade, dans un seul processus."""
@@ -90,26 +90,14 @@ def server(
     from alert_server.safety import check as check_safety
 
     settings = _settings(config)
-    from alert_server.serving import PORT_UNAVAILABLE, bind_http, uvicorn_options
+    from alert_server.serving import START_FAILED, bind_http, refusal, uvicorn_options
 
     try:
         http_sockets = bind_http(host, port)
-    except socket.gaierror as exc:
-        typer.echo(
-            f"vigie: erreur: l'adresse HTTP {host!r} ne désigne aucune adresse de cette machine "
-            f"({exc.strerror}) : donnez une adresse IP ou un nom connu (--host). "
-            "Rien n'a été démarré.",
-            err=True,
-        )
-        raise typer.Exit(2) from None
     except OSError as exc:
-        typer.echo(
-            f"vigie: erreur: le port HTTP {host}:{port} n'est pas disponible ({exc.strerror}) : "
-            "un autre programme l'utilise déjà ; arrêtez-le ou choisissez un autre port "
-            "(--port). Rien n'a été démarré.",
-            err=True,
-        )
-        raise typer.Exit(PORT_UNAVAILABLE) from None
+        message, status = refusal(host, port, exc)
+        typer.echo(f"vigie: erreur: {message}", err=True)
+        raise typer.Exit(status) from None
     from alert_server.logging_setup import configure
 
     log_setup = configure(settings.log_format)
@@ -169,7 +157,7 @@ def server(
         with contextlib.suppress(KeyboardInterrupt):
             http.run(sockets=http_sockets)
         if not http.started:
-            raise typer.Exit(3)  # the start failed (its error is logged): uvicorn's status
+            raise typer.Exit(START_FAILED)  # its error is logged; uvicorn's status
     finally:
         log_setup.stop()
 

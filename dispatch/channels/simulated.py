@@ -41,7 +41,9 @@ class _Later:
     """The simulated deliveries and answers, each run at its time by one thread of the
     channel's own, in order. A thread per message (``threading.Timer``) made thousands of
     threads an hour in a soak, each with its stack and a share of the allocator's arenas:
-    not what a server on real telephony does, and not what its memory should be read from."""
+    not what a server on real telephony does, and not what its memory should be read from.
+    They run one at a time: a slow one (a database write waiting for the lock) delays the
+    next, where real callbacks would arrive side by side; for a simulation, that is enough."""
 
     def __init__(self) -> None:
         self._cv = threading.Condition()
@@ -81,6 +83,8 @@ class _Later:
                 fn(*args)
             except Exception:
                 log.exception("simulated telephony: a delivery or an answer failed")
+            # Nothing of a run kept while waiting for the next (it holds the dispatcher).
+            del fn, args
 
     def close(self, wait_s: float) -> None:
         """Drop what is still to come; wait for the one running, if any."""

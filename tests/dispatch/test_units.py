@@ -506,14 +506,14 @@ def test_simulated_channel_lets_go_of_what_it_is_done_with() -> None:
         def handle_status(self, *, sid: str, **_: object) -> None:
             delivered.append(sid)
 
-    threads_before = {t.ident for t in threading.enumerate()}
+    threads_before = set(threading.enumerate())
     sim = SimulatedNotifier(report_delivery=True)
     sim.attach(Reports())
     for i in range(SENT_KEPT + 10):
         sim.send_sms(to="+33600000001", body=f"Alerte {i}", notification_id=i, alert_id=f"a-{i}")
     assert len(sim.sent) == SENT_KEPT
     assert sim.sent[0].body == "Alerte 10" and sim.sent[-1].body == f"Alerte {SENT_KEPT + 9}"
-    new_threads = [t.name for t in threading.enumerate() if t.ident not in threads_before]
+    new_threads = [t.name for t in threading.enumerate() if t not in threads_before]
     # One thread of the channel's own (another test's leftovers may come and go meanwhile;
     # a thread per delivery would be a thousand here).
     assert new_threads.count("simulated-telephony") == 1 and len(new_threads) < 10, new_threads

@@ -5,6 +5,7 @@ good" by a chaos test whose readings all came from another worker's server)."""
 
 from __future__ import annotations
 
+import errno
 import http.server
 import socket
 import subprocess
@@ -16,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from alert_server.serving import PORT_UNAVAILABLE, bind_http
+from alert_server.serving import PORT_UNAVAILABLE, bind_http, refusal
 from tests import support
 from tests.support import ServerProcess, server_env
 from vigie import launch
@@ -101,11 +102,49 @@ def test_the_port_is_held_from_the_bind_on() -> None:
         first.close()
 
 
+def _ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 on this machine")
+
+
+def _addresses(*hosts: str) -> Any:
+    """A ``getaddrinfo`` naming ``hosts``' addresses, in that order, whatever it is asked."""
+    real = socket.getaddrinfo
+
+    def resolve(host: object, port: int | None, *args: object, **kw: object) -> list[Any]:
+        found: list[Any] = []
+        for name in hosts:
+            found += real(name, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        return found
+
+    return resolve
+
+
+def _bind_on_one_drawn_port(host: str) -> list[socket.socket]:
+    """``bind_http(host, 0)``: the port the system gives the first address may be held on
+    the other family by another program; then another is drawn (a few times at most)."""
+    for _ in range(5):
+        try:
+            return bind_http(host, 0)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+    raise AssertionError("no port free on both families in five draws")
+
+
+@needs_ipv6
 def test_every_address_of_the_host_is_bound_on_one_port() -> None:
     """A name standing for several addresses (``localhost`` is 127.0.0.1 and ::1 on most
     machines; the empty host is every IPv4 and IPv6 address) is served on each of them, as
     uvicorn's own bind did: a browser trying ::1 first must not find nothing there."""
-    sockets = bind_http("", 0)
+    sockets = _bind_on_one_drawn_port("")
     try:
         families = sorted(s.family for s in sockets)
         assert families == [socket.AF_INET, socket.AF_INET6]
@@ -122,48 +161,91 @@ def test_every_address_of_the_host_is_bound_on_one_port() -> None:
             s.close()
 
 
-def test_a_half_taken_host_gives_back_what_it_had_bound() -> None:
-    """IPv6's address free, IPv4's taken: the start is refused, and the socket already bound
-    on the free address is closed (the port is not held by a server that never started)."""
-    (taken,) = bind_http("0.0.0.0", 0)
-    port = taken.getsockname()[1]
+@needs_ipv6
+@pytest.mark.skipif(
+    Path("/proc/sys/net/ipv6/bindv6only").read_text().strip() != "0",
+    reason="this machine's IPv6 sockets do not take IPv4",
+)
+def test_the_ipv6_wildcard_alone_still_serves_ipv4() -> None:
+    """``--host ::`` served IPv4 too before the sockets were made here (an IPv6 socket takes
+    IPv4 unless told not to); it still does."""
+    (sock,) = bind_http("::", 0)
     try:
-        with pytest.raises(OSError):
-            bind_http("", port)
-        # Nothing of the failed bind holds ::'s side of the port.
-        (v6,) = bind_http("::", port)
+        with socket.create_connection(("127.0.0.1", sock.getsockname()[1]), timeout=10):
+            pass
+    finally:
+        sock.close()
+
+
+@needs_ipv6
+def test_a_half_taken_host_gives_back_what_it_had_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """IPv6's address bound first, IPv4's taken: the start is refused, and the socket already
+    bound on ::1 is closed (the port is not held by a server that never started)."""
+    (taken,) = bind_http("127.0.0.1", 0)
+    port = taken.getsockname()[1]
+    monkeypatch.setattr(socket, "getaddrinfo", _addresses("::1", "127.0.0.1"))
+    try:
+        with pytest.raises(OSError) as refused:
+            bind_http("localhost", port)
+        assert refused.value.errno == errno.EADDRINUSE
+        # ``refused`` keeps the failed call's frames, and its list of sockets, alive: ::1's
+        # side of the port is free only if that socket was closed, not just dropped.
+        monkeypatch.undo()
+        (v6,) = bind_http("::1", port)
         v6.close()
     finally:
         taken.close()
 
 
-def test_an_address_the_machine_cannot_use_is_left_out(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``localhost`` naming ::1 on a machine with IPv6 turned off (containers often are): the
-    server is served on 127.0.0.1 rather than refusing to start. An address of the
-    documentation range stands for it here (not this machine's: EADDRNOTAVAIL)."""
-    real = socket.getaddrinfo
+class _NoIpv6Loopback(socket.socket):
+    """A socket on a machine with IPv6 turned off: ::1 is no address of it."""
 
-    def two_addresses(host: object, port: int | None, *args: object, **kw: object) -> list[Any]:
-        v4 = real("127.0.0.1", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        v6 = real("2001:db8::1", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        return v6 + v4
+    def bind(self, address: Any) -> None:
+        if self.family == socket.AF_INET6 and address[0] == "::1":
+            raise OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+        super().bind(address)
 
-    monkeypatch.setattr(socket, "getaddrinfo", two_addresses)
+
+def test_localhost_without_ipv6_is_served_on_127_0_0_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``localhost`` naming ::1 on a machine with IPv6 turned off (many containers): the
+    server is served on 127.0.0.1 rather than refusing to start."""
+    monkeypatch.setattr(socket, "getaddrinfo", _addresses("::1", "127.0.0.1"))
+    monkeypatch.setattr(socket, "socket", _NoIpv6Loopback)
     (sock,) = bind_http("localhost", 0)
     try:
         assert sock.getsockname()[0] == "127.0.0.1"
     finally:
         sock.close()
-    # Nothing usable at all: refused.
-    monkeypatch.setattr(
-        socket,
-        "getaddrinfo",
-        lambda host, port, *a, **k: real(
-            "2001:db8::1", port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        ),
-    )
-    with pytest.raises(OSError):
-        bind_http("localhost", 0)
+
+
+def test_an_address_that_is_not_the_machines_refuses_the_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Any other address the machine does not have is a mistake in --host (a stale name, a
+    typo): refused, with a French line saying so, never served on what is left."""
+    monkeypatch.setattr(socket, "getaddrinfo", _addresses("127.0.0.1", "192.0.2.7"))
+    with pytest.raises(OSError) as refused:
+        bind_http("vigie.example", 0)
+    message, status = refusal("vigie.example", 8000, refused.value)
+    assert status == 2
+    assert "n'est pas une adresse de cette machine" in message
+
+
+@pytest.mark.parametrize(
+    ("exc", "status", "said"),
+    [
+        (OSError(errno.EADDRINUSE, "Address already in use"), 4, "un autre programme l'utilise"),
+        (OSError(errno.EACCES, "Permission denied"), 4, "choisissez un autre port"),
+        (OSError(errno.EADDRNOTAVAIL, "Cannot assign"), 2, "pas une adresse de cette machine"),
+        (socket.gaierror(socket.EAI_NONAME, "Name unknown"), 2, "ne correspond à aucune adresse"),
+        (socket.gaierror(socket.EAI_AGAIN, "Try again"), 3, "pas pu être résolu pour l'instant"),
+    ],
+)
+def test_each_refusal_says_what_to_do_in_french(exc: OSError, status: int, said: str) -> None:
+    message, got = refusal("127.0.0.1", 8000, exc)
+    assert got == status and said in message and "Rien n'a été démarré." in message
+    if exc.errno != errno.EADDRINUSE:
+        assert "un autre programme" not in message
 
 
 def test_a_host_naming_no_address_is_refused_in_french(
@@ -178,5 +260,5 @@ def test_a_host_naming_no_address_is_refused_in_french(
         timeout=120,
     )
     assert done.returncode == 2, done.stderr
-    assert "l'adresse HTTP 'nulle-part.invalid' ne désigne aucune adresse" in done.stderr
+    assert "l'adresse HTTP 'nulle-part.invalid' ne correspond à aucune adresse" in done.stderr
     assert not (tmp_path / "vigie.db").exists()
