@@ -37,31 +37,41 @@ ANSWERED_KEPT = 10_000
 CLOSE_WAIT_S = 10.0
 
 
-class _Later:
-    """The simulated deliveries and answers, each run at its time by one thread of the
-    channel's own, in order. A thread per message (``threading.Timer``) made thousands of
-    threads an hour in a soak, each with its stack and a share of the allocator's arenas:
-    not what a server on real telephony does, and not what its memory should be read from.
-    They run one at a time: a slow one (a database write waiting for the lock) delays the
-    next, where real callbacks would arrive side by side; for a simulation, that is enough."""
+# Threads running the simulated deliveries and answers: real callbacks reach the server side
+# by side (its HTTP workers), and each one waits its turn for the database's write lock.
+LATER_WORKERS = 8
 
-    def __init__(self) -> None:
+
+class _Later:
+    """The simulated deliveries and answers, each run at its time, earliest first, by a few
+    threads of the channel's own (``LATER_WORKERS``), side by side as real callbacks come.
+
+    A thread per message (``threading.Timer``) made thousands of threads an hour in a soak,
+    each with its stack and a share of the allocator's arenas: not what a server on real
+    telephony does, and not what its memory should be read from. One thread for all of them
+    fell behind under load (each waits its turn for the write lock): the simulated contacts
+    then answered minutes late, and escalations went on meanwhile."""
+
+    def __init__(self, workers: int = LATER_WORKERS) -> None:
+        self.workers = workers
         self._cv = threading.Condition()
         self._due: list[tuple[float, int, Any, tuple[Any, ...]]] = []
         self._order = itertools.count()
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     def add(self, delay_s: float, fn: Any, args: tuple[Any, ...]) -> None:
         with self._cv:
             if self._closed:
                 return  # a delivery reported while closing: nothing more is simulated
             heapq.heappush(self._due, (time.monotonic() + delay_s, next(self._order), fn, args))
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name="simulated-telephony", daemon=True
-                )
-                self._thread.start()
+            if not self._threads:
+                self._threads = [
+                    threading.Thread(target=self._run, name=f"simulated-telephony-{i}", daemon=True)
+                    for i in range(self.workers)
+                ]
+                for thread in self._threads:
+                    thread.start()
             self._cv.notify()
 
     def pending(self) -> int:
@@ -79,6 +89,8 @@ class _Later:
                         break
                     self._cv.wait(wait)
                 _, _, fn, args = heapq.heappop(self._due)
+                if self._due and self._due[0][0] <= time.monotonic():
+                    self._cv.notify()  # the next one is due too: another thread takes it
             try:
                 fn(*args)
             except Exception:
@@ -87,14 +99,16 @@ class _Later:
             del fn, args
 
     def close(self, wait_s: float) -> None:
-        """Drop what is still to come; wait for the one running, if any."""
+        """Drop what is still to come; wait (``wait_s`` in all) for those running, if any."""
         with self._cv:
             self._closed = True
             self._due.clear()
             self._cv.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(wait_s)
+            threads = list(self._threads)
+        deadline = time.monotonic() + wait_s
+        for thread in threads:
+            if thread is not threading.current_thread():
+                thread.join(max(0.0, deadline - time.monotonic()))
 
 
 @dataclass(frozen=True, slots=True)
