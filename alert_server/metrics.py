@@ -22,8 +22,7 @@ class Metrics:
             registry=r,
         ).set_function(gc.get_freeze_count)
         # SQLite's own heap in this process: each pooled connection keeps a page cache (up to
-        # 2 MiB) that fills as the database grows; bounded, but a large part of the server's
-        # growth after its start.
+        # 2 MiB). Read beside the process's memory, it tells SQLite's share of a growth.
         memory = sqlite_memory()
         if memory is not None:
             Gauge(

@@ -41,6 +41,10 @@ def bind_http(host: str, port: int) -> list[socket.socket]:
     # An IPv6 socket also takes IPv4 unless told not to (``--host ::`` serves both): only
     # when the host names an IPv4 address too, which has its own socket, is it told so.
     both = {socket.AF_INET, socket.AF_INET6} <= {info[0] for info in infos}
+    # ``localhost`` naming ::1 on a machine with IPv6 turned off (many containers) is served
+    # on its other addresses; any other address the machine does not have is a mistake in
+    # --host, and refuses the start.
+    may_skip_loopback6 = any(info[4][0] != "::1" for info in infos)
     sockets: list[socket.socket] = []
     try:
         for family, type_, proto, _name, address in infos:
@@ -57,15 +61,10 @@ def bind_http(host: str, port: int) -> list[socket.socket]:
                 sock.listen(LISTEN_BACKLOG)
             except OSError as exc:
                 sock.close()
-                if exc.errno == errno.EADDRNOTAVAIL and address[0] == "::1" and len(infos) > 1:
-                    # ``localhost`` naming ::1 on a machine with IPv6 turned off (many
-                    # containers): served on 127.0.0.1. Any other address the machine does
-                    # not have is a mistake in --host, and refuses the start.
+                if exc.errno == errno.EADDRNOTAVAIL and address[0] == "::1" and may_skip_loopback6:
                     continue
                 raise
             sockets.append(sock)
-        if not sockets:
-            raise OSError(errno.EADDRNOTAVAIL, "no usable address", host)
     except OSError:
         for sock in sockets:
             sock.close()

@@ -147,7 +147,7 @@ class SimulatedNotifier:
         self._dispatcher = dispatcher
 
     def close(self) -> None:
-        """Cancel the deliveries and answers still to come, and wait for the one already
+        """Cancel the deliveries and answers still to come, and wait for those already
         running: none reaches the dispatcher (and its database) once this returns."""
         self._later_runs.close(CLOSE_WAIT_S)
 
