@@ -49,12 +49,6 @@ class Metrics:
         self.alert_repeats = Counter(
             "vigie_alert_repeats", "Repeats of an already stored alert_id", registry=r
         )
-        self.inbox_recovered = Counter(
-            "vigie_ingest_inbox_recovered",
-            "Alert messages stored from the inbox by another writer than the one that kept "
-            "them (after a crash or a stop, or a server gone for good)",
-            registry=r,
-        )
         self.alerts_merged = Counter(
             "vigie_alerts_merged",
             "New alerts attached to their device's running incident (a flood of presses)",

@@ -11,7 +11,6 @@ import alert_server.devices.models
 import alert_server.followup.models
 import alert_server.gateways.models
 import alert_server.geo.models
-import alert_server.ingest.inbox
 import alert_server.referents.models
 import alert_server.sessions.models
 import alert_server.users.models  # noqa: F401

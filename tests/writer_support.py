@@ -98,4 +98,4 @@ def alert_item(device_id: str, ack: Callable[[str], None] | None = None) -> Inbo
         "pos": {"lat": 43.2965, "lon": 5.3698, "acc_m": 12, "src": "gps"},
     }
     done = (lambda: ack(alert_id)) if ack is not None else (lambda: None)
-    return Inbound(device_id, "alert", json.dumps(body).encode(), done, utcnow(), from_broker=True)
+    return Inbound(device_id, "alert", json.dumps(body).encode(), done, utcnow())

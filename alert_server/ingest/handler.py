@@ -3,9 +3,7 @@
 The paho thread only decodes and hands off (``Ingestor.handle``). Alerts, cancels and
 sessions go to one writer thread that commits them in batches; heartbeats, positions and
 status go to the in-memory presence tracker. Every QoS 1 message is acknowledged to the
-broker only once its effect is durable. A few alerts at once (a press, not a flood) are
-answered as soon as their bytes are committed to the inbox (``inbox.py``), and stored just
-after; a flood's batch is stored and answered in one transaction.
+broker only once its effect is durable.
 
 Ingest reads and batches; what a message does to the alerts, visits and devices is decided by
 the pipeline, inside the writer's transaction (``PipelinePort``). Presence and the PIN checks
@@ -31,7 +29,6 @@ from sqlmodel import Session
 
 from alert_server.db import database_unavailable, write_scope
 from alert_server.downlink import AlertRef, Downlink
-from alert_server.ingest import inbox
 from alert_server.ingest.mqtt import Ack
 from alert_server.metrics import Metrics
 from alert_server.positions import LastPosition
@@ -48,12 +45,6 @@ CLOCK_SKEW_FUTURE = timedelta(minutes=2)
 # An alert the device kept in its offline queue arrives late; it is flagged, not refused.
 DELAYED_AFTER = timedelta(minutes=2)
 RAW_MAX_CHARS = 16_384
-# A batch of at most this many alerts is answered from the inbox, then stored (``inbox.py``).
-# A larger one (a flood) is stored and answered in one transaction: each of its alerts would
-# wait for the others' inbox rows anyway, and two transactions per batch cost throughput.
-INBOX_MAX = 4
-# How often a writer looks for inbox rows left by a writer that died (``inbox.ORPHAN_AFTER``).
-SWEEP_EVERY_S = 5.0
 
 
 @dataclass
@@ -68,14 +59,6 @@ class Inbound:
     # A cancel, read and its PIN checked (off the writer) before it reaches the writer.
     cancel: payloads.CancelMsg | None = None
     verdict: PinVerdict | None = None
-    # The alert's inbox row, once committed there: the device has its receipt and the broker
-    # its PUBACK (``token`` is then None); the alert is stored with the row's deletion.
-    inbox_id: int | None = None
-    # Kept in the inbox by a writer that is gone (``Ingestor._store_orphans``).
-    orphan: bool = False
-    # From the broker: may be answered once kept in the inbox. A gateway's alert is answered
-    # (its HTTP 200) once its alert row is stored, as its clients and their checks expect.
-    from_broker: bool = False
 
 
 @dataclass
@@ -359,14 +342,12 @@ class FairQueue:
         with self._cv:
             return self._size
 
-    def take(self, max_items: int, timeout: float | None = None) -> tuple[list[Inbound], bool]:
-        """Wait for messages (at most ``timeout`` seconds, then none) and return up to
-        ``max_items`` of them, the devices in turn; the flag is True once the queue is closed
-        and empty (nothing will ever come again)."""
+    def take(self, max_items: int) -> tuple[list[Inbound], bool]:
+        """Wait for messages and return up to ``max_items`` of them, the devices in turn; the
+        flag is True once the queue is closed and empty (nothing will ever come again)."""
         with self._cv:
             while self._size == 0 and not self._closed:
-                if not self._cv.wait(timeout):
-                    return [], False
+                self._cv.wait()
             batch: list[Inbound] = []
             taken: dict[str, int] = {}
             skipped: list[str] = []
@@ -437,9 +418,7 @@ class Ingestor:
         received_at = utcnow()
         self.metrics.messages.labels(suffix).inc()
         if suffix in ("alert", "session"):
-            size = self._queue.put(
-                Inbound(device_id, suffix, payload, ack, received_at, from_broker=True)
-            )
+            size = self._queue.put(Inbound(device_id, suffix, payload, ack, received_at))
             self.metrics.ingest_queue.set(size)
             return
         try:
@@ -530,59 +509,13 @@ class Ingestor:
             self._kept.close()
 
     def _run(self) -> None:
-        # What a crash or a stop left in the inbox is stored before any new message: a cancel
-        # that follows must find its alert.
-        # (If the database cannot be read now, every row is still taken at the next sweep.)
-        every_row = not self._store_orphans(before=None)
-        next_sweep = time.monotonic() + SWEEP_EVERY_S
         finished = False
         while not finished:
-            batch, finished = self._queue.take(self.batch_max, timeout=SWEEP_EVERY_S)
+            batch, finished = self._queue.take(self.batch_max)
             self.metrics.ingest_queue.set(self._queue.qsize())
             if batch:
                 self._commit_with_retry(batch)
-            if time.monotonic() >= next_sweep:
-                before = None if every_row else utcnow() - inbox.ORPHAN_AFTER
-                read = self._store_orphans(before=before)
-                every_row = every_row and not read
-                next_sweep = time.monotonic() + SWEEP_EVERY_S
         self._kept.close()
-
-    def _store_orphans(self, *, before: datetime | None) -> bool:
-        """Store the alerts kept in the inbox by a writer that is gone (received before
-        ``before``; None: any, at the start), one transaction each. False if the inbox could
-        not be read (the next sweep looks again; nothing is lost meanwhile)."""
-        while True:
-            try:
-                with self.engine.connect() as conn:
-                    rows = inbox.waiting(conn, before=before, limit=self.batch_max)
-            except Exception as exc:
-                self.metrics.db_errors.inc()
-                if database_unavailable(exc):
-                    log.warning("could not read the alert inbox: %s", str(exc).splitlines()[0])
-                else:
-                    log.exception("could not read the alert inbox")
-                return False
-            for row in rows:
-                log.warning(
-                    "storing an alert message its writer kept and did not store "
-                    "(a crash or a stop) device_id=%s inbox_id=%d received_at=%s",
-                    row.device_id[:64],
-                    row.id,
-                    row.received_at.isoformat(),
-                )
-                item = Inbound(
-                    row.device_id,
-                    "alert",
-                    row.payload,
-                    None,
-                    row.received_at,
-                    inbox_id=row.id,
-                    orphan=True,
-                )
-                self._commit_with_retry([item])
-            if len(rows) < self.batch_max:
-                return True
 
     def _commit_with_retry(self, batch: list[Inbound]) -> None:
         delay = 0.05
@@ -652,7 +585,6 @@ class Ingestor:
                 delay = min(delay * 2, 2.0)
 
     def _commit_minimal_alert(self, item: Inbound) -> None:
-        """The last resort for an alert whose full path keeps failing: its raw bytes, flagged."""
         now = item.received_at
         digest = hashlib.sha256(item.device_id.encode() + b"\0" + item.payload).hexdigest()
         try:
@@ -670,48 +602,14 @@ class Ingestor:
             "raw": payloads.db_text(item.payload[:RAW_MAX_CHARS].decode("utf-8", errors="replace")),
         }
         with write_scope(self.engine) as session:
-            if item.inbox_id is not None and not inbox.take(session, item.inbox_id):
-                return  # another writer stored it
             stored = self.pipeline.store_unreadable_alert(session, values=values)
-        if item.inbox_id is None:  # else the device has had its receipt, the broker its PUBACK
-            self._received_sender(item.device_id, alert_id)()
-            self._ack_item(item)
+        self._received_sender(item.device_id, alert_id)()
+        self._ack_item(item)
         if stored.created:
             self.metrics.alerts_stored.inc()
             self.pipeline.alert_stored(stored.alert_id)
 
     def _commit(self, batch: list[Inbound]) -> None:
-        if len(batch) <= INBOX_MAX and all(
-            item.suffix == "alert" and item.from_broker and item.inbox_id is None for item in batch
-        ):
-            self._keep(batch)
-        self._store(batch)
-
-    def _keep(self, batch: list[Inbound]) -> None:
-        """Commit the alerts' bytes to the inbox, then tell each device and the broker: the
-        alerts are durable. ``_store`` then stores them (its failures are retried as any
-        batch's, and a crash leaves them to the next writer)."""
-        # Read first: the receipt names the alert as its stored row will (the same reading of
-        # the same bytes at the same arrival time, in ``_store``).
-        alert_ids = [
-            interpret_alert(item.device_id, item.payload, item.received_at).alert_id
-            for item in batch
-        ]
-        with self._kept.transaction() as conn:
-            ids = [
-                inbox.add(conn, item.device_id, item.payload, item.received_at) for item in batch
-            ]
-        for item, inbox_id, alert_id in zip(batch, ids, alert_ids, strict=True):
-            item.inbox_id = inbox_id
-            try:
-                self._received_sender(item.device_id, alert_id)()
-            except Exception:
-                log.exception("post-commit action failed")
-        for item in batch:
-            self._ack_item(item)
-            item.token = None
-
-    def _store(self, batch: list[Inbound]) -> None:
         after: list[Callable[[], None]] = []
         new_alerts: list[str] = []
         # What each alert of the batch did: counted and logged once committed (an attempt
@@ -725,17 +623,7 @@ class Ingestor:
             else write_scope(self.engine)
         )
         with self.metrics.ingest_batch_seconds.time(), scope as session:
-            # Every inbox row first, before any device's lock (PostgreSQL): another writer
-            # storing an orphan takes its one row, then its device's lock, so neither waits
-            # for the other in a circle.
-            gone = {
-                item.inbox_id
-                for item in batch
-                if item.inbox_id is not None and not inbox.take(session, item.inbox_id)
-            }
             for item in batch:
-                if item.inbox_id in gone:
-                    continue  # stored by another writer
                 # Every stored time is the arrival at the server, not the commit: a batch
                 # that waited (a slow disk, a database restart) must not hide the wait.
                 now = item.received_at
@@ -744,8 +632,7 @@ class Ingestor:
                     stored_alerts.append((stored, draft))
                     if stored.created and draft.incident_of is None:
                         new_alerts.append(stored.alert_id)
-                    if item.inbox_id is None:  # else told when kept
-                        after.append(self._received_sender(item.device_id, draft.alert_id))
+                    after.append(self._received_sender(item.device_id, draft.alert_id))
                     if draft.incident_acknowledged_by is not None:
                         after.append(
                             self._acknowledged_sender(draft, draft.incident_acknowledged_by)
@@ -758,9 +645,6 @@ class Ingestor:
         # only then write the log lines (the receipt does not wait for them).
         for stored, draft in stored_alerts:
             self._count_alert(stored, draft)
-        self.metrics.inbox_recovered.inc(
-            sum(1 for item in batch if item.orphan and item.inbox_id not in gone)
-        )
         for action in after:
             try:
                 action()
