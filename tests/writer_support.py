@@ -26,7 +26,9 @@ from vigie.timeutil import utcnow
 class NoPinChecks:
     """The PIN gate of a writer that is given no cancel."""
 
-    def submit(self, device_id: str, pin: str, done: Callable[..., None]) -> None:
+    def submit(
+        self, device_id: str, pin: str, done: Callable[..., None], *, subject: str = ""
+    ) -> None:
         raise AssertionError("no cancel expected here")
 
     def start(self) -> None:
@@ -41,14 +43,22 @@ class Writer:
     ingestor: Ingestor
     # The topics the downlink published on, in order (receipts and the like).
     sent: list[str]
+    # What was published on them, in the same order.
+    bodies: list[bytes]
 
 
 @contextmanager
-def in_process_writer(engine: Engine) -> Iterator[Writer]:
+def in_process_writer(engine: Engine, pins: handler.PinChecks | None = None) -> Iterator[Writer]:
     """An ``Ingestor`` on a migrated ``engine``, with the real pipeline (no dispatcher) and a
-    downlink that records what it would publish."""
+    downlink that records what it would publish; ``pins`` checks cancels (none by default)."""
     sent: list[str] = []
-    downlink = Downlink(lambda topic, payload, **_: sent.append(topic))
+    bodies: list[bytes] = []
+
+    def publish(topic: str, payload: bytes, **_: object) -> None:
+        sent.append(topic)
+        bodies.append(payload)
+
+    downlink = Downlink(publish)
     presence = PresenceTracker(engine, 60.0)
     pipeline = Pipeline(engine, presence=presence, downlink=downlink)
     ingestor = Ingestor(
@@ -57,10 +67,10 @@ def in_process_writer(engine: Engine) -> Iterator[Writer]:
         pipeline=pipeline,
         metrics=Metrics(),
         downlink=downlink,
-        pins=NoPinChecks(),
+        pins=pins if pins is not None else NoPinChecks(),
     )
     try:
-        yield Writer(ingestor, sent)
+        yield Writer(ingestor, sent, bodies)
     finally:
         ingestor.stop()  # gives back the writer's kept connection
         pipeline.shutdown()

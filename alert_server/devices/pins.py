@@ -12,12 +12,18 @@ on its own thread, and the writer only records the decision.
   for ``lockout_s``; while locked no hash is computed (the flood costs nothing) and the alert
   keeps escalating. The state is kept on the device row (several servers, restarts) and in
   memory for the decisions not yet committed.
+- **A bounded stop**: a stop goes on checking, devices in turn, for at most ``drain_s``; what
+  is still queued then is not hashed. Each device is told ``unverifiable`` once per alert it
+  was cancelling (its worker types her PIN again, on the next server), the alert keeps
+  escalating, and the stop does not wait for one device's flood of cancels while every
+  other device's messages stay unacknowledged behind it.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,6 +77,7 @@ class _Job:
     device_id: str
     pin: str
     done: Done
+    subject: str = ""  # what the cancel is about (its alert id): one answer each when dropped
 
 
 class PinGate:
@@ -84,10 +91,12 @@ class PinGate:
         policy: PinPolicy | None = None,
         workers: int = 1,
         clock: Callable[[], datetime] = utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.engine = engine
         self.policy = policy or PinPolicy()
         self.clock = clock
+        self._monotonic = monotonic
         self._workers = workers
         self._cond = threading.Condition()
         self._queues: dict[str, deque[_Job]] = {}
@@ -95,6 +104,9 @@ class PinGate:
         self._busy: set[str] = set()
         self._memory: dict[str, _Failures] = {}
         self._closing = False
+        self._drain_until: float | None = None
+        self.checked = 0  # checks run to their verdict
+        self.dropped = 0  # checks left unhashed by a stop
         self._threads: list[threading.Thread] = []
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -104,23 +116,30 @@ class PinGate:
             t.start()
             self._threads.append(t)
 
-    def stop(self) -> None:
-        """Finish every check already submitted, then stop."""
+    def stop(self, drain_s: float = 2.0) -> None:
+        """Go on checking what was submitted, devices in turn, for up to ``drain_s``; answer
+        the rest ``unverifiable`` without hashing; wait for the check in progress; stop."""
         with self._cond:
             self._closing = True
+            self._drain_until = self._monotonic() + drain_s
             self._cond.notify_all()
         for t in self._threads:
+            # A check in progress is two hashes and one read: far less than this cap, which
+            # only guards against a database that does not answer.
             t.join(timeout=30)
+
+    def alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
 
     def pending(self) -> int:
         with self._cond:
             return sum(len(q) for q in self._queues.values())
 
     # -- submit (MQTT thread) -----------------------------------------------------------------
-    def submit(self, device_id: str, pin: str, done: Done) -> None:
+    def submit(self, device_id: str, pin: str, done: Done, *, subject: str = "") -> None:
         with self._cond:
             q = self._queues.setdefault(device_id, deque())
-            q.append(_Job(device_id, pin, done))
+            q.append(_Job(device_id, pin, done, subject))
             if len(q) == 1 and device_id not in self._busy:
                 self._ready.append(device_id)
             self._cond.notify()
@@ -131,11 +150,46 @@ class PinGate:
             while not self._ready:
                 if self._closing and not any(self._queues.values()):
                     return None
+                if self._drain_over():
+                    break
                 self._cond.wait(0.5)
-            device_id = self._ready.popleft()
-            job = self._queues[device_id].popleft()
-            self._busy.add(device_id)
-            return job
+            if self._drain_over():
+                dropped = self._take_all()
+            else:
+                device_id = self._ready.popleft()
+                job = self._queues[device_id].popleft()
+                self._busy.add(device_id)
+                return job
+        self._answer_dropped(dropped)
+        return None
+
+    def _drain_over(self) -> bool:
+        return self._drain_until is not None and self._monotonic() >= self._drain_until
+
+    def _take_all(self) -> list[_Job]:
+        jobs = [job for q in self._queues.values() for job in q]
+        for q in self._queues.values():
+            q.clear()
+        self._ready.clear()
+        self.dropped += len(jobs)
+        return jobs
+
+    def _answer_dropped(self, jobs: list[_Job]) -> None:
+        if not jobs:
+            return
+        last: dict[tuple[str, str], _Job] = {}
+        for job in jobs:
+            last[(job.device_id, job.subject)] = job
+        log.warning(
+            "stopping: %d PIN checks left unchecked (%d devices), answered unverifiable",
+            len(jobs),
+            len({job.device_id for job in jobs}),
+        )
+        for job in last.values():
+            try:
+                job.done(PinVerdict.UNVERIFIABLE)
+            except Exception:
+                log.exception("PIN verdict could not be handed over device_id=%s", job.device_id)
 
     def _release(self, device_id: str) -> None:
         with self._cond:
@@ -159,6 +213,8 @@ class PinGate:
                 # keeps escalating (never stood down on a guess); the device is told.
                 log.exception("PIN check failed device_id=%s", job.device_id)
                 verdict = PinVerdict.UNVERIFIABLE
+            with self._cond:
+                self.checked += 1
             try:
                 job.done(verdict)
             except Exception:

@@ -291,14 +291,18 @@ class Presence(Protocol):
 class PinChecks(Protocol):
     """Port: the checks of cancel PINs, off the writer (``devices.pins.PinGate``)."""
 
-    def submit(self, device_id: str, pin: str, done: Callable[[PinVerdict], None]) -> None:
-        """Check ``pin``; ``done`` receives the verdict (on the checker's thread)."""
+    def submit(
+        self, device_id: str, pin: str, done: Callable[[PinVerdict], None], *, subject: str = ""
+    ) -> None:
+        """Check ``pin``; ``done`` receives the verdict (on the checker's thread). ``subject``
+        is the alert the cancel is about."""
         ...
 
     def start(self) -> None: ...
 
     def stop(self) -> None:
-        """Finish every check already submitted, then stop."""
+        """Decide every check already submitted (checked, or within a bounded stop answered
+        ``unverifiable``), then stop."""
         ...
 
 
@@ -445,14 +449,16 @@ class Ingestor:
         order, and one held for a PIN check (argon2) would hold back every later message of
         every device. If the server dies before the verdict is committed the cancel is lost,
         which fails safe: the alert keeps escalating and the device, with no
-        ``alert.cancelled``, lets the worker type her PIN again.
+        ``alert.cancelled``, lets the worker type her PIN again. A stop does not wait for a
+        flood of cancels: what the gate has not checked within its bound is answered
+        ``unverifiable`` (``PinGate.stop``).
         """
 
         def decided(verdict: PinVerdict) -> None:
             item = Inbound(device_id, "cancel", payload, None, received_at, msg, verdict)
             self.metrics.ingest_queue.set(self._queue.put(item))
 
-        self.pins.submit(device_id, msg.pin, decided)
+        self.pins.submit(device_id, msg.pin, decided, subject=msg.alert_id)
 
     def _presence(self, device_id: str, msg: Any, retain: bool) -> None:
         now = utcnow()
