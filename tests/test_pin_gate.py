@@ -54,6 +54,13 @@ class _Gate(PinGate):
         return self.verdict
 
 
+def _until(condition, what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
 def _collect(answers: list[tuple[str, PinVerdict]], label: str):
     return lambda verdict: answers.append((label, verdict))
 
@@ -73,8 +80,7 @@ def test_a_stop_checks_devices_in_turn_within_its_bound_and_answers_the_rest_onc
 
         stopper = threading.Thread(target=gate.stop, kwargs={"drain_s": 2.0})
         stopper.start()
-        while gate._drain_until is None:  # the stop has set its bound (at fake time 0)
-            threading.Event().wait(0.01)
+        _until(lambda: gate._drain_until is not None, "the stop's bound set (at fake time 0)")
         gate.go.set()
         stopper.join(30)
         assert not stopper.is_alive(), "the stop did not end"
@@ -114,13 +120,6 @@ def test_a_stop_within_its_bound_checks_every_cancel_submitted():
     assert not gate.alive()
     assert gate.checked == 3 and gate.dropped == 0
     assert sorted(answers) == [(f"d{i}", PinVerdict.CANCEL) for i in range(3)]
-
-
-def _until(condition, what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
 
 
 def test_a_server_stopping_with_a_flood_of_cancels_tells_the_device_and_keeps_escalating(
